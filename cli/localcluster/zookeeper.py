@@ -1,0 +1,102 @@
+"""A real ZooKeeper server as a plain java process (Debian's package), for tests and demos."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cli.localcluster.process import free_port, pid_alive, spawn, stop_pid, wait_until
+
+ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
+ZOOKEEPER_CONF_DIR = Path("/etc/zookeeper/conf")
+
+
+class ZooKeeperMissing(RuntimeError):
+    pass
+
+
+def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(word.encode())
+            chunks = []
+            while data := sock.recv(4096):
+                chunks.append(data)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class ZooKeeperServer:
+    """One standalone server on a loopback port, with its data in ``workdir``."""
+
+    workdir: Path
+    port: int = 0
+    pid: int | None = None
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        cfg = self.workdir / "zoo.cfg"
+        cfg.write_text(
+            "\n".join(
+                [
+                    "tickTime=500",
+                    "initLimit=10",
+                    "syncLimit=5",
+                    f"dataDir={data}",
+                    f"clientPort={self.port}",
+                    "clientPortAddress=127.0.0.1",
+                    "admin.enableServer=false",
+                    "4lw.commands.whitelist=*",
+                    # Short ticks keep test session timeouts short; allow up to 30 s sessions.
+                    "maxSessionTimeout=30000",
+                    "",
+                ]
+            )
+        )
+        return cfg
+
+    def start(self, timeout: float = 60.0) -> None:
+        java = shutil.which("java")
+        if java is None or not ZOOKEEPER_JAR.exists():
+            raise ZooKeeperMissing(
+                "ZooKeeper is not installed: run `make setup` (apt-get install zookeeper)"
+            )
+        if not self.port:
+            self.port = free_port()
+        cfg = self.write_config()
+        classpath = f"{ZOOKEEPER_CONF_DIR}:{ZOOKEEPER_JAR}"
+        self.pid = spawn(
+            [java, "-Xmx256m", "-cp", classpath,
+             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
+            self.workdir / "zookeeper.log",
+        )
+        pid = self.pid
+
+        def ready() -> bool:
+            # It logs nothing, so a port clash shows only as a dead PID.
+            if not pid_alive(pid):
+                raise RuntimeError(
+                    f"ZooKeeper exited at start (port {self.port} in use?); "
+                    f"see {self.workdir / 'zookeeper.log'}"
+                )
+            return four_letter(self.port, "ruok") == "imok"
+
+        wait_until(ready, timeout, f"ZooKeeper on port {self.port}", interval=0.1)
+
+    def alive(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid) and four_letter(self.port, "ruok") == "imok"
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_pid(self.pid)
+            self.pid = None

@@ -1,0 +1,51 @@
+"""Host-side drivers. Nothing here knows of ZooKeeper.
+
+Controllers code against DomainDriver; LibvirtDriver is the implementation,
+on QEMU/KVM or on libvirt's test driver (see write_test_host_xml).
+"""
+
+from hypervisor.domain import (
+    DiskSpec,
+    DomainDriver,
+    DomainInfo,
+    DomainSpec,
+    DomainState,
+    HostFacts,
+    NicSpec,
+)
+from hypervisor.domainxml import (
+    PVC_METADATA_NS,
+    find_owner_tag,
+    read_owner_tag,
+    render_domain_xml,
+)
+from hypervisor.errors import (
+    DomainNotFound,
+    HypervisorError,
+    HypervisorUnavailable,
+    InvalidDomain,
+    OperationFailed,
+)
+from hypervisor.libvirt_driver import LibvirtDriver
+from hypervisor.testdriver import write_test_host_xml
+
+__all__ = [
+    "PVC_METADATA_NS",
+    "DiskSpec",
+    "DomainDriver",
+    "DomainInfo",
+    "DomainNotFound",
+    "DomainSpec",
+    "DomainState",
+    "HostFacts",
+    "HypervisorError",
+    "HypervisorUnavailable",
+    "InvalidDomain",
+    "LibvirtDriver",
+    "NicSpec",
+    "OperationFailed",
+    "find_owner_tag",
+    "read_owner_tag",
+    "render_domain_xml",
+    "write_test_host_xml",
+]

@@ -1,0 +1,134 @@
+"""The domain driver interface and the values that cross it.
+
+Controllers see only this module; the libvirt implementation lives beside it
+(libvirt_driver.py), as httpx keeps its transports behind one base class.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from types import TracebackType
+
+
+class DomainState(enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting-down"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    ABSENT = "absent"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    target: str
+    """Guest device name, e.g. "vda"."""
+    path: str
+    """File path of the image on this host."""
+    format: str = "qcow2"
+    size_bytes: int | None = None
+    """When set and the image is missing, define() creates it with qemu-img."""
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    mac: str
+    bridge: str
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    uuid: str
+    vcpus: int
+    memory_mib: int
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    owner_tag: str = ""
+    """Stored in the domain's <metadata>, which is how list_managed() tells
+    PVC's domains from ones an operator defined by hand."""
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: DomainState
+    owner_tag: str
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    memory_total_bytes: int
+    memory_free_bytes: int | None
+    """None when the hypervisor cannot tell (the libvirt test driver)."""
+    cpus: int
+    load1: float
+    hostname: str
+
+
+class DomainDriver(abc.ABC):
+    """Host-side control of domains.
+
+    Every method is idempotent where the verb allows it, so a level-triggered
+    reconcile can call it again after a crash or a retry. Failures are
+    raised as hypervisor.errors.HypervisorError subclasses only.
+    """
+
+    @abc.abstractmethod
+    def define(self, spec: DomainSpec) -> None:
+        """Define the domain, or redefine it to match `spec`.
+
+        Missing disk images that have a size are created first.
+        """
+
+    @abc.abstractmethod
+    def start(self, name: str) -> None:
+        """Start the domain; a no-op when it already runs."""
+
+    @abc.abstractmethod
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (ACPI) and return at once.
+
+        A no-op when the domain is not running.
+        """
+
+    @abc.abstractmethod
+    def destroy(self, name: str) -> None:
+        """Force the domain off; a no-op when it is not running."""
+
+    @abc.abstractmethod
+    def undefine(self, name: str) -> None:
+        """Remove the definition, forcing the domain off first.
+
+        A no-op when the domain is absent. Disk images are left in place.
+        """
+
+    @abc.abstractmethod
+    def state(self, name: str) -> DomainState:
+        """The domain's state; ABSENT when it is not defined."""
+
+    @abc.abstractmethod
+    def list_managed(self) -> list[DomainInfo]:
+        """Domains carrying PVC's metadata element, and only those."""
+
+    @abc.abstractmethod
+    def host_facts(self) -> HostFacts: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> DomainDriver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

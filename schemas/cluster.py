@@ -1,0 +1,91 @@
+"""Cluster: the singleton ``cluster`` holding cluster-wide settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.meta import DnsLabel, Model, ObjectMeta, Status
+from schemas.quantity import Duration, to_seconds
+from schemas.resource import Resource
+from schemas.vm import PlacementPolicy
+
+CLUSTER_NAME = "cluster"
+
+
+class FencingConfig(Model):
+    keepalive_interval: Duration = "5s"
+    fence_intervals: int = Field(default=6, ge=1, le=100)
+    saving_throws: int = Field(default=6, ge=0, le=100)
+    successful_fence: Literal["migrate", "none"] = "migrate"
+    failed_fence: Literal["none", "migrate"] = "none"
+    self_fence_after: Duration | None = None
+
+    @field_validator("keepalive_interval")
+    @classmethod
+    def _positive_interval(cls, value: str) -> str:
+        if to_seconds(value) <= 0:
+            raise ValueError("keepaliveInterval must be greater than zero")
+        return value
+
+    def dead_after(self) -> float:
+        """Seconds of silence after which a node counts as dead."""
+        return to_seconds(self.keepalive_interval) * self.fence_intervals
+
+    def fence_after(self) -> float:
+        """Seconds of silence after which the primary fences and then recovers."""
+        return to_seconds(self.keepalive_interval) * (self.fence_intervals + self.saving_throws)
+
+    @model_validator(mode="after")
+    def _self_fence_before_recovery(self) -> FencingConfig:
+        # A cut-off node must have killed its domains before anyone else may start them.
+        if self.self_fence_after is not None:
+            limit = self.fence_after()
+            if to_seconds(self.self_fence_after) >= limit:
+                raise ValueError(
+                    f"selfFenceAfter ({self.self_fence_after}) must be below keepaliveInterval x "
+                    f"(fenceIntervals + savingThrows) = {limit:g}s, the time before others "
+                    "recover the node's VMs"
+                )
+        return self
+
+
+class MaxParallel(Model):
+    cluster: int = Field(default=4, ge=1)
+    per_node: int = Field(default=1, ge=1)
+
+
+class MigrationConfig(Model):
+    policy: PlacementPolicy = PlacementPolicy.MEM
+    """The placement policy of VMs that name none."""
+    max_parallel: MaxParallel = Field(default_factory=MaxParallel)
+
+
+class ClusterSpec(Model):
+    maintenance: bool = False
+    fencing: FencingConfig = Field(default_factory=FencingConfig)
+    migration: MigrationConfig = Field(default_factory=MigrationConfig)
+    primary: DnsLabel | None = None
+
+
+class ClusterStatus(Status):
+    primary: str | None = None
+    epoch: int | None = None
+
+
+class Cluster(Resource):
+    KIND = "Cluster"
+    PLURAL = "clusters"
+    SHORT_NAMES = ("cluster", "clusters")
+
+    kind: Literal["Cluster"] = "Cluster"
+    metadata: ObjectMeta
+    spec: ClusterSpec = Field(default_factory=ClusterSpec)
+    status: ClusterStatus | None = None
+
+    @model_validator(mode="after")
+    def _singleton(self) -> Cluster:
+        if self.metadata.name != CLUSTER_NAME:
+            raise ValueError(f"the Cluster object is a singleton and must be named {CLUSTER_NAME!r}")
+        return self

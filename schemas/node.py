@@ -1,0 +1,101 @@
+"""Node: one hypervisor host, registered by its pvcnoded."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer, model_validator
+
+from schemas.meta import Model, ObjectMeta, Status
+from schemas.resource import Resource
+
+SECRET_MASK = "********"
+
+
+class DaemonState(StrEnum):
+    INIT = "init"
+    RUN = "run"
+    SHUTDOWN = "shutdown"
+    STOP = "stop"
+    DEAD = "dead"
+    FENCED = "fenced"
+
+
+class DomainState(StrEnum):
+    READY = "ready"
+    FLUSHING = "flushing"
+    FLUSHED = "flushed"
+    UNFLUSHING = "unflushing"
+
+
+class RouterState(StrEnum):
+    CLIENT = "client"
+    SECONDARY = "secondary"
+    TAKEOVER = "takeover"
+    PRIMARY = "primary"
+    RELINQUISH = "relinquish"
+
+
+class FenceConfig(Model):
+    agent: Literal["ipmi", "exec", "none"] = "none"
+    address: str | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    command: list[str] = Field(default_factory=list)
+    """For the exec agent: argv run with the action (off, on, status) appended."""
+
+    @field_serializer("password", when_used="json")
+    def _hide_password(self, value: SecretStr | None, info: FieldSerializationInfo) -> str | None:
+        if value is None:
+            return None
+        if isinstance(info.context, dict) and info.context.get("reveal_secrets"):
+            return value.get_secret_value()
+        return SECRET_MASK
+
+    @model_validator(mode="after")
+    def _agent_settings(self) -> FenceConfig:
+        if self.agent == "ipmi" and not self.address:
+            raise ValueError("the ipmi fence agent needs 'address'")
+        if self.agent == "exec" and not self.command:
+            raise ValueError("the exec fence agent needs 'command'")
+        return self
+
+
+class NodeSpec(Model):
+    drain: bool = False
+    coordinator: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    fence: FenceConfig = Field(default_factory=FenceConfig)
+
+
+class NodeResources(Model):
+    memory_total: int = 0
+    memory_used: int = 0
+    memory_free: int = 0
+    memory_allocated: int = 0
+    memory_provisioned: int = 0
+    vcpus_total: int = 0
+    vcpus_allocated: int = 0
+    load: float = 0.0
+    vm_count: int = 0
+
+
+class NodeStatus(Status):
+    daemon_state: DaemonState = DaemonState.INIT
+    domain_state: DomainState = DomainState.READY
+    router_state: RouterState = RouterState.CLIENT
+    last_heartbeat: str | None = None
+    resources: NodeResources = Field(default_factory=NodeResources)
+    hypervisor: str | None = None
+
+
+class Node(Resource):
+    KIND = "Node"
+    PLURAL = "nodes"
+    SHORT_NAMES = ("node", "nodes", "no")
+
+    kind: Literal["Node"] = "Node"
+    metadata: ObjectMeta
+    spec: NodeSpec = Field(default_factory=NodeSpec)
+    status: NodeStatus | None = None

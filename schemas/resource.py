@@ -1,0 +1,42 @@
+"""The envelope every kind shares: apiVersion, kind, metadata, spec, status."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from schemas.meta import API_VERSION, Model, ObjectMeta, Status
+
+
+class Resource(Model):
+    """Base of the four kinds. Subclasses narrow ``kind``, ``spec`` and ``status``."""
+
+    KIND: ClassVar[str] = ""
+    PLURAL: ClassVar[str] = ""
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    api_version: str = Field(default=API_VERSION)
+    kind: str
+    metadata: ObjectMeta
+    spec: Model
+    status: Status | None = None
+
+    @field_validator("api_version")
+    @classmethod
+    def _known_api_version(cls, value: str) -> str:
+        if value != API_VERSION:
+            raise ValueError(f"unsupported apiVersion {value!r}: expected {API_VERSION!r}")
+        return value
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def stored(self) -> dict[str, Any]:
+        """The form kept in ZooKeeper: like wire() but secrets revealed, status apart."""
+        data = self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, context={"reveal_secrets": True}
+        )
+        data.pop("status", None)
+        return data

@@ -1,0 +1,151 @@
+"""VirtualMachine: what a user asks to run, and what the cluster reports of it."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.meta import DnsLabel, Model, ObjectMeta, Status
+from schemas.quantity import Duration, Size
+from schemas.resource import Resource
+
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+class RunStrategy(StrEnum):
+    ALWAYS = "Always"
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    HALTED = "Halted"
+
+
+class PlacementPolicy(StrEnum):
+    MEM = "mem"
+    MEMPROV = "memprov"
+    LOAD = "load"
+    VCPUS = "vcpus"
+    VMS = "vms"
+
+
+class MigrationMethod(StrEnum):
+    LIVE = "live"
+    SHUTDOWN = "shutdown"
+    AUTO = "auto"
+
+
+class VMPhase(StrEnum):
+    PENDING = "Pending"
+    SCHEDULING = "Scheduling"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    MIGRATING = "Migrating"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+class Disk(Model):
+    name: DnsLabel
+    size: Size | None = None
+    """Create a new image of this size on the node when it does not exist yet."""
+    source: str | None = None
+    """Path of an existing image on the node."""
+    format: Literal["qcow2", "raw"] = "qcow2"
+
+    @model_validator(mode="after")
+    def _size_or_source(self) -> Disk:
+        if (self.size is None) == (self.source is None):
+            raise ValueError("a disk needs exactly one of 'size' (a new image) or 'source'")
+        if self.source is not None and not self.source.startswith("/"):
+            raise ValueError(f"disk source {self.source!r} must be an absolute path")
+        return self
+
+
+class Nic(Model):
+    network: DnsLabel
+    mac: str | None = None
+    """Derived from the VM's name and the NIC's index when absent, so it never changes."""
+    model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower()
+        if not _MAC.match(value):
+            raise ValueError(f"invalid MAC address {value!r}: expected six hex pairs like 52:54:00:12:34:56")
+        return value
+
+
+class VMPlacement(Model):
+    home: DnsLabel | None = None
+    nodes: list[DnsLabel] = Field(default_factory=list)
+    """Node limit: when non-empty, the VM runs only on these nodes."""
+    policy: PlacementPolicy | None = None
+    """None means the cluster's default policy."""
+
+    @model_validator(mode="after")
+    def _home_allowed(self) -> VMPlacement:
+        if self.home and self.nodes and self.home not in self.nodes:
+            raise ValueError(f"home node {self.home!r} is not among the allowed nodes {self.nodes}")
+        return self
+
+
+class VMMigration(Model):
+    method: MigrationMethod = MigrationMethod.LIVE
+    max_downtime: Duration = "300ms"
+
+
+class VirtualMachineSpec(Model):
+    vcpus: int = Field(default=1, ge=1, le=512)
+    memory: Size
+    disks: list[Disk] = Field(default_factory=list, max_length=26)
+    nics: list[Nic] = Field(default_factory=list, max_length=32)
+    run_strategy: RunStrategy = RunStrategy.ALWAYS
+    shutdown_timeout: Duration = "180s"
+    placement: VMPlacement = Field(default_factory=VMPlacement)
+    migration: VMMigration = Field(default_factory=VMMigration)
+    autostart: bool = False
+
+    @model_validator(mode="after")
+    def _unique_disk_names(self) -> VirtualMachineSpec:
+        names = [d.name for d in self.disks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"disk names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+
+class VirtualMachineStatus(Status):
+    phase: VMPhase = VMPhase.PENDING
+    node: str | None = None
+    last_node: str | None = None
+    migration: str | None = None
+    epoch: int | None = None
+    reason: str | None = None
+    domain_uuid: str | None = None
+    macs: list[str] = Field(default_factory=list)
+
+
+class Placement(Model):
+    """Where the primary put a VM. Kept apart from spec so GitOps never sees it as drift."""
+
+    node: str | None = None
+    epoch: int = 0
+    reason: str = ""
+    migration: str | None = None
+
+
+class VirtualMachine(Resource):
+    KIND = "VirtualMachine"
+    PLURAL = "vms"
+    SHORT_NAMES = ("vm", "vms", "virtualmachine", "virtualmachines")
+
+    kind: Literal["VirtualMachine"] = "VirtualMachine"
+    metadata: ObjectMeta
+    spec: VirtualMachineSpec
+    status: VirtualMachineStatus | None = None

@@ -1,0 +1,27 @@
+"""Typed store over ZooKeeper: one Store facade, with leases, locks and informers beside it."""
+
+from zkstore.errors import AlreadyExists, Conflict, EpochMoved, NotFound, StoreError, Unavailable
+from zkstore.informer import Informer, ResourceInformer
+from zkstore.lease import Lease, LeaseHeld
+from zkstore.lock import exclusive_lock
+from zkstore.selector import InvalidSelector, Selector, parse_selector
+from zkstore.store import ApplyOutcome, Store
+
+__all__ = [
+    "AlreadyExists",
+    "ApplyOutcome",
+    "Conflict",
+    "EpochMoved",
+    "Informer",
+    "InvalidSelector",
+    "Lease",
+    "LeaseHeld",
+    "NotFound",
+    "ResourceInformer",
+    "Selector",
+    "Store",
+    "StoreError",
+    "Unavailable",
+    "exclusive_lock",
+    "parse_selector",
+]

@@ -1,0 +1,33 @@
+"""Typed store errors; the API maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every store error."""
+
+
+class NotFound(StoreError):
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} not found")
+
+
+class AlreadyExists(StoreError):
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} already exists")
+
+
+class Conflict(StoreError):
+    """A compare-and-set lost: the object changed since the caller read it."""
+
+
+class EpochMoved(Conflict):
+    """A primary-only write was refused: another primary has taken over since."""
+
+
+class Unavailable(StoreError):
+    """ZooKeeper cannot be reached (or the session is suspended) right now."""

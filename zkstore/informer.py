@@ -1,0 +1,108 @@
+"""List + watch a subtree (kazoo's TreeCache) and hand changed keys to a callback.
+
+Nothing polls: the cache is filled by one list and kept by watches, and every
+change below ``<root>/<name>`` reports ``name``. Callbacks run on kazoo's event
+thread, so they must only enqueue work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from kazoo.recipe.cache import TreeCache, TreeEvent
+
+from schemas import Resource
+from zkstore import paths
+from zkstore.codec import decode
+from zkstore.store import Store
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Resource)
+
+
+class Informer:
+    def __init__(
+        self, store: Store, relative_root: str, on_key: Callable[[str], None] | None = None
+    ) -> None:
+        self._store = store
+        self._root = store.path(relative_root)
+        self._listeners: list[Callable[[str], None]] = [on_key] if on_key else []
+        self._initialized = threading.Event()
+        store.client.ensure_path(self._root)
+        self._cache = TreeCache(store.client, self._root)
+        self._cache.listen(self._on_event)
+
+    def add_listener(self, on_key: Callable[[str], None]) -> None:
+        self._listeners.append(on_key)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._cache.start()
+        if not self._initialized.wait(timeout):
+            raise TimeoutError(f"informer on {self._root} did not load within {timeout}s")
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def keys(self) -> list[str]:
+        return sorted(self._cache.get_children(self._root) or ())
+
+    def data(self, key: str, child: str | None = None) -> Any:
+        path = f"{self._root}/{key}" + (f"/{child}" if child else "")
+        node = self._cache.get_data(path)
+        return decode(node.data) if node is not None else None
+
+    def version(self, key: str) -> int | None:
+        node = self._cache.get_data(f"{self._root}/{key}")
+        return int(node.stat.mzxid) if node is not None and node.stat is not None else None
+
+    def _on_event(self, event: TreeEvent) -> None:
+        if event.event_type == TreeEvent.INITIALIZED:
+            self._initialized.set()
+            return
+        if event.event_data is None:
+            if event.event_type in (TreeEvent.CONNECTION_LOST, TreeEvent.CONNECTION_SUSPENDED):
+                log.warning("event=informer_connection root=%s type=%s", self._root, event.event_type)
+            return
+        path: str = event.event_data.path
+        if not path.startswith(self._root + "/"):
+            return
+        key = path[len(self._root) + 1 :].split("/", 1)[0]
+        for listener in self._listeners:
+            try:
+                listener(key)
+            except Exception:  # a listener bug must not kill the watch thread
+                log.exception("event=informer_listener_failed root=%s key=%s", self._root, key)
+
+
+class ResourceInformer(Informer, Generic[R]):
+    """An informer over one kind that returns typed objects from its cache."""
+
+    def __init__(
+        self, store: Store, cls: type[R], on_key: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(store, paths.kind_root(cls.PLURAL), on_key)
+        self.cls = cls
+
+    def get(self, name: str) -> R | None:
+        raw = self.data(name)
+        if raw is None:
+            return None
+        raw.setdefault("metadata", {})["resourceVersion"] = str(self.version(name))
+        status = self.data(name, paths.STATUS)
+        if status is not None:
+            raw["status"] = status
+        try:
+            return self.cls.model_validate(raw)
+        except ValueError:
+            log.exception("event=informer_bad_object kind=%s name=%s", self.cls.KIND, name)
+            return None
+
+    def placement_raw(self, name: str) -> Any:
+        return self.data(name, paths.PLACEMENT)
+
+    def list(self) -> list[R]:
+        return [obj for name in self.keys() if (obj := self.get(name)) is not None]

@@ -1,0 +1,47 @@
+"""Every ZooKeeper path the project uses, relative to the store's root (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+SCHEMA = "/schema"
+RESOURCES = "/resources"
+INDEX_NODES = "/index/nodes"
+LEASES_NODES = "/leases/nodes"
+LEASE_PRIMARY = "/leases/primary"
+EPOCH = "/epoch"
+LOCKS = "/locks"
+EVENTS = "/events"
+
+STATUS = "status"
+PLACEMENT = "placement"
+
+
+def kind_root(plural: str) -> str:
+    return f"{RESOURCES}/{plural}"
+
+
+def resource(plural: str, name: str) -> str:
+    return f"{RESOURCES}/{plural}/{name}"
+
+
+def status(plural: str, name: str) -> str:
+    return f"{resource(plural, name)}/{STATUS}"
+
+
+def placement(vm: str) -> str:
+    return f"{resource('vms', vm)}/{PLACEMENT}"
+
+
+def node_index(node: str) -> str:
+    return f"{INDEX_NODES}/{node}"
+
+
+def node_index_entry(node: str, vm: str) -> str:
+    return f"{INDEX_NODES}/{node}/{vm}"
+
+
+def node_lease(node: str) -> str:
+    return f"{LEASES_NODES}/{node}"
+
+
+def lock(name: str) -> str:
+    return f"{LOCKS}/{name}"

@@ -1,0 +1,366 @@
+"""The one facade over ZooKeeper that every component holds (like kazoo's client.py)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    RolledBackError,
+)
+from kazoo.protocol.states import KazooState, ZnodeStat
+from kazoo.retry import KazooRetry
+
+from schemas import Placement, Resource, Status, utcnow
+from zkstore import paths
+from zkstore.codec import decode, encode
+from zkstore.errors import AlreadyExists, Conflict, EpochMoved, NotFound, Unavailable
+from zkstore.selector import Selector, parse_selector
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Resource)
+ApplyOutcome = Literal["created", "configured", "unchanged"]
+SCHEMA_VERSION = 1
+_CAS_RETRIES = 8
+
+
+class Store:
+    """Typed access to the cluster's objects under one root path.
+
+    Spec, status and placement live in separate znodes so that a user's spec
+    write never races a controller's status write; every update is a
+    compare-and-set on the znode version.
+    """
+
+    def __init__(
+        self,
+        hosts: str,
+        root: str = "/pvc",
+        *,
+        timeout: float = 10.0,
+        client: KazooClient | None = None,
+    ) -> None:
+        self.root = root.rstrip("/")
+        self.client = client or KazooClient(
+            hosts=hosts,
+            timeout=timeout,
+            connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
+            command_retry=KazooRetry(max_tries=3, max_delay=1.0),
+        )
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.client.start(timeout=timeout)
+        self.ensure_layout()
+
+    def stop(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+    def add_state_listener(self, listener: Callable[[KazooState], None]) -> None:
+        self.client.add_listener(listener)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
+
+    def path(self, relative: str) -> str:
+        return self.root + relative
+
+    def ensure_layout(self) -> None:
+        from schemas import KINDS
+
+        for relative in (paths.INDEX_NODES, paths.LEASES_NODES, paths.LOCKS, paths.EVENTS):
+            self.client.ensure_path(self.path(relative))
+        for cls in KINDS:
+            self.client.ensure_path(self.path(paths.kind_root(cls.PLURAL)))
+        for relative, value in ((paths.SCHEMA, {"version": SCHEMA_VERSION}), (paths.EPOCH, {})):
+            try:
+                self.client.create(self.path(relative), encode(value))
+            except NodeExistsError:
+                pass
+
+    # -- reading ---------------------------------------------------------
+
+    def _read(self, cls: type[R], name: str, data: bytes, stat: ZnodeStat, status: Any) -> R:
+        raw = decode(data)
+        raw.setdefault("metadata", {})["resourceVersion"] = str(stat.mzxid)
+        if status is not None:
+            raw["status"] = status
+        return cls.model_validate(raw)
+
+    def _get_status_raw(self, plural: str, name: str) -> Any:
+        try:
+            data, _ = self.client.get(self.path(paths.status(plural, name)))
+        except NoNodeError:
+            return None
+        return decode(data)
+
+    def get(self, cls: type[R], name: str) -> R:
+        try:
+            data, stat = self.client.get(self.path(paths.resource(cls.PLURAL, name)))
+        except NoNodeError:
+            raise NotFound(cls.KIND, name) from None
+        return self._read(cls, name, data, stat, self._get_status_raw(cls.PLURAL, name))
+
+    def exists(self, cls: type[Resource], name: str) -> bool:
+        return self.client.exists(self.path(paths.resource(cls.PLURAL, name))) is not None
+
+    def names(self, cls: type[Resource]) -> list[str]:
+        return sorted(self.client.get_children(self.path(paths.kind_root(cls.PLURAL))))
+
+    def list(self, cls: type[R], selector: str | Selector | None = None) -> list[R]:
+        """Every object of a kind (optionally matching a label selector), sorted by name."""
+        match = parse_selector(selector) if isinstance(selector, str) else selector
+        names = self.names(cls)
+        spec_reads = [
+            self.client.get_async(self.path(paths.resource(cls.PLURAL, n))) for n in names
+        ]
+        status_reads = [
+            self.client.get_async(self.path(paths.status(cls.PLURAL, n))) for n in names
+        ]
+        result: list[R] = []
+        for name, spec_read, status_read in zip(names, spec_reads, status_reads, strict=True):
+            try:
+                data, stat = spec_read.get()
+            except NoNodeError:
+                continue  # deleted since we listed
+            try:
+                status = decode(status_read.get()[0])
+            except NoNodeError:
+                status = None
+            obj = self._read(cls, name, data, stat, status)
+            if match is None or match.matches(obj.metadata.labels):
+                result.append(obj)
+        return result
+
+    # -- writing spec ----------------------------------------------------
+
+    def create(self, resource: R) -> R:
+        cls = type(resource)
+        stored = resource.stored()
+        meta = stored["metadata"]
+        meta.pop("resourceVersion", None)
+        meta.pop("deletionTimestamp", None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["generation"] = 1
+        meta["creationTimestamp"] = utcnow()
+        try:
+            self.client.create(self.path(paths.resource(cls.PLURAL, resource.name)), encode(stored))
+        except NodeExistsError:
+            raise AlreadyExists(cls.KIND, resource.name) from None
+        return self.get(cls, resource.name)
+
+    def update(self, resource: R) -> R:
+        """Replace spec, labels and annotations. With metadata.resourceVersion: compare-and-set."""
+        updated, _ = self._write_spec(resource, create=False)
+        return updated
+
+    def apply(self, resource: R) -> tuple[R, ApplyOutcome]:
+        """Create or update; a no-op apply writes nothing and keeps generation/resourceVersion."""
+        return self._write_spec(resource, create=True)
+
+    def _write_spec(self, resource: R, *, create: bool) -> tuple[R, ApplyOutcome]:
+        cls = type(resource)
+        path = self.path(paths.resource(cls.PLURAL, resource.name))
+        wanted_version = resource.metadata.resource_version
+        for _ in range(_CAS_RETRIES):
+            try:
+                data, stat = self.client.get(path)
+            except NoNodeError:
+                if not create:
+                    raise NotFound(cls.KIND, resource.name) from None
+                if wanted_version:
+                    raise Conflict(
+                        f"{cls.KIND} {resource.name!r} does not exist at resourceVersion "
+                        f"{wanted_version}"
+                    ) from None
+                try:
+                    return self.create(resource), "created"
+                except AlreadyExists:
+                    continue  # lost a race with another create: update instead
+            if wanted_version and wanted_version != str(stat.mzxid):
+                raise Conflict(
+                    f"{cls.KIND} {resource.name!r} was modified: resourceVersion "
+                    f"{wanted_version} is stale (current {stat.mzxid}); re-read and retry"
+                )
+            current = decode(data)
+            new = resource.stored()
+            cur_meta, new_meta = current["metadata"], new["metadata"]
+            spec_changed = current.get("spec") != new.get("spec")
+            meta_changed = any(
+                cur_meta.get(k, {}) != new_meta.get(k, {}) for k in ("labels", "annotations")
+            ) or cur_meta.get("finalizers", []) != new_meta.get("finalizers", [])
+            if not spec_changed and not meta_changed:
+                return self._read(
+                    cls, resource.name, data, stat, self._get_status_raw(cls.PLURAL, resource.name)
+                ), "unchanged"
+            merged_meta = dict(cur_meta)
+            for key in ("labels", "annotations", "finalizers"):
+                merged_meta[key] = new_meta.get(key, [] if key == "finalizers" else {})
+            if spec_changed:
+                merged_meta["generation"] = int(cur_meta.get("generation", 1)) + 1
+            current["metadata"] = merged_meta
+            current["spec"] = new["spec"]
+            try:
+                self.client.set(path, encode(current), version=stat.version)
+            except BadVersionError:
+                if wanted_version:
+                    raise Conflict(
+                        f"{cls.KIND} {resource.name!r} was modified concurrently; re-read and retry"
+                    ) from None
+                continue
+            except NoNodeError:
+                raise NotFound(cls.KIND, resource.name) from None
+            return self.get(cls, resource.name), "configured"
+        raise Conflict(f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries")
+
+    def mutate_spec(self, cls: type[R], name: str, change: Callable[[R], None]) -> R:
+        """Read, apply ``change`` to the model, write back with CAS; retried on conflict."""
+        for _ in range(_CAS_RETRIES):
+            obj = self.get(cls, name)
+            change(obj)
+            try:
+                return self.update(obj)
+            except Conflict:
+                continue
+        raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up after {_CAS_RETRIES} tries")
+
+    def delete(self, cls: type[Resource], name: str, resource_version: str | None = None) -> None:
+        """Delete the object with its status, placement and node-index entry, atomically."""
+        path = self.path(paths.resource(cls.PLURAL, name))
+        for _ in range(_CAS_RETRIES):
+            try:
+                _, stat = self.client.get(path)
+                children = self.client.get_children(path)
+            except NoNodeError:
+                raise NotFound(cls.KIND, name) from None
+            if resource_version and resource_version != str(stat.mzxid):
+                raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
+            txn = self.client.transaction()
+            if paths.PLACEMENT in children:
+                placement, pstat = self._get_placement_raw(name)
+                if placement is not None and placement.node:
+                    txn.delete(self.path(paths.node_index_entry(placement.node, name)))
+                txn.delete(self.path(paths.placement(name)), version=pstat)
+            for child in children:
+                if child != paths.PLACEMENT:
+                    txn.delete(f"{path}/{child}")
+            txn.delete(path, version=stat.version)
+            results = txn.commit()
+            if not any(isinstance(r, Exception) for r in results):
+                return
+            if any(isinstance(r, NoNodeError) for r in results) and not self.exists(cls, name):
+                raise NotFound(cls.KIND, name)
+            if resource_version and any(isinstance(r, BadVersionError) for r in results):
+                raise Conflict(f"{cls.KIND} {name!r} was modified concurrently")
+            log.debug("event=delete_retry kind=%s name=%s results=%s", cls.KIND, name, results)
+        raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up deleting it")
+
+    # -- status ----------------------------------------------------------
+
+    def read_status(self, cls: type[Resource], name: str) -> Any:
+        return self._get_status_raw(cls.PLURAL, name)
+
+    def write_status(self, cls: type[Resource], name: str, status: Status) -> None:
+        """Replace the status of an existing object (controllers own status)."""
+        data = encode(status.wire())
+        path = self.path(paths.status(cls.PLURAL, name))
+        try:
+            self.client.set(path, data)
+        except NoNodeError:
+            try:
+                self.client.create(path, data)
+            except NoNodeError:
+                raise NotFound(cls.KIND, name) from None
+            except NodeExistsError:
+                self.client.set(path, data)
+
+    # -- placement (primary-owned) -----------------------------------------
+
+    def _get_placement_raw(self, vm: str) -> tuple[Placement | None, int]:
+        try:
+            data, stat = self.client.get(self.path(paths.placement(vm)))
+        except NoNodeError:
+            return None, -1
+        return Placement.model_validate(decode(data)), stat.version
+
+    def read_placement(self, vm: str) -> Placement | None:
+        return self._get_placement_raw(vm)[0]
+
+    def write_placement(self, vm: str, placement: Placement, *, epoch: int | None) -> None:
+        """Set where a VM runs, moving its node-index entry in the same transaction.
+
+        With ``epoch`` the write only succeeds while the cluster epoch is still
+        that value, so a deposed primary's writes fail (EpochMoved).
+        """
+        for _ in range(_CAS_RETRIES):
+            if not self.client.exists(self.path(paths.resource("vms", vm))):
+                raise NotFound("VirtualMachine", vm)
+            old, version = self._get_placement_raw(vm)
+            txn = self.client.transaction()
+            if epoch is not None:
+                txn.check(self.path(paths.EPOCH), version=epoch)
+            data = encode(placement.wire())
+            if old is None:
+                txn.create(self.path(paths.placement(vm)), data)
+            else:
+                txn.set_data(self.path(paths.placement(vm)), data, version=version)
+            old_node = old.node if old else None
+            if old_node and old_node != placement.node:
+                txn.delete(self.path(paths.node_index_entry(old_node, vm)))
+            if placement.node:
+                index_dir = self.path(paths.node_index(placement.node))
+                self.client.ensure_path(index_dir)
+                if old_node == placement.node:
+                    txn.set_data(f"{index_dir}/{vm}", data)
+                else:
+                    txn.create(f"{index_dir}/{vm}", data)
+            results = txn.commit()
+            failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+            if not failures:
+                return
+            if epoch is not None and isinstance(results[0], BadVersionError | NoNodeError):
+                raise EpochMoved(f"placement of {vm!r} refused: the cluster epoch moved past {epoch}")
+            log.debug("event=placement_retry vm=%s failures=%s", vm, failures)
+        raise Conflict(f"placement of {vm!r} kept changing; gave up")
+
+    def node_index(self, node: str) -> dict[str, Placement]:
+        index_dir = self.path(paths.node_index(node))
+        try:
+            names = self.client.get_children(index_dir)
+        except NoNodeError:
+            return {}
+        result: dict[str, Placement] = {}
+        for name in names:
+            try:
+                data, _ = self.client.get(f"{index_dir}/{name}")
+            except NoNodeError:
+                continue
+            result[name] = Placement.model_validate(decode(data))
+        return result
+
+    # -- epoch -------------------------------------------------------------
+
+    def read_epoch(self, *, sync: bool = False) -> int:
+        """The cluster epoch is the version of the /epoch znode: each new primary bumps it."""
+        if sync:
+            self.client.sync(self.path(paths.EPOCH))
+        _, stat = self.client.get(self.path(paths.EPOCH))
+        return int(stat.version)
+
+    def bump_epoch(self, holder: str) -> int:
+        stat = self.client.set(self.path(paths.EPOCH), encode({"holder": holder, "at": utcnow()}))
+        return int(stat.version)
+
+
+__all__ = ["ApplyOutcome", "Store", "Unavailable"]
