@@ -10,6 +10,7 @@ import abc
 import enum
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 
 class DomainState(enum.Enum):
@@ -122,7 +123,7 @@ class DomainDriver(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> DomainDriver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -29,9 +29,11 @@ KVM_DEVICE = "/dev/kvm"
 _INVALID_CODES = frozenset(
     {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_XML_DETAIL}
 )
-_UNAVAILABLE_CODES = frozenset(
-    {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC}
-)
+# Not VIR_ERR_SYSTEM_ERROR: libvirt reports any failed syscall on the host
+# with it, e.g. starting a domain whose bridge does not exist ("Cannot get
+# interface MTU"). A system error means the hypervisor is gone only when the
+# connection is gone too, and _run checks that separately.
+_UNAVAILABLE_CODES = frozenset({libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC})
 
 # A domain may carry state that blocks a plain undefine (a managed save
 # image, snapshots, checkpoints, UEFI variables); PVC's spec is the whole
@@ -68,7 +70,9 @@ libvirt.registerErrorHandler(_silence_libvirt, None)
 
 
 def default_domain_type(uri: str) -> str:
-    if uri.startswith("test:"):
+    # The scheme may carry a transport: test+unix:///... is the test driver too.
+    driver = uri.split(":", 1)[0].split("+", 1)[0]
+    if driver == "test":
         return "test"
     return "kvm" if os.path.exists(KVM_DEVICE) else "qemu"
 
@@ -230,6 +234,15 @@ class LibvirtDriver(DomainDriver):
                 # write an image through it.
                 if disk.size_bytes is None or os.path.lexists(disk.path):
                     continue
+                try:
+                    os.makedirs(os.path.dirname(disk.path), exist_ok=True)
+                except OSError as err:
+                    raise OperationFailed(
+                        f"define domain {spec.name!r}: cannot create the folder of disk "
+                        f"{disk.path}: {err.strerror}",
+                        operation="define",
+                        domain=spec.name,
+                    ) from None
                 command = [QEMU_IMG, "create", "-q", "-f", disk.format, disk.path]
                 command.append(str(disk.size_bytes))
                 try:

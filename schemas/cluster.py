@@ -87,5 +87,7 @@ class Cluster(Resource):
     @model_validator(mode="after")
     def _singleton(self) -> Cluster:
         if self.metadata.name != CLUSTER_NAME:
-            raise ValueError(f"the Cluster object is a singleton and must be named {CLUSTER_NAME!r}")
+            raise ValueError(
+                f"the Cluster object is a singleton and must be named {CLUSTER_NAME!r}"
+            )
         return self

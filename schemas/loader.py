@@ -30,10 +30,13 @@ def _line_of(node: yaml.Node, path: tuple[int | str, ...]) -> int:
                     child = value
                     line = key.start_mark.line + 1
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
-                line = child.start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
         if child is None:
             break
         node = child
@@ -47,7 +50,9 @@ def load_manifests(text: str, source: str = "<stdin>") -> list[LoadedObject]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(source, mark.line + 1 if mark else None, f"invalid YAML: {problem}") from None
+        raise ManifestError(
+            source, mark.line + 1 if mark else None, f"invalid YAML: {problem}"
+        ) from None
     loaded: list[LoadedObject] = []
     for node in nodes:
         if node is None:

@@ -53,7 +53,9 @@ def errors_from_validation(exc: ValidationError) -> list[FieldError]:
 def parse_resource(data: Any) -> Resource:
     """Validate one object of any kind; raises InvalidResource naming the field."""
     if not isinstance(data, dict):
-        raise InvalidResource([FieldError((), f"expected an object (a mapping), got {type(data).__name__}")])
+        raise InvalidResource(
+            [FieldError((), f"expected an object (a mapping), got {type(data).__name__}")]
+        )
     kind = data.get("kind")
     if not isinstance(kind, str) or not kind:
         raise InvalidResource([FieldError(("kind",), "missing 'kind'")])

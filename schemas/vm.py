@@ -77,7 +77,9 @@ class Nic(Model):
             return None
         value = value.lower()
         if not _MAC.match(value):
-            raise ValueError(f"invalid MAC address {value!r}: expected six hex pairs like 52:54:00:12:34:56")
+            raise ValueError(
+                f"invalid MAC address {value!r}: expected six hex pairs like 52:54:00:12:34:56"
+            )
         return value
 
 

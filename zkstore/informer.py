@@ -32,7 +32,6 @@ class Informer:
         self._root = store.path(relative_root)
         self._listeners: list[Callable[[str], None]] = [on_key] if on_key else []
         self._initialized = threading.Event()
-        store.client.ensure_path(self._root)
         self._cache = TreeCache(store.client, self._root)
         self._cache.listen(self._on_event)
 
@@ -40,6 +39,7 @@ class Informer:
         self._listeners.append(on_key)
 
     def start(self, timeout: float = 30.0) -> None:
+        self._store.client.ensure_path(self._root)
         self._cache.start()
         if not self._initialized.wait(timeout):
             raise TimeoutError(f"informer on {self._root} did not load within {timeout}s")
@@ -65,7 +65,9 @@ class Informer:
             return
         if event.event_data is None:
             if event.event_type in (TreeEvent.CONNECTION_LOST, TreeEvent.CONNECTION_SUSPENDED):
-                log.warning("event=informer_connection root=%s type=%s", self._root, event.event_type)
+                log.warning(
+                    "event=informer_connection root=%s type=%s", self._root, event.event_type
+                )
             return
         path: str = event.event_data.path
         if not path.startswith(self._root + "/"):
@@ -104,5 +106,5 @@ class ResourceInformer(Informer, Generic[R]):
     def placement_raw(self, name: str) -> Any:
         return self.data(name, paths.PLACEMENT)
 
-    def list(self) -> list[R]:
+    def objects(self) -> list[R]:
         return [obj for name in self.keys() if (obj := self.get(name)) is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -70,10 +71,8 @@ class Lease:
 
     def release(self) -> None:
         self._held.clear()
-        try:
+        with contextlib.suppress(NoNodeError):
             self._store.client.delete(self._path)
-        except NoNodeError:
-            pass
 
     def _on_state(self, state: KazooState) -> None:
         # Runs on kazoo's event thread: never block here, re-acquire from a thread.
@@ -83,9 +82,7 @@ class Lease:
             log.warning("event=lease_lost path=%s", self._path)
         elif state == KazooState.CONNECTED and self._lost:
             self._lost = False
-            threading.Thread(
-                target=self._reacquire, name="lease-reacquire", daemon=True
-            ).start()
+            threading.Thread(target=self._reacquire, name="lease-reacquire", daemon=True).start()
 
     def _reacquire(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -12,7 +13,6 @@ from kazoo.exceptions import (
     BadVersionError,
     NodeExistsError,
     NoNodeError,
-    NotEmptyError,
     RolledBackError,
 )
 from kazoo.protocol.states import KazooState, ZnodeStat
@@ -84,10 +84,8 @@ class Store:
         for cls in KINDS:
             self.client.ensure_path(self.path(paths.kind_root(cls.PLURAL)))
         for relative, value in ((paths.SCHEMA, {"version": SCHEMA_VERSION}), (paths.EPOCH, {})):
-            try:
+            with contextlib.suppress(NodeExistsError):
                 self.client.create(self.path(relative), encode(value))
-            except NodeExistsError:
-                pass
 
     # -- reading ---------------------------------------------------------
 
@@ -222,7 +220,9 @@ class Store:
             except NoNodeError:
                 raise NotFound(cls.KIND, resource.name) from None
             return self.get(cls, resource.name), "configured"
-        raise Conflict(f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries")
+        raise Conflict(
+            f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries"
+        )
 
     def mutate_spec(self, cls: type[R], name: str, change: Callable[[R], None]) -> R:
         """Read, apply ``change`` to the model, write back with CAS; retried on conflict."""
@@ -326,11 +326,17 @@ class Store:
                 else:
                     txn.create(f"{index_dir}/{vm}", data)
             results = txn.commit()
-            failures = [r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+            failures = [
+                r
+                for r in results
+                if isinstance(r, Exception) and not isinstance(r, RolledBackError)
+            ]
             if not failures:
                 return
             if epoch is not None and isinstance(results[0], BadVersionError | NoNodeError):
-                raise EpochMoved(f"placement of {vm!r} refused: the cluster epoch moved past {epoch}")
+                raise EpochMoved(
+                    f"placement of {vm!r} refused: the cluster epoch moved past {epoch}"
+                )
             log.debug("event=placement_retry vm=%s failures=%s", vm, failures)
         raise Conflict(f"placement of {vm!r} kept changing; gave up")
 

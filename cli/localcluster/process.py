@@ -74,7 +74,9 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
     wait_until(lambda: not pid_alive(pid), 5.0, f"process {pid} to die")
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if check():

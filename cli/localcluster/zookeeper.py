@@ -76,8 +76,14 @@ class ZooKeeperServer:
         cfg = self.write_config()
         classpath = f"{ZOOKEEPER_CONF_DIR}:{ZOOKEEPER_JAR}"
         self.pid = spawn(
-            [java, "-Xmx256m", "-cp", classpath,
-             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg)],
+            [
+                java,
+                "-Xmx256m",
+                "-cp",
+                classpath,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(cfg),
+            ],
             self.workdir / "zookeeper.log",
         )
         pid = self.pid
@@ -94,7 +100,11 @@ class ZooKeeperServer:
         wait_until(ready, timeout, f"ZooKeeper on port {self.port}", interval=0.1)
 
     def alive(self) -> bool:
-        return self.pid is not None and pid_alive(self.pid) and four_letter(self.port, "ruok") == "imok"
+        return (
+            self.pid is not None
+            and pid_alive(self.pid)
+            and four_letter(self.port, "ruok") == "imok"
+        )
 
     def stop(self) -> None:
         if self.pid is not None:

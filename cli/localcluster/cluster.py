@@ -1,0 +1,243 @@
+"""A local cluster on one machine: one ZooKeeper, N pvcnoded on libvirt test-driver hosts,
+one pvcapid. Every process is started detached and stopped by the PID it recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cli.localcluster.process import free_port, pid_alive, spawn, stop_pid, wait_until
+from cli.localcluster.zookeeper import ZooKeeperServer
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(os.environ.get("PVC_LOCAL_DIR") or Path(base) / "pvc-local")
+
+
+@dataclass
+class LocalState:
+    zookeeper_port: int = 0
+    zookeeper_pid: int = 0
+    api_port: int = 0
+    api_pid: int = 0
+    nodes: dict[str, int] = field(default_factory=dict)
+    root: str = "/pvc"
+
+
+class LocalClusterError(RuntimeError):
+    pass
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        nodes: int = 3,
+        api_port: int = 7370,
+        node_memory: str = "8Gi",
+        node_cpus: int = 4,
+        session_timeout: str = "6s",
+    ) -> None:
+        self.dir = (state_dir or default_state_dir()).absolute()
+        self.node_count = nodes
+        self.api_port = api_port
+        self.node_memory = node_memory
+        self.node_cpus = node_cpus
+        self.session_timeout = session_timeout
+
+    # -- state file ----------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def load_state(self) -> LocalState | None:
+        try:
+            return LocalState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save_state(self, state: LocalState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_file)
+
+    @staticmethod
+    def server_url(state: LocalState) -> str:
+        return f"http://127.0.0.1:{state.api_port}"
+
+    # -- health ----------------------------------------------------------------
+
+    def _ours(self, pid: int, marker: str) -> bool:
+        """A recorded PID counts only if it is still our process (PIDs get reused)."""
+        if not pid or not pid_alive(pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return False
+        return marker in cmdline
+
+    def running(self, state: LocalState) -> dict[str, bool]:
+        health = {
+            "zookeeper": self._ours(state.zookeeper_pid, str(self.dir / "zookeeper")),
+            "api": self._ours(state.api_pid, "api.server"),
+        }
+        for name, pid in state.nodes.items():
+            health[name] = self._ours(pid, str(self.dir / f"{name}.yaml"))
+        return health
+
+    def api_healthy(self, state: LocalState) -> bool:
+        try:
+            return httpx.get(f"{self.server_url(state)}/healthz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- up / down -------------------------------------------------------------
+
+    def up(self, timeout: float = 120.0) -> tuple[LocalState, bool]:
+        """Start the cluster, or reuse it when all of it is running. Returns (state, reused)."""
+        state = self.load_state()
+        if state is not None:
+            health = self.running(state)
+            if (
+                all(health.values())
+                and len(state.nodes) == self.node_count
+                and self.api_healthy(state)
+            ):
+                return state, True
+            self.down()  # partly running: start clean rather than guess
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = LocalState(api_port=self.api_port or free_port())
+        try:
+            zookeeper = ZooKeeperServer(self.dir / "zookeeper")
+            zookeeper.start(timeout=timeout)
+            assert zookeeper.pid is not None
+            state.zookeeper_pid, state.zookeeper_port = zookeeper.pid, zookeeper.port
+            self.save_state(state)
+            for index in range(1, self.node_count + 1):
+                name = f"node{index}"
+                state.nodes[name] = self._start_node(name, state)
+                self.save_state(state)
+            state.api_pid = spawn(
+                [sys.executable, "-m", "api.server", "--port", str(state.api_port)],
+                self.dir / "api.log",
+                env={"PVC_ZOOKEEPER": f"127.0.0.1:{state.zookeeper_port}", "PVC_ROOT": state.root},
+            )
+            self.save_state(state)
+            wait_until(
+                lambda: self._check_alive(state) and self.api_healthy(state),
+                timeout,
+                f"the API on port {state.api_port} (see {self.dir / 'api.log'})",
+                0.2,
+            )
+            wait_until(
+                lambda: self._check_alive(state) and self._nodes_ready(state),
+                timeout,
+                f"{self.node_count} Ready nodes (see {self.dir}/node*.log)",
+                0.2,
+            )
+        except BaseException:
+            self.down()
+            raise
+        return state, False
+
+    def _check_alive(self, state: LocalState) -> bool:
+        dead = [name for name, ok in self.running(state).items() if not ok]
+        if dead:
+            raise LocalClusterError(
+                f"{', '.join(dead)} exited during start; logs are in {self.dir}"
+            )
+        return True
+
+    def _nodes_ready(self, state: LocalState) -> bool:
+        try:
+            items = httpx.get(f"{self.server_url(state)}/api/v1/nodes", timeout=2.0).json()["items"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        ready = {
+            i["metadata"]["name"]
+            for i in items
+            for c in (i.get("status") or {}).get("conditions", [])
+            if c["type"] == "Ready" and c["status"] == "True"
+        }
+        return set(state.nodes) <= ready
+
+    def _start_node(self, name: str, state: LocalState) -> int:
+        config = self.dir / f"{name}.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "node": name,
+                    "zookeeper": f"127.0.0.1:{state.zookeeper_port}",
+                    "root": state.root,
+                    "coordinator": True,
+                    "libvirt": {
+                        "uri": "test:///",
+                        "testHost": {"memory": self.node_memory, "cpus": self.node_cpus},
+                        "diskDir": str(self.dir / name / "disks"),
+                    },
+                    "stateDir": str(self.dir / name),
+                    "sessionTimeout": self.session_timeout,
+                    "resyncPeriod": "10s",
+                },
+                sort_keys=False,
+            )
+        )
+        return spawn(
+            [sys.executable, "-m", "controllers.daemon", "--config", str(config)],
+            self.dir / f"{name}.log",
+        )
+
+    def down(self) -> list[str]:
+        """Stop everything recorded, API first and ZooKeeper last; returns what was stopped."""
+        state = self.load_state()
+        stopped: list[str] = []
+        if state is None:
+            return stopped
+        health = self.running(state)
+        if health.get("api"):
+            stop_pid(state.api_pid)
+            stopped.append("api")
+        for name, pid in state.nodes.items():
+            if health.get(name):
+                stop_pid(pid)
+                stopped.append(name)
+        if health.get("zookeeper"):
+            stop_pid(state.zookeeper_pid)
+            stopped.append("zookeeper")
+        self.state_file.unlink(missing_ok=True)
+        self._clear_data()
+        return stopped
+
+    def _clear_data(self) -> None:
+        # A fresh ZooKeeper next time: test-driver hosts lose their domains with their daemons.
+        data = self.dir / "zookeeper" / "data"
+        if data.exists():
+            for path in sorted(data.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                path.unlink() if path.is_file() else path.rmdir()
+
+    def kill_node(self, name: str) -> None:
+        state = self.load_state()
+        if state is None or name not in state.nodes:
+            raise LocalClusterError(f"no local node {name!r}")
+        os.kill(state.nodes[name], 9)
+        wait_until(lambda: not pid_alive(state.nodes[name]), 5.0, f"{name} to die")
+
+    def start_node(self, name: str) -> None:
+        state = self.load_state()
+        if state is None or name not in state.nodes:
+            raise LocalClusterError(f"no local node {name!r}")
+        if self._ours(state.nodes[name], str(self.dir / f"{name}.yaml")):
+            return
+        state.nodes[name] = self._start_node(name, state)
+        self.save_state(state)

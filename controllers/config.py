@@ -1,0 +1,70 @@
+"""pvcnoded's configuration file (YAML), with environment overrides for the ZooKeeper address."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from schemas.meta import DnsLabel, Model
+from schemas.quantity import Duration, Size, to_seconds
+
+
+class TestHost(Model):
+    """Create a libvirt test-driver host file of this size (simulated hypervisor)."""
+
+    memory: Size = "16Gi"
+    cpus: int = Field(default=8, ge=1)
+
+
+class LibvirtConfig(Model):
+    uri: str = "qemu:///system"
+    test_host: TestHost | None = None
+    disk_dir: str = "/var/lib/pvc/disks"
+
+
+class DaemonConfig(Model):
+    node: DnsLabel = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
+    zookeeper: str = "127.0.0.1:2181"
+    root: str = "/pvc"
+    coordinator: bool = False
+    libvirt: LibvirtConfig = Field(default_factory=LibvirtConfig)
+    workers: int = Field(default=4, ge=1, le=64)
+    resync_period: Duration = "30s"
+    session_timeout: Duration = "10s"
+    log_level: str = "info"
+    state_dir: str = "/var/lib/pvc"
+
+    @property
+    def resync_seconds(self) -> float:
+        return to_seconds(self.resync_period)
+
+    @property
+    def session_seconds(self) -> float:
+        return to_seconds(self.session_timeout)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if env_zk := os.environ.get("PVC_ZOOKEEPER"):
+        raw["zookeeper"] = env_zk
+    try:
+        return DaemonConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: {field}: {err['msg']}") from None

@@ -1,0 +1,136 @@
+"""pvcnoded: the daemon on each hypervisor host."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from controllers.config import ConfigError, DaemonConfig, load_config
+from controllers.node_agent import NodeAgent
+from controllers.primary import PrimaryElection
+from controllers.vm_controller import VMController
+from hypervisor import HypervisorError, LibvirtDriver, write_test_host_xml
+from schemas import to_mib
+from zkstore import LeaseHeld, Store
+
+log = logging.getLogger("pvcnoded")
+
+
+def hypervisor_uri(config: DaemonConfig) -> str:
+    """With libvirt.testHost set, the daemon simulates its host with the test driver."""
+    if config.libvirt.test_host is None:
+        return config.libvirt.uri
+    host_file = Path(config.state_dir) / f"{config.node}-host.xml"
+    host_file.parent.mkdir(parents=True, exist_ok=True)
+    return write_test_host_xml(
+        host_file, to_mib(config.libvirt.test_host.memory), config.libvirt.test_host.cpus
+    )
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.stopped = threading.Event()
+        self.uri = hypervisor_uri(config)
+        self.driver = LibvirtDriver(self.uri)
+        self.store = Store(config.zookeeper, config.root, timeout=config.session_seconds)
+        self.vms = VMController(
+            self.store,
+            self.driver,
+            config.node,
+            disk_dir=config.libvirt.disk_dir,
+            workers=config.workers,
+            resync_period=config.resync_seconds,
+        )
+        self.agent = NodeAgent(
+            self.store,
+            self.driver,
+            config.node,
+            coordinator=config.coordinator,
+            hypervisor_uri=self.uri,
+            allocations=self.vms.allocations,
+            lease_wait=config.session_seconds + 5.0,
+        )
+        self.election = (
+            PrimaryElection(self.store, config.node, self.agent.set_router_state)
+            if config.coordinator
+            else None
+        )
+
+    def run(self) -> None:
+        log.info(
+            "event=starting node=%s zookeeper=%s hypervisor=%s",
+            self.config.node,
+            self.config.zookeeper,
+            self.uri,
+        )
+        self.store.start()
+        self.agent.register()
+        self.vms.start()
+        self.agent.start()
+        if self.election is not None:
+            self.election.start()
+        log.info("event=running node=%s", self.config.node)
+        self.stopped.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("event=stopping node=%s", self.config.node)
+        if self.election is not None:
+            self.election.stop()
+        self.vms.stop()
+        self.agent.stop()
+        self.store.stop()
+        self.driver.close()
+        log.info("event=stopped node=%s", self.config.node)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pvcnoded", description="PVC node daemon")
+    parser.add_argument("--config", required=True, help="path to the daemon's YAML config")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pvcnoded: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        daemon = Daemon(config)
+    except HypervisorError as exc:
+        print(f"pvcnoded: cannot open hypervisor: {exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("event=signal signum=%d", signum)
+        daemon.stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.run()
+    except LeaseHeld as exc:
+        log.error("event=lease_held node=%s error=%s", config.node, exc)
+        return 1
+    except Exception as exc:
+        log.exception("event=fatal node=%s error=%r", config.node, exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The node agent: registers this node, holds its lease, and writes a heartbeat with host
+resources every keepalive interval (read from the Cluster spec)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from kazoo.recipe.watchers import DataWatch
+
+from hypervisor import DomainDriver, HypervisorError
+from schemas import (
+    CLUSTER_NAME,
+    Cluster,
+    DaemonState,
+    Node,
+    NodeResources,
+    NodeSpec,
+    NodeStatus,
+    ObjectMeta,
+    RouterState,
+    set_condition,
+    to_seconds,
+    utcnow,
+)
+from zkstore import AlreadyExists, Lease, NotFound, Store, paths
+from zkstore.codec import decode
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEEPALIVE = 5.0
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        store: Store,
+        driver: DomainDriver,
+        node: str,
+        *,
+        coordinator: bool,
+        hypervisor_uri: str,
+        allocations: Callable[[], tuple[int, int, int, int]],
+        lease_wait: float,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.node = node
+        self.coordinator = coordinator
+        self.hypervisor_uri = hypervisor_uri
+        self._allocations = allocations
+        self._lease_wait = lease_wait
+        self.lease = Lease(store, paths.node_lease(node), {"node": node})
+        self.daemon_state = DaemonState.INIT
+        self.router_state = RouterState.SECONDARY if coordinator else RouterState.CLIENT
+        self.keepalive = DEFAULT_KEEPALIVE
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self) -> None:
+        """Create the Node object if it is new; an existing spec is the admin's and stays."""
+        node = Node(
+            metadata=ObjectMeta(name=self.node),
+            spec=NodeSpec(coordinator=self.coordinator),
+        )
+        try:
+            self.store.create(node)
+            log.info("event=node_registered node=%s coordinator=%s", self.node, self.coordinator)
+        except AlreadyExists:
+            pass
+        DataWatch(
+            self.store.client,
+            self.store.path(paths.resource(Cluster.PLURAL, CLUSTER_NAME)),
+            self._on_cluster,
+        )
+        self.lease.acquire(wait=self._lease_wait)
+
+    def _on_cluster(self, data: bytes | None, _stat: object) -> bool:
+        keepalive = DEFAULT_KEEPALIVE
+        if data:
+            try:
+                cluster = Cluster.model_validate(decode(data))
+                keepalive = to_seconds(cluster.spec.fencing.keepalive_interval)
+            except ValueError:
+                log.exception("event=bad_cluster_spec")
+        if keepalive != self.keepalive:
+            log.info("event=keepalive_changed node=%s interval=%.3fs", self.node, keepalive)
+            self.keepalive = keepalive
+            self._wake.set()
+        return not self._stop.is_set()
+
+    def start(self) -> None:
+        self.daemon_state = DaemonState.RUN
+        self._thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def set_router_state(self, state: RouterState) -> None:
+        self.router_state = state
+        self._wake.set()
+
+    def stop(self, final_state: DaemonState = DaemonState.STOP) -> None:
+        """Keep heartbeating until this very last step, then say why we stopped."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        self.daemon_state = final_state
+        try:
+            self.beat()
+        except Exception as exc:
+            log.warning("event=final_heartbeat_failed node=%s error=%r", self.node, exc)
+        self.lease.release()
+
+    def _heartbeat_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.beat()
+                failures = 0
+                wait = self.keepalive
+            except Exception as exc:
+                failures += 1
+                # Back off, but never beyond one interval: a late heartbeat gets us fenced.
+                wait = min(self.keepalive, 0.1 * 2 ** min(failures, 6))
+                log.warning(
+                    "event=heartbeat_failed node=%s failures=%d retry_in=%.2fs error=%r",
+                    self.node,
+                    failures,
+                    wait,
+                    exc,
+                )
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def beat(self) -> None:
+        try:
+            facts = self.driver.host_facts()
+        except HypervisorError as exc:
+            facts = None
+            log.warning("event=host_facts_failed node=%s error=%s", self.node, exc)
+        allocated, provisioned, vcpus, count = self._allocations()
+        total = facts.memory_total_bytes if facts else 0
+        # The test driver cannot say what is free; then free is what we have not handed out.
+        free = (
+            facts.memory_free_bytes
+            if facts and facts.memory_free_bytes is not None
+            else max(0, total - allocated)
+        )
+        try:
+            previous = self.store.read_status(Node, self.node)
+        except NotFound:
+            previous = None
+        status = NodeStatus.model_validate(previous) if previous else NodeStatus()
+        ready = self.daemon_state == DaemonState.RUN and facts is not None
+        conditions = set_condition(
+            status.conditions,
+            "Ready",
+            ready,
+            "HeartbeatOK"
+            if ready
+            else ("HypervisorUnavailable" if facts is None else "NotRunning"),
+            f"pvcnoded {self.daemon_state.value}" + ("" if facts else ", hypervisor unreachable"),
+        )
+        new = NodeStatus(
+            conditions=conditions,
+            daemon_state=self.daemon_state,
+            domain_state=status.domain_state,
+            router_state=self.router_state,
+            last_heartbeat=utcnow(),
+            hypervisor=self.hypervisor_uri,
+            resources=NodeResources(
+                memory_total=total,
+                memory_used=total - free if total else 0,
+                memory_free=free,
+                memory_allocated=allocated,
+                memory_provisioned=provisioned,
+                vcpus_total=facts.cpus if facts else 0,
+                vcpus_allocated=vcpus,
+                load=facts.load1 if facts else 0.0,
+                vm_count=count,
+            ),
+        )
+        self.store.write_status(Node, self.node, new)

@@ -1,0 +1,230 @@
+"""The scheduler (primary only): places each VM that should run on a Ready node that fits it.
+
+Policies follow PVC: ``mem`` most free memory, ``memprov`` most unprovisioned
+memory, ``load`` lowest load, ``vcpus`` fewest allocated vCPUs, ``vms`` fewest
+VMs. Unlike PVC, a node without room for the VM's memory is never chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from controllers.runtime import Controller
+from schemas import (
+    CLUSTER_NAME,
+    Cluster,
+    DaemonState,
+    Node,
+    Placement,
+    PlacementPolicy,
+    RunStrategy,
+    VirtualMachine,
+    VirtualMachineStatus,
+    VMPhase,
+    set_condition,
+    to_bytes,
+)
+from zkstore import EpochMoved, Informer, NotFound, ResourceInformer, Store, paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeLoad:
+    name: str
+    memory_total: int
+    memory_allocated: int = 0
+    memory_provisioned: int = 0
+    vcpus_allocated: int = 0
+    vms: int = 0
+    load: float = 0.0
+    vm_names: set[str] = field(default_factory=set)
+
+    @property
+    def memory_free(self) -> int:
+        return self.memory_total - self.memory_allocated
+
+
+def rank_key(policy: PlacementPolicy, load: NodeLoad) -> tuple[float, str]:
+    """Smaller is better; ties go to the node name so choices are reproducible."""
+    score: float
+    if policy == PlacementPolicy.MEM:
+        score = -load.memory_free
+    elif policy == PlacementPolicy.MEMPROV:
+        score = -(load.memory_total - load.memory_provisioned)
+    elif policy == PlacementPolicy.LOAD:
+        score = load.load
+    elif policy == PlacementPolicy.VCPUS:
+        score = load.vcpus_allocated
+    else:
+        score = load.vms
+    return score, load.name
+
+
+class Scheduler:
+    def __init__(self, store: Store, epoch: int) -> None:
+        self.store = store
+        self.epoch = epoch
+        self.vms = ResourceInformer(store, VirtualMachine, self._on_vm)
+        self.nodes = ResourceInformer(store, Node, self._on_node)
+        self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
+        self.clusters = ResourceInformer(store, Cluster, self._on_node)
+        # Placements written but maybe not yet seen by the informer (kube-scheduler's "assume").
+        self._assumed: dict[str, str] = {}
+        self._lock = threading.Lock()
+        # One worker: placements are decided one at a time so memory is never double-booked.
+        self.controller = Controller(
+            "scheduler", self.reconcile, workers=1, list_keys=self.vms.keys
+        )
+
+    def start(self) -> None:
+        self.controller.start()
+        for informer in (self.clusters, self.leases, self.nodes, self.vms):
+            informer.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+        for informer in (self.vms, self.nodes, self.leases, self.clusters):
+            informer.close()
+
+    def _on_vm(self, name: str) -> None:
+        self.controller.enqueue(name)
+
+    def _on_node(self, _name: str) -> None:
+        # A node came, went or changed: every unplaced VM may fit now.
+        for vm in self.vms.keys():  # noqa: SIM118 (an informer, not a dict)
+            if self._placed_node(vm) is None:
+                self.controller.enqueue(vm)
+
+    def _placed_node(self, vm: str) -> str | None:
+        raw = self.vms.placement_raw(vm)
+        if raw is not None and raw.get("node"):
+            with self._lock:
+                self._assumed.pop(vm, None)
+            return str(raw["node"])
+        with self._lock:
+            return self._assumed.get(vm)
+
+    def ready_nodes(self) -> dict[str, Node]:
+        live = set(self.leases.keys())
+        ready = {}
+        for node in self.nodes.objects():
+            status = node.status
+            if (
+                node.name in live
+                and status is not None
+                and status.daemon_state == DaemonState.RUN
+                and not node.spec.drain
+            ):
+                ready[node.name] = node
+        return ready
+
+    def node_loads(self, nodes: dict[str, Node]) -> dict[str, NodeLoad]:
+        loads = {
+            name: NodeLoad(
+                name=name,
+                memory_total=n.status.resources.memory_total if n.status else 0,
+                load=n.status.resources.load if n.status else 0.0,
+            )
+            for name, n in nodes.items()
+        }
+        for vm in self.vms.objects():
+            where = self._placed_node(vm.name)
+            if where not in loads:
+                continue
+            load = loads[where]
+            memory = to_bytes(vm.spec.memory)
+            load.memory_provisioned += memory
+            load.vm_names.add(vm.name)
+            if vm.spec.run_strategy != RunStrategy.HALTED:
+                load.memory_allocated += memory
+                load.vcpus_allocated += vm.spec.vcpus
+                load.vms += 1
+        return loads
+
+    def default_policy(self) -> PlacementPolicy:
+        cluster = self.clusters.get(CLUSTER_NAME)
+        return cluster.spec.migration.policy if cluster else PlacementPolicy.MEM
+
+    def choose(self, vm: VirtualMachine) -> tuple[str | None, str]:
+        """The best node for ``vm``, or None and why each node was rejected."""
+        nodes = self.ready_nodes()
+        loads = self.node_loads(nodes)
+        memory = to_bytes(vm.spec.memory)
+        allowed = set(vm.spec.placement.nodes)
+        reasons: list[str] = []
+        candidates: list[NodeLoad] = []
+        for name in sorted(self.nodes.keys()):
+            if allowed and name not in allowed:
+                reasons.append(f"{name}: not in placement.nodes")
+            elif name not in nodes:
+                reasons.append(f"{name}: not ready")
+            elif loads[name].memory_free < memory:
+                free_mib = loads[name].memory_free // 2**20
+                reasons.append(f"{name}: {free_mib} MiB free, needs {memory // 2**20} MiB")
+            else:
+                candidates.append(loads[name])
+        for name in sorted(allowed - set(self.nodes.keys())):
+            reasons.append(f"{name}: no such node")
+        if not candidates:
+            return None, "; ".join(reasons) or "no nodes"
+        home = vm.spec.placement.home
+        if home and any(c.name == home for c in candidates):
+            return home, "home node"
+        policy = vm.spec.placement.policy or self.default_policy()
+        best = min(candidates, key=lambda c: rank_key(policy, c))
+        return best.name, f"policy {policy.value}"
+
+    def reconcile(self, name: str) -> float | None:
+        vm = self.vms.get(name)
+        if vm is None:
+            with self._lock:
+                self._assumed.pop(name, None)
+            return None
+        if self._placed_node(name) is not None:
+            return None
+        if vm.spec.run_strategy == RunStrategy.HALTED:
+            self._write_unplaced_status(vm, VMPhase.STOPPED, "Halted", "runStrategy is Halted")
+            return None
+        target, why = self.choose(vm)
+        if target is None:
+            self._write_unplaced_status(vm, VMPhase.PENDING, "Unschedulable", why)
+            log.info("event=unschedulable vm=%s why=%r", name, why)
+            return None
+        try:
+            self.store.write_placement(
+                name, Placement(node=target, epoch=self.epoch, reason=why), epoch=self.epoch
+            )
+        except NotFound:
+            return None
+        except EpochMoved:
+            log.warning(
+                "event=placement_refused vm=%s reason=epoch_moved epoch=%d", name, self.epoch
+            )
+            raise
+        with self._lock:
+            self._assumed[name] = target
+        log.info("event=placed vm=%s node=%s why=%r epoch=%d", name, target, why, self.epoch)
+        return None
+
+    def _write_unplaced_status(
+        self, vm: VirtualMachine, phase: VMPhase, reason: str, message: str
+    ) -> None:
+        old = vm.status or VirtualMachineStatus()
+        conditions = set_condition(old.conditions, "Scheduled", False, reason, message)
+        conditions = set_condition(conditions, "Ready", False, reason, message)
+        new = VirtualMachineStatus(
+            observed_generation=vm.metadata.generation,
+            conditions=conditions,
+            phase=phase,
+            node=None,
+            last_node=old.node or old.last_node,
+            reason=reason,
+        )
+        if vm.status is not None and new.wire() == vm.status.wire():
+            return
+        with contextlib.suppress(NotFound):
+            self.store.write_status(VirtualMachine, vm.name, new)

@@ -1,0 +1,287 @@
+"""LibvirtDriver against libvirt's real test driver, one host file per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypervisor import (
+    DiskSpec,
+    DomainInfo,
+    DomainNotFound,
+    DomainSpec,
+    DomainState,
+    HypervisorUnavailable,
+    InvalidDomain,
+    LibvirtDriver,
+    NicSpec,
+    OperationFailed,
+    write_test_host_xml,
+)
+
+HOST_MEMORY_MIB = 8192
+HOST_CPUS = 4
+
+
+def make_spec(name: str = "vm1", **changes: Any) -> DomainSpec:
+    spec = DomainSpec(
+        name=name,
+        uuid=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.pvc.invalid")),
+        vcpus=2,
+        memory_mib=256,
+        nics=(NicSpec(mac="52:54:00:00:00:01", bridge="vmbr0"),),
+        owner_tag="test-cluster",
+    )
+    return replace(spec, **changes)
+
+
+@pytest.fixture
+def host_uri(tmp_path: Path) -> str:
+    return write_test_host_xml(tmp_path / "node1.xml", HOST_MEMORY_MIB, HOST_CPUS)
+
+
+@pytest.fixture
+def driver(host_uri: str) -> Iterator[LibvirtDriver]:
+    with LibvirtDriver(host_uri) as d:
+        yield d
+
+
+def test_domain_type_follows_the_uri(host_uri: str) -> None:
+    assert LibvirtDriver(host_uri).domain_type == "test"
+    expected = "kvm" if os.path.exists("/dev/kvm") else "qemu"
+    # Lazy: no libvirtd is needed to construct a driver.
+    assert LibvirtDriver("qemu:///system").domain_type == expected
+    assert LibvirtDriver("qemu:///system", domain_type="qemu").domain_type == "qemu"
+
+
+def test_define_start_shutdown_destroy_undefine(driver: LibvirtDriver) -> None:
+    spec = make_spec()
+    assert driver.state("vm1") is DomainState.ABSENT
+
+    driver.define(spec)
+    assert driver.state("vm1") is DomainState.SHUTOFF
+
+    driver.start("vm1")
+    assert driver.state("vm1") is DomainState.RUNNING
+
+    # The test driver completes an ACPI shutdown at once.
+    driver.shutdown("vm1")
+    assert driver.state("vm1") is DomainState.SHUTOFF
+
+    driver.start("vm1")
+    driver.destroy("vm1")
+    assert driver.state("vm1") is DomainState.SHUTOFF
+
+    driver.undefine("vm1")
+    assert driver.state("vm1") is DomainState.ABSENT
+
+
+def test_verbs_are_idempotent(driver: LibvirtDriver) -> None:
+    spec = make_spec()
+    driver.define(spec)
+    driver.define(spec)
+    driver.start("vm1")
+    driver.start("vm1")
+    assert driver.state("vm1") is DomainState.RUNNING
+    # Redefining a running domain changes its next boot, not its state.
+    driver.define(replace(spec, memory_mib=512))
+    assert driver.state("vm1") is DomainState.RUNNING
+
+    driver.destroy("vm1")
+    driver.destroy("vm1")
+    driver.shutdown("vm1")
+    assert driver.state("vm1") is DomainState.SHUTOFF
+
+    driver.undefine("vm1")
+    driver.undefine("vm1")
+    assert driver.state("vm1") is DomainState.ABSENT
+
+
+def test_undefine_forces_a_running_domain_off(driver: LibvirtDriver) -> None:
+    driver.define(make_spec())
+    driver.start("vm1")
+    driver.undefine("vm1")
+    assert driver.state("vm1") is DomainState.ABSENT
+    assert driver.list_managed() == []
+
+
+def add_foreign_domain(host_uri: str, name: str) -> None:
+    """A domain an operator defined by hand, present in the host file."""
+    path = host_uri.removeprefix("test://")
+    tree = ET.parse(path)
+    domain = ET.SubElement(tree.getroot(), "domain", type="test")
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "memory").text = "65536"
+    ET.SubElement(ET.SubElement(domain, "os"), "type").text = "hvm"
+    tree.write(path)
+
+
+def test_list_managed_ignores_domains_without_our_metadata(host_uri: str) -> None:
+    add_foreign_domain(host_uri, "hand-made")
+    with LibvirtDriver(host_uri) as driver:
+        assert driver.state("hand-made") is not DomainState.ABSENT
+
+        first, second = make_spec("vm1"), make_spec("vm2", owner_tag="")
+        driver.define(first)
+        driver.define(second)
+        driver.start("vm2")
+
+        managed = sorted(driver.list_managed(), key=lambda info: info.name)
+        assert managed == [
+            DomainInfo("vm1", first.uuid, DomainState.SHUTOFF, "test-cluster"),
+            DomainInfo("vm2", second.uuid, DomainState.RUNNING, ""),
+        ]
+
+
+def test_start_of_an_absent_domain_is_domain_not_found(driver: LibvirtDriver) -> None:
+    with pytest.raises(DomainNotFound) as caught:
+        driver.start("ghost")
+    assert caught.value.domain == "ghost"
+    assert caught.value.operation == "start"
+    assert "ghost" in str(caught.value)
+    assert "start" in str(caught.value)
+
+
+def test_unknown_disk_format_is_invalid_domain(driver: LibvirtDriver) -> None:
+    spec = make_spec(disks=(DiskSpec(target="vda", path="/nonexistent.img", format="bogus"),))
+    with pytest.raises(InvalidDomain, match=r"define domain 'vm1'.*bogus"):
+        driver.define(spec)
+    assert driver.state("vm1") is DomainState.ABSENT
+
+
+def test_malformed_mac_is_invalid_domain(driver: LibvirtDriver) -> None:
+    with pytest.raises(InvalidDomain, match="mac"):
+        driver.define(make_spec(nics=(NicSpec(mac="not-a-mac", bridge="vmbr0"),)))
+
+
+def test_internal_error_rejections_are_operation_failed(driver: LibvirtDriver) -> None:
+    # libvirt 9.0 reports a malformed uuid and zero vCPUs as
+    # VIR_ERR_INTERNAL_ERROR, so they are not InvalidDomain.
+    with pytest.raises(OperationFailed, match="uuid"):
+        driver.define(make_spec(uuid="not-a-uuid"))
+    with pytest.raises(OperationFailed):
+        driver.define(make_spec(vcpus=0))
+
+
+def test_same_name_with_another_uuid_is_operation_failed(driver: LibvirtDriver) -> None:
+    driver.define(make_spec())
+    with pytest.raises(OperationFailed, match="already exists"):
+        driver.define(make_spec(uuid=str(uuid.uuid4())))
+
+
+def test_host_facts_match_the_host_file(driver: LibvirtDriver) -> None:
+    facts = driver.host_facts()
+    assert facts.memory_total_bytes == HOST_MEMORY_MIB * 1024 * 1024
+    # The test driver cannot tell free memory.
+    assert facts.memory_free_bytes is None
+    assert facts.cpus == HOST_CPUS
+    assert facts.load1 >= 0.0
+    assert facts.hostname
+
+
+def test_two_host_files_do_not_share_state(tmp_path: Path) -> None:
+    uri1 = write_test_host_xml(tmp_path / "node1.xml", 1024, 1)
+    uri2 = write_test_host_xml(tmp_path / "node2.xml", 2048, 2)
+    with LibvirtDriver(uri1) as node1, LibvirtDriver(uri2) as node2:
+        node1.define(make_spec())
+        node1.start("vm1")
+        assert node2.state("vm1") is DomainState.ABSENT
+        assert node2.list_managed() == []
+
+        node2.define(make_spec())
+        node2.undefine("vm1")
+        assert node1.state("vm1") is DomainState.RUNNING
+        assert (node1.host_facts().cpus, node2.host_facts().cpus) == (1, 2)
+
+
+def test_missing_disk_with_a_size_is_created(driver: LibvirtDriver, tmp_path: Path) -> None:
+    image = tmp_path / "vm1-root.qcow2"
+    spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=64 * 1024**2),))
+    driver.define(spec)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(image)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert info["format"] == "qcow2"
+    assert info["virtual-size"] == 64 * 1024**2
+
+
+def test_existing_disk_is_left_alone(driver: LibvirtDriver, tmp_path: Path) -> None:
+    image = tmp_path / "vm1-root.qcow2"
+    image.write_bytes(b"operator data")
+    spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=64 * 1024**2),))
+    driver.define(spec)
+    assert image.read_bytes() == b"operator data"
+
+
+def test_disk_without_a_size_is_not_created(driver: LibvirtDriver, tmp_path: Path) -> None:
+    image = tmp_path / "vm1-root.qcow2"
+    driver.define(make_spec(disks=(DiskSpec(target="vda", path=str(image)),)))
+    assert not image.exists()
+
+
+def test_failed_disk_creation_is_operation_failed(driver: LibvirtDriver, tmp_path: Path) -> None:
+    image = tmp_path / "no-such-folder" / "vm1-root.qcow2"
+    spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=1024**2),))
+    with pytest.raises(OperationFailed, match=r"vm1-root\.qcow2"):
+        driver.define(spec)
+    assert driver.state("vm1") is DomainState.ABSENT
+
+
+def test_unreachable_hypervisor_is_unavailable(tmp_path: Path) -> None:
+    driver = LibvirtDriver(f"test://{tmp_path}/missing.xml")
+    with pytest.raises(HypervisorUnavailable, match="cannot connect"):
+        driver.state("vm1")
+
+
+def test_closed_driver_is_unavailable(driver: LibvirtDriver) -> None:
+    driver.close()
+    with pytest.raises(HypervisorUnavailable, match="closed"):
+        driver.state("vm1")
+    driver.close()
+
+
+def test_a_dead_connection_is_reopened(driver: LibvirtDriver) -> None:
+    driver.define(make_spec())
+    # Kill the connection behind the driver's back, as a libvirtd restart would.
+    assert driver._conn is not None
+    driver._conn.close()
+    # A reopened test:// connection starts again from the host file.
+    assert driver.state("vm1") is DomainState.ABSENT
+    driver.define(make_spec())
+    assert driver.state("vm1") is DomainState.SHUTOFF
+
+
+def test_concurrent_starts_of_one_domain_all_succeed(driver: LibvirtDriver) -> None:
+    driver.define(make_spec())
+    errors: list[Exception] = []
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            driver.start("vm1")
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert driver.state("vm1") is DomainState.RUNNING
