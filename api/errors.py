@@ -133,6 +133,12 @@ def install_handlers(app: FastAPI) -> None:
         async def _unavailable(_req: Request, exc: Exception) -> JSONResponse:
             return _response(ApiError(503, f"the cluster store is unreachable: {exc!r}"))
 
+    @app.exception_handler(Exception)
+    async def _internal(_req: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: log it whole, answer in the one error shape.
+        log.exception("event=internal_error error=%r", exc)
+        return _response(ApiError(500, f"internal error: {type(exc).__name__}"))
+
     @app.exception_handler(KazooException)
     async def _kazoo(_req: Request, exc: KazooException) -> JSONResponse:
         log.exception("event=store_error error=%r", exc)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from kazoo.recipe.watchers import DataWatch
 
-from hypervisor import DomainDriver, HypervisorError
+from hypervisor import DomainDriver, DomainState, HypervisorError
 from schemas import (
     CLUSTER_NAME,
     Cluster,
@@ -137,8 +137,14 @@ class NodeAgent:
     def beat(self) -> None:
         try:
             facts = self.driver.host_facts()
+            running = sorted(
+                d.name
+                for d in self.driver.list_managed()
+                if d.owner_tag == self.store.root and d.state == DomainState.RUNNING
+            )
         except HypervisorError as exc:
             facts = None
+            running = []
             log.warning("event=host_facts_failed node=%s error=%s", self.node, exc)
         allocated, provisioned, vcpus, count = self._allocations()
         total = facts.memory_total_bytes if facts else 0
@@ -170,6 +176,7 @@ class NodeAgent:
             router_state=self.router_state,
             last_heartbeat=utcnow(),
             hypervisor=self.hypervisor_uri,
+            domains=running,
             resources=NodeResources(
                 memory_total=total,
                 memory_used=total - free if total else 0,

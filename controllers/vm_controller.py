@@ -138,7 +138,18 @@ class VMController:
         with self._lock:
             vm = self._specs.get(name)
             known = name in self._watched
+        log.debug(
+            "event=reconcile vm=%s node=%s placement=%s known=%s spec=%s",
+            name,
+            self.node,
+            placement,
+            known,
+            vm is not None,
+        )
         if placement is None or placement.node != self.node:
+            # The cache may lag; destroying a domain is decided on a fresh read only.
+            if self.store.node_index_entry(self.node, name) is not None:
+                return 0.1
             self._remove_domain(name)
             self._forget(name)
             return None
@@ -147,6 +158,8 @@ class VMController:
             with self._lock:
                 vm = self._specs.get(name)
         if vm is None:
+            if self.store.exists(VirtualMachine, name):
+                return 0.1  # the spec watch has not delivered yet
             self._remove_domain(name)  # VM deleted; its index entry goes with it
             return None
         try:

@@ -43,16 +43,25 @@ def _line_of(node: yaml.Node, path: tuple[int | str, ...]) -> int:
     return line
 
 
+def _yaml_error(exc: yaml.YAMLError, source: str, text: str) -> ManifestError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    # A problem found at the end of the stream is reported on the last line, not past it.
+    last_line = max(1, len(text.splitlines()))
+    line = min(mark.line + 1, last_line) if mark else None
+    return ManifestError(source, line, f"invalid YAML: {problem}")
+
+
 def load_manifests(text: str, source: str = "<stdin>") -> list[LoadedObject]:
     """Parse and validate every document; raises ManifestError at the first bad one."""
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(
-            source, mark.line + 1 if mark else None, f"invalid YAML: {problem}"
-        ) from None
+        raise _yaml_error(exc, source, text) from None
     loaded: list[LoadedObject] = []
     for node in nodes:
         if node is None:

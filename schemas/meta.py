@@ -16,7 +16,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _check_dns_label(value: str) -> str:
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"invalid name {value!r}: a name is a DNS label of at most 63 lower-case letters, "
             "digits and '-', starting and ending with a letter or digit"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer, model_validator
 
@@ -88,12 +88,24 @@ class NodeStatus(Status):
     last_heartbeat: str | None = None
     resources: NodeResources = Field(default_factory=NodeResources)
     hypervisor: str | None = None
+    domains: list[str] = Field(default_factory=list)
+    """PVC domains the hypervisor reports running, as seen at the last heartbeat."""
 
 
 class Node(Resource):
     KIND = "Node"
     PLURAL = "nodes"
     SHORT_NAMES = ("node", "nodes", "no")
+
+    @classmethod
+    def keep_secrets(cls, new_spec: dict[str, Any], current_spec: dict[str, Any]) -> None:
+        fence = new_spec.get("fence") or {}
+        if fence.get("password") == SECRET_MASK:
+            old = (current_spec.get("fence") or {}).get("password")
+            if old is None:
+                fence.pop("password")
+            else:
+                fence["password"] = old
 
     kind: Literal["Node"] = "Node"
     metadata: ObjectMeta

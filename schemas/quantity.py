@@ -30,7 +30,7 @@ _DURATION_RE = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?)(?P<unit>ms|s|m|h)$")
 
 def to_bytes(quantity: str) -> int:
     """``"2Gi"`` -> 2147483648. Raises ValueError with a user-facing message."""
-    match = _SIZE_RE.match(quantity.strip()) if isinstance(quantity, str) else None
+    match = _SIZE_RE.fullmatch(quantity.strip()) if isinstance(quantity, str) else None
     if match is None:
         raise ValueError(
             f"invalid size {quantity!r}: expected a positive whole number with an optional "
@@ -46,7 +46,7 @@ def to_mib(quantity: str) -> int:
 
 def to_seconds(duration: str) -> float:
     """``"500ms"`` -> 0.5, ``"5s"`` -> 5.0, ``"2m"`` -> 120.0."""
-    match = _DURATION_RE.match(duration.strip()) if isinstance(duration, str) else None
+    match = _DURATION_RE.fullmatch(duration.strip()) if isinstance(duration, str) else None
     if match is None:
         raise ValueError(
             f"invalid duration {duration!r}: expected a number with a unit ms, s, m or h "

@@ -33,6 +33,10 @@ class Resource(Model):
     def name(self) -> str:
         return self.metadata.name
 
+    @classmethod
+    def keep_secrets(cls, new_spec: dict[str, Any], current_spec: dict[str, Any]) -> None:
+        """Put back stored secrets where ``new_spec`` carries only their mask (read-edit-apply)."""
+
     def stored(self) -> dict[str, Any]:
         """The form kept in ZooKeeper: like wire() but secrets revealed, status apart."""
         data = self.model_dump(

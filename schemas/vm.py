@@ -76,7 +76,7 @@ class Nic(Model):
         if value is None:
             return None
         value = value.lower()
-        if not _MAC.match(value):
+        if not _MAC.fullmatch(value):
             raise ValueError(
                 f"invalid MAC address {value!r}: expected six hex pairs like 52:54:00:12:34:56"
             )

@@ -96,7 +96,10 @@ class ResourceInformer(Informer, Generic[R]):
         raw.setdefault("metadata", {})["resourceVersion"] = str(self.version(name))
         status = self.data(name, paths.STATUS)
         if status is not None:
-            raw["status"] = status
+            try:
+                return self.cls.model_validate({**raw, "status": status})
+            except ValueError:
+                log.warning("event=unreadable_status kind=%s name=%s", self.cls.KIND, name)
         try:
             return self.cls.model_validate(raw)
         except ValueError:

@@ -70,9 +70,17 @@ class Lease:
             delay = min(delay * 2, 1.0)
 
     def release(self) -> None:
+        """Delete the lease only if this session owns it: never another holder's."""
+        was_held = self._held.is_set()
         self._held.clear()
+        if not was_held:
+            return
+        client = self._store.client
+        stat = client.exists(self._path)
+        if stat is None or stat.ephemeralOwner != client.client_id[0]:
+            return
         with contextlib.suppress(NoNodeError):
-            self._store.client.delete(self._path)
+            client.delete(self._path, version=stat.version)
 
     def _on_state(self, state: KazooState) -> None:
         # Runs on kazoo's event thread: never block here, re-acquire from a thread.

@@ -17,6 +17,7 @@ from kazoo.exceptions import (
 )
 from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.retry import KazooRetry
+from pydantic import ValidationError
 
 from schemas import Placement, Resource, Status, utcnow
 from zkstore import paths
@@ -92,9 +93,19 @@ class Store:
     def _read(self, cls: type[R], name: str, data: bytes, stat: ZnodeStat, status: Any) -> R:
         raw = decode(data)
         raw.setdefault("metadata", {})["resourceVersion"] = str(stat.mzxid)
-        if status is not None:
-            raw["status"] = status
-        return cls.model_validate(raw)
+        if status is None:
+            return cls.model_validate(raw)
+        try:
+            return cls.model_validate({**raw, "status": status})
+        except ValidationError as exc:
+            # A status written by a newer or older controller must not hide the spec.
+            log.warning(
+                "event=unreadable_status kind=%s name=%s error=%s",
+                cls.KIND,
+                name,
+                str(exc).replace("\n", " "),
+            )
+            return cls.model_validate(raw)
 
     def _get_status_raw(self, plural: str, name: str) -> Any:
         try:
@@ -193,6 +204,7 @@ class Store:
                 )
             current = decode(data)
             new = resource.stored()
+            cls.keep_secrets(new.get("spec", {}), current.get("spec", {}))
             cur_meta, new_meta = current["metadata"], new["metadata"]
             spec_changed = current.get("spec") != new.get("spec")
             meta_changed = any(
@@ -339,6 +351,13 @@ class Store:
                 )
             log.debug("event=placement_retry vm=%s failures=%s", vm, failures)
         raise Conflict(f"placement of {vm!r} kept changing; gave up")
+
+    def node_index_entry(self, node: str, vm: str) -> Placement | None:
+        try:
+            data, _ = self.client.get(self.path(paths.node_index_entry(node, vm)))
+        except NoNodeError:
+            return None
+        return Placement.model_validate(decode(data))
 
     def node_index(self, node: str) -> dict[str, Placement]:
         index_dir = self.path(paths.node_index(node))

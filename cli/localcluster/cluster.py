@@ -189,6 +189,7 @@ class LocalCluster:
                     "stateDir": str(self.dir / name),
                     "sessionTimeout": self.session_timeout,
                     "resyncPeriod": "10s",
+                    "logLevel": os.environ.get("PVC_LOG_LEVEL", "info"),
                 },
                 sort_keys=False,
             )

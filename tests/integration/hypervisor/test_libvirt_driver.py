@@ -235,11 +235,18 @@ def test_disk_without_a_size_is_not_created(driver: LibvirtDriver, tmp_path: Pat
 
 
 def test_failed_disk_creation_is_operation_failed(driver: LibvirtDriver, tmp_path: Path) -> None:
-    image = tmp_path / "no-such-folder" / "vm1-root.qcow2"
+    (tmp_path / "a-file").write_text("not a folder")
+    image = tmp_path / "a-file" / "vm1-root.qcow2"
     spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=1024**2),))
     with pytest.raises(OperationFailed, match=r"vm1-root\.qcow2"):
         driver.define(spec)
     assert driver.state("vm1") is DomainState.ABSENT
+
+
+def test_a_missing_disk_folder_is_created(driver: LibvirtDriver, tmp_path: Path) -> None:
+    image = tmp_path / "new-folder" / "vm1-root.qcow2"
+    driver.define(make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=1024**2),)))
+    assert image.is_file()
 
 
 def test_unreachable_hypervisor_is_unavailable(tmp_path: Path) -> None:

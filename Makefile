@@ -1,0 +1,56 @@
+# The two commands: `make demo` and `make test`. Both set up what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PVCCTL := $(BIN)/pvcctl
+
+.PHONY: setup host venv demo demo-down test lint unit integration e2e bench clean
+
+setup: host venv
+
+host:
+	@bash scripts/setup-host.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | host
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(PVCCTL) local up --nodes 3
+	$(PVCCTL) apply -f manifests/
+	$(PVCCTL) wait vm --all --for=condition=Ready --timeout=120s
+	$(PVCCTL) get nodes
+	$(PVCCTL) get vms
+
+demo-down: venv
+	$(PVCCTL) local down
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy schemas zkstore hypervisor controllers api cli bench
+	$(BIN)/lint-imports
+
+test: setup lint
+	$(BIN)/python -m pytest -q tests
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: venv
+	$(BIN)/python -m pytest -q tests/integration
+
+e2e: venv
+	$(BIN)/python -m pytest -q tests/e2e
+
+bench: setup
+	$(BIN)/python bench/apply_latency.py
+
+clean: demo-down
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

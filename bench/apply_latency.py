@@ -1,0 +1,683 @@
+"""Apply → Running latency of VirtualMachines, next to a floor measured in the same run.
+
+Applies N VMs (default 50) to a local cluster (its own, started here, or an
+existing one with --server), one POST /api/v1/apply per VM, and times each VM
+from the moment its apply request is sent to the first time a background
+poller sees it Running in GET /api/v1/vms. Beside that it measures a floor on
+the same machine in the same run: a raw libvirt define+start on the test
+driver the nodes use, plus one raw ZooKeeper set. It prints a summary and
+writes every figure as JSON. See bench/README.md.
+
+    .venv/bin/python bench/apply_latency.py                # 50 VMs, own cluster
+    .venv/bin/python bench/apply_latency.py --vms 10
+    .venv/bin/python bench/apply_latency.py --server http://127.0.0.1:7370 \
+        --zookeeper 127.0.0.1:2181
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "apply_latency.json"
+VM_MEMORY_MIB = 64
+POLL_INTERVAL_S = 0.020
+NODES = 3
+NODE_CPUS = 4
+
+
+# -- small helpers --------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation between closest ranks
+    (numpy's default). With few samples p99 lies close to the maximum."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: Sequence[float]) -> dict[str, float | int]:
+    """p50/p99/mean/min/max of samples in seconds."""
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "p50_s": percentile(values, 50),
+        "p99_s": percentile(values, 99),
+        "mean_s": statistics.fmean(values),
+        "min_s": min(values),
+        "max_s": max(values),
+    }
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def git_dirty() -> bool | None:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip())
+
+
+def nproc() -> int | None:
+    """What `nproc` prints: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def vm_object(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "labels": {"pvc-bench": "apply-latency"}},
+        "spec": {"memory": f"{VM_MEMORY_MIB}Mi", "vcpus": 1},
+    }
+
+
+def is_running(item: dict[str, Any]) -> bool:
+    status = item.get("status") or {}
+    return bool(status.get("phase") == "Running")
+
+
+# -- the Running poller ---------------------------------------------------------------
+
+
+@dataclass
+class Poller:
+    """Polls GET /api/v1/vms every `interval` seconds in one thread and records, per
+    watched VM, the first time.monotonic() at which a list response showed it Running.
+
+    The time recorded is when that response arrived, so it is late by at most one
+    interval plus one list round trip: that bounds the resolution. The send time of
+    the last list that did not yet show the VM Running is kept as a lower bound."""
+
+    client: httpx.Client
+    interval: float = POLL_INTERVAL_S
+    running_at: dict[str, float] = field(default_factory=dict)
+    not_running_sent: dict[str, float] = field(default_factory=dict)
+    """Per VM, when the last list that did not show it Running was sent: a lower bound."""
+    last_phase: dict[str, str] = field(default_factory=dict)
+    list_latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _watched: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def watch(self, names: Sequence[str]) -> None:
+        with self._lock:
+            self._watched.update(names)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="running-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def pending(self) -> set[str]:
+        with self._lock:
+            return self._watched - self.running_at.keys()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            ok = False
+            try:
+                response = self.client.get("/api/v1/vms")
+                response.raise_for_status()
+                items: list[dict[str, Any]] = response.json()["items"]
+                ok = True
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                if len(self.errors) < 20:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                items = []
+            received = time.monotonic()
+            self.list_latencies.append(received - sent)
+            with self._lock:
+                seen_running: set[str] = set()
+                for item in items:
+                    name = (item.get("metadata") or {}).get("name")
+                    if name not in self._watched:
+                        continue
+                    self.last_phase[name] = str((item.get("status") or {}).get("phase"))
+                    if is_running(item):
+                        seen_running.add(name)
+                        self.running_at.setdefault(name, received)
+                if ok:
+                    # Not Running in this list's snapshot, taken after `sent`.
+                    for name in self._watched - seen_running - self.running_at.keys():
+                        self.not_running_sent[name] = sent
+            next_tick += self.interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # a slow list: do not try to catch up with a burst
+                next_tick = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+
+# -- the floor ------------------------------------------------------------------------
+
+
+def libvirt_floor(count: int, workdir: Path) -> dict[str, Any]:
+    """Time define+start of `count` 64 MiB domains on a fresh libvirt test-driver host,
+    rendered by the project's own XML code, as the node daemons use it."""
+    import libvirt
+
+    from hypervisor import DomainSpec, render_domain_xml, write_test_host_xml
+
+    host_mib = count * VM_MEMORY_MIB + 1024
+    uri = write_test_host_xml(workdir / "floor-host.xml", host_mib, NODE_CPUS)
+    conn = libvirt.open(uri)
+    samples: list[float] = []
+    try:
+        for index in range(count):
+            spec = DomainSpec(
+                name=f"floor-{index:04d}",
+                uuid=str(uuid.uuid4()),
+                vcpus=1,
+                memory_mib=VM_MEMORY_MIB,
+            )
+            xml = render_domain_xml(spec, "test")
+            start = time.perf_counter()
+            dom = conn.defineXML(xml)
+            dom.create()
+            samples.append(time.perf_counter() - start)
+        for dom in conn.listAllDomains():
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    finally:
+        conn.close()
+    return {
+        "uri": uri,
+        "samples_s": samples,
+        "median_s": statistics.median(samples),
+        **summary(samples),
+    }
+
+
+def zookeeper_floor(hosts: str, count: int) -> dict[str, Any]:
+    """Median of `count` synchronous sets of a small value on a scratch znode."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoNodeError, NotEmptyError
+
+    path = f"/pvc-bench-scratch/{secrets.token_hex(4)}"
+    value = b"x" * 64
+    client = KazooClient(hosts=hosts, timeout=10.0)
+    client.start(timeout=15)
+    samples: list[float] = []
+    try:
+        client.create(path, value, makepath=True)
+        client.set(path, value)  # warm-up, not timed
+        for _ in range(count):
+            start = time.perf_counter()
+            client.set(path, value)
+            samples.append(time.perf_counter() - start)
+        client.delete(path)
+        # NotEmptyError when another run's scratch znode is still there: leave it.
+        with suppress(NotEmptyError, NoNodeError):
+            client.delete("/pvc-bench-scratch")
+    finally:
+        client.stop()
+        client.close()
+    return {
+        "hosts": hosts,
+        "path": path,
+        "samples_s": samples,
+        "median_s": statistics.median(samples),
+        **summary(samples),
+    }
+
+
+# -- the cluster ----------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    server: str
+    zookeeper: str | None
+    mode: str  # "local" (started here) or "server" (existing)
+    state_dir: Path | None = None
+    node_memory: str | None = None
+
+
+@contextmanager
+def local_cluster(vms: int, keep_state: bool) -> Iterator[Target]:
+    """A fresh LocalCluster in a temporary state dir, always stopped on the way out."""
+    from cli.localcluster.cluster import LocalCluster
+
+    state_dir = Path(tempfile.mkdtemp(prefix="pvc-bench-"))
+    # The scheduler may place every VM on one node: give each node room for all of them.
+    node_mib = max(8192, vms * VM_MEMORY_MIB + 1024)
+    cluster = LocalCluster(
+        state_dir,
+        nodes=NODES,
+        api_port=0,
+        node_memory=f"{node_mib}Mi",
+        node_cpus=NODE_CPUS,
+    )
+    failed = True
+    print(f"starting a local cluster in {state_dir} ({NODES} nodes, {node_mib}Mi each) ...")
+    started = time.monotonic()
+    try:
+        state, _ = cluster.up()
+        print(f"  up in {time.monotonic() - started:.1f} s")
+        yield Target(
+            server=LocalCluster.server_url(state),
+            zookeeper=f"127.0.0.1:{state.zookeeper_port}",
+            mode="local",
+            state_dir=state_dir,
+            node_memory=f"{node_mib}Mi",
+        )
+        failed = False
+    finally:
+        # Errors seen in the daemon logs are collected by the caller before this runs.
+        try:
+            cluster.down()
+        finally:
+            if keep_state or failed:
+                print(f"  state dir (logs) kept at {state_dir}")
+            else:
+                shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@contextmanager
+def existing_server(server: str, zookeeper: str | None) -> Iterator[Target]:
+    yield Target(server=server.rstrip("/"), zookeeper=zookeeper, mode="server")
+
+
+def log_problems(state_dir: Path | None, limit: int = 40) -> list[str]:
+    """Lines that look like errors in the daemon and API logs of a local cluster."""
+    if state_dir is None:
+        return []
+    found: list[str] = []
+    markers = ("Traceback", "ERROR", "CRITICAL", "Exception")
+    for log in sorted(state_dir.glob("*.log")):
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if any(marker in line for marker in markers):
+                found.append(f"{log.name}: {line.strip()[:300]}")
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+def apply_one(client: httpx.Client, name: str) -> tuple[float, float, str]:
+    """POST one VM; returns (monotonic send time, request latency, outcome)."""
+    sent = time.monotonic()
+    response = client.post("/api/v1/apply", json=[vm_object(name)])
+    latency = time.monotonic() - sent
+    if response.status_code != 200:
+        raise RuntimeError(f"apply of {name} failed: {response.status_code} {response.text}")
+    items = response.json().get("items") or [{}]
+    return sent, latency, str(items[0].get("outcome"))
+
+
+def delete_vms(client: httpx.Client, names: Sequence[str], timeout: float) -> dict[str, Any]:
+    """DELETE each bench VM, then wait (bounded) until none is listed any more."""
+    errors: list[str] = []
+    for name in names:
+        try:
+            response = client.delete(f"/api/v1/vms/{name}")
+            if response.status_code not in (200, 404):
+                errors.append(f"{name}: {response.status_code} {response.text[:200]}")
+        except httpx.HTTPError as exc:
+            errors.append(f"{name}: {exc}")
+    deadline = time.monotonic() + timeout
+    remaining: set[str] = set(names)
+    while time.monotonic() < deadline:
+        try:
+            listed = {i["metadata"]["name"] for i in client.get("/api/v1/vms").json()["items"]}
+        except (httpx.HTTPError, ValueError, KeyError):
+            listed = remaining
+        remaining = set(names) & listed
+        if not remaining:
+            break
+        time.sleep(0.2)
+    return {
+        "deleted": len(names) - len(remaining),
+        "still_listed": sorted(remaining)[:20],
+        "errors": errors[:20],
+    }
+
+
+def run(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    token = secrets.token_hex(2)
+    names = [f"bench-{token}-{i:03d}" for i in range(1, args.vms + 1)]
+    client = httpx.Client(base_url=target.server, timeout=30.0)
+    poll_client = httpx.Client(base_url=target.server, timeout=30.0)
+    try:
+        health = client.get("/healthz")
+        if health.status_code != 200:
+            raise RuntimeError(f"{target.server}/healthz answered {health.status_code}")
+
+        # Floor first, with the cluster up and idle: same machine, same run.
+        print(f"floor: {args.vms} raw libvirt define+start on the test driver ...")
+        with tempfile.TemporaryDirectory(prefix="pvc-bench-floor-") as workdir:
+            lv = libvirt_floor(args.vms, Path(workdir))
+        zk: dict[str, Any] | None = None
+        zk_note = None
+        if target.zookeeper:
+            print(f"floor: {args.vms} raw ZooKeeper sets against {target.zookeeper} ...")
+            zk = zookeeper_floor(target.zookeeper, args.vms)
+        else:
+            zk_note = "no --zookeeper given with --server: the ZooKeeper part of the floor is 0"
+            print(f"floor: {zk_note}")
+        floor_per_vm = lv["median_s"] + (zk["median_s"] if zk else 0.0)
+
+        # The applies, with the poller watching from before the first one.
+        poller = Poller(poll_client, interval=args.poll_interval)
+        poller.watch(names)
+        poller.start()
+        sent_at: dict[str, float] = {}
+        request_latency: dict[str, float] = {}
+        outcomes: dict[str, int] = {}
+        print(f"applying {args.vms} VMs (concurrency {args.concurrency}) ...")
+        first_sent = time.monotonic()
+        try:
+
+            def worker(name: str) -> tuple[float, float, str]:
+                return apply_one(client, name)
+
+            if args.concurrency <= 1:
+                results = [worker(n) for n in names]
+            else:
+                with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                    results = list(pool.map(worker, names))
+            for name, (sent, latency, outcome) in zip(names, results, strict=True):
+                sent_at[name] = sent
+                request_latency[name] = latency
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            applies_done = time.monotonic()
+            deadline = applies_done + args.timeout
+            while poller.pending() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            poller.stop()
+        last_seen = max(poller.running_at.values(), default=math.nan)
+
+        latencies = {n: poller.running_at[n] - sent_at[n] for n in names if n in poller.running_at}
+        lower = {
+            n: max(0.0, poller.not_running_sent.get(n, sent_at[n]) - sent_at[n]) for n in latencies
+        }
+        missing = sorted(set(names) - latencies.keys())
+        values = list(latencies.values())
+        a2r = summary(values)
+        req = summary(list(request_latency.values()))
+        p50 = percentile(values, 50)
+        p99 = percentile(values, 99)
+
+        problems = log_problems(target.state_dir)
+        cleanup: dict[str, Any] | None = None
+        if target.mode == "server" and not args.keep_vms:
+            print("deleting the bench VMs ...")
+            cleanup = delete_vms(client, names, timeout=60.0)
+
+        return {
+            "benchmark": "apply_latency",
+            "config": {
+                "vms": args.vms,
+                "concurrency": args.concurrency,
+                "vm_spec": {"memory": f"{VM_MEMORY_MIB}Mi", "vcpus": 1},
+                "mode": target.mode,
+                "server": target.server,
+                "zookeeper": target.zookeeper,
+                "nodes": NODES if target.mode == "local" else None,
+                "node_memory": target.node_memory,
+                "poll_interval_s": args.poll_interval,
+                "timeout_s": args.timeout,
+                "name_prefix": f"bench-{token}-",
+            },
+            "resolution": {
+                "poll_interval_s": args.poll_interval,
+                "note": (
+                    "Running is detected by polling GET /api/v1/vms; each apply->Running "
+                    "figure is late by up to one poll interval plus one list round trip"
+                ),
+                "polls": len(poller.list_latencies),
+                "list_request": summary(poller.list_latencies),
+                "poll_errors": poller.errors,
+            },
+            "apply_to_running": {
+                **a2r,
+                "reached_running": len(values),
+                "missing": missing,
+                "missing_last_phase": {n: poller.last_phase.get(n) for n in missing},
+                "wall_s": last_seen - first_sent if values else math.nan,
+                "applies_wall_s": applies_done - first_sent,
+            },
+            "apply_to_running_lower_bound": {
+                **summary(list(lower.values())),
+                "note": (
+                    "from the apply to the send time of the last list that did not show the VM "
+                    "Running; the true figure lies between this and apply_to_running"
+                ),
+            },
+            "apply_request": req,
+            "apply_outcomes": outcomes,
+            "floor": {
+                "per_vm_s": floor_per_vm,
+                "definition": "median(libvirt define+start) + median(ZooKeeper set)",
+                "libvirt_define_start": lv,
+                "zookeeper_set": zk,
+                "note": zk_note,
+            },
+            "ratio": {
+                "p50_over_floor": p50 / floor_per_vm,
+                "p99_over_floor": p99 / floor_per_vm,
+            },
+            "per_vm": [
+                {
+                    "name": n,
+                    "apply_request_s": request_latency[n],
+                    "apply_to_running_s": latencies.get(n),
+                    "apply_to_running_lower_bound_s": lower.get(n),
+                }
+                for n in names
+            ],
+            "cleanup": cleanup,
+            "log_problems": problems,
+        }
+    finally:
+        client.close()
+        poll_client.close()
+
+
+def print_summary(result: dict[str, Any], out: Path) -> None:
+    cfg = result["config"]
+    a2r = result["apply_to_running"]
+    req = result["apply_request"]
+    floor = result["floor"]
+    zk = floor["zookeeper_set"]
+    nan = math.nan
+    print()
+    print(
+        f"apply_latency: {cfg['vms']} VMs, concurrency {cfg['concurrency']}, "
+        f"{result['machine']['nproc']} CPUs, mode {cfg['mode']}, "
+        f"poll {cfg['poll_interval_s'] * 1000:.0f} ms"
+    )
+    print(
+        f"  apply->Running  p50 {ms(a2r.get('p50_s', nan))}  p99 {ms(a2r.get('p99_s', nan))}  "
+        f"mean {ms(a2r.get('mean_s', nan))}  max {ms(a2r.get('max_s', nan))}  "
+        f"({a2r['reached_running']}/{cfg['vms']} Running)"
+    )
+    low = result["apply_to_running_lower_bound"]
+    print(
+        f"    lower bound   p50 {ms(low.get('p50_s', nan))}  p99 {ms(low.get('p99_s', nan))}  "
+        f"(last poll not yet showing Running)"
+    )
+    print(f"  apply request   p50 {ms(req.get('p50_s', nan))}  p99 {ms(req.get('p99_s', nan))}")
+    print(
+        f"  floor per VM    {ms(floor['per_vm_s'])} = libvirt define+start "
+        f"{ms(floor['libvirt_define_start']['median_s'])} + ZooKeeper set "
+        f"{ms(zk['median_s']) if zk else 'skipped'}"
+    )
+    ratio = result["ratio"]
+    print(
+        f"  ratio           p50/floor {ratio['p50_over_floor']:.1f}x  "
+        f"p99/floor {ratio['p99_over_floor']:.1f}x"
+    )
+    list_p50 = result["resolution"]["list_request"].get("p50_s", nan)
+    print(
+        f"  resolution      poll {cfg['poll_interval_s'] * 1000:.0f} ms, "
+        f"{result['resolution']['polls']} polls, list p50 {ms(list_p50)}"
+    )
+    if a2r["missing"]:
+        print(f"  NOT Running after {cfg['timeout_s']} s: {len(a2r['missing'])} VMs")
+        for name, phase in list(a2r["missing_last_phase"].items())[:10]:
+            print(f"    {name}: last phase {phase}")
+    if result["log_problems"]:
+        print(f"  {len(result['log_problems'])} error-looking lines in the cluster logs:")
+        for line in result["log_problems"][:10]:
+            print(f"    {line}")
+    print(f"  wrote {out}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--vms", type=int, default=50, help="VMs to apply (default 50)")
+    parser.add_argument(
+        "--server",
+        help="use this already-running API (e.g. http://127.0.0.1:7370) instead of "
+        "starting a local cluster",
+    )
+    parser.add_argument(
+        "--zookeeper",
+        help="HOST:PORT of the ZooKeeper behind --server, for the floor's ZooKeeper part",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="applies in flight at once (default 1)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result path")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=POLL_INTERVAL_S,
+        help="seconds between GET /api/v1/vms polls (default 0.02)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait, after the last apply, for every VM to be Running",
+    )
+    parser.add_argument(
+        "--keep-state", action="store_true", help="keep the local cluster's state dir and logs"
+    )
+    parser.add_argument(
+        "--keep-vms", action="store_true", help="with --server: do not delete the bench VMs"
+    )
+    args = parser.parse_args(argv)
+    if args.vms < 1 or args.concurrency < 1 or args.poll_interval <= 0:
+        parser.error("--vms and --concurrency must be >= 1 and --poll-interval > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started_at = now_iso()
+    if args.server:
+        target_cm = existing_server(args.server, args.zookeeper)
+    else:
+        target_cm = local_cluster(args.vms, args.keep_state)
+    with target_cm as target:
+        result = run(args, target)
+    result["machine"] = {
+        "nproc": nproc(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+    result["git"] = {"commit": git_commit(), "dirty": git_dirty()}
+    result["started_at"] = started_at
+    result["finished_at"] = now_iso()
+
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # NaN is not JSON: write null instead.
+    text = json.dumps(_nan_to_none(result), indent=2)
+    out.write_text(text + "\n")
+    print_summary(result, out)
+    return 0 if not result["apply_to_running"]["missing"] else 1
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

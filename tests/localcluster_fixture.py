@@ -1,0 +1,64 @@
+"""A whole local cluster (real ZooKeeper, real pvcnoded and pvcapid processes) for a test module."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.localcluster import LocalCluster, LocalState
+
+PVCCTL = str(Path(sys.executable).parent / "pvcctl")
+
+
+@dataclass
+class RunningCluster:
+    cluster: LocalCluster
+    state: LocalState
+
+    @property
+    def server(self) -> str:
+        return LocalCluster.server_url(self.state)
+
+    def pvcctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PVC_SERVER": self.server}
+        return subprocess.run(
+            [PVCCTL, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+        )
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.server}{path}", timeout=10, **kwargs)
+
+    def items(self, plural: str) -> list[dict[str, Any]]:
+        response = self.api("GET", f"/api/v1/{plural}")
+        response.raise_for_status()
+        return list(response.json()["items"])
+
+    def get_json(self, kind: str, name: str) -> dict[str, Any]:
+        result = self.pvcctl("get", kind, name, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+
+def start_cluster(state_dir: Path, nodes: int = 3) -> Iterator[RunningCluster]:
+    cluster = LocalCluster(state_dir, nodes=nodes, api_port=0, node_memory="8Gi")
+    try:
+        state, _ = cluster.up(timeout=90)
+    except Exception as exc:
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(state_dir.glob("*.log"))
+        )
+        cluster.down()
+        pytest.fail(f"local cluster did not start: {exc}\n{logs}")
+    try:
+        yield RunningCluster(cluster, state)
+    finally:
+        cluster.down()
