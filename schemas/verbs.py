@@ -1,0 +1,14 @@
+"""Annotations through which imperative verbs reach the controllers.
+
+A verb writes only spec, one of these annotations, or the placement record;
+the controllers act once per new annotation value (like ``kubectl rollout
+restart``), so the value is a fresh timestamp each time.
+"""
+
+from __future__ import annotations
+
+RESTART = "pvc.io/restart"
+"""Restart the VM once: graceful shutdown (up to shutdownTimeout), then start."""
+
+FORCE_STOP = "pvc.io/force-stop"
+"""With runStrategy Halted: power the VM off at once instead of waiting for ACPI."""
