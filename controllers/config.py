@@ -26,6 +26,18 @@ class LibvirtConfig(Model):
     disk_dir: str = "/var/lib/pvc/disks"
 
 
+class CrashLoopConfig(Model):
+    """Restart back-off of VMs that keep stopping unexpectedly (KubeVirt's CrashLoopBackOff).
+
+    The first unexpected stop restarts at once; the n-th in a row waits
+    base x (n-1)^2, capped; running for ``resetAfter`` clears the count.
+    """
+
+    base: Duration = "10s"
+    cap: Duration = "300s"
+    reset_after: Duration = "60s"
+
+
 class DaemonConfig(Model):
     node: DnsLabel = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
     zookeeper: str = "127.0.0.1:2181"
@@ -37,6 +49,7 @@ class DaemonConfig(Model):
     session_timeout: Duration = "10s"
     log_level: str = "info"
     state_dir: str = "/var/lib/pvc"
+    crash_loop: CrashLoopConfig = Field(default_factory=CrashLoopConfig)
 
     @property
     def resync_seconds(self) -> float:

@@ -11,11 +11,12 @@ from pathlib import Path
 from types import FrameType
 
 from controllers.config import ConfigError, DaemonConfig, load_config
+from controllers.crashloop import CrashLoopPolicy
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
 from controllers.vm_controller import VMController
 from hypervisor import HypervisorError, LibvirtDriver, write_test_host_xml
-from schemas import to_mib
+from schemas import to_mib, to_seconds
 from zkstore import LeaseHeld, Store
 
 log = logging.getLogger("pvcnoded")
@@ -46,6 +47,12 @@ class Daemon:
             disk_dir=config.libvirt.disk_dir,
             workers=config.workers,
             resync_period=config.resync_seconds,
+            crash_loop=CrashLoopPolicy(
+                base=to_seconds(config.crash_loop.base),
+                cap=to_seconds(config.crash_loop.cap),
+                reset_after=to_seconds(config.crash_loop.reset_after),
+            ),
+            on_domains_changed=lambda: self.agent.poke(),
         )
         self.agent = NodeAgent(
             self.store,

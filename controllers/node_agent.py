@@ -96,6 +96,10 @@ class NodeAgent:
         self._thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._thread.start()
 
+    def poke(self) -> None:
+        """Heartbeat now rather than at the next interval (domains changed)."""
+        self._wake.set()
+
     def set_router_state(self, state: RouterState) -> None:
         self.router_state = state
         self._wake.set()

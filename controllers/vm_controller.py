@@ -2,7 +2,9 @@
 its runStrategy says run.
 
 It watches only this node's index (``/index/nodes/<node>``) and the specs of
-the VMs listed there, so its watch cost is O(VMs on this node).
+the VMs listed there, so its watch cost is O(VMs on this node). Every state
+change runs in a worker thread and waits by requeueing, never by blocking, so
+a VM in a 180 s graceful shutdown delays no other VM.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kazoo.recipe.watchers import DataWatch
 
+from controllers.crashloop import CrashLoopPolicy
 from controllers.domainspec import domain_spec, macs_of
 from controllers.runtime import Controller
-from hypervisor import DomainDriver, DomainState, HypervisorError
+from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
     Network,
     Placement,
@@ -28,13 +33,26 @@ from schemas import (
     set_condition,
     to_bytes,
     to_seconds,
+    verbs,
 )
 from zkstore import Informer, NotFound, Store, paths
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
 
-_RUNNING_STATES = (DomainState.RUNNING, DomainState.PAUSED)
+_UP = (DomainState.RUNNING, DomainState.PAUSED)
+_UP_OR_STOPPING = (*_UP, DomainState.SHUTTING_DOWN)
+
+
+@dataclass
+class _Local:
+    """What this daemon remembers of one VM between reconciles (lost on restart, by design:
+    everything that must survive a restart is in the VM's status)."""
+
+    defined_generation: int | None = None
+    started_at: float | None = None
+    stop_deadline: float | None = None
+    next_start_at: float | None = None
 
 
 class VMController:
@@ -47,20 +65,23 @@ class VMController:
         disk_dir: str,
         workers: int = 4,
         resync_period: float = 30.0,
+        crash_loop: CrashLoopPolicy | None = None,
+        on_domains_changed: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
         self.node = node
         self.disk_dir = disk_dir
         self.owner_tag = store.root
-        self.index = Informer(store, paths.node_index(node), self._on_index_key)
+        self.crash_loop = crash_loop or CrashLoopPolicy()
+        self._on_domains_changed = on_domains_changed or (lambda: None)
+        self.index = Informer(store, paths.node_index(node), self._enqueue)
         self._specs: dict[str, VirtualMachine | None] = {}
         # name -> token of its live spec watch; a watch whose token is stale ends itself.
         self._watched: dict[str, int] = {}
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
-        self._defined_generation: dict[str, int] = {}
-        self._stop_deadline: dict[str, float] = {}
+        self._local: dict[str, _Local] = {}
         self._last_status: dict[str, dict[str, Any]] = {}
         self.controller = Controller(
             f"vm@{node}",
@@ -73,6 +94,7 @@ class VMController:
     # -- wiring ------------------------------------------------------------
 
     def start(self) -> None:
+        self.driver.watch_lifecycle(self._enqueue)
         self.controller.start()
         self.index.start()
         # Domains left from before a restart that are no longer placed here.
@@ -91,9 +113,10 @@ class VMController:
             log.warning("event=list_domains_failed node=%s error=%s", self.node, exc)
         return keys
 
-    def _on_index_key(self, name: str) -> None:
-        # Runs on kazoo's event thread, where a blocking ZooKeeper call would deadlock:
-        # the spec watch is set up by the worker in reconcile.
+    def _enqueue(self, name: str) -> None:
+        # Runs on kazoo's or libvirt's event thread: only enqueue here. A blocking
+        # ZooKeeper call on kazoo's thread would deadlock, so the spec watch is set
+        # up by the worker in reconcile.
         self.controller.enqueue(name)
 
     def _watch_spec(self, name: str) -> None:
@@ -126,8 +149,7 @@ class VMController:
         with self._lock:
             self._watched.pop(name, None)
             self._specs.pop(name, None)
-        self._defined_generation.pop(name, None)
-        self._stop_deadline.pop(name, None)
+        self._local.pop(name, None)
         self._last_status.pop(name, None)
 
     # -- reconcile ---------------------------------------------------------
@@ -138,14 +160,6 @@ class VMController:
         with self._lock:
             vm = self._specs.get(name)
             known = name in self._watched
-        log.debug(
-            "event=reconcile vm=%s node=%s placement=%s known=%s spec=%s",
-            name,
-            self.node,
-            placement,
-            known,
-            vm is not None,
-        )
         if placement is None or placement.node != self.node:
             # The cache may lag; destroying a domain is decided on a fresh read only.
             if self.store.node_index_entry(self.node, name) is not None:
@@ -162,60 +176,232 @@ class VMController:
                 return 0.1  # the spec watch has not delivered yet
             self._remove_domain(name)  # VM deleted; its index entry goes with it
             return None
+        local = self._local.setdefault(name, _Local())
+        status = self._status(name)
         try:
             if vm.spec.run_strategy == RunStrategy.HALTED:
-                return self._ensure_stopped(vm, placement)
-            return self._ensure_running(vm, placement)
+                return self._halt(vm, placement, local, status)
+            return self._run(vm, placement, local, status)
         except HypervisorError as exc:
             # Say why in the status; the runtime retries with back-off.
             self._write_status(vm, placement, VMPhase.FAILED, "HypervisorError", str(exc))
             raise
 
-    def _ensure_running(self, vm: VirtualMachine, placement: Placement) -> float | None:
+    def _run(
+        self, vm: VirtualMachine, placement: Placement, local: _Local, status: VirtualMachineStatus
+    ) -> float | None:
         name = vm.name
-        self._stop_deadline.pop(name, None)
-        generation = vm.metadata.generation or 0
+        now = time.monotonic()
+        restart = vm.metadata.annotations.get(verbs.RESTART)
+        restart_pending = restart is not None and restart != status.restart_handled
         state = self.driver.state(name)
-        if state == DomainState.ABSENT or self._defined_generation.get(name) != generation:
-            try:
-                networks = {n: self._network(n) for n in {nic.network for nic in vm.spec.nics}}
-                spec = domain_spec(
-                    vm, {k: v for k, v in networks.items() if v}, self.disk_dir, self.owner_tag
-                )
-            except KeyError as exc:
+
+        if restart_pending and state in _UP_OR_STOPPING:
+            again = self._stop_gracefully(vm, placement, local, state, "Restarting")
+            if again is not None:
+                return again
+            log.info("event=domain_restarting vm=%s node=%s", name, self.node)
+            return self._start(vm, placement, local, status, restart)
+        if state == DomainState.SHUTTING_DOWN:
+            # The guest is powering itself off: its stop event decides what follows.
+            self._write_status(
+                vm, placement, VMPhase.STOPPING, "GuestShuttingDown", "the guest is shutting down"
+            )
+            return 1.0
+        local.stop_deadline = None
+
+        if state in _UP:
+            return self._running(vm, placement, local, status, now)
+
+        if local.started_at is not None or self._was_running_here(status):
+            # It ran and stopped without us asking: a crash, a guest power-off, a kill.
+            local.started_at = None
+            reason = self.driver.stop_reason(name) if state != DomainState.ABSENT else None
+            if vm.spec.run_strategy == RunStrategy.RERUN_ON_FAILURE and (
+                reason == StopReason.GUEST_SHUTDOWN
+            ):
+                log.info("event=guest_shutdown vm=%s node=%s action=stay_stopped", name, self.node)
                 self._write_status(
                     vm,
                     placement,
-                    VMPhase.FAILED,
-                    "NetworkNotFound",
-                    f"network {exc.args[0]!r} does not exist",
+                    VMPhase.STOPPED,
+                    "GuestShutdown",
+                    "the guest shut down; RerunOnFailure leaves it off",
                 )
-                return 30.0
-            # Redefining a running domain is safe: libvirt applies it at the next boot.
-            self.driver.define(spec)
-            self._defined_generation[name] = generation
-            log.info(
-                "event=domain_defined vm=%s node=%s generation=%d", name, self.node, generation
+                return None
+            status.failures += 1
+            local.next_start_at = now + self.crash_loop.delay(status.failures)
+            log.warning(
+                "event=domain_stopped_unexpectedly vm=%s node=%s reason=%s failures=%d "
+                "restart_in=%.0fs",
+                name,
+                self.node,
+                reason.value if reason else "absent",
+                status.failures,
+                local.next_start_at - now,
             )
-        if state not in _RUNNING_STATES:
-            self._write_status(vm, placement, VMPhase.STARTING, "Starting", "starting the domain")
-            self.driver.start(name)
-            log.info("event=domain_started vm=%s node=%s", name, self.node)
-        self._write_status(vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}")
+        elif (
+            status.reason == "GuestShutdown"
+            and status.observed_generation == vm.metadata.generation
+            and not restart_pending
+        ):
+            return None  # stays off until its spec changes or a restart is asked for
+
+        if local.next_start_at is not None and now < local.next_start_at:
+            wait = local.next_start_at - now
+            self._write_status(
+                vm,
+                placement,
+                VMPhase.FAILED,
+                "CrashLoopBackOff",
+                f"stopped unexpectedly {status.failures} times in a row; "
+                f"starting again in {wait:.0f}s",
+                failures=status.failures,
+            )
+            return wait
+        local.next_start_at = None
+        return self._start(vm, placement, local, status, restart if restart_pending else None)
+
+    def _running(
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        local: _Local,
+        status: VirtualMachineStatus,
+        now: float,
+    ) -> float | None:
+        if local.started_at is None:
+            local.started_at = now
+            if not self._was_running_here(status):
+                log.info("event=domain_adopted vm=%s node=%s", vm.name, self.node)
+        if local.defined_generation != vm.metadata.generation:
+            # Redefining a running domain is safe: libvirt applies it at the next boot.
+            if not self._define(vm, placement, local):
+                return 30.0
+        failures = status.failures
+        again: float | None = None
+        if failures:
+            stable_at = local.started_at + self.crash_loop.reset_after
+            if now >= stable_at:
+                failures = 0
+            else:
+                again = stable_at - now
+        self._write_status(
+            vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}", failures=failures
+        )
+        return again
+
+    def _start(
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        local: _Local,
+        status: VirtualMachineStatus,
+        restart: str | None,
+    ) -> float | None:
+        name = vm.name
+        if (
+            local.defined_generation != vm.metadata.generation
+            or self.driver.state(name) == DomainState.ABSENT
+        ):
+            if not self._define(vm, placement, local):
+                return 30.0
+        self._write_status(
+            vm,
+            placement,
+            VMPhase.STARTING,
+            "Starting",
+            "starting the domain",
+            failures=status.failures,
+        )
+        self.driver.start(name)
+        local.started_at = time.monotonic()
+        log.info("event=domain_started vm=%s node=%s", name, self.node)
+        self._on_domains_changed()
+        extra: dict[str, Any] = {"failures": status.failures}
+        if restart is not None:
+            extra["restart_handled"] = restart
+        self._write_status(
+            vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}", **extra
+        )
+        return self.crash_loop.reset_after if status.failures else None
+
+    def _define(self, vm: VirtualMachine, placement: Placement, local: _Local) -> bool:
+        try:
+            networks = {n: self._network(n) for n in {nic.network for nic in vm.spec.nics}}
+            spec = domain_spec(
+                vm, {k: v for k, v in networks.items() if v}, self.disk_dir, self.owner_tag
+            )
+        except KeyError as exc:
+            self._write_status(
+                vm,
+                placement,
+                VMPhase.FAILED,
+                "NetworkNotFound",
+                f"network {exc.args[0]!r} does not exist",
+            )
+            return False
+        self.driver.define(spec)
+        local.defined_generation = vm.metadata.generation
+        log.info(
+            "event=domain_defined vm=%s node=%s generation=%s",
+            vm.name,
+            self.node,
+            vm.metadata.generation,
+        )
+        return True
+
+    def _halt(
+        self, vm: VirtualMachine, placement: Placement, local: _Local, status: VirtualMachineStatus
+    ) -> float | None:
+        name = vm.name
+        local.next_start_at = None
+        force = vm.metadata.annotations.get(verbs.FORCE_STOP)
+        force_pending = force is not None and force != status.force_stop_handled
+        state = self.driver.state(name)
+        if force_pending and state in _UP_OR_STOPPING:
+            self.driver.destroy(name)
+            local.started_at = local.stop_deadline = None
+            self._on_domains_changed()
+            log.info("event=domain_forced_off vm=%s node=%s reason=force_stop", name, self.node)
+            self._write_status(
+                vm,
+                placement,
+                VMPhase.STOPPED,
+                "ForceStopped",
+                "forced off on request",
+                force_stop_handled=force,
+                failures=0,
+            )
+            return None
+        again = self._stop_gracefully(vm, placement, local, state, "ShuttingDown")
+        if again is not None:
+            return again
+        extra: dict[str, Any] = {"failures": 0}
+        if force_pending:
+            extra["force_stop_handled"] = force
+        reason = status.reason if status.reason in ("ForcedOff", "ForceStopped") else "Halted"
+        self._write_status(vm, placement, VMPhase.STOPPED, reason, "runStrategy is Halted", **extra)
         return None
 
-    def _ensure_stopped(self, vm: VirtualMachine, placement: Placement) -> float | None:
+    def _stop_gracefully(
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        local: _Local,
+        state: DomainState,
+        reason: str,
+    ) -> float | None:
+        """ACPI shutdown, then force off at shutdownTimeout. Returns the requeue delay while
+        waiting, or None once the domain is off."""
         name = vm.name
-        state = self.driver.state(name)
-        if state not in (*_RUNNING_STATES, DomainState.SHUTTING_DOWN):
-            self._stop_deadline.pop(name, None)
-            self._write_status(vm, placement, VMPhase.STOPPED, "Halted", "runStrategy is Halted")
+        if state not in _UP_OR_STOPPING:
+            local.stop_deadline = None
+            local.started_at = None
             return None
         now = time.monotonic()
-        deadline = self._stop_deadline.get(name)
-        if deadline is None:
-            deadline = now + to_seconds(vm.spec.shutdown_timeout)
-            self._stop_deadline[name] = deadline
+        if local.stop_deadline is None:
+            local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
             self.driver.shutdown(name)
             log.info(
                 "event=domain_shutdown vm=%s node=%s timeout=%s",
@@ -223,28 +409,31 @@ class VMController:
                 self.node,
                 vm.spec.shutdown_timeout,
             )
-        if now >= deadline:
+        if now >= local.stop_deadline:
             self.driver.destroy(name)
+            local.stop_deadline = None
+            local.started_at = None
+            self._on_domains_changed()
             log.warning(
                 "event=domain_forced_off vm=%s node=%s reason=shutdown_timeout", name, self.node
             )
-            self._stop_deadline.pop(name, None)
             self._write_status(
                 vm,
                 placement,
                 VMPhase.STOPPED,
                 "ForcedOff",
-                f"guest did not shut down within {vm.spec.shutdown_timeout}",
+                f"the guest did not shut down within {vm.spec.shutdown_timeout}",
             )
             return None
         self._write_status(
             vm,
             placement,
             VMPhase.STOPPING,
-            "ShuttingDown",
+            reason,
             f"waiting up to {vm.spec.shutdown_timeout} for the guest to shut down",
         )
-        return min(1.0, deadline - now)
+        # The stop event requeues at once; this is the deadline check.
+        return min(5.0, local.stop_deadline - now)
 
     def _remove_domain(self, name: str) -> None:
         state = self.driver.state(name)
@@ -256,6 +445,7 @@ class VMController:
         if not owned:
             return
         self.driver.undefine(name)
+        self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
 
     def _network(self, name: str) -> Network | None:
@@ -264,21 +454,43 @@ class VMController:
         except NotFound:
             return None
 
+    # -- status ------------------------------------------------------------
+
+    def _was_running_here(self, status: VirtualMachineStatus) -> bool:
+        return status.node == self.node and status.phase in (VMPhase.RUNNING, VMPhase.STARTING)
+
+    def _status(self, name: str) -> VirtualMachineStatus:
+        raw = self._last_status.get(name)
+        if raw is None:
+            raw = self.store.read_status(VirtualMachine, name) or {}
+            self._last_status[name] = raw
+        try:
+            return VirtualMachineStatus.model_validate(raw)
+        except ValueError:
+            return VirtualMachineStatus()
+
     def _write_status(
-        self, vm: VirtualMachine, placement: Placement, phase: VMPhase, reason: str, message: str
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        phase: VMPhase,
+        reason: str,
+        message: str,
+        **extra: Any,
     ) -> None:
         name = vm.name
-        previous = self._last_status.get(name)
-        if previous is None:
-            previous = self.store.read_status(VirtualMachine, name) or {}
-        status = (
-            VirtualMachineStatus.model_validate(previous) if previous else VirtualMachineStatus()
-        )
+        status = self._status(name)
         last_node = status.node if status.node and status.node != self.node else status.last_node
         conditions = set_condition(
             status.conditions, "Scheduled", True, "Scheduled", f"placed on {self.node}"
         )
         conditions = set_condition(conditions, "Ready", phase == VMPhase.RUNNING, reason, message)
+        fields: dict[str, Any] = {
+            "failures": status.failures,
+            "restart_handled": status.restart_handled,
+            "force_stop_handled": status.force_stop_handled,
+        }
+        fields.update(extra)
         new = VirtualMachineStatus(
             observed_generation=vm.metadata.generation,
             conditions=conditions,
@@ -289,9 +501,10 @@ class VMController:
             reason=reason,
             domain_uuid=vm.metadata.uid,
             macs=macs_of(vm),
+            **fields,
         )
         wire = new.wire()
-        if wire == previous:
+        if wire == self._last_status.get(name):
             return
         try:
             self.store.write_status(VirtualMachine, name, new)

@@ -11,7 +11,9 @@ from hypervisor.domain import (
     DomainSpec,
     DomainState,
     HostFacts,
+    LifecycleCallback,
     NicSpec,
+    StopReason,
 )
 from hypervisor.domainxml import (
     PVC_METADATA_NS,
@@ -42,8 +44,10 @@ __all__ = [
     "HypervisorUnavailable",
     "InvalidDomain",
     "LibvirtDriver",
+    "LifecycleCallback",
     "NicSpec",
     "OperationFailed",
+    "StopReason",
     "find_owner_tag",
     "read_owner_tag",
     "render_domain_xml",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -72,6 +73,21 @@ class HostFacts:
     hostname: str
 
 
+class StopReason(enum.Enum):
+    """Why a domain that is not running stopped, as far as the hypervisor knows."""
+
+    GUEST_SHUTDOWN = "guest-shutdown"  # the guest powered itself off cleanly
+    DESTROYED = "destroyed"  # forced off from outside
+    CRASHED = "crashed"  # the guest or its emulator crashed
+    MIGRATED = "migrated"
+    OTHER = "other"
+    NOT_STOPPED = "not-stopped"  # running, paused, or absent
+
+
+LifecycleCallback = Callable[[str], None]
+"""Called with a domain's name when it starts, stops, crashes or changes definition."""
+
+
 class DomainDriver(abc.ABC):
     """Host-side control of domains.
 
@@ -112,6 +128,14 @@ class DomainDriver(abc.ABC):
     @abc.abstractmethod
     def state(self, name: str) -> DomainState:
         """The domain's state; ABSENT when it is not defined."""
+
+    @abc.abstractmethod
+    def stop_reason(self, name: str) -> StopReason:
+        """Why the domain is shut off; NOT_STOPPED when it runs or does not exist."""
+
+    @abc.abstractmethod
+    def watch_lifecycle(self, callback: LifecycleCallback) -> None:
+        """Call ``callback(name)`` on every lifecycle event; it must only enqueue work."""
 
     @abc.abstractmethod
     def list_managed(self) -> list[DomainInfo]:

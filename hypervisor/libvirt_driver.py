@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import threading
@@ -11,7 +12,15 @@ from typing import TypeVar
 
 import libvirt
 
-from hypervisor.domain import DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
+from hypervisor.domain import (
+    DomainDriver,
+    DomainInfo,
+    DomainSpec,
+    DomainState,
+    HostFacts,
+    LifecycleCallback,
+    StopReason,
+)
 from hypervisor.domainxml import find_owner_tag, render_domain_xml
 from hypervisor.errors import (
     DomainNotFound,
@@ -20,8 +29,11 @@ from hypervisor.errors import (
     InvalidDomain,
     OperationFailed,
 )
+from hypervisor.events import ensure_event_loop
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 QEMU_IMG = "qemu-img"
 KVM_DEVICE = "/dev/kvm"
@@ -48,6 +60,14 @@ _UNDEFINE_ALL = (
 _UNDEFINE_BASIC = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 )
+
+_STOP_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: StopReason.GUEST_SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: StopReason.DESTROYED,
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: StopReason.CRASHED,
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: StopReason.CRASHED,
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: StopReason.MIGRATED,
+}
 
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -96,6 +116,10 @@ class LibvirtDriver(DomainDriver):
         # Two workers defining the same spec must not both run qemu-img on
         # one path: the second would overwrite the first's fresh image.
         self._disk_lock = threading.Lock()
+        self._lifecycle: LifecycleCallback | None = None
+        # Before any connection opens: libvirt delivers events only on connections
+        # opened after the loop is registered.
+        ensure_event_loop()
 
     @property
     def uri(self) -> str:
@@ -173,6 +197,55 @@ class LibvirtDriver(DomainDriver):
             return _domain_state(int(state), int(reason))
 
         return self._run("state", name, state)
+
+    def stop_reason(self, name: str) -> StopReason:
+        def stop_reason(conn: libvirt.virConnect) -> StopReason:
+            try:
+                state, reason = conn.lookupByName(name).state()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return StopReason.NOT_STOPPED
+                raise
+            if state == libvirt.VIR_DOMAIN_CRASHED:
+                return StopReason.CRASHED
+            if state != libvirt.VIR_DOMAIN_SHUTOFF:
+                return StopReason.NOT_STOPPED
+            return _STOP_REASONS.get(int(reason), StopReason.OTHER)
+
+        return self._run("stop-reason", name, stop_reason)
+
+    def watch_lifecycle(self, callback: LifecycleCallback) -> None:
+        with self._conn_lock:
+            self._lifecycle = callback
+            conn = self._conn
+        if conn is not None:
+            self._register_events(conn)
+
+    def _register_events(self, conn: libvirt.virConnect) -> None:
+        if self._lifecycle is None:
+            return
+        try:
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+            )
+        except libvirt.libvirtError as err:
+            # Without events the periodic resync still converges, only slower.
+            log.warning(
+                "event=lifecycle_events_unavailable uri=%s error=%s",
+                self._uri,
+                err.get_error_message(),
+            )
+
+    def _on_lifecycle(
+        self, _conn: object, domain: libvirt.virDomain, _event: int, _detail: int, _opaque: object
+    ) -> None:
+        callback = self._lifecycle
+        if callback is None:
+            return
+        try:
+            callback(str(domain.name()))
+        except Exception:  # never let a callback bug kill libvirt's event thread
+            log.exception("event=lifecycle_callback_failed uri=%s", self._uri)
 
     def list_managed(self) -> list[DomainInfo]:
         def list_managed(conn: libvirt.virConnect) -> list[DomainInfo]:
@@ -311,7 +384,7 @@ class LibvirtDriver(DomainDriver):
 
     def _open(self, operation: str, domain: str) -> libvirt.virConnect:
         try:
-            return libvirt.open(self._uri)
+            conn = libvirt.open(self._uri)
         except libvirt.libvirtError as err:
             raise HypervisorUnavailable(
                 f"{_describe(operation, domain)}: cannot connect to {self._uri}: "
@@ -319,6 +392,8 @@ class LibvirtDriver(DomainDriver):
                 operation=operation,
                 domain=domain,
             ) from err
+        self._register_events(conn)
+        return conn
 
 
 def _describe(operation: str, domain: str) -> str:

@@ -131,6 +131,12 @@ class VirtualMachineStatus(Status):
     reason: str | None = None
     domain_uuid: str | None = None
     macs: list[str] = Field(default_factory=list)
+    failures: int = 0
+    """Unexpected stops in a row (crash loop); reset once the domain runs stably."""
+    restart_handled: str | None = None
+    """The last pvc.io/restart annotation value the node carried out."""
+    force_stop_handled: str | None = None
+    """The last pvc.io/force-stop annotation value the node carried out."""
 
 
 class Placement(Model):
