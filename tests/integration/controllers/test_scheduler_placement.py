@@ -1,0 +1,172 @@
+"""The scheduler against a real ZooKeeper, with nodes made by hand (no daemons)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controllers.scheduler import Scheduler
+from schemas import (
+    DaemonState,
+    Node,
+    NodeResources,
+    NodeStatus,
+    ObjectMeta,
+    Placement,
+    VirtualMachine,
+    parse_resource,
+    set_condition,
+)
+from tests.helpers import wait_for
+from zkstore import Store, paths
+
+GIB = 2**30
+
+
+def add_node(
+    store: Store,
+    name: str,
+    memory_gib: int = 8,
+    load: float = 0.0,
+    drain: bool = False,
+    live: bool = True,
+) -> None:
+    node = Node(metadata=ObjectMeta(name=name))
+    node.spec.drain = drain
+    store.create(node)
+    status = NodeStatus(
+        daemon_state=DaemonState.RUN,
+        resources=NodeResources(memory_total=memory_gib * GIB, load=load),
+        conditions=set_condition([], "Ready", True, "HeartbeatOK"),
+    )
+    store.write_status(Node, name, status)
+    if live:
+        store.client.create(
+            store.path(paths.node_lease(name)), b"{}", ephemeral=True, makepath=True
+        )
+
+
+def add_vm(store: Store, name: str, memory: str = "1Gi", **spec: Any) -> None:
+    store.apply(
+        parse_resource(
+            {
+                "apiVersion": "pvc/v1",
+                "kind": "VirtualMachine",
+                "metadata": {"name": name},
+                "spec": {"memory": memory, **spec},
+            }
+        )
+    )
+
+
+def node_of(store: Store, vm: str) -> str | None:
+    placement = store.read_placement(vm)
+    return placement.node if placement else None
+
+
+@pytest.fixture
+def scheduler(store: Store) -> Iterator[Scheduler]:
+    sched = Scheduler(store, store.bump_epoch("test"))
+    sched.start()
+    yield sched
+    sched.stop()
+
+
+def test_mem_policy_picks_the_node_with_most_free_memory(
+    store: Store, scheduler: Scheduler
+) -> None:
+    add_node(store, "n1", memory_gib=4)
+    add_node(store, "n2", memory_gib=16)
+    add_node(store, "n3", memory_gib=8)
+    add_vm(store, "a", memory="2Gi")
+    assert wait_for(lambda: node_of(store, "a"), 10, "a placed") == "n2"
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("vms", "n2"), ("vcpus", "n2"), ("load", "n3"), ("memprov", "n2"), ("mem", "n1")],
+)
+def test_each_policy_chooses_by_its_measure(
+    store: Store, scheduler: Scheduler, policy: str, expected: str
+) -> None:
+    add_node(store, "n1", memory_gib=64, load=3.0)
+    add_node(store, "n2", memory_gib=32, load=2.0)
+    add_node(store, "n3", memory_gib=32, load=0.5)
+    # n1: two VMs; n3: one VM with 4 vCPUs.
+    for vm, node in (("x1", "n1"), ("x2", "n1"), ("x3", "n3")):
+        add_vm(store, vm, memory="1Gi", vcpus=4 if vm == "x3" else 1, placement={"nodes": [node]})
+        wait_for(lambda vm=vm: node_of(store, vm), 10, f"{vm} placed")
+    # A halted VM counts as provisioned on n1 but not allocated: memprov avoids n1, mem not.
+    add_vm(store, "halted", memory="40Gi", runStrategy="Halted")
+    store.write_placement("halted", Placement(node="n1"), epoch=None)
+    add_vm(store, "new", memory="1Gi", placement={"policy": policy})
+    assert wait_for(lambda: node_of(store, "new"), 10, "new placed") == expected
+
+
+def test_node_limit_and_home_are_honoured(store: Store, scheduler: Scheduler) -> None:
+    add_node(store, "n1", memory_gib=64)
+    add_node(store, "n2", memory_gib=8)
+    add_node(store, "n3", memory_gib=8)
+    add_vm(store, "limited", placement={"nodes": ["n2", "n3"]})
+    assert wait_for(lambda: node_of(store, "limited"), 10, "placed") in ("n2", "n3")
+    add_vm(store, "homed", placement={"home": "n3"})
+    assert wait_for(lambda: node_of(store, "homed"), 10, "placed") == "n3"
+
+
+def test_home_without_room_falls_back_to_the_policy(store: Store, scheduler: Scheduler) -> None:
+    add_node(store, "n1", memory_gib=2)
+    add_node(store, "n2", memory_gib=8)
+    add_vm(store, "big", memory="4Gi", placement={"home": "n1"})
+    assert wait_for(lambda: node_of(store, "big"), 10, "placed") == "n2"
+
+
+def test_drained_dead_and_full_nodes_are_never_chosen(store: Store, scheduler: Scheduler) -> None:
+    add_node(store, "drained", memory_gib=64, drain=True)
+    add_node(store, "dead", memory_gib=64, live=False)
+    add_node(store, "small", memory_gib=1)
+    add_node(store, "ok", memory_gib=4)
+    for i in range(3):
+        add_vm(store, f"v{i}", memory="1Gi")
+    for i in range(3):
+        assert wait_for(lambda i=i: node_of(store, f"v{i}"), 10, "placed") == "ok"
+    # "ok" has 1 GiB left: a 2 GiB VM does not fit anywhere.
+    add_vm(store, "nofit", memory="2Gi")
+
+    def unschedulable() -> str | None:
+        vm = store.get(VirtualMachine, "nofit")
+        cond = next(
+            (c for c in (vm.status.conditions if vm.status else []) if c.type == "Scheduled"), None
+        )
+        return cond.message if cond and cond.reason == "Unschedulable" else None
+
+    message = wait_for(unschedulable, 10, "an Unschedulable condition")
+    assert "drained: not ready" in message and "dead: not ready" in message
+    assert "ok: 1024 MiB free, needs 2048 MiB" in message
+    assert node_of(store, "nofit") is None
+
+
+def test_a_pending_vm_is_placed_when_a_node_fits(store: Store, scheduler: Scheduler) -> None:
+    add_node(store, "n1", memory_gib=1)
+    add_vm(store, "waiting", memory="4Gi")
+    wait_for(lambda: store.get(VirtualMachine, "waiting").status, 10, "a Pending status")
+    assert node_of(store, "waiting") is None
+    add_node(store, "n2", memory_gib=8)
+    assert wait_for(lambda: node_of(store, "waiting"), 10, "placed on the new node") == "n2"
+
+
+def test_halted_vms_are_not_placed(store: Store, scheduler: Scheduler) -> None:
+    add_node(store, "n1")
+    add_vm(store, "off", runStrategy="Halted")
+    status = wait_for(lambda: store.get(VirtualMachine, "off").status, 10, "a status")
+    assert status.phase.value == "Stopped"
+    assert node_of(store, "off") is None
+
+
+def test_a_deposed_primary_cannot_place(store: Store, scheduler: Scheduler) -> None:
+    store.bump_epoch("someone-else")
+    add_node(store, "n1")
+    add_vm(store, "late")
+    with pytest.raises(pytest.fail.Exception):
+        wait_for(lambda: node_of(store, "late"), 2, "placement (must not happen)")
