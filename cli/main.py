@@ -242,6 +242,20 @@ def local_down(state_dir: Path | None) -> None:
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+@local.command("power")
+@click.argument("node")
+@click.argument("action", type=click.Choice(["on", "off", "status"]))
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
+def local_power(node: str, action: str, state_dir: Path | None) -> None:
+    """The local nodes' power switch (their exec fence agent): off kills the node's daemon."""
+    from cli.localcluster import LocalCluster, LocalClusterError
+
+    try:
+        click.echo(LocalCluster(state_dir).power(node, action))
+    except (LocalClusterError, TimeoutError) as exc:
+        raise ServerError(str(exc)) from None
+
+
 @local.command("status")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
 def local_status(state_dir: Path | None) -> None:
@@ -262,3 +276,7 @@ def main() -> None:
         cli(standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

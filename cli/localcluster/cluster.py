@@ -3,6 +3,7 @@ one pvcapid. Every process is started detached and stopped by the PID it recorde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -187,6 +188,18 @@ class LocalCluster:
                         "diskDir": str(self.dir / name / "disks"),
                     },
                     "stateDir": str(self.dir / name),
+                    # The local power agent: "power off" kills the node's processes, as a dead host.
+                    "fence": {
+                        "agent": "exec",
+                        "command": [
+                            *_pvcctl(),
+                            "local",
+                            "power",
+                            "--state-dir",
+                            str(self.dir),
+                            name,
+                        ],
+                    },
                     "sessionTimeout": self.session_timeout,
                     "resyncPeriod": "10s",
                     "logLevel": os.environ.get("PVC_LOG_LEVEL", "info"),
@@ -227,11 +240,30 @@ class LocalCluster:
             for path in sorted(data.rglob("*"), key=lambda p: len(p.parts), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()
 
+    def power(self, name: str, action: str) -> str:
+        """The exec fence agent's backend: off kills the node's daemon (and with it its
+        simulated hypervisor), on starts it again, status says which."""
+        state = self.load_state()
+        if state is None or name not in state.nodes:
+            raise LocalClusterError(f"no local node {name!r}")
+        alive = self._ours(state.nodes[name], str(self.dir / f"{name}.yaml"))
+        if action == "off":
+            if alive:
+                self.kill_node(name)
+            return "off"
+        if action == "on":
+            self.start_node(name)
+            return "on"
+        if action == "status":
+            return "on" if alive else "off"
+        raise LocalClusterError(f"unknown power action {action!r} (on, off, status)")
+
     def kill_node(self, name: str) -> None:
         state = self.load_state()
         if state is None or name not in state.nodes:
             raise LocalClusterError(f"no local node {name!r}")
-        os.kill(state.nodes[name], 9)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.nodes[name], 9)
         wait_until(lambda: not pid_alive(state.nodes[name]), 5.0, f"{name} to die")
 
     def start_node(self, name: str) -> None:
@@ -242,3 +274,8 @@ class LocalCluster:
             return
         state.nodes[name] = self._start_node(name, state)
         self.save_state(state)
+
+
+def _pvcctl() -> list[str]:
+    script = Path(sys.executable).parent / "pvcctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
