@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error handlers and the store it serves."""
+"""The FastAPI application: routes, middleware, error handlers, and what it serves from."""
 
 from __future__ import annotations
 
@@ -6,31 +6,60 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
+from api.cache import ApiCache
 from api.config import Settings
 from api.errors import install_handlers
-from api.routes import apply, health, resources
+from api.metrics import ApiMetrics
+from api.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from api.routes import apply, events, health, resources, verbs
 from zkstore import Store
+from zkstore.events import EventLog
+
+DESCRIPTION = """The PVC cluster API. Objects are `pvc/v1` VirtualMachine, Node, Network
+and Cluster. Every error has one shape: `{"kind": "Status", "code", "reason", "message",
+"details"}`. With bearer tokens configured, every path but /healthz needs one."""
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """With ``store`` given the caller owns its lifecycle (tests); otherwise the app does."""
     owned = store is None
     the_store = store or Store(settings.zookeeper, settings.root)
+    cache = ApiCache(the_store, settings.watch_cache_events)
+    metrics = ApiMetrics(cache)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
-            the_store.start()
-        yield
-        if owned:
-            the_store.stop()
+            await run_in_threadpool(the_store.start)
+        await run_in_threadpool(cache.start)
+        try:
+            yield
+        finally:
+            cache.close()
+            if owned:
+                the_store.stop()
 
-    app = FastAPI(title="PVC API", version="1", lifespan=lifespan)
+    app = FastAPI(title="PVC API", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.store = the_store
     app.state.settings = settings
+    app.state.cache = cache
+    app.state.events = EventLog(the_store, limit=settings.event_log_limit)
     install_handlers(app)
     app.include_router(health.router)
     app.include_router(apply.router)
+    app.include_router(events.router)
+    app.include_router(verbs.router)
     app.include_router(resources.build_router())
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # The last added runs first: metrics see every answer, auth runs before any body is read.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, tokens=settings.tokens)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from schemas.meta import Model
+
+
+class ApiToken(Model):
+    token: SecretStr = Field(min_length=16)
+    role: Literal["admin", "readonly"] = "readonly"
+    name: str = ""
+    """Who holds it (for logs); never the token itself."""
 
 
 class Settings(Model):
@@ -18,6 +26,22 @@ class Settings(Model):
     port: int = Field(default=7370, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 2**20, ge=1024)
     log_level: str = "info"
+    tokens: list[ApiToken] = Field(default_factory=list)
+    """Bearer tokens. None configured means OPEN ACCESS: anyone who reaches the port
+    may read and write (the local demo relies on it). Configure tokens in production."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    """Serve HTTPS with this certificate and key (PEM)."""
+    watch_cache_events: int = Field(default=10_000, ge=10)
+    """Changes per kind a watch can resume across; older resourceVersions get 410."""
+    event_log_limit: int = Field(default=1000, ge=10)
+    """Events kept under /events for describe and `pvcctl events`."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("certFile and keyFile go together")
+        return self
 
 
 class SettingsError(ValueError):
@@ -29,6 +53,8 @@ _ENV = {
     "PVC_ROOT": "root",
     "PVC_API_LISTEN": "listen",
     "PVC_API_PORT": "port",
+    "PVC_API_CERT_FILE": "certFile",
+    "PVC_API_KEY_FILE": "keyFile",
 }
 
 

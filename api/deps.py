@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import yaml
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
+from api.cache import ApiCache
 from api.config import Settings
 from api.errors import ApiError
 from zkstore import Store
+from zkstore.events import EventLog
+
+# The same rule as schemas.meta's names: anything else cannot name a stored object,
+# and must never reach a ZooKeeper path (".." or "/" would escape the kind's folder).
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def is_object_name(text: str) -> bool:
+    return bool(_NAME.fullmatch(text))
+
+
+def object_name(name: Annotated[str, Path(description="the object's name (a DNS label)")]) -> str:
+    if not is_object_name(name):
+        raise ApiError(404, f"no object is named {name!r}: names are DNS labels")
+    return name
+
+
+NameParam = Annotated[str, Depends(object_name)]
 
 
 def get_store(request: Request) -> Store:
@@ -23,8 +43,20 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_events(request: Request) -> EventLog:
+    events: EventLog = request.app.state.events
+    return events
+
+
+def get_cache(request: Request) -> ApiCache:
+    cache: ApiCache = request.app.state.cache
+    return cache
+
+
+CacheDep = Annotated[ApiCache, Depends(get_cache)]
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+EventsDep = Annotated[EventLog, Depends(get_events)]
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
@@ -40,8 +72,31 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return body
 
 
+_JSON_TYPES = ("application/json",)
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def check_media_type(content_type: str, *, patch: bool = False) -> str:
+    """The body's media type if we read it; 415 otherwise (no content type means YAML/JSON)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if patch:
+        if media != MERGE_PATCH:
+            raise ApiError(
+                415,
+                f"PATCH takes {MERGE_PATCH} (RFC 7386), not {media or 'no content type'}",
+            )
+        return media
+    if media and media not in (*_JSON_TYPES, *_YAML_TYPES, "text/plain"):
+        raise ApiError(
+            415, f"unsupported content type {media!r}: send application/json or application/yaml"
+        )
+    return media
+
+
 def parse_documents(body: bytes, content_type: str) -> list[Any]:
     """JSON or YAML (one or many documents); a JSON list or a List object spreads out."""
+    content_type = check_media_type(content_type, patch=content_type.startswith(MERGE_PATCH))
     if not body.strip():
         raise ApiError(400, "request body is empty")
     try:

@@ -32,12 +32,23 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("kazoo").setLevel(logging.WARNING)
+    if not settings.tokens:
+        logging.getLogger("pvcapid").warning(
+            "event=open_access message=no API tokens configured: anyone who reaches "
+            "%s:%s may read and write the cluster",
+            settings.listen,
+            settings.port,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.listen,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        ssl_certfile=settings.cert_file,
+        ssl_keyfile=settings.key_file,
+        # Watch streams are long-lived: end them on shutdown instead of waiting forever.
+        timeout_graceful_shutdown=5,
     )
     return 0
 

@@ -1,23 +1,94 @@
-"""Multi-document apply: validate every object first, then create or update each."""
+"""Multi-document apply: validate every object first, then create or update each.
+
+``dryRun=true`` reports what would happen (with the object before and after,
+secrets masked) and writes nothing. ``prune=true`` with a ``labelSelector``
+also deletes the objects of the applied kinds that carry those labels but are
+not in the applied set (outcome ``pruned``), as ``kubectl apply --prune -l``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, StoreDep, parse_documents, read_body
-from api.errors import invalid
-from api.routes.resources import _BODY_DOC, API_PREFIX
+from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents, read_body
+from api.errors import ApiError, invalid
+from api.routes.resources import (
+    _OBJECT_SCHEMA,
+    API_PREFIX,
+    DryRun,
+    body_doc,
+    error_responses,
+    settle,
+)
 from schemas import FieldError, InvalidResource, Resource, parse_resource
+from zkstore import NotFound, Selector, Store, parse_selector
+from zkstore.planning import plan_write
 
 router = APIRouter()
 
+_APPLY_DOC = body_doc({"type": "array", "items": _OBJECT_SCHEMA})
+_APPLY_DOC["requestBody"]["content"]["application/json"]["schema"] = {
+    "oneOf": [_OBJECT_SCHEMA, {"type": "array", "items": _OBJECT_SCHEMA}]
+}
 
-@router.post(f"{API_PREFIX}/apply", tags=["apply"], openapi_extra=_BODY_DOC)
-async def apply(request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+
+def _diffable(obj: Resource | None) -> dict[str, Any] | None:
+    """What diff shows: labels, annotations and spec (secrets masked)."""
+    if obj is None:
+        return None
+    wire = obj.wire()
+    meta = wire["metadata"]
+    return {
+        "metadata": {k: meta[k] for k in ("labels", "annotations") if meta.get(k)},
+        "spec": wire.get("spec", {}),
+    }
+
+
+def _result(obj: Resource, outcome: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": obj.kind,
+        "name": obj.name,
+        "outcome": outcome,
+        "resourceVersion": obj.metadata.resource_version,
+        "generation": obj.metadata.generation,
+        **extra,
+    }
+
+
+@router.post(
+    f"{API_PREFIX}/apply",
+    tags=["apply"],
+    openapi_extra=_APPLY_DOC,
+    responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
+)
+async def apply(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    events: EventsDep,
+    dryRun: DryRun = False,
+    prune: Annotated[
+        bool, Query(description="delete labelled objects of the applied kinds not in the body")
+    ] = False,
+    labelSelector: Annotated[
+        str | None, Query(description="with prune: which objects the set owns")
+    ] = None,
+) -> dict[str, Any]:
     body = await read_body(request, settings)
     docs = parse_documents(body, request.headers.get("content-type", ""))
+    selector: Selector | None = None
+    if prune:
+        if not labelSelector or not labelSelector.strip():
+            raise ApiError(
+                400,
+                "prune needs a labelSelector naming the objects this set owns",
+                details={"field": "labelSelector"},
+            )
+        selector = parse_selector(labelSelector)
     objects: list[Resource] = []
     seen: set[tuple[str, str]] = set()
     for index, doc in enumerate(docs):
@@ -32,16 +103,56 @@ async def apply(request: Request, store: StoreDep, settings: SettingsDep) -> dic
             raise invalid([duplicate], prefix=f"document {index + 1}: ")
         seen.add(key)
         objects.append(obj)
-    results = []
-    for obj in objects:
-        stored, outcome = store.apply(obj)
-        results.append(
-            {
-                "kind": stored.kind,
-                "name": stored.name,
-                "outcome": outcome,
-                "resourceVersion": stored.metadata.resource_version,
-                "generation": stored.metadata.generation,
-            }
+
+    def run() -> list[dict[str, Any]]:
+        results = [_apply_one(store, cache, events, obj, dryRun) for obj in objects]
+        if selector is not None:
+            results += _prune(store, cache, events, objects, selector, dryRun)
+        return results
+
+    items = await run_in_threadpool(run)
+    return {"apiVersion": "pvc/v1", "kind": "ApplyResult", "dryRun": dryRun, "items": items}
+
+
+def _apply_one(
+    store: Store, cache: Any, events: Any, obj: Resource, dry_run: bool
+) -> dict[str, Any]:
+    if dry_run:
+        plan = plan_write(store, obj, create=True, update=True)
+        return _result(
+            plan.result,
+            plan.outcome,
+            before=_diffable(plan.current),
+            after=_diffable(plan.result),
         )
-    return {"apiVersion": "pvc/v1", "kind": "ApplyResult", "items": results}
+    stored, outcome = store.apply(obj)
+    if outcome != "unchanged":
+        events.record(obj.kind, obj.name, outcome.capitalize(), f"{outcome} by apply")
+        settle(cache.of(type(obj)), obj.name, stored)
+    return _result(stored, outcome)
+
+
+def _prune(
+    store: Store,
+    cache: Any,
+    events: Any,
+    applied: list[Resource],
+    selector: Selector,
+    dry_run: bool,
+) -> list[dict[str, Any]]:
+    keep = {(o.kind, o.name) for o in applied}
+    kinds = sorted({type(o) for o in applied}, key=lambda c: c.KIND)
+    results = []
+    for cls in kinds:
+        for obj in store.list(cls, selector):
+            if (obj.kind, obj.name) in keep:
+                continue
+            if not dry_run:
+                try:
+                    store.delete(cls, obj.name, obj.metadata.resource_version)
+                except NotFound:
+                    continue  # gone already: nothing left to prune
+                events.record(obj.kind, obj.name, "Pruned", "pruned by apply")
+                settle(cache.of(cls), obj.name, None)
+            results.append(_result(obj, "pruned", before=_diffable(obj), after=None))
+    return results

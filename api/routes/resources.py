@@ -1,33 +1,141 @@
-"""list / get / create / replace / delete / status for every kind, one set of routes per kind."""
+"""list / watch / get / create / replace / merge-patch / delete / status for every kind.
+
+Reads come from the API's watch cache (api/cache.py); writes go to the store
+with compare-and-set, and wait until the cache shows them, so a client reads
+its own writes. ``dryRun=true`` validates and computes the outcome, writing
+nothing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
 
-from api.deps import SettingsDep, StoreDep, parse_documents, read_body
+from api.cache import ApiCache, Expired, KindCache, Subscriber
+from api.deps import (
+    CacheDep,
+    EventsDep,
+    NameParam,
+    SettingsDep,
+    StoreDep,
+    check_media_type,
+    parse_documents,
+    read_body,
+)
 from api.errors import ApiError, invalid
+from api.patch import merge_patch
 from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
-from zkstore import NotFound
+from zkstore import Conflict, Store, parse_selector
+from zkstore.events import EventLog
+from zkstore.planning import plan_write
 
 API_PREFIX = "/api/v1"
+# How long a write waits for the watch cache to show it before answering anyway.
+CACHE_CATCH_UP_SECONDS = 5.0
 
-_BODY_DOC = {
+# Bodies are read raw (JSON or YAML, size-limited), so their schema is given here.
+_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": ["pvc/v1"]},
+        "kind": {"type": "string"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                "resourceVersion": {"type": "string"},
+            },
+        },
+        "spec": {"type": "object"},
+    },
+}
+
+
+def body_doc(schema: dict[str, Any], yaml_too: bool = True) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if yaml_too:
+        content["application/yaml"] = {"schema": {"type": "string"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def kind_body_doc(cls: type[Resource]) -> dict[str, Any]:
+    schema = json.loads(json.dumps(_OBJECT_SCHEMA))
+    schema["properties"]["kind"] = {"type": "string", "enum": [cls.KIND]}
+    return body_doc(schema)
+
+
+_PATCH_DOC = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/yaml": {"schema": {"type": "string"}},
+            "application/merge-patch+json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "metadata": {"type": "object"},
+                        "spec": {"type": "object"},
+                    },
+                }
+            }
         },
     }
 }
 
+# The documented error shape, so clients (and schemathesis) can check error answers.
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "code", "reason", "message"],
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string", "enum": ["Status"]},
+        "status": {"type": "string"},
+        "code": {"type": "integer"},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "details": {"type": "object"},
+    },
+}
 
-def object_list(cls: type[Resource], items: list[Resource]) -> dict[str, Any]:
-    return {"apiVersion": "pvc/v1", "kind": f"{cls.KIND}List", "items": [i.wire() for i in items]}
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {
+            "description": "an error, in the one Status shape",
+            "content": {"application/json": {"schema": STATUS_SCHEMA}},
+        }
+        for code in codes
+    }
+
+
+DryRun = Annotated[bool, Query(description="validate and report, write nothing")]
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    # json.dumps directly: FastAPI's generic encoder is the slowest part of a big list.
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+def object_list(cls: type[Resource], items: list[dict[str, Any]], pos: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": f"{cls.KIND}List",
+        "metadata": {"resourceVersion": str(pos)},
+        "items": items,
+    }
 
 
 async def parse_one(
@@ -50,6 +158,10 @@ async def parse_one(
                     )
                 ]
             )
+    return validate_one(doc, cls, name)
+
+
+def validate_one(doc: Any, cls: type[Resource], name: str | None) -> Resource:
     try:
         obj = parse_resource(doc)
     except InvalidResource as exc:
@@ -65,45 +177,136 @@ async def parse_one(
     return obj
 
 
+def settle(cache: KindCache, name: str, obj: Resource | None) -> None:
+    """Wait until the cache shows this write (None: a deletion), so reads see it."""
+    version = None
+    if obj is not None:
+        version = int(obj.metadata.resource_version or 0)
+    cache.wait_for_write(name, version, CACHE_CATCH_UP_SECONDS)
+
+
+def read_object(cache: KindCache, store: Store, cls: type[Resource], name: str) -> dict[str, Any]:
+    found = cache.get(name)
+    if found is not None:
+        return found
+    # Not in this cache (yet): it may have been created through another instance.
+    return store.get(cls, name).wire()
+
+
 def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
     base = f"{API_PREFIX}/{cls.PLURAL}"
     tag = cls.KIND
 
-    def list_objects(
-        store: StoreDep, labelSelector: str | None = Query(default=None)
-    ) -> dict[str, Any]:
-        return object_list(cls, list(store.list(cls, labelSelector)))
+    async def list_objects(
+        request: Request,
+        cache: CacheDep,
+        labelSelector: Annotated[
+            str | None, Query(description="e.g. app=web,tier!=db,env,!legacy")
+        ] = None,
+        watch: Annotated[bool, Query(include_in_schema=False)] = False,
+        resourceVersion: Annotated[str | None, Query(include_in_schema=False)] = None,
+        timeoutSeconds: Annotated[int | None, Query(include_in_schema=False, ge=1)] = None,
+    ) -> Response:
+        """The kind's objects, sorted by name; ``watch=true`` streams changes instead.
 
-    def get_object(name: str, store: StoreDep) -> dict[str, Any]:
-        return store.get(cls, name).wire()
+        Watch (not in this schema, as it is a stream): newline-delimited JSON
+        ``{"type": ADDED|MODIFIED|DELETED, "object": {...}, "resourceVersion": "N"}``.
+        With ``resourceVersion=N`` (a list's ``metadata.resourceVersion`` or an
+        event's) the stream starts after N; without, with ADDED for every object.
+        410 Expired when N is too old to resume from: list again.
+        ``timeoutSeconds`` ends the stream after that long.
+        """
+        selector = parse_selector(labelSelector) if labelSelector else None
+        kind_cache = cache.of(cls)
+        if watch:
+            return watch_response(kind_cache, selector, resourceVersion, timeoutSeconds)
+        items, pos = await run_in_threadpool(kind_cache.list, selector)
+        return await run_in_threadpool(json_response, object_list(cls, items, pos))
 
-    def get_status(name: str, store: StoreDep) -> dict[str, Any]:
-        if not store.exists(cls, name):
-            raise NotFound(cls.KIND, name)
-        return {"status": store.read_status(cls, name) or {}}
+    def get_object(name: NameParam, store: StoreDep, cache: CacheDep) -> dict[str, Any]:
+        return read_object(cache.of(cls), store, cls, name)
 
-    async def create_object(request: Request, store: StoreDep, settings: SettingsDep) -> Any:
+    def get_status(name: NameParam, store: StoreDep, cache: CacheDep) -> dict[str, Any]:
+        return {"status": read_object(cache.of(cls), store, cls, name).get("status") or {}}
+
+    async def create_object(
+        request: Request,
+        store: StoreDep,
+        settings: SettingsDep,
+        cache: CacheDep,
+        events: EventsDep,
+        dryRun: DryRun = False,
+    ) -> Response:
         obj = await parse_one(request, settings, cls)
-        return JSONResponse(store.create(obj).wire(), status_code=201)
+        if dryRun:
+            plan = await run_in_threadpool(plan_write, store, obj, create=True, update=False)
+            return json_response(plan.result.wire(), 201)
+
+        def create() -> dict[str, Any]:
+            created = store.create(obj)
+            events.record(cls.KIND, obj.name, "Created", "created through the API")
+            settle(cache.of(cls), obj.name, created)
+            return created.wire()
+
+        return json_response(await run_in_threadpool(create), 201)
 
     async def replace_object(
-        name: str, request: Request, store: StoreDep, settings: SettingsDep
+        name: NameParam,
+        request: Request,
+        store: StoreDep,
+        settings: SettingsDep,
+        cache: CacheDep,
+        events: EventsDep,
+        dryRun: DryRun = False,
     ) -> dict[str, Any]:
         obj = await parse_one(request, settings, cls, name)
-        return store.update(obj).wire()
+        return await run_in_threadpool(write_replace, store, cache, events, obj, dryRun)
+
+    async def patch_object(
+        name: NameParam,
+        request: Request,
+        store: StoreDep,
+        settings: SettingsDep,
+        cache: CacheDep,
+        events: EventsDep,
+        dryRun: DryRun = False,
+    ) -> dict[str, Any]:
+        media = check_media_type(request.headers.get("content-type", ""), patch=True)
+        body = await read_body(request, settings)
+        patch = parse_documents(body, media)
+        if len(patch) != 1 or not isinstance(patch[0], dict):
+            raise ApiError(400, "a merge patch is one JSON object")
+        return await run_in_threadpool(
+            write_patch, store, cache, events, cls, name, patch[0], dryRun
+        )
 
     def delete_object(
-        name: str, store: StoreDep, resourceVersion: str | None = Query(default=None)
+        name: NameParam,
+        store: StoreDep,
+        cache: CacheDep,
+        events: EventsDep,
+        resourceVersion: Annotated[
+            str | None, Query(description="delete only at this resourceVersion (else 409)")
+        ] = None,
+        dryRun: DryRun = False,
     ) -> dict[str, Any]:
         obj = store.get(cls, name)
+        if dryRun:
+            if resourceVersion and resourceVersion != obj.metadata.resource_version:
+                raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
+            return obj.wire()
         store.delete(cls, name, resourceVersion)
+        events.record(cls.KIND, name, "Deleted", "deleted through the API")
+        settle(cache.of(cls), name, None)
         return obj.wire()
 
+    common = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
     handlers: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = [
         (base, "GET", list_objects, {}),
-        (base, "POST", create_object, {"status_code": 201, "openapi_extra": _BODY_DOC}),
+        (base, "POST", create_object, {"status_code": 201, "openapi_extra": kind_body_doc(cls)}),
         (f"{base}/{{name}}", "GET", get_object, {}),
-        (f"{base}/{{name}}", "PUT", replace_object, {"openapi_extra": _BODY_DOC}),
+        (f"{base}/{{name}}", "PUT", replace_object, {"openapi_extra": kind_body_doc(cls)}),
+        (f"{base}/{{name}}", "PATCH", patch_object, {"openapi_extra": _PATCH_DOC}),
         (f"{base}/{{name}}", "DELETE", delete_object, {}),
         (f"{base}/{{name}}/status", "GET", get_status, {}),
     ]
@@ -114,8 +317,122 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
             methods=[method],
             tags=[tag],
             name=f"{handler.__name__}_{cls.PLURAL}",
+            responses=common,
             **extra,
         )
+
+
+def write_replace(
+    store: Store, cache: ApiCache, events: EventLog, obj: Resource, dry_run: bool
+) -> dict[str, Any]:
+    cls = type(obj)
+    if dry_run:
+        return plan_write(store, obj, create=False, update=True).result.wire()
+    updated = store.update(obj)
+    events.record(cls.KIND, obj.name, "Updated", "replaced through the API")
+    settle(cache.of(cls), obj.name, updated)
+    return updated.wire()
+
+
+def write_patch(
+    store: Store,
+    cache: ApiCache,
+    events: EventLog,
+    cls: type[Resource],
+    name: str,
+    patch: dict[str, Any],
+    dry_run: bool,
+) -> dict[str, Any]:
+    """Apply an RFC 7386 merge patch to metadata (labels, annotations) and spec.
+
+    With ``metadata.resourceVersion`` in the patch the write is a
+    compare-and-set at that version (409 when stale); without, the patch is
+    re-applied to a fresh read until it lands.
+    """
+    meta_patch = patch.get("metadata")
+    if meta_patch is not None and not isinstance(meta_patch, dict):
+        raise invalid([FieldError(("metadata",), "must be an object")])
+    pinned = (meta_patch or {}).get("resourceVersion")
+    for key in ("name", "uid", "generation", "creationTimestamp"):
+        if meta_patch and key in meta_patch:
+            raise invalid([FieldError(("metadata", key), "cannot be changed by a patch")])
+    for key in ("kind", "apiVersion"):
+        if key in patch and patch[key] not in (cls.KIND if key == "kind" else "pvc/v1",):
+            raise invalid([FieldError((key,), "cannot be changed by a patch")])
+    for _ in range(8):
+        current = store.get(cls, name)
+        doc = current.wire()
+        doc.pop("status", None)
+        merged = merge_patch(doc, {k: v for k, v in patch.items() if k != "status"})
+        merged.setdefault("metadata", {})["name"] = name
+        merged["metadata"]["resourceVersion"] = (
+            str(pinned) if pinned else current.metadata.resource_version
+        )
+        obj = validate_one(merged, cls, name)
+        if dry_run:
+            return plan_write(store, obj, create=False, update=True).result.wire()
+        try:
+            updated = store.update(obj)
+        except Conflict:
+            if pinned:
+                raise
+            continue
+        events.record(cls.KIND, name, "Patched", "merge-patched through the API")
+        settle(cache.of(cls), name, updated)
+        return updated.wire()
+    raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up patching it")
+
+
+def watch_response(
+    cache: KindCache, selector: Any, since: str | None, timeout: int | None
+) -> StreamingResponse:
+    start: int | None = None
+    if since not in (None, "", "0"):
+        assert since is not None
+        if not since.isdigit():
+            raise ApiError(400, f"resourceVersion {since!r} is not a number")
+        start = int(since)
+    loop = asyncio.get_running_loop()
+    try:
+        sub, first = cache.subscribe(loop, start)
+    except Expired as exc:
+        raise ApiError(410, str(exc), details={"resourceVersion": since}) from None
+    return StreamingResponse(
+        _stream(cache, sub, first, selector, timeout), media_type="application/x-ndjson"
+    )
+
+
+async def _stream(
+    cache: KindCache,
+    sub: Subscriber,
+    first: list[Any],
+    selector: Any,
+    timeout: int | None,
+) -> AsyncIterator[bytes]:
+    def encode(event: Any) -> bytes | None:
+        if selector is not None and not selector.matches(event.labels):
+            return None
+        return (json.dumps(event.line(), separators=(",", ":")) + "\n").encode()
+
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    try:
+        for event in first:
+            if (line := encode(event)) is not None:
+                yield line
+        while True:
+            wait = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if wait is not None and wait <= 0:
+                return
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), wait)
+            except TimeoutError:
+                return
+            if event is None:  # the server is shutting down
+                return
+            if (line := encode(event)) is not None:
+                yield line
+    finally:
+        cache.unsubscribe(sub)
 
 
 def build_router() -> APIRouter:
@@ -123,3 +440,6 @@ def build_router() -> APIRouter:
     for cls in KINDS:
         _routes_for(router, cls)
     return router
+
+
+__all__ = ["API_PREFIX", "build_router", "error_responses", "object_list"]

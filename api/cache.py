@@ -1,0 +1,240 @@
+"""The API's watch cache: one informer per kind, serving lists, gets and watches.
+
+Lists are served from memory (kept by ZooKeeper watches, never by polling), so
+``get vms`` over thousands of objects costs no ZooKeeper reads. The cache also
+keeps a bounded ring of the changes it saw, which is what ``?watch=true``
+replays from.
+
+Positions ("resourceVersions" of a list or a watch event) are ZooKeeper zxids,
+so they mean the same thing on every API instance. An object's position is
+the highest modification zxid of its spec and status znodes; a deletion,
+whose zxid ZooKeeper does not report, takes the highest position the cache
+had seen and is replayed to any client at or below it (at least once, never
+lost). A client asking to resume from a position older than the ring's floor
+(the cache's start, or the oldest event evicted from the ring) gets 410.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import builtins
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from schemas import KINDS, Resource
+from zkstore import ResourceInformer, Selector, Store
+from zkstore import paths as zk_paths
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+class Expired(Exception):
+    """The position asked for is older than what this cache can replay."""
+
+    def __init__(self, asked: int, floor: int) -> None:
+        self.asked = asked
+        self.floor = floor
+        super().__init__(
+            f"resourceVersion {asked} is too old to resume from (this server can replay "
+            f"from {floor} on); list again and watch from the list's resourceVersion"
+        )
+
+
+@dataclass(frozen=True)
+class Cached:
+    wire: dict[str, Any]
+    pos: int
+    spec_version: int
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    pos: int
+    wire: dict[str, Any]
+    labels: dict[str, str]
+
+    def line(self) -> dict[str, Any]:
+        return {"type": self.type, "object": self.wire, "resourceVersion": str(self.pos)}
+
+
+@dataclass(eq=False)
+class Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
+
+
+class _Informer(ResourceInformer[Resource]):
+    def child_version(self, key: str, child: str) -> int:
+        node = self._cache.get_data(f"{self._root}/{key}/{child}")
+        return int(node.stat.mzxid) if node is not None and node.stat is not None else 0
+
+
+class KindCache:
+    def __init__(self, store: Store, cls: type[Resource], ring_size: int) -> None:
+        self.cls = cls
+        self._store = store
+        self._informer = _Informer(store, cls, self._on_key)
+        self._lock = threading.Condition()
+        self._objects: dict[str, Cached] = {}
+        self._names: list[str] = []  # sorted, so lists come out in name order
+        self._ring: deque[WatchEvent] = deque()
+        self._ring_size = ring_size
+        self._floor = 0
+        self._max_pos = 0
+        self._subscribers: set[Subscriber] = set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, timeout: float) -> None:
+        self._informer.start(timeout)
+        with self._lock:
+            self._ring.clear()
+        # Changes up to the server's zxid now are part of the initial state, not
+        # replayable; any later change reaches us as an event after this answer.
+        self._store.client.sync(self._store.root or "/")
+        with self._lock:
+            self._floor = max(self._max_pos, int(self._store.client.last_zxid or 0))
+            self._max_pos = self._floor
+
+    def close(self) -> None:
+        self._informer.close()
+        with self._lock:
+            for sub in list(self._subscribers):
+                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, None)
+            self._subscribers.clear()
+
+    # -- reads -----------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        return self._max_pos
+
+    def list(self, selector: Selector | None = None) -> tuple[list[dict[str, Any]], int]:
+        with self._lock:
+            objects = [self._objects[n] for n in self._names]
+            pos = self._max_pos
+        return [o.wire for o in objects if selector is None or selector.matches(o.labels)], pos
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            cached = self._objects.get(name)
+        return cached.wire if cached else None
+
+    def count_by(self, key: str) -> dict[str, int]:
+        """Objects per value of a status field (e.g. VM phase)."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for cached in self._objects.values():
+                value = str((cached.wire.get("status") or {}).get(key) or "Unknown")
+                counts[value] = counts.get(value, 0) + 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def wait_for_write(self, name: str, spec_version: int | None, timeout: float) -> bool:
+        """Block until the cache shows a write this API made (None: the object's deletion).
+
+        This gives a client read-your-writes through one instance, although
+        reads come from a cache that watches catch up a few milliseconds later.
+        """
+
+        def caught_up() -> bool:
+            cached = self._objects.get(name)
+            if spec_version is None:
+                return cached is None
+            return cached is not None and cached.spec_version >= spec_version
+
+        with self._lock:
+            return self._lock.wait_for(caught_up, timeout)
+
+    # -- watch -----------------------------------------------------------------
+
+    def subscribe(
+        self, loop: asyncio.AbstractEventLoop, since: int | None
+    ) -> tuple[Subscriber, builtins.list[WatchEvent]]:
+        """Register a watcher; returns it with the events to send first.
+
+        Without ``since`` those are ADDED events for every object (kubectl's
+        watch without a resourceVersion); with it, the ring's events after it.
+        """
+        with self._lock:
+            if since is None:
+                first = [
+                    WatchEvent("ADDED", c.pos, c.wire, c.labels)
+                    for c in (self._objects[n] for n in self._names)
+                ]
+            else:
+                if since < self._floor:
+                    raise Expired(since, self._floor)
+                first = [
+                    e
+                    for e in self._ring
+                    if e.pos > since or (e.type == "DELETED" and e.pos >= since)
+                ]
+            sub = Subscriber(loop)
+            self._subscribers.add(sub)
+        return sub, first
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(sub)
+
+    # -- the informer's callback (kazoo's event thread: no blocking here) -------
+
+    def _on_key(self, name: str) -> None:
+        obj = self._informer.get(name)
+        with self._lock:
+            previous = self._objects.get(name)
+            if obj is None:
+                if previous is None:
+                    return
+                del self._objects[name]
+                self._names.pop(bisect.bisect_left(self._names, name))
+                event = WatchEvent("DELETED", self._max_pos, previous.wire, previous.labels)
+            else:
+                spec_version = self._informer.version(name) or 0
+                pos = max(spec_version, self._informer.child_version(name, zk_paths.STATUS))
+                if previous is not None and pos <= previous.pos:
+                    return  # placement only, or a status removed as part of a delete
+                cached = Cached(obj.wire(), pos, spec_version, dict(obj.metadata.labels))
+                self._objects[name] = cached
+                if previous is None:
+                    bisect.insort(self._names, name)
+                self._max_pos = max(self._max_pos, pos)
+                kind: EventType = "ADDED" if previous is None else "MODIFIED"
+                event = WatchEvent(kind, pos, cached.wire, cached.labels)
+            self._ring.append(event)
+            while len(self._ring) > self._ring_size:
+                self._floor = max(self._floor, self._ring.popleft().pos)
+            for sub in self._subscribers:
+                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, event)
+            self._lock.notify_all()
+
+
+class ApiCache:
+    """One KindCache per kind."""
+
+    def __init__(self, store: Store, ring_size: int = 10_000) -> None:
+        self.kinds: dict[str, KindCache] = {
+            cls.PLURAL: KindCache(store, cls, ring_size) for cls in KINDS
+        }
+
+    def start(self, timeout: float = 60.0) -> None:
+        for cache in self.kinds.values():
+            cache.start(timeout)
+
+    def close(self) -> None:
+        for cache in self.kinds.values():
+            cache.close()
+
+    def of(self, cls: type[Resource]) -> KindCache:
+        return self.kinds[cls.PLURAL]

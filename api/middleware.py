@@ -1,0 +1,153 @@
+"""ASGI middleware: bearer-token auth, request metrics, and the body size limit.
+
+Pure ASGI (not BaseHTTPMiddleware), so watch streams pass through unbuffered.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.config import ApiToken
+from api.errors import status_body
+from api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _send_status(send: Send, code: int, message: str, headers: list[Any]) -> None:
+    body = json.dumps(status_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuthMiddleware:
+    """With tokens configured: no token is 401, a readonly token writing is 403."""
+
+    def __init__(self, app: ASGIApp, tokens: list[ApiToken]) -> None:
+        self.app = app
+        self.tokens = [(t.token.get_secret_value().encode(), t.role) for t in tokens]
+
+    def role_of(self, header: bytes | None) -> str | None:
+        if not header or not header.lower().startswith(b"bearer "):
+            return None
+        offered = header[7:].strip()
+        role = None
+        for token, token_role in self.tokens:
+            # Compare with every token in constant time: no timing hint of a near miss.
+            if hmac.compare_digest(offered, token):
+                role = token_role
+        return role
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.tokens or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization")
+        role = self.role_of(header)
+        if role is None:
+            message = "a valid bearer token is required" if header else "no bearer token given"
+            await _send_status(send, 401, message, [(b"www-authenticate", b"Bearer")])
+            return
+        if role != "admin" and scope["method"] not in READ_METHODS:
+            await _send_status(send, 403, f"a {role} token may not {scope['method']}", [])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for any body over the limit: declared (Content-Length) or streamed (chunked)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _send_status(
+                send,
+                413,
+                f"request body of {int(declared)} bytes is over the limit of {self.limit}",
+                [],
+            )
+            return
+        if declared or scope["method"] in READ_METHODS:
+            await self.app(scope, receive, send)
+            return
+        # A chunked body: read it here up to the limit, then replay it to the app.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _send_status(
+                    send, 413, f"request body is over the limit of {self.limit} bytes", []
+                )
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template (not raw path) and status code."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        code = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, code, time.perf_counter() - started)

@@ -1,0 +1,282 @@
+"""Imperative verbs as small POST actions.
+
+Each verb only writes spec, an annotation or the VM's placement record, and
+answers with the object it changed. Temporary placement (migrate, unmigrate)
+never touches spec, so a GitOps pipeline never sees it as drift; ``move``
+changes ``spec.placement.home`` on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import Field, ValidationError
+
+from api.deps import EventsDep, NameParam, StoreDep, is_object_name
+from api.errors import ApiError, invalid
+from api.routes.resources import API_PREFIX
+from schemas import (
+    CLUSTER_NAME,
+    Cluster,
+    FieldError,
+    Node,
+    Placement,
+    RunStrategy,
+    VirtualMachine,
+    utcnow,
+    verbs,
+)
+from schemas.meta import Model
+from schemas.registry import errors_from_validation
+from zkstore import AlreadyExists, Conflict, NotFound, Store
+
+router = APIRouter()
+VMS = f"{API_PREFIX}/vms/{{name}}"
+NODES = f"{API_PREFIX}/nodes/{{name}}"
+
+
+class MigrateRequest(Model):
+    node: str = Field(min_length=1, max_length=63)
+    live: bool = False
+    """Live migration only: no shutdown fallback."""
+    force: bool = False
+    """Allow a node outside spec.placement.nodes."""
+
+
+class MoveRequest(Model):
+    node: str = Field(min_length=1, max_length=63)
+
+
+class MaintenanceRequest(Model):
+    enabled: bool
+
+
+def _set_run_strategy(store: StoreDep, name: str, strategy: RunStrategy) -> VirtualMachine:
+    def change(vm: VirtualMachine) -> None:
+        vm.spec.run_strategy = strategy
+
+    return store.mutate_spec(VirtualMachine, name, change)
+
+
+def _annotate(store: Store, name: str, values: dict[str, str | None]) -> VirtualMachine:
+    """Set (or with None remove) annotations, keeping spec as it is."""
+
+    def change(vm: VirtualMachine) -> None:
+        annotations = dict(vm.metadata.annotations)
+        for key, value in values.items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        vm.metadata.annotations = annotations
+
+    return store.mutate_spec(VirtualMachine, name, change)
+
+
+def _require_node(store: Store, node: str) -> None:
+    if not is_object_name(node) or not store.exists(Node, node):
+        raise invalid([FieldError(("node",), f"node {node!r} does not exist")])
+
+
+def _place(store: Store, vm: str, node: str, reason: str, migration: str | None) -> None:
+    placement = Placement(node=node, epoch=store.read_epoch(), reason=reason, migration=migration)
+    # The API is not the primary: it writes no epoch check (epoch=None), and the
+    # primary treats a manual reason as an order to carry out, not to undo.
+    store.write_placement(vm, placement, epoch=None)
+
+
+@router.post(f"{VMS}/start", tags=["verbs"])
+def vm_start(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Set spec.runStrategy to Always."""
+    vm = _set_run_strategy(store, name, RunStrategy.ALWAYS)
+    events.record(VirtualMachine.KIND, name, "StartRequested", "runStrategy set to Always")
+    return vm.wire()
+
+
+@router.post(f"{VMS}/stop", tags=["verbs"])
+def vm_stop(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Set spec.runStrategy to Halted (graceful shutdown, then force off after shutdownTimeout)."""
+    vm = _set_run_strategy(store, name, RunStrategy.HALTED)
+    events.record(VirtualMachine.KIND, name, "StopRequested", "runStrategy set to Halted")
+    return vm.wire()
+
+
+@router.post(f"{VMS}/force-stop", tags=["verbs"])
+def vm_force_stop(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Annotate pvc.io/force-stop with a timestamp and set runStrategy Halted: power off now."""
+    stamp = utcnow()
+
+    def change(vm: VirtualMachine) -> None:
+        vm.metadata.annotations = {**vm.metadata.annotations, verbs.FORCE_STOP: stamp}
+        vm.spec.run_strategy = RunStrategy.HALTED
+
+    vm = store.mutate_spec(VirtualMachine, name, change)
+    events.record(VirtualMachine.KIND, name, "ForceStopRequested", f"{verbs.FORCE_STOP}={stamp}")
+    return vm.wire()
+
+
+@router.post(f"{VMS}/restart", tags=["verbs"])
+def vm_restart(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Annotate pvc.io/restart with a timestamp (like kubectl rollout restart)."""
+    stamp = utcnow()
+    vm = _annotate(store, name, {verbs.RESTART: stamp})
+    events.record(VirtualMachine.KIND, name, "RestartRequested", f"{verbs.RESTART}={stamp}")
+    return vm.wire()
+
+
+@router.post(f"{VMS}/migrate", tags=["verbs"])
+def vm_migrate(
+    name: NameParam, body: MigrateRequest, store: StoreDep, events: EventsDep
+) -> dict[str, Any]:
+    """Place the VM on another node for now; spec is untouched, ``unmigrate`` returns it."""
+    vm = store.get(VirtualMachine, name)
+    _require_node(store, body.node)
+    allowed = vm.spec.placement.nodes
+    if allowed and body.node not in allowed and not body.force:
+        raise invalid(
+            [
+                FieldError(
+                    ("node",),
+                    f"node {body.node!r} is not among the VM's allowed nodes {allowed} "
+                    "(force overrides the node limit)",
+                )
+            ]
+        )
+    current = store.read_placement(name)
+    source = current.node if current else None
+    if source == body.node:
+        raise ApiError(409, f"VirtualMachine {name!r} is already placed on {body.node!r}")
+    # Keep the first source across repeated migrations, so unmigrate goes back there.
+    origin = (current.migration if current and current.migration else None) or source
+    vm = _annotate(store, name, {verbs.MIGRATE_METHOD: "live" if body.live else None})
+    _place(store, name, body.node, verbs.PLACEMENT_MIGRATE, origin)
+    events.record(
+        VirtualMachine.KIND,
+        name,
+        "MigrateRequested",
+        f"to {body.node} from {source or '-'}{' (live)' if body.live else ''}",
+    )
+    return vm.wire()
+
+
+@router.post(f"{VMS}/unmigrate", tags=["verbs"])
+def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Return the VM to where it came from (placement.migration), else spec.placement.home."""
+    vm = store.get(VirtualMachine, name)
+    current = store.read_placement(name)
+    target = (current.migration if current else None) or vm.spec.placement.home
+    if not target:
+        raise ApiError(
+            409, f"VirtualMachine {name!r} was not migrated and has no spec.placement.home"
+        )
+    if current is not None and current.node == target and not current.migration:
+        raise ApiError(409, f"VirtualMachine {name!r} is already on {target!r}")
+    vm = _annotate(store, name, {verbs.MIGRATE_METHOD: None})
+    _place(store, name, target, verbs.PLACEMENT_UNMIGRATE, None)
+    events.record(VirtualMachine.KIND, name, "UnmigrateRequested", f"back to {target}")
+    return vm.wire()
+
+
+@router.post(f"{VMS}/move", tags=["verbs"])
+def vm_move(
+    name: NameParam, body: MoveRequest, store: StoreDep, events: EventsDep
+) -> dict[str, Any]:
+    """Change spec.placement.home for good, and place the VM there."""
+    store.get(VirtualMachine, name)
+    _require_node(store, body.node)
+
+    def change(vm: VirtualMachine) -> None:
+        try:
+            vm.spec.placement = vm.spec.placement.model_copy(update={"home": body.node})
+            VirtualMachine.model_validate(vm.model_dump(by_alias=True))
+        except ValidationError as exc:
+            raise invalid(errors_from_validation(exc)) from None
+
+    vm = store.mutate_spec(VirtualMachine, name, change)
+    _place(store, name, body.node, verbs.PLACEMENT_MOVE, None)
+    events.record(VirtualMachine.KIND, name, "MoveRequested", f"home set to {body.node}")
+    return vm.wire()
+
+
+def _set_drain(store: Store, name: str, drain: bool) -> Node:
+    def change(node: Node) -> None:
+        node.spec.drain = drain
+
+    return store.mutate_spec(Node, name, change)
+
+
+@router.post(f"{NODES}/flush", tags=["verbs"])
+def node_flush(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Set spec.drain: the drain controller moves the node's VMs away."""
+    node = _set_drain(store, name, True)
+    events.record(Node.KIND, name, "FlushRequested", "spec.drain set to true")
+    return node.wire()
+
+
+@router.post(f"{NODES}/ready", tags=["verbs"])
+def node_ready(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Clear spec.drain: the node takes VMs again (and its own come back)."""
+    node = _set_drain(store, name, False)
+    events.record(Node.KIND, name, "ReadyRequested", "spec.drain set to false")
+    return node.wire()
+
+
+def _mutate_cluster(store: Store, change: Any) -> Cluster:
+    """Change the Cluster singleton, creating it with defaults when it does not exist yet."""
+    for _ in range(8):
+        try:
+            return store.mutate_spec(Cluster, CLUSTER_NAME, change)
+        except NotFound:
+            fresh = Cluster.model_validate(
+                {"apiVersion": "pvc/v1", "kind": "Cluster", "metadata": {"name": CLUSTER_NAME}}
+            )
+            # Someone else may have created it meanwhile: then mutate that one.
+            with contextlib.suppress(AlreadyExists):
+                store.create(fresh)
+    raise Conflict("the Cluster object kept changing; gave up")
+
+
+@router.post(f"{NODES}/primary", tags=["verbs"])
+def node_primary(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Prefer this node as primary coordinator (Cluster spec.primary): a graceful switchover."""
+    store.get(Node, name)
+
+    def change(cluster: Cluster) -> None:
+        cluster.spec.primary = name
+
+    cluster = _mutate_cluster(store, change)
+    events.record(Node.KIND, name, "PrimaryRequested", "Cluster spec.primary set to this node")
+    return cluster.wire()
+
+
+@router.post(f"{NODES}/secondary", tags=["verbs"])
+def node_secondary(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+    """Stop preferring this node as primary (clears Cluster spec.primary if it names it)."""
+    store.get(Node, name)
+
+    def change(cluster: Cluster) -> None:
+        if cluster.spec.primary == name:
+            cluster.spec.primary = None
+
+    cluster = _mutate_cluster(store, change)
+    events.record(Node.KIND, name, "SecondaryRequested", "Cluster spec.primary cleared")
+    return cluster.wire()
+
+
+@router.post(f"{API_PREFIX}/clusters/{{name}}/maintenance", tags=["verbs"])
+def cluster_maintenance(
+    name: NameParam, body: MaintenanceRequest, store: StoreDep, events: EventsDep
+) -> dict[str, Any]:
+    """Turn maintenance mode on or off (no fencing while on)."""
+    if name != CLUSTER_NAME:
+        raise NotFound(Cluster.KIND, name)
+
+    def change(cluster: Cluster) -> None:
+        cluster.spec.maintenance = body.enabled
+
+    cluster = _mutate_cluster(store, change)
+    state = "on" if body.enabled else "off"
+    events.record(Cluster.KIND, name, "Maintenance", f"maintenance mode {state}")
+    return cluster.wire()

@@ -1,0 +1,139 @@
+"""A bounded log of cluster events under ``/events`` (for ``describe`` and ``pvcctl events``).
+
+Each event is one sequential znode, so appends never contend and the order is
+ZooKeeper's. The log keeps at most ``limit`` entries: every ``trim_every``-th
+append deletes the oldest ones, so a busy cluster never grows it without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kazoo.exceptions import NoNodeError
+
+from schemas import utcnow
+from zkstore import paths
+from zkstore.codec import decode, encode
+from zkstore.store import Store
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["Normal", "Warning"]
+_PREFIX = "ev-"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    name: str
+    reason: str
+    message: str
+    type: EventType = "Normal"
+    source: str = ""
+    timestamp: str = ""
+    seq: int = 0
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "involvedObject": {"kind": self.kind, "name": self.name},
+            "reason": self.reason,
+            "message": self.message,
+            "type": self.type,
+            "source": self.source,
+            "timestamp": self.timestamp,
+            "seq": self.seq,
+        }
+
+
+class EventLog:
+    def __init__(self, store: Store, *, limit: int = 1000, trim_every: int = 50) -> None:
+        self._store = store
+        self._dir = store.path(paths.EVENTS)
+        self.limit = limit
+        self._trim_every = trim_every
+
+    def record(
+        self,
+        kind: str,
+        name: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        source: str = "",
+    ) -> None:
+        """Append one event; a failure to log must never fail the action it describes."""
+        body = {
+            "kind": kind,
+            "name": name,
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "source": source,
+            "timestamp": utcnow(),
+        }
+        try:
+            created = self._store.client.create(
+                f"{self._dir}/{_PREFIX}", encode(body), sequence=True, makepath=True
+            )
+        except Exception as exc:  # the store is the source of truth, the log only a record
+            log.warning("event=event_log_failed kind=%s name=%s error=%r", kind, name, exc)
+            return
+        if _seq(created.rsplit("/", 1)[-1]) % self._trim_every == 0:
+            self.trim()
+
+    def trim(self) -> None:
+        try:
+            children = sorted(self._store.client.get_children(self._dir))
+        except NoNodeError:
+            return
+        for child in children[: max(0, len(children) - self.limit)]:
+            with contextlib.suppress(NoNodeError):
+                self._store.client.delete(f"{self._dir}/{child}")
+
+    def list(
+        self, kind: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[Event]:
+        """The newest ``limit`` events (oldest first), optionally of one object."""
+        try:
+            children = sorted(self._store.client.get_children(self._dir), reverse=True)
+        except NoNodeError:
+            return []
+        found: list[Event] = []
+        # Read newest first in batches, so a filter over a long log stops early.
+        batch = 64
+        for start in range(0, len(children), batch):
+            chunk = children[start : start + batch]
+            reads = [self._store.client.get_async(f"{self._dir}/{c}") for c in chunk]
+            for child, read in zip(chunk, reads, strict=True):
+                try:
+                    raw = decode(read.get()[0]) or {}
+                except NoNodeError:
+                    continue  # trimmed meanwhile
+                if kind and raw.get("kind") != kind:
+                    continue
+                if name and raw.get("name") != name:
+                    continue
+                found.append(
+                    Event(
+                        kind=str(raw.get("kind", "")),
+                        name=str(raw.get("name", "")),
+                        reason=str(raw.get("reason", "")),
+                        message=str(raw.get("message", "")),
+                        type="Warning" if raw.get("type") == "Warning" else "Normal",
+                        source=str(raw.get("source", "")),
+                        timestamp=str(raw.get("timestamp", "")),
+                        seq=_seq(child),
+                    )
+                )
+                if len(found) >= limit:
+                    return found[::-1]
+        return found[::-1]
+
+
+def _seq(child: str) -> int:
+    digits = child.removeprefix(_PREFIX)
+    return int(digits) if digits.isdigit() else 0

@@ -1,0 +1,77 @@
+"""What a spec write would do, computed without writing (server-side dry run).
+
+Mirrors ``Store._write_spec``'s notion of a change: spec, labels, annotations
+and finalizers, with masked secrets put back first, so a dry run reports the
+same outcome the real write would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+
+from schemas import Resource, utcnow
+from zkstore import paths
+from zkstore.codec import decode
+from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.store import ApplyOutcome, Store
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    outcome: ApplyOutcome
+    current: Resource | None
+    """The object as stored now (None when it would be created)."""
+    result: Resource
+    """The object as it would be after the write (status as now)."""
+
+
+def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) -> WritePlan:
+    """Plan a create (``create`` only), a replace (``update`` only) or an apply (both)."""
+    cls = type(resource)
+    path = store.path(paths.resource(cls.PLURAL, resource.name))
+    wanted = resource.metadata.resource_version
+    try:
+        data, stat = store.client.get(path)
+    except NoNodeError:
+        if not create:
+            raise NotFound(cls.KIND, resource.name) from None
+        if wanted and update:
+            raise Conflict(
+                f"{cls.KIND} {resource.name!r} does not exist at resourceVersion {wanted}"
+            ) from None
+        new = resource.stored()
+        new["metadata"].update(generation=1, creationTimestamp=utcnow())
+        new["metadata"].pop("resourceVersion", None)
+        return WritePlan("created", None, cls.model_validate(new))
+    if not update:
+        raise AlreadyExists(cls.KIND, resource.name)
+    if wanted and wanted != str(stat.mzxid):
+        raise Conflict(
+            f"{cls.KIND} {resource.name!r} was modified: resourceVersion {wanted} is stale "
+            f"(current {stat.mzxid}); re-read and retry"
+        )
+    current_raw: dict[str, Any] = decode(data)
+    current = store.get(cls, resource.name)
+    new = resource.stored()
+    cls.keep_secrets(new.get("spec", {}), current_raw.get("spec", {}))
+    cur_meta, new_meta = current_raw["metadata"], new["metadata"]
+    spec_changed = current_raw.get("spec") != new.get("spec")
+    meta_changed = any(
+        cur_meta.get(k, {}) != new_meta.get(k, {}) for k in ("labels", "annotations")
+    ) or cur_meta.get("finalizers", []) != new_meta.get("finalizers", [])
+    if not spec_changed and not meta_changed:
+        return WritePlan("unchanged", current, current)
+    merged_meta = dict(cur_meta)
+    for key in ("labels", "annotations", "finalizers"):
+        merged_meta[key] = new_meta.get(key, [] if key == "finalizers" else {})
+    if spec_changed:
+        merged_meta["generation"] = int(cur_meta.get("generation", 1)) + 1
+    merged_meta["resourceVersion"] = str(stat.mzxid)
+    status = current.status.wire() if current.status is not None else None
+    after = {**current_raw, "metadata": merged_meta, "spec": new["spec"]}
+    if status is not None:
+        after["status"] = status
+    return WritePlan("configured", current, cls.model_validate(after))
