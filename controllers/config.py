@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from schemas.meta import DnsLabel, Model
+from schemas.node import FenceConfig
 from schemas.quantity import Duration, Size, to_seconds
 
 
@@ -50,6 +51,8 @@ class DaemonConfig(Model):
     log_level: str = "info"
     state_dir: str = "/var/lib/pvc"
     crash_loop: CrashLoopConfig = Field(default_factory=CrashLoopConfig)
+    fence: FenceConfig | None = None
+    """The Node's fence agent, used when this daemon first registers the Node."""
 
     @property
     def resync_seconds(self) -> float:

@@ -59,6 +59,7 @@ class Daemon:
             self.driver,
             config.node,
             coordinator=config.coordinator,
+            fence=config.fence,
             hypervisor_uri=self.uri,
             allocations=self.vms.allocations,
             lease_wait=config.session_seconds + 5.0,

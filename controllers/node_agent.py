@@ -14,6 +14,7 @@ from schemas import (
     CLUSTER_NAME,
     Cluster,
     DaemonState,
+    FenceConfig,
     Node,
     NodeResources,
     NodeSpec,
@@ -40,6 +41,7 @@ class NodeAgent:
         node: str,
         *,
         coordinator: bool,
+        fence: FenceConfig | None = None,
         hypervisor_uri: str,
         allocations: Callable[[], tuple[int, int, int, int]],
         lease_wait: float,
@@ -48,6 +50,7 @@ class NodeAgent:
         self.driver = driver
         self.node = node
         self.coordinator = coordinator
+        self.fence = fence
         self.hypervisor_uri = hypervisor_uri
         self._allocations = allocations
         self._lease_wait = lease_wait
@@ -63,7 +66,7 @@ class NodeAgent:
         """Create the Node object if it is new; an existing spec is the admin's and stays."""
         node = Node(
             metadata=ObjectMeta(name=self.node),
-            spec=NodeSpec(coordinator=self.coordinator),
+            spec=NodeSpec(coordinator=self.coordinator, fence=self.fence or FenceConfig()),
         )
         try:
             self.store.create(node)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from kazoo.protocol.states import KazooState
 from kazoo.recipe.lock import Lock
 
+from controllers.fencing import FenceController
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
 from schemas import CLUSTER_NAME, Cluster, ClusterStatus, RouterState
@@ -81,13 +82,15 @@ class PrimaryElection:
                 self._stop.wait(self._retry_interval)
                 continue
             self._lost.clear()
-            workers: list[Scheduler | ClusterStatusController] = []
+            workers: list[Scheduler | ClusterStatusController | FenceController] = []
             try:
                 self._set_state(RouterState.TAKEOVER)
                 self.epoch = self.store.bump_epoch(self.node)
+                scheduler = Scheduler(self.store, self.epoch)
                 workers = [
-                    Scheduler(self.store, self.epoch),
+                    scheduler,
                     ClusterStatusController(self.store, self.node, self.epoch),
+                    FenceController(self.store, self.node, self.epoch, scheduler),
                 ]
                 for worker in workers:
                     worker.start()
@@ -97,7 +100,7 @@ class PrimaryElection:
                 log.error("event=primary_failed node=%s error=%r", self.node, exc)
             finally:
                 self._set_state(RouterState.RELINQUISH)
-                for worker in workers:
+                for worker in reversed(workers):
                     worker.stop()
                 try:
                     lock.release()

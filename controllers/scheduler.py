@@ -93,6 +93,14 @@ class Scheduler:
     def _on_vm(self, name: str) -> None:
         self.controller.enqueue(name)
 
+    def assume(self, vm: str, node: str | None) -> None:
+        """Note a placement written elsewhere on the primary (recovery) before the cache sees it."""
+        with self._lock:
+            if node is None:
+                self._assumed.pop(vm, None)
+            else:
+                self._assumed[vm] = node
+
     def _on_node(self, _name: str) -> None:
         # A node came, went or changed: every unplaced VM may fit now.
         for vm in self.vms.keys():  # noqa: SIM118 (an informer, not a dict)
@@ -101,12 +109,16 @@ class Scheduler:
 
     def _placed_node(self, vm: str) -> str | None:
         raw = self.vms.placement_raw(vm)
-        if raw is not None and raw.get("node"):
-            with self._lock:
-                self._assumed.pop(vm, None)
-            return str(raw["node"])
         with self._lock:
-            return self._assumed.get(vm)
+            if raw is None:
+                return self._assumed.get(vm)
+            assumed = self._assumed.get(vm)
+            if raw.get("node") or assumed is None:
+                self._assumed.pop(vm, None)
+                return str(raw["node"]) if raw.get("node") else None
+            # An older record without a node (e.g. after a recovery found no room): our
+            # newer write has not reached the cache yet.
+            return assumed
 
     def ready_nodes(self) -> dict[str, Node]:
         live = set(self.leases.keys())
@@ -149,9 +161,11 @@ class Scheduler:
         cluster = self.clusters.get(CLUSTER_NAME)
         return cluster.spec.migration.policy if cluster else PlacementPolicy.MEM
 
-    def choose(self, vm: VirtualMachine) -> tuple[str | None, str]:
+    def choose(
+        self, vm: VirtualMachine, exclude: frozenset[str] = frozenset()
+    ) -> tuple[str | None, str]:
         """The best node for ``vm``, or None and why each node was rejected."""
-        nodes = self.ready_nodes()
+        nodes = {n: v for n, v in self.ready_nodes().items() if n not in exclude}
         loads = self.node_loads(nodes)
         memory = to_bytes(vm.spec.memory)
         allowed = set(vm.spec.placement.nodes)

@@ -306,6 +306,12 @@ class VMController:
         ):
             if not self._define(vm, placement, local):
                 return 30.0
+        # Fencing token: start only for the placement ZooKeeper holds now, not a cached one.
+        self.store.client.sync(self.store.path(paths.node_index_entry(self.node, name)))
+        current = self.store.node_index_entry(self.node, name)
+        if current is None or current.epoch != placement.epoch:
+            log.info("event=start_skipped vm=%s node=%s reason=placement_moved", name, self.node)
+            return 0.1
         self._write_status(
             vm,
             placement,

@@ -1,0 +1,323 @@
+"""Liveness and fencing (primary only): notice a dead node, give it its saving throws, power it
+off through its agent, confirm, and only then recover its VMs.
+
+Time is measured on this primary's monotonic clock from when it last saw a
+node's heartbeat change; clocks of different hosts are never compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controllers.scheduler import Scheduler
+from hypervisor.fence import ExecAgent, FenceAgent, FenceError, IpmiAgent, PowerState
+from schemas import (
+    CLUSTER_NAME,
+    Cluster,
+    ClusterSpec,
+    Condition,
+    DaemonState,
+    FenceConfig,
+    Node,
+    NodeStatus,
+    Placement,
+    RunStrategy,
+    VirtualMachine,
+    VirtualMachineStatus,
+    VMPhase,
+    set_condition,
+    to_seconds,
+)
+from zkstore import EpochMoved, Informer, NotFound, ResourceInformer, Store, exclusive_lock, paths
+
+log = logging.getLogger(__name__)
+
+FENCE_LOCK = "fence"
+
+
+def agent_for(config: FenceConfig) -> FenceAgent | None:
+    if config.agent == "ipmi" and config.address:
+        host, _, port = config.address.partition(":")
+        password = config.password.get_secret_value() if config.password else ""
+        return IpmiAgent(host, config.user or "", password, port=int(port or 623))
+    if config.agent == "exec":
+        return ExecAgent(list(config.command))
+    return None
+
+
+@dataclass
+class NodeWatch:
+    last_heartbeat: str | None
+    last_seen: float
+    eligible: bool = False  # seen running with a live lease in this primary's term
+    dead_since: float | None = None
+    fenced: bool = False
+    suspended_logged: bool = False
+
+
+class FenceController:
+    def __init__(self, store: Store, node: str, epoch: int, scheduler: Scheduler) -> None:
+        self.store = store
+        self.node = node
+        self.epoch = epoch
+        self.scheduler = scheduler
+        self.nodes = ResourceInformer(store, Node, self._wake_up)
+        self.leases = Informer(store, paths.LEASES_NODES, self._wake_up)
+        self.clusters = ResourceInformer(store, Cluster, self._wake_up)
+        self._watch: dict[str, NodeWatch] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for informer in (self.clusters, self.leases, self.nodes):
+            informer.start()
+        self._thread = threading.Thread(target=self._loop, name="fencing", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30.0)
+        for informer in (self.nodes, self.leases, self.clusters):
+            informer.close()
+
+    def _wake_up(self, _key: str) -> None:
+        self._wake.set()
+
+    def _spec(self) -> ClusterSpec:
+        cluster = self.clusters.get(CLUSTER_NAME)
+        return cluster.spec if cluster else ClusterSpec()
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            interval = to_seconds(self._spec().fencing.keepalive_interval)
+            try:
+                self.check()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                log.warning("event=fence_check_failed failures=%d error=%r", failures, exc)
+            # Check at least twice per keepalive so timings are met to half an interval;
+            # back off (to one interval) only while checks keep failing.
+            self._wake.wait(interval if failures else interval / 2)
+            self._wake.clear()
+
+    def check(self) -> None:
+        spec = self._spec()
+        fencing = spec.fencing
+        interval = to_seconds(fencing.keepalive_interval)
+        dead_after = fencing.dead_after()
+        throws = interval * fencing.saving_throws
+        now = time.monotonic()
+        live = set(self.leases.keys())
+        for node in self.nodes.objects():
+            name = node.name
+            if name == self.node:
+                continue
+            status = node.status or NodeStatus()
+            watch = self._watch.get(name)
+            if watch is None:
+                # A node first seen now gets a full window from now: a primary that just
+                # took over never fences on what happened before its term.
+                watch = self._watch[name] = NodeWatch(status.last_heartbeat, now)
+            if status.last_heartbeat != watch.last_heartbeat:
+                watch.last_heartbeat = status.last_heartbeat
+                watch.last_seen = now
+            running = status.daemon_state == DaemonState.RUN and name in live
+            if running and now - watch.last_seen < dead_after:
+                if watch.dead_since is not None:
+                    log.info("event=saving_throw_passed node=%s", name)
+                    watch.dead_since = None
+                watch.eligible = True
+                watch.fenced = False
+                continue
+            if not watch.eligible or watch.fenced:
+                # Never fenced for being slow to check in the first time (still in init),
+                # nor twice for one death.
+                continue
+            if status.daemon_state in (DaemonState.STOP, DaemonState.SHUTDOWN):
+                continue  # it said goodbye: an orderly stop is not a failure
+            silent = now - watch.last_seen
+            if watch.dead_since is None:
+                if name in live and silent < dead_after:
+                    continue
+                watch.dead_since = now
+                why = "lease lost" if name not in live else f"no heartbeat for {silent:.1f}s"
+                log.warning(
+                    "event=node_dead node=%s why=%r saving_throws=%d",
+                    name,
+                    why,
+                    fencing.saving_throws,
+                )
+                self._mark_dead(node, why)
+                continue
+            if now - watch.dead_since < throws:
+                continue
+            if spec.maintenance:
+                if not watch.suspended_logged:
+                    log.warning("event=fence_suspended node=%s reason=maintenance", name)
+                    watch.suspended_logged = True
+                self._write_node(
+                    name,
+                    lambda s: set_condition(
+                        s,
+                        "Fenced",
+                        False,
+                        "FencingSuspended",
+                        "maintenance mode is on: the node is not fenced",
+                    ),
+                )
+                continue
+            watch.suspended_logged = False
+            watch.fenced = True
+            self.fence(node, spec)
+
+    # -- acting ------------------------------------------------------------
+
+    def fence(self, node: Node, spec: ClusterSpec) -> None:
+        name = node.name
+        lock = exclusive_lock(self.store, FENCE_LOCK, self.node)
+        if not lock.acquire(timeout=60):
+            log.warning("event=fence_lock_timeout node=%s", name)
+            return
+        try:
+            # A primary that was paused must not power off a node on a stale view.
+            if self.store.read_epoch(sync=True) != self.epoch:
+                log.warning("event=fence_aborted node=%s reason=epoch_moved", name)
+                return
+            confirmed, detail = self._power_off(node, spec)
+            if confirmed:
+                log.warning("event=node_fenced node=%s detail=%r", name, detail)
+                self._write_node(
+                    name,
+                    lambda s: set_condition(s, "Fenced", True, "PoweredOff", detail),
+                    DaemonState.FENCED,
+                )
+                if spec.fencing.successful_fence == "migrate":
+                    self.recover(name)
+                agent = agent_for(node.spec.fence)
+                if agent is not None:
+                    try:
+                        agent.power_on()
+                        log.info("event=node_powered_on node=%s", name)
+                    except FenceError as exc:
+                        log.warning("event=power_on_failed node=%s error=%s", name, exc)
+            else:
+                log.error(
+                    "event=fence_failed node=%s detail=%r failed_fence=%s",
+                    name,
+                    detail,
+                    spec.fencing.failed_fence,
+                )
+                self._write_node(
+                    name,
+                    lambda s: set_condition(
+                        s,
+                        "Fenced",
+                        False,
+                        "FenceFailed",
+                        f"{detail}; failedFence={spec.fencing.failed_fence}"
+                        + ("" if spec.fencing.failed_fence == "migrate" else ": VMs not recovered"),
+                    ),
+                )
+                if spec.fencing.failed_fence == "migrate":
+                    self.recover(name)
+        finally:
+            lock.release()
+
+    def _power_off(self, node: Node, spec: ClusterSpec) -> tuple[bool, str]:
+        agent = agent_for(node.spec.fence)
+        if agent is None:
+            return False, "no fence agent configured (spec.fence.agent is none)"
+        log.warning("event=fence_start node=%s agent=%r", node.name, agent.description)
+        try:
+            agent.power_off()
+        except FenceError as exc:
+            return False, f"power off failed: {exc}"
+        deadline = time.monotonic() + max(10.0, spec.fencing.dead_after())
+        delay = 0.2
+        while True:
+            try:
+                state = agent.power_status()
+            except FenceError as exc:
+                state, last_error = PowerState.UNKNOWN, str(exc)
+            else:
+                last_error = ""
+            if state == PowerState.OFF:
+                return True, f"powered off and confirmed off by {agent.description}"
+            if time.monotonic() >= deadline:
+                return False, f"power state still {state.value} {last_error}".strip()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def recover(self, dead: str) -> None:
+        """Place the fenced node's VMs elsewhere; those that fit nowhere wait as Pending."""
+        for name in sorted(self.store.node_index(dead)):
+            try:
+                vm = self.store.get(VirtualMachine, name)
+            except NotFound:
+                continue
+            if vm.spec.run_strategy == RunStrategy.HALTED:
+                target, why = None, "halted VMs are not recovered"
+            else:
+                target, why = self.scheduler.choose(vm, exclude=frozenset({dead}))
+            new = Placement(
+                node=target,
+                epoch=self.epoch,
+                reason=f"recovered from {dead}: {why}",
+                migration=None,
+            )
+            try:
+                self.store.write_placement(name, new, epoch=self.epoch)
+            except EpochMoved:
+                log.warning("event=recovery_aborted node=%s reason=epoch_moved", dead)
+                return
+            except NotFound:
+                continue
+            self.scheduler.assume(name, target)
+            log.warning("event=vm_recovered vm=%s from=%s to=%s why=%r", name, dead, target, why)
+            if target is None:
+                self.scheduler.controller.enqueue(name)
+
+    def _mark_dead(self, node: Node, why: str) -> None:
+        self._write_node(
+            node.name, lambda s: set_condition(s, "Ready", False, "NodeDead", why), DaemonState.DEAD
+        )
+        for name in self.store.node_index(node.name):
+            try:
+                raw = self.store.read_status(VirtualMachine, name) or {}
+                status = VirtualMachineStatus.model_validate(raw)
+                status.phase = VMPhase.UNKNOWN
+                status.reason = "NodeDead"
+                status.conditions = set_condition(
+                    status.conditions,
+                    "Ready",
+                    False,
+                    "NodeDead",
+                    f"node {node.name} is not responding: {why}",
+                )
+                self.store.write_status(VirtualMachine, name, status)
+            except (NotFound, ValueError):
+                continue
+
+    def _write_node(
+        self,
+        name: str,
+        conditions: Callable[[list[Condition]], list[Condition]],
+        state: DaemonState | None = None,
+    ) -> None:
+        raw = self.store.read_status(Node, name) or {}
+        status = NodeStatus.model_validate(raw)
+        status.conditions = conditions(status.conditions)
+        if state is not None:
+            status.daemon_state = state
+        with contextlib.suppress(NotFound):
+            self.store.write_status(Node, name, status)

@@ -1,0 +1,7 @@
+"""Fence agents: out-of-band power control of a node (ipmi, exec), behind one interface."""
+
+from hypervisor.fence.base import FenceAgent, FenceError, PowerState
+from hypervisor.fence.execagent import ExecAgent
+from hypervisor.fence.ipmi import IpmiAgent, parse_power_status
+
+__all__ = ["ExecAgent", "FenceAgent", "FenceError", "IpmiAgent", "PowerState", "parse_power_status"]
