@@ -48,8 +48,12 @@ class RunningCluster:
         return dict(json.loads(result.stdout))
 
 
-def start_cluster(state_dir: Path, nodes: int = 3) -> Iterator[RunningCluster]:
-    cluster = LocalCluster(state_dir, nodes=nodes, api_port=0, node_memory="8Gi")
+def start_cluster(
+    state_dir: Path, nodes: int = 3, session_timeout: str = "6s"
+) -> Iterator[RunningCluster]:
+    cluster = LocalCluster(
+        state_dir, nodes=nodes, api_port=0, node_memory="8Gi", session_timeout=session_timeout
+    )
     try:
         state, _ = cluster.up(timeout=90)
     except Exception as exc:

@@ -1,0 +1,257 @@
+"""HA with real processes: node death, saving throws, fencing through the local power agent,
+recovery, maintenance mode, failed fences. Invariants are checked all along."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.localcluster.process import pid_alive
+from tests.helpers import wait_for
+from tests.localcluster_fixture import RunningCluster, start_cluster
+
+FAST = {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3}
+VMS = [f"ha{i}" for i in range(6)]
+
+
+class Invariants:
+    """Polls the cluster while a scenario runs: never one VM on two live nodes at once."""
+
+    def __init__(self, cluster: RunningCluster) -> None:
+        self.cluster = cluster
+        self.violations: list[str] = []
+        self.primaries: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Invariants:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        assert self.violations == []
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                nodes = self.cluster.items("nodes")
+                cluster = self.cluster.api("GET", "/api/v1/clusters/cluster").json()
+            except Exception:
+                continue
+            pids = self.cluster.cluster.load_state()
+            seen: dict[str, list[str]] = {}
+            for node in nodes:
+                name = node["metadata"]["name"]
+                pid = pids.nodes.get(name, 0) if pids else 0
+                if not pid or not pid_alive(pid):
+                    continue  # a powered-off host runs nothing
+                for domain in (node.get("status") or {}).get("domains", []):
+                    seen.setdefault(domain, []).append(name)
+            for domain, where in seen.items():
+                if len(where) > 1:
+                    self.violations.append(f"{domain} running on {where}")
+            status = cluster.get("status") or {}
+            if status.get("primary"):
+                entry = (status["primary"], status.get("epoch", 0))
+                if not self.primaries or self.primaries[-1] != entry:
+                    self.primaries.append(entry)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RunningCluster]:
+    yield from start_cluster(tmp_path / "ha", nodes=3)
+
+
+def apply(cluster: RunningCluster, *objects: dict[str, Any]) -> None:
+    response = cluster.api("POST", "/api/v1/apply", json=list(objects))
+    assert response.status_code == 200, response.text
+
+
+def cluster_object(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": "Cluster",
+        "metadata": {"name": "cluster"},
+        "spec": {"fencing": FAST, **spec},
+    }
+
+
+def vm(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {"memory": "128Mi"},
+    }
+
+
+def vms(cluster: RunningCluster) -> dict[str, dict[str, Any]]:
+    return {v["metadata"]["name"]: v for v in cluster.items("vms")}
+
+
+def node_status(cluster: RunningCluster, name: str) -> dict[str, Any]:
+    return dict(cluster.api("GET", f"/api/v1/nodes/{name}").json().get("status") or {})
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def running_everywhere(cluster: RunningCluster) -> bool:
+    return all((v.get("status") or {}).get("phase") == "Running" for v in vms(cluster).values())
+
+
+def setup_vms(cluster: RunningCluster, **cluster_spec: Any) -> tuple[str, list[str]]:
+    """Apply the fast profile and six VMs; return a non-primary node and the VMs on it."""
+    apply(cluster, cluster_object(**cluster_spec), *[vm(n) for n in VMS])
+    wait_for(lambda: running_everywhere(cluster), 30, "six VMs Running")
+    primary = wait_for(
+        lambda: (cluster.api("GET", "/api/v1/clusters/cluster").json().get("status") or {}).get(
+            "primary"
+        ),
+        20,
+        "a primary",
+    )
+    where = {n: v["status"]["node"] for n, v in vms(cluster).items()}
+    victim = sorted({w for w in where.values() if w != primary})[0]
+    return victim, sorted(n for n, w in where.items() if w == victim)
+
+
+def pid_of(cluster: RunningCluster, node: str) -> int:
+    state = cluster.cluster.load_state()
+    assert state is not None
+    return state.nodes[node]
+
+
+def recovered_elsewhere(cluster: RunningCluster, victim_vms: list[str], victim: str) -> bool:
+    current = vms(cluster)
+    return all(
+        current[n]["status"].get("phase") == "Running" and current[n]["status"]["node"] != victim
+        for n in victim_vms
+    )
+
+
+def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) -> None:
+    victim, victim_vms = setup_vms(cluster)
+    specs = {n: v["spec"] for n, v in vms(cluster).items()}
+    with Invariants(cluster) as checks:
+        killed = time.monotonic()
+        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        wait_for(
+            lambda: recovered_elsewhere(cluster, victim_vms, victim),
+            30,
+            f"{victim_vms} Running on other nodes",
+        )
+        took = time.monotonic() - killed
+        fenced = condition(node_status(cluster, victim), "Fenced")
+        assert fenced.get("status") == "True" and fenced.get("reason") == "PoweredOff"
+    # 3 s to be declared dead, 3 s of saving throws, then fence and restart.
+    assert 6.0 <= took < 15.0, took
+    assert {n: v["spec"] for n, v in vms(cluster).items()} == specs  # no spec lost
+    assert {p for p, _ in checks.primaries} and len({e for _, e in checks.primaries}) == 1
+    wait_for(
+        lambda: node_status(cluster, victim).get("daemonState") == "run",
+        30,
+        f"{victim} powered on again and running",
+    )
+
+
+def test_a_node_paused_for_less_than_its_saving_throws_is_not_fenced(
+    cluster: RunningCluster,
+) -> None:
+    victim, victim_vms = setup_vms(cluster)
+    pid = pid_of(cluster, victim)
+    with Invariants(cluster):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: node_status(cluster, victim).get("daemonState") == "dead",
+                10,
+                f"{victim} declared dead",
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(
+            lambda: node_status(cluster, victim).get("daemonState") == "run", 10, f"{victim} back"
+        )
+    assert pid_alive(pid)
+    assert condition(node_status(cluster, victim), "Fenced") == {}
+    assert sorted(n for n, v in vms(cluster).items() if v["status"]["node"] == victim) == victim_vms
+
+
+def test_a_node_paused_past_its_saving_throws_is_fenced(cluster: RunningCluster) -> None:
+    victim, victim_vms = setup_vms(cluster)
+    pid = pid_of(cluster, victim)
+    with Invariants(cluster):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: not pid_alive(pid), 30, f"{victim} powered off by the fence")
+        wait_for(
+            lambda: recovered_elsewhere(cluster, victim_vms, victim),
+            30,
+            "its VMs running elsewhere",
+        )
+
+
+def test_no_fence_in_maintenance_mode(cluster: RunningCluster) -> None:
+    victim, victim_vms = setup_vms(cluster, maintenance=True)
+    with Invariants(cluster):
+        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        cond = wait_for(
+            lambda: condition(node_status(cluster, victim), "Fenced") or None,
+            30,
+            "the Fenced condition",
+        )
+        assert cond["status"] == "False" and cond["reason"] == "FencingSuspended"
+        assert all(vms(cluster)[n]["status"]["node"] == victim for n in victim_vms)
+        apply(cluster, cluster_object(maintenance=False))
+        wait_for(
+            lambda: recovered_elsewhere(cluster, victim_vms, victim),
+            30,
+            "recovery once maintenance is off",
+        )
+
+
+def test_a_failed_fence_recovers_nothing(cluster: RunningCluster) -> None:
+    victim, victim_vms = setup_vms(cluster)
+    node = cluster.api("GET", f"/api/v1/nodes/{victim}").json()
+    node.pop("status")
+    node["spec"]["fence"] = {"agent": "exec", "command": ["/bin/false"]}
+    assert cluster.api("PUT", f"/api/v1/nodes/{victim}", json=node).status_code == 200
+    with Invariants(cluster):
+        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        cond = wait_for(
+            lambda: (
+                (c := condition(node_status(cluster, victim), "Fenced")).get("reason")
+                == "FenceFailed"
+                and c
+            ),
+            30,
+            "a failed fence",
+        )
+        assert cond["status"] == "False" and "not recovered" in cond["message"]
+        assert all(vms(cluster)[n]["status"]["node"] == victim for n in victim_vms)
+
+
+def test_a_node_that_never_checked_in_is_never_fenced(cluster: RunningCluster) -> None:
+    setup_vms(cluster)
+    ghost = {
+        "apiVersion": "pvc/v1",
+        "kind": "Node",
+        "metadata": {"name": "ghost"},
+        "spec": {"fence": {"agent": "exec", "command": ["/bin/true"]}},
+    }
+    apply(cluster, ghost)
+    # Twice the fence window: a node still in init is not fenced for being slow.
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        assert condition(node_status(cluster, "ghost"), "Fenced") == {}
+        time.sleep(0.5)
