@@ -49,10 +49,20 @@ class RunningCluster:
 
 
 def start_cluster(
-    state_dir: Path, nodes: int = 3, session_timeout: str = "6s"
+    state_dir: Path,
+    nodes: int = 3,
+    session_timeout: str = "6s",
+    libvirt_uris: dict[str, str] | None = None,
+    disk_dir: Path | None = None,
 ) -> Iterator[RunningCluster]:
     cluster = LocalCluster(
-        state_dir, nodes=nodes, api_port=0, node_memory="8Gi", session_timeout=session_timeout
+        state_dir,
+        nodes=nodes,
+        api_port=0,
+        node_memory="8Gi",
+        session_timeout=session_timeout,
+        libvirt_uris=libvirt_uris,
+        disk_dir=disk_dir,
     )
     try:
         state, _ = cluster.up(timeout=90)

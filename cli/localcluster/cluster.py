@@ -46,13 +46,19 @@ class LocalCluster:
         node_memory: str = "8Gi",
         node_cpus: int = 4,
         session_timeout: str = "6s",
+        libvirt_uris: dict[str, str] | None = None,
+        disk_dir: Path | None = None,
     ) -> None:
+        """``libvirt_uris`` maps node names to real libvirt URIs (e.g. qemu:///system);
+        nodes not named there simulate their host with libvirt's test driver."""
         self.dir = (state_dir or default_state_dir()).absolute()
         self.node_count = nodes
         self.api_port = api_port
         self.node_memory = node_memory
         self.node_cpus = node_cpus
         self.session_timeout = session_timeout
+        self.libvirt_uris = libvirt_uris or {}
+        self.disk_dir = disk_dir
 
     # -- state file ----------------------------------------------------------
 
@@ -173,6 +179,17 @@ class LocalCluster:
         }
         return set(state.nodes) <= ready
 
+    def _libvirt_config(self, name: str) -> dict[str, object]:
+        # QEMU runs as libvirt-qemu: real nodes need disks somewhere it may read.
+        disk_dir = str(self.disk_dir / name if self.disk_dir else self.dir / name / "disks")
+        if name in self.libvirt_uris:
+            return {"uri": self.libvirt_uris[name], "diskDir": disk_dir}
+        return {
+            "uri": "test:///",
+            "testHost": {"memory": self.node_memory, "cpus": self.node_cpus},
+            "diskDir": disk_dir,
+        }
+
     def _start_node(self, name: str, state: LocalState) -> int:
         config = self.dir / f"{name}.yaml"
         config.write_text(
@@ -182,11 +199,7 @@ class LocalCluster:
                     "zookeeper": f"127.0.0.1:{state.zookeeper_port}",
                     "root": state.root,
                     "coordinator": True,
-                    "libvirt": {
-                        "uri": "test:///",
-                        "testHost": {"memory": self.node_memory, "cpus": self.node_cpus},
-                        "diskDir": str(self.dir / name / "disks"),
-                    },
+                    "libvirt": self._libvirt_config(name),
                     "stateDir": str(self.dir / name),
                     # The local power agent: "power off" kills the node's processes, as a dead host.
                     "fence": {
