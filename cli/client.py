@@ -2,33 +2,54 @@
 
 from __future__ import annotations
 
+import json
+import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from cli.errors import InputError, ServerError
 
+API = "/api/v1"
+
+
+class Expired(ServerError):
+    """A watch asked for a resourceVersion the server can no longer replay (410)."""
+
 
 class ApiClient:
-    def __init__(self, server: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        ca: str | None = None,
+    ) -> None:
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+        self._http = httpx.Client(
+            base_url=self.server, headers=headers, timeout=timeout, verify=verify
+        )
 
     def close(self) -> None:
         self._http.close()
+
+    def _unreachable(self, exc: Exception) -> ServerError:
+        return ServerError(
+            f"cannot reach the PVC API at {self.server}: {exc or type(exc).__name__} "
+            "(is the cluster up? `pvcctl local up` starts a local one; --server, "
+            "--context or PVC_SERVER point elsewhere)"
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ServerError(
-                f"cannot reach the PVC API at {self.server}: {exc or type(exc).__name__} "
-                "(is the cluster up? `pvcctl local up` starts a local one; --server or "
-                "PVC_SERVER point elsewhere)"
-            ) from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
-            raise _error_for(response)
+            raise error_for(response)
         if not response.content:
             return None
         try:
@@ -39,8 +60,31 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    def watch(
+        self, plural: str, resource_version: str | None, timeout: float, selector: str | None
+    ) -> Iterator[dict[str, Any]]:
+        """Events of one kind after ``resource_version``, until the server ends the stream."""
+        params: dict[str, Any] = {"watch": "true", "timeoutSeconds": max(1, int(timeout + 0.999))}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if selector:
+            params["labelSelector"] = selector
+        read_timeout = httpx.Timeout(10.0, read=timeout + 10.0)
+        try:
+            with self._http.stream(
+                "GET", f"{API}/{plural}", params=params, timeout=read_timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_for(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
-def _error_for(response: httpx.Response) -> ServerError | InputError:
+
+def error_for(response: httpx.Response) -> ServerError | InputError:
     try:
         body = response.json()
         message = body.get("message") or response.reason_phrase
@@ -48,7 +92,11 @@ def _error_for(response: httpx.Response) -> ServerError | InputError:
     except ValueError:
         message, reason = response.text.strip()[:200] or response.reason_phrase, ""
     text = f"{message} ({response.status_code}{' ' + reason if reason else ''})"
+    if response.status_code == 410:
+        return Expired(text)
     # The server judged our input invalid: that is the user's input, exit 2.
-    if response.status_code in (400, 413, 422):
+    if response.status_code in (400, 413, 415, 422):
         return InputError(text)
-    return ServerError(text)
+    error = ServerError(text)
+    error.status_code = response.status_code
+    return error

@@ -11,3 +11,5 @@ class InputError(click.ClickException):
 
 class ServerError(click.ClickException):
     exit_code = 1
+    status_code: int | None = None
+    """The HTTP status, when the server answered at all."""

@@ -1,35 +1,51 @@
-"""pvcctl: the command line, shaped like kubectl; talks to pvcapid over HTTP only."""
+"""pvcctl: the command line, shaped like kubectl; talks to pvcapid over HTTP only.
+
+Exit codes: 0 success; 1 a failure on the server's side (or a wait that timed
+out); 2 bad usage or bad input. ``diff`` follows kubectl: 0 no changes, 1
+changes, 2 bad input, 3 a server failure. Every error is one line on stderr.
+
+Shell completion is click's: ``eval "$(_PVCCTL_COMPLETE=bash_source pvcctl)"``
+(zsh_source, fish_source for the other shells).
+"""
 
 from __future__ import annotations
 
+import difflib
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
+from click.shell_completion import CompletionItem
 
-from cli.client import ApiClient
+from cli.client import API, ApiClient
 from cli.errors import InputError, ServerError
 from cli.manifests import load_all
-from cli.output import FORMATS, condition, console, describe, render
-from cli.settings import resolve
-from schemas import kind_for, to_seconds
+from cli.output import FORMATS, condition, console, describe, render, render_events, watch_row
+from cli.progress import progress
+from cli.settings import context_names, resolve
+from cli.watch import State, wait_until
+from schemas import KINDS, kind_for, to_seconds
 from schemas.resource import Resource
-
-API = "/api/v1"
 
 
 class Context:
-    def __init__(self, server: str | None, config: str | None) -> None:
+    def __init__(
+        self, server: str | None, config: str | None, context: str | None, token: str | None
+    ) -> None:
         self._server = server
         self._config = config
+        self._context = context
+        self._token = token
         self._client: ApiClient | None = None
 
     @property
     def client(self) -> ApiClient:
         if self._client is None:
-            settings = resolve(self._server, self._config)
-            self._client = ApiClient(settings.server, settings.token)
+            settings = resolve(self._server, self._config, self._context, self._token)
+            self._client = ApiClient(settings.server, settings.token, ca=settings.ca)
         return self._client
 
 
@@ -40,8 +56,42 @@ def _kind(word: str) -> type[Resource]:
         raise InputError(str(exc.args[0])) from None
 
 
+def _seconds(timeout: str) -> float:
+    try:
+        return to_seconds(timeout)
+    except ValueError as exc:
+        raise InputError(f"--timeout: {exc}") from None
+
+
+def _complete_kinds(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    head, _, last = incomplete.rpartition(",")
+    prefix = f"{head}," if head else ""
+    words = sorted({w for cls in KINDS for w in (cls.PLURAL, *cls.SHORT_NAMES[:1])})
+    return [CompletionItem(prefix + w) for w in words if w.startswith(last)]
+
+
+def _complete_contexts(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    try:
+        names = context_names(ctx.params.get("config_path"))
+    except InputError:
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--server", "-s", metavar="URL", help="API address (env PVC_SERVER).")
+@click.option(
+    "--context",
+    "context_name",
+    metavar="NAME",
+    shell_complete=_complete_contexts,
+    help="a context from the config file (env PVC_CONTEXT).",
+)
+@click.option("--token", metavar="TOKEN", help="bearer token (env PVC_TOKEN).")
 @click.option(
     "--config",
     "config_path",
@@ -49,9 +99,29 @@ def _kind(word: str) -> type[Resource]:
     help="client config file (default ~/.config/pvc/config.yaml).",
 )
 @click.pass_context
-def cli(ctx: click.Context, server: str | None, config_path: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    server: str | None,
+    context_name: str | None,
+    token: str | None,
+    config_path: str | None,
+) -> None:
     """Manage a PVC cluster declaratively."""
-    ctx.obj = Context(server, config_path)
+    ctx.obj = Context(server, config_path, context_name, token)
+
+
+# -- apply / diff ------------------------------------------------------------------
+
+
+def _apply_params(dry_run: bool, prune: bool, selector: str | None) -> dict[str, str]:
+    if prune and not selector:
+        raise InputError("--prune needs -l/--selector naming the objects this set owns")
+    if selector and not prune:
+        raise InputError("-l/--selector goes with --prune")
+    params = {"dryRun": "true"} if dry_run else {}
+    if prune:
+        params.update(prune="true", labelSelector=str(selector))
+    return params
 
 
 @cli.command()
@@ -63,62 +133,203 @@ def cli(ctx: click.Context, server: str | None, config_path: str | None) -> None
     required=True,
     help="a file, a folder of manifests, or - for stdin; repeatable.",
 )
+@click.option(
+    "--dry-run",
+    type=click.Choice(["none", "server"]),
+    default="none",
+    show_default=True,
+    help="server: validate and report on the server, write nothing.",
+)
+@click.option("--prune", is_flag=True, help="delete objects with -l labels missing from the set.")
+@click.option("-l", "--selector", help="with --prune: the labels this set owns, e.g. app=shop.")
 @click.pass_obj
-def apply(ctx: Context, files: tuple[str, ...]) -> None:
+def apply(
+    ctx: Context, files: tuple[str, ...], dry_run: str, prune: bool, selector: str | None
+) -> None:
     """Create or update the objects in manifests."""
+    params = _apply_params(dry_run == "server", prune, selector)
     objects = load_all(files)
     body = [o.resource.stored() for o in objects]
-    result = ctx.client.request("POST", f"{API}/apply", json=body)
+    result = ctx.client.request("POST", f"{API}/apply", json=body, params=params)
+    suffix = " (server dry run)" if dry_run == "server" else ""
     out = console()
     for item in result["items"]:
-        out.print(f"{item['kind'].lower()}/{item['name']} {item['outcome']}", markup=False)
+        out.print(f"{item['kind'].lower()}/{item['name']} {item['outcome']}{suffix}", markup=False)
+
+
+def _as_yaml(doc: dict[str, Any] | None) -> list[str]:
+    if doc is None:
+        return []
+    return yaml.safe_dump(doc, sort_keys=True).splitlines(keepends=True)
+
+
+class DiffInputFailed(click.ClickException):
+    """diff's exit codes are kubectl's: 1 means changes, so errors are >1 (bad input 2)."""
+
+    exit_code = 2
+
+
+class DiffServerFailed(click.ClickException):
+    exit_code = 3
 
 
 @cli.command()
-@click.argument("kinds")
+@click.option("-f", "--filename", "files", multiple=True, required=True)
+@click.option("--prune", is_flag=True, help="also show what apply --prune -l would delete.")
+@click.option("-l", "--selector", help="with --prune: the labels this set owns.")
+@click.pass_obj
+def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None) -> None:
+    """Show what apply would change (labels, annotations, spec); exit 1 when anything would."""
+    try:
+        params = _apply_params(True, prune, selector)
+        objects = load_all(files)
+        body = [o.resource.stored() for o in objects]
+        result = ctx.client.request("POST", f"{API}/apply", json=body, params=params)
+    except InputError as exc:
+        raise DiffInputFailed(exc.message) from None
+    except ServerError as exc:
+        raise DiffServerFailed(exc.message) from None
+    changed = False
+    for item in result["items"]:
+        if item["outcome"] == "unchanged":
+            continue
+        changed = True
+        label = f"{item['kind'].lower()}/{item['name']}"
+        lines = difflib.unified_diff(
+            _as_yaml(item.get("before")),
+            _as_yaml(item.get("after")),
+            fromfile=f"live/{label}" if item.get("before") else "/dev/null",
+            tofile=f"applied/{label}" if item.get("after") else "/dev/null",
+        )
+        text = "".join(lines)
+        click.echo(text if text.endswith("\n") else text + "\n", nl=False)
+    sys.exit(1 if changed else 0)
+
+
+# -- get / describe / events ------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("kinds", shell_complete=_complete_kinds)
 @click.argument("name", required=False)
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
 )
 @click.option("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
+@click.option("-w", "--watch", "watch_", is_flag=True, help="after listing, print each change.")
+@click.option("--timeout", help="with -w: stop watching after this long (default: never).")
 @click.pass_obj
-def get(ctx: Context, kinds: str, name: str | None, fmt: str, selector: str | None) -> None:
+def get(
+    ctx: Context,
+    kinds: str,
+    name: str | None,
+    fmt: str,
+    selector: str | None,
+    watch_: bool,
+    timeout: str | None,
+) -> None:
     """Show objects: KIND[,KIND...] [NAME]."""
     classes = [_kind(k) for k in kinds.split(",") if k]
     if not classes:
         raise InputError("no kind given")
     if name and len(classes) > 1:
         raise InputError("a NAME goes with one kind only")
+    if watch_ and len(classes) > 1:
+        raise InputError("-w watches one kind at a time")
     out = console()
+    version: str | None = None
     for i, cls in enumerate(classes):
         if name:
             items = [ctx.client.get(f"{API}/{cls.PLURAL}/{name}")]
         else:
-            items = ctx.client.get(f"{API}/{cls.PLURAL}", labelSelector=selector)["items"]
+            listed = ctx.client.get(f"{API}/{cls.PLURAL}", labelSelector=selector)
+            items = listed["items"]
+            version = (listed.get("metadata") or {}).get("resourceVersion")
         if fmt in ("table", "wide") and i:
             out.print()
         if not items and fmt in ("table", "wide"):
             click.echo(f"No {cls.PLURAL} found.", err=True)
             continue
         render(cls.KIND, items, fmt, out)
+    if watch_:
+        _watch(ctx, classes[0], name, selector, fmt, version, timeout)
+
+
+def _watch(
+    ctx: Context,
+    cls: type[Resource],
+    name: str | None,
+    selector: str | None,
+    fmt: str,
+    version: str | None,
+    timeout: str | None,
+) -> None:
+    deadline = time.monotonic() + _seconds(timeout) if timeout else None
+    while deadline is None or time.monotonic() < deadline:
+        left = 3600.0 if deadline is None else deadline - time.monotonic()
+        try:
+            for event in ctx.client.watch(cls.PLURAL, version, left, selector):
+                obj = event["object"]
+                version = event.get("resourceVersion", version)
+                if name and obj["metadata"]["name"] != name:
+                    continue
+                click.echo(watch_row(cls.KIND, event["type"], obj, fmt))
+        except ServerError as exc:
+            if "(410" not in exc.message:
+                raise
+            version = None  # too old: start over from a fresh list of everything
 
 
 @cli.command(name="describe")
-@click.argument("kind")
+@click.argument("kind", shell_complete=_complete_kinds)
 @click.argument("name")
 @click.pass_obj
 def describe_cmd(ctx: Context, kind: str, name: str) -> None:
-    """Show one object's spec, status and conditions."""
+    """Show one object's spec, status, conditions and recent events."""
     cls = _kind(kind)
-    describe(ctx.client.get(f"{API}/{cls.PLURAL}/{name}"), console())
+    out = console()
+    describe(ctx.client.get(f"{API}/{cls.PLURAL}/{name}"), out)
+    events = ctx.client.get(f"{API}/events", kind=cls.KIND, name=name, limit=10)["items"]
+    out.print("[bold]Events:[/bold]")
+    if events:
+        render_events(events, out, indent=True)
+    else:
+        out.print("  <none>")
 
 
 @cli.command()
-@click.argument("kind", required=False)
+@click.argument("kind", required=False, shell_complete=_complete_kinds)
+@click.argument("name", required=False)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.pass_obj
+def events(ctx: Context, kind: str | None, name: str | None, limit: int) -> None:
+    """Recent cluster events, oldest first: [KIND [NAME]]."""
+    kind_name = _kind(kind).KIND if kind else None
+    items = ctx.client.get(f"{API}/events", kind=kind_name, name=name, limit=limit)["items"]
+    if not items:
+        click.echo("No events found.", err=True)
+        return
+    render_events(items, console())
+
+
+# -- delete / wait ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("kind", required=False, shell_complete=_complete_kinds)
 @click.argument("names", nargs=-1)
 @click.option("-f", "--filename", "files", multiple=True, help="delete what these manifests name.")
+@click.option("--wait", "wait_", is_flag=True, help="return only once the objects are gone.")
+@click.option("--timeout", default="60s", show_default=True, help="with --wait: give up after.")
 @click.pass_obj
-def delete(ctx: Context, kind: str | None, names: tuple[str, ...], files: tuple[str, ...]) -> None:
+def delete(
+    ctx: Context,
+    kind: str | None,
+    names: tuple[str, ...],
+    files: tuple[str, ...],
+    wait_: bool,
+    timeout: str,
+) -> None:
     """Delete objects: KIND NAME... or -f FILE."""
     targets: list[tuple[type[Resource], str]] = []
     if files:
@@ -130,10 +341,17 @@ def delete(ctx: Context, kind: str | None, names: tuple[str, ...], files: tuple[
             raise InputError("usage: pvcctl delete KIND NAME... (or -f FILE)")
         cls = _kind(kind)
         targets = [(cls, n) for n in names]
+    limit = _seconds(timeout)
     out = console()
     for cls, name in targets:
         ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}")
         out.print(f"{cls.KIND.lower()}/{name} deleted", markup=False)
+    if wait_:
+        for cls, name in targets:
+            with progress(f"waiting for {cls.KIND.lower()}/{name} to go"):
+                gone = wait_until(ctx.client, cls.PLURAL, lambda s: not s, limit, name=name)
+            if not gone:
+                raise ServerError(f"timed out after {timeout}: {cls.KIND.lower()}/{name} remains")
 
 
 @cli.command()
@@ -154,44 +372,230 @@ def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None
     cls = _kind(kind)
     if bool(name) == all_:
         raise InputError("give KIND/NAME, or KIND with --all")
-    try:
-        limit = to_seconds(timeout)
-    except ValueError as exc:
-        raise InputError(f"--timeout: {exc}") from None
+    limit = _seconds(timeout)
     want_delete = for_ == "delete"
+    cond_type, cond_status = "", ""
     if not want_delete:
         if not for_.startswith("condition="):
             raise InputError("--for takes condition=TYPE[=True|False] or delete")
         cond_type, _, cond_status = for_.removeprefix("condition=").partition("=")
         cond_status = cond_status or "True"
 
-    def pending() -> list[str]:
-        if name:
-            try:
-                items = [ctx.client.get(f"{API}/{cls.PLURAL}/{name}")]
-            except ServerError as exc:
-                if want_delete and "(404" in str(exc):
-                    return []
-                raise
-        else:
-            items = ctx.client.get(f"{API}/{cls.PLURAL}")["items"]
+    def pending(state: State) -> list[str]:
         if want_delete:
-            return [i["metadata"]["name"] for i in items]
-        return [
-            i["metadata"]["name"]
-            for i in items
-            if (condition(i, cond_type) or {}).get("status") != cond_status
-        ]
+            return sorted(state)
+        if name and name not in state:
+            return [name]
+        return sorted(
+            n
+            for n, o in state.items()
+            if (condition(o, cond_type) or {}).get("status") != cond_status
+        )
 
-    deadline = time.monotonic() + limit
-    while True:
-        left = pending()
-        if not left:
-            break
-        if time.monotonic() >= deadline:
-            raise ServerError(f"timed out after {timeout} waiting for {for_} on: {', '.join(left)}")
-        time.sleep(0.25)
+    last: list[str] = []
+
+    def track(state: State) -> None:
+        last[:] = pending(state)
+        update(", ".join(last) or "done")
+
+    with progress(f"waiting for {for_} on {target}") as update:
+        met = wait_until(
+            ctx.client,
+            cls.PLURAL,
+            lambda s: not pending(s),
+            limit,
+            name=name or None,
+            on_change=track,
+        )
+    if not met:
+        raise ServerError(f"timed out after {timeout} waiting for {for_} on: {', '.join(last)}")
     click.echo(f"{target} condition met" if name else f"all {cls.PLURAL} condition met")
+
+
+# -- verbs ----------------------------------------------------------------------------
+
+
+def _done(kind: str, name: str, what: str) -> None:
+    click.echo(f"{kind}/{name} {what}")
+
+
+@cli.group()
+def vm() -> None:
+    """Imperative verbs on VMs (each only writes spec, an annotation or the placement)."""
+
+
+def _vm_verb(verb: str, help_text: str) -> None:
+    @vm.command(name=verb, help=help_text)
+    @click.argument("name")
+    @click.pass_obj
+    def command(ctx: Context, name: str) -> None:
+        ctx.client.request("POST", f"{API}/vms/{name}/{verb}")
+        _done("vm", name, f"{verb} requested")
+
+
+_vm_verb("start", "Run the VM: runStrategy Always.")
+_vm_verb("stop", "Shut the VM down: runStrategy Halted (ACPI, then force off).")
+_vm_verb("force-stop", "Power the VM off at once, and keep it off.")
+_vm_verb("restart", "Restart the VM once (like kubectl rollout restart).")
+_vm_verb("unmigrate", "Return a migrated VM to where it came from (or its home node).")
+
+
+@vm.command()
+@click.argument("name")
+@click.option("--to", "node", required=True, metavar="NODE", help="the target node.")
+@click.option("--live", is_flag=True, help="live migration only: no shutdown fallback.")
+@click.option("--force", is_flag=True, help="allow a node outside the VM's node limit.")
+@click.pass_obj
+def migrate(ctx: Context, name: str, node: str, live: bool, force: bool) -> None:
+    """Move the VM to NODE for now (spec unchanged; unmigrate brings it back)."""
+    body = {"node": node, "live": live, "force": force}
+    ctx.client.request("POST", f"{API}/vms/{name}/migrate", json=body)
+    _done("vm", name, f"migrate to {node} requested{' (live)' if live else ''}")
+
+
+@vm.command()
+@click.argument("name")
+@click.option("--to", "node", required=True, metavar="NODE", help="the new home node.")
+@click.pass_obj
+def move(ctx: Context, name: str, node: str) -> None:
+    """Change the VM's home node for good (spec.placement.home) and place it there."""
+    ctx.client.request("POST", f"{API}/vms/{name}/move", json={"node": node})
+    _done("vm", name, f"moved to {node}")
+
+
+@cli.group()
+def node() -> None:
+    """Imperative verbs on nodes."""
+
+
+def _wait_for_node(
+    ctx: Context, name: str, field: str, value: str, timeout: str, hint: str
+) -> None:
+    seen: dict[str, str] = {}
+
+    def done(state: State) -> bool:
+        status = (state.get(name) or {}).get("status") or {}
+        seen["now"] = str(status.get(field) or "-")
+        return seen["now"] == value
+
+    with progress(f"waiting for node/{name} {field}={value}") as update:
+        met = wait_until(
+            ctx.client,
+            "nodes",
+            done,
+            _seconds(timeout),
+            name=name,
+            on_change=lambda _s: update(seen.get("now", "-")),
+        )
+    if not met:
+        raise ServerError(
+            f"timed out after {timeout} waiting for node/{name} {field} {value} "
+            f"(still {seen.get('now', '-')}); {hint}"
+        )
+    _done("node", name, f"{field} {value}")
+
+
+def _wait_for_primary(ctx: Context, name: str, want: bool, timeout: str) -> None:
+    seen: dict[str, str] = {}
+
+    def done(state: State) -> bool:
+        status = (state.get("cluster") or {}).get("status") or {}
+        seen["now"] = str(status.get("primary") or "-")
+        return (seen["now"] == name) == want
+
+    with progress(f"waiting for the primary to {'be' if want else 'leave'} {name}"):
+        met = wait_until(ctx.client, "clusters", done, _seconds(timeout), name="cluster")
+    if not met:
+        raise ServerError(f"timed out after {timeout}: the primary is still {seen.get('now', '-')}")
+
+
+_WAIT_OPTIONS = [
+    click.option("--wait", "wait_", is_flag=True, help="return once the node reports the change."),
+    click.option("--timeout", default="60s", show_default=True, help="with --wait: give up after."),
+]
+
+
+def _with_wait(func: Any) -> Any:
+    for option in reversed(_WAIT_OPTIONS):
+        func = option(func)
+    return func
+
+
+@node.command()
+@click.argument("name")
+@_with_wait
+@click.pass_obj
+def flush(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+    """Drain NODE: move its VMs away (spec.drain true)."""
+    ctx.client.request("POST", f"{API}/nodes/{name}/flush")
+    _done("node", name, "flush requested")
+    if wait_:
+        _wait_for_node(
+            ctx,
+            name,
+            "domainState",
+            "flushed",
+            timeout,
+            "the drain controller on the primary carries out flushes",
+        )
+
+
+@node.command()
+@click.argument("name")
+@_with_wait
+@click.pass_obj
+def ready(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+    """Undrain NODE: it takes VMs again (spec.drain false)."""
+    ctx.client.request("POST", f"{API}/nodes/{name}/ready")
+    _done("node", name, "ready requested")
+    if wait_:
+        _wait_for_node(
+            ctx,
+            name,
+            "domainState",
+            "ready",
+            timeout,
+            "the drain controller on the primary carries out unflushes",
+        )
+
+
+@node.command()
+@click.argument("name")
+@_with_wait
+@click.pass_obj
+def primary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+    """Make NODE the preferred primary coordinator (a graceful switchover)."""
+    ctx.client.request("POST", f"{API}/nodes/{name}/primary")
+    _done("node", name, "primary requested")
+    if wait_:
+        _wait_for_primary(ctx, name, True, timeout)
+
+
+@node.command()
+@click.argument("name")
+@_with_wait
+@click.pass_obj
+def secondary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+    """Stop preferring NODE as primary."""
+    ctx.client.request("POST", f"{API}/nodes/{name}/secondary")
+    _done("node", name, "secondary requested")
+    if wait_:
+        _wait_for_primary(ctx, name, False, timeout)
+
+
+@cli.group(name="cluster")
+def cluster_group() -> None:
+    """Cluster-wide verbs."""
+
+
+@cluster_group.command()
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.pass_obj
+def maintenance(ctx: Context, state: str) -> None:
+    """Maintenance mode on or off (no fencing while on)."""
+    body = {"enabled": state == "on"}
+    ctx.client.request("POST", f"{API}/clusters/cluster/maintenance", json=body)
+    click.echo(f"cluster maintenance {state}")
 
 
 @cli.group()
@@ -272,11 +676,20 @@ def local_status(state_dir: Path | None) -> None:
 
 
 def main() -> None:
+    """Run pvcctl; every error ends as one line on stderr and its exit code."""
     try:
-        cli(standalone_mode=True)
+        code = cli.main(standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -218,3 +218,31 @@ def describe(obj: dict[str, Any], out: Console) -> None:
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.rstrip("\n").splitlines())
+
+
+def render_events(items: list[dict[str, Any]], out: Console, indent: bool = False) -> None:
+    table = Table(box=None, show_edge=False, pad_edge=indent, header_style="bold")
+    for header in ("AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"):
+        table.add_column(header, no_wrap=header != "MESSAGE")
+    for event in items:
+        involved = event.get("involvedObject") or {}
+        table.add_row(
+            age(event.get("timestamp")),
+            event.get("type", ""),
+            event.get("reason", ""),
+            f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+            event.get("message", ""),
+        )
+    out.print(table)
+
+
+def watch_row(kind: str, event_type: str, obj: dict[str, Any], fmt: str) -> str:
+    """One line per watch event: the table row with the event type in front, or the object."""
+    if fmt == "json":
+        return json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
+    if fmt == "yaml":
+        return "---\n" + yaml.safe_dump({"type": event_type, "object": obj}, sort_keys=False)
+    if fmt == "name":
+        return f"{event_type} {kind.lower()}/{obj['metadata']['name']}"
+    _, _, row = COLUMNS[kind]
+    return "   ".join([event_type, *row(obj, fmt == "wide")])

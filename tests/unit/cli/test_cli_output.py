@@ -1,0 +1,42 @@
+"""Watch rows and event tables render one line per item, as scripts expect."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from cli.output import render_events, watch_row
+
+VM = {
+    "metadata": {"name": "web1", "creationTimestamp": "2020-01-01T00:00:00.000000Z"},
+    "spec": {"vcpus": 2, "memory": "1Gi"},
+    "status": {"phase": "Running", "node": "n1"},
+}
+
+
+def test_watch_rows() -> None:
+    assert watch_row("VirtualMachine", "ADDED", VM, "name") == "ADDED virtualmachine/web1"
+    assert watch_row("VirtualMachine", "MODIFIED", VM, "table").split()[:4] == [
+        "MODIFIED",
+        "web1",
+        "Running",
+        "n1",
+    ]
+    assert json.loads(watch_row("VirtualMachine", "DELETED", VM, "json"))["type"] == "DELETED"
+
+
+def test_event_table() -> None:
+    out = io.StringIO()
+    event = {
+        "involvedObject": {"kind": "VirtualMachine", "name": "web1"},
+        "reason": "RestartRequested",
+        "message": "m",
+        "type": "Normal",
+        "timestamp": "2020-01-01T00:00:00.000000Z",
+    }
+    render_events([event], Console(file=out, width=200))
+    header, row = out.getvalue().splitlines()
+    assert header.split() == ["AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert row.split()[1:] == ["Normal", "RestartRequested", "virtualmachine/web1", "m"]
