@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -48,15 +49,37 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.events = EventLog(the_store, limit=settings.event_log_limit)
     install_handlers(app)
-    app.include_router(health.router)
-    app.include_router(apply.router)
-    app.include_router(events.router)
-    app.include_router(verbs.router)
+    # Every answer but success is the one Status shape; document it on every route.
+    errors = resources.error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
+    app.include_router(health.router, responses=resources.error_responses(503))
+    app.include_router(apply.router, responses=errors)
+    app.include_router(events.router, responses=errors)
+    app.include_router(verbs.router, responses=errors)
     app.include_router(resources.build_router())
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **resources.error_responses(401, 403),
+        },
+    )
     def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def openapi() -> dict[str, Any]:
+        # Bodies are read raw (JSON or YAML), so the kinds' schemas are added here.
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, part in resources.kind_components().items():
+                components.setdefault(name, part)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     # The last added runs first: metrics see every answer, auth runs before any body is read.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

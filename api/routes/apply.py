@@ -16,23 +16,25 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents, read_body
 from api.errors import ApiError, invalid
 from api.routes.resources import (
-    _OBJECT_SCHEMA,
     API_PREFIX,
     DryRun,
     body_doc,
     error_responses,
+    example_of,
+    kind_schema_ref,
     settle,
 )
-from schemas import FieldError, InvalidResource, Resource, parse_resource
+from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
 from zkstore import NotFound, Selector, Store, parse_selector
 from zkstore.planning import plan_write
 
 router = APIRouter()
 
-_APPLY_DOC = body_doc({"type": "array", "items": _OBJECT_SCHEMA})
-_APPLY_DOC["requestBody"]["content"]["application/json"]["schema"] = {
-    "oneOf": [_OBJECT_SCHEMA, {"type": "array", "items": _OBJECT_SCHEMA}]
-}
+_ANY_KIND = {"anyOf": [kind_schema_ref(cls) for cls in KINDS]}
+_APPLY_DOC = body_doc(
+    {"anyOf": [_ANY_KIND, {"type": "array", "items": _ANY_KIND}]},
+    example=[example_of(cls) for cls in KINDS],
+)
 
 
 def _diffable(obj: Resource | None) -> dict[str, Any] | None:

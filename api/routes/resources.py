@@ -36,42 +36,53 @@ from zkstore.events import EventLog
 from zkstore.planning import plan_write
 
 API_PREFIX = "/api/v1"
+DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # How long a write waits for the watch cache to show it before answering anyway.
 CACHE_CATCH_UP_SECONDS = 5.0
 
-# Bodies are read raw (JSON or YAML, size-limited), so their schema is given here.
-_OBJECT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"type": "string", "enum": ["pvc/v1"]},
-        "kind": {"type": "string"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-                "resourceVersion": {"type": "string"},
-            },
-        },
-        "spec": {"type": "object"},
-    },
-}
 
-
-def body_doc(schema: dict[str, Any], yaml_too: bool = True) -> dict[str, Any]:
+def body_doc(schema: dict[str, Any], yaml_too: bool = True, example: Any = None) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if example is not None:
+        content["application/json"]["example"] = example
     if yaml_too:
         content["application/yaml"] = {"schema": {"type": "string"}}
     return {"requestBody": {"required": True, "content": content}}
 
 
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "VirtualMachine": {"metadata": {"name": "web1"}, "spec": {"memory": "512Mi", "vcpus": 1}},
+    "Node": {"metadata": {"name": "node1"}, "spec": {"coordinator": True}},
+    "Network": {"metadata": {"name": "lan"}, "spec": {"type": "bridged", "vlan": 100}},
+    "Cluster": {"metadata": {"name": "cluster"}, "spec": {"maintenance": False}},
+}
+
+
+def kind_schema_ref(cls: type[Resource]) -> dict[str, Any]:
+    """The kind's own JSON schema (added to the OpenAPI components by api.app)."""
+    return {"$ref": f"#/components/schemas/{cls.KIND}"}
+
+
+def example_of(cls: type[Resource]) -> dict[str, Any]:
+    return {"apiVersion": "pvc/v1", "kind": cls.KIND, **EXAMPLES[cls.KIND]}
+
+
 def kind_body_doc(cls: type[Resource]) -> dict[str, Any]:
-    schema = json.loads(json.dumps(_OBJECT_SCHEMA))
-    schema["properties"]["kind"] = {"type": "string", "enum": [cls.KIND]}
-    return body_doc(schema)
+    return body_doc(kind_schema_ref(cls), example=example_of(cls))
+
+
+def kind_components() -> dict[str, Any]:
+    """JSON schemas of the four kinds and their parts, for the OpenAPI document."""
+    components: dict[str, Any] = {}
+    for cls in KINDS:
+        schema = cls.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[cls.KIND] = schema
+    # Patterns that the validators enforce but pydantic cannot express in the schema.
+    components["ObjectMeta"]["properties"]["name"]["pattern"] = DNS_LABEL_PATTERN
+    memory = components["VirtualMachineSpec"]["properties"]["memory"]
+    memory["pattern"] = r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$"
+    return components
 
 
 _PATCH_DOC = {
