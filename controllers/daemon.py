@@ -14,6 +14,7 @@ from controllers.config import ConfigError, DaemonConfig, load_config
 from controllers.crashloop import CrashLoopPolicy
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
+from controllers.self_fence import SelfFence
 from controllers.vm_controller import VMController
 from hypervisor import HypervisorError, LibvirtDriver, write_test_host_xml
 from schemas import to_mib, to_seconds
@@ -63,6 +64,13 @@ class Daemon:
             hypervisor_uri=self.uri,
             allocations=self.vms.allocations,
             lease_wait=config.session_seconds + 5.0,
+        )
+        self.self_fence = SelfFence(
+            self.store,
+            self.driver,
+            config.node,
+            lambda: self.agent.self_fence_after,
+            on_fenced=self.vms.self_fenced,
         )
         self.election = (
             PrimaryElection(self.store, config.node, self.agent.set_router_state)

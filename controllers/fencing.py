@@ -54,7 +54,6 @@ def agent_for(config: FenceConfig) -> FenceAgent | None:
 class NodeWatch:
     last_heartbeat: str | None
     last_seen: float
-    eligible: bool = False  # seen running with a live lease in this primary's term
     dead_since: float | None = None
     fenced: bool = False
     suspended_logged: bool = False
@@ -111,6 +110,11 @@ class FenceController:
             self._wake.clear()
 
     def check(self) -> None:
+        if not self.store.connected:
+            # SUSPENDED: our view is stale. Restart every window when we are back, so a
+            # primary that was cut off never fences on the silence it did not see.
+            self._watch.clear()
+            return
         spec = self._spec()
         fencing = spec.fencing
         interval = to_seconds(fencing.keepalive_interval)
@@ -136,12 +140,11 @@ class FenceController:
                 if watch.dead_since is not None:
                     log.info("event=saving_throw_passed node=%s", name)
                     watch.dead_since = None
-                watch.eligible = True
                 watch.fenced = False
                 continue
-            if not watch.eligible or watch.fenced:
-                # Never fenced for being slow to check in the first time (still in init),
-                # nor twice for one death.
+            if status.daemon_state not in (DaemonState.RUN, DaemonState.DEAD) or watch.fenced:
+                # Only a node that has run can die: one still starting (no heartbeat yet, or
+                # init) is never fenced for being slow, nor is a node fenced twice for one death.
                 continue
             if status.daemon_state in (DaemonState.STOP, DaemonState.SHUTDOWN):
                 continue  # it said goodbye: an orderly stop is not a failure

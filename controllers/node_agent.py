@@ -58,6 +58,7 @@ class NodeAgent:
         self.daemon_state = DaemonState.INIT
         self.router_state = RouterState.SECONDARY if coordinator else RouterState.CLIENT
         self.keepalive = DEFAULT_KEEPALIVE
+        self.self_fence_after: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,12 +83,16 @@ class NodeAgent:
 
     def _on_cluster(self, data: bytes | None, _stat: object) -> bool:
         keepalive = DEFAULT_KEEPALIVE
+        self_fence_after = None
         if data:
             try:
                 cluster = Cluster.model_validate(decode(data))
                 keepalive = to_seconds(cluster.spec.fencing.keepalive_interval)
+                if cluster.spec.fencing.self_fence_after:
+                    self_fence_after = to_seconds(cluster.spec.fencing.self_fence_after)
             except ValueError:
                 log.exception("event=bad_cluster_spec")
+        self.self_fence_after = self_fence_after
         if keepalive != self.keepalive:
             log.info("event=keepalive_changed node=%s interval=%.3fs", self.node, keepalive)
             self.keepalive = keepalive

@@ -193,6 +193,8 @@ class Scheduler:
         return best.name, f"policy {policy.value}"
 
     def reconcile(self, name: str) -> float | None:
+        if not self.store.connected:
+            return 1.0  # SUSPENDED: a primary that cannot reach ZooKeeper decides nothing
         vm = self.vms.get(name)
         if vm is None:
             with self._lock:

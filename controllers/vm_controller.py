@@ -83,6 +83,7 @@ class VMController:
         self._lock = threading.Lock()
         self._local: dict[str, _Local] = {}
         self._last_status: dict[str, dict[str, Any]] = {}
+        self._self_fenced: set[str] = set()
         self.controller = Controller(
             f"vm@{node}",
             self.reconcile,
@@ -152,6 +153,11 @@ class VMController:
         self._local.pop(name, None)
         self._last_status.pop(name, None)
 
+    def self_fenced(self, names: list[str]) -> None:
+        """These domains were destroyed on purpose (self-fence): not a guest failure."""
+        with self._lock:
+            self._self_fenced.update(names)
+
     # -- reconcile ---------------------------------------------------------
 
     def reconcile(self, name: str) -> float | None:
@@ -213,7 +219,13 @@ class VMController:
         if state in _UP:
             return self._running(vm, placement, local, status, now)
 
-        if local.started_at is not None or self._was_running_here(status):
+        with self._lock:
+            self_fenced = name in self._self_fenced
+            self._self_fenced.discard(name)
+        if self_fenced:
+            local.started_at = None
+            log.info("event=restart_after_self_fence vm=%s node=%s", name, self.node)
+        elif local.started_at is not None or self._was_running_here(status):
             # It ran and stopped without us asking: a crash, a guest power-off, a kill.
             local.started_at = None
             reason = self.driver.stop_reason(name) if state != DomainState.ABSENT else None

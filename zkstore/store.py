@@ -80,7 +80,13 @@ class Store:
     def ensure_layout(self) -> None:
         from schemas import KINDS
 
-        for relative in (paths.INDEX_NODES, paths.LEASES_NODES, paths.LOCKS, paths.EVENTS):
+        for relative in (
+            paths.INDEX_NODES,
+            paths.LEASES_NODES,
+            paths.LEASES_COORDINATORS,
+            paths.LOCKS,
+            paths.EVENTS,
+        ):
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:
             self.client.ensure_path(self.path(paths.kind_root(cls.PLURAL)))
@@ -383,8 +389,17 @@ class Store:
         _, stat = self.client.get(self.path(paths.EPOCH))
         return int(stat.version)
 
-    def bump_epoch(self, holder: str) -> int:
-        stat = self.client.set(self.path(paths.EPOCH), encode({"holder": holder, "at": utcnow()}))
+    def bump_epoch(self, holder: str, expected: int | None = None) -> int:
+        """Start a new epoch; with ``expected``, only if nobody else started one since."""
+        data = encode({"holder": holder, "at": utcnow()})
+        try:
+            stat = self.client.set(
+                self.path(paths.EPOCH), data, version=-1 if expected is None else expected
+            )
+        except BadVersionError:
+            raise EpochMoved(
+                f"the epoch moved past {expected} before {holder} could take it"
+            ) from None
         return int(stat.version)
 
 

@@ -1,0 +1,133 @@
+"""The primary role with real processes: graceful switchover, crash takeover, a paused primary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.localcluster_fixture import RunningCluster, start_cluster
+
+FAST = {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RunningCluster]:
+    yield from start_cluster(tmp_path / "primary", nodes=3, session_timeout="4s")
+
+
+def apply_cluster(cluster: RunningCluster, **spec: Any) -> None:
+    body = {
+        "apiVersion": "pvc/v1",
+        "kind": "Cluster",
+        "metadata": {"name": "cluster"},
+        "spec": {"fencing": FAST, **spec},
+    }
+    assert cluster.api("POST", "/api/v1/apply", json=[body]).status_code == 200
+
+
+def primary(cluster: RunningCluster) -> tuple[str | None, int | None]:
+    status = cluster.api("GET", "/api/v1/clusters/cluster").json().get("status") or {}
+    return status.get("primary"), status.get("epoch")
+
+
+def router_states(cluster: RunningCluster) -> dict[str, str]:
+    return {
+        n["metadata"]["name"]: (n.get("status") or {}).get("routerState", "")
+        for n in cluster.items("nodes")
+    }
+
+
+def settled_primary(cluster: RunningCluster) -> tuple[str, int]:
+    def one_primary() -> tuple[str, int] | None:
+        name, epoch = primary(cluster)
+        states = router_states(cluster)
+        others = {n: s for n, s in states.items() if n != name}
+        if (
+            name
+            and epoch
+            and states.get(name) == "primary"
+            and set(others.values()) == {"secondary"}
+        ):
+            return name, epoch
+        return None
+
+    return wait_for(one_primary, 30, "exactly one primary, the rest secondary")
+
+
+def pid_of(cluster: RunningCluster, node: str) -> int:
+    state = cluster.cluster.load_state()
+    assert state is not None
+    return state.nodes[node]
+
+
+def test_graceful_switchover_to_the_preferred_node(cluster: RunningCluster) -> None:
+    apply_cluster(cluster)
+    old, epoch = settled_primary(cluster)
+    target = sorted(n for n in ("node1", "node2", "node3") if n != old)[0]
+    started = time.monotonic()
+    apply_cluster(cluster, primary=target)
+    name, new_epoch = settled_primary(cluster)
+    took = time.monotonic() - started
+    assert name == target and new_epoch == epoch + 1
+    assert took < 5, took
+    # The preference holds: the old primary does not force itself back in.
+    time.sleep(2)  # the behaviour under test is that nothing changes over time
+    assert primary(cluster) == (target, new_epoch)
+
+
+def test_a_killed_primary_is_replaced_and_fenced(cluster: RunningCluster) -> None:
+    apply_cluster(cluster)
+    old, epoch = settled_primary(cluster)
+    vm = {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": "p1"},
+        "spec": {"memory": "64Mi", "placement": {"home": old}},
+    }
+    assert cluster.api("POST", "/api/v1/apply", json=[vm]).status_code == 200
+    wait_for(
+        lambda: (
+            (cluster.api("GET", "/api/v1/vms/p1").json().get("status") or {}).get("phase")
+            == "Running"
+        ),
+        20,
+        "p1 Running on the primary",
+    )
+    os.kill(pid_of(cluster, old), signal.SIGKILL)
+    _new, new_epoch = wait_for(
+        lambda: (p := primary(cluster))[0] not in (None, old) and p, 30, "a new primary"
+    )
+    assert new_epoch is not None and new_epoch > epoch
+
+    def p1_elsewhere() -> bool:
+        status = cluster.api("GET", "/api/v1/vms/p1").json().get("status") or {}
+        return status.get("phase") == "Running" and status.get("node") not in (None, old)
+
+    wait_for(p1_elsewhere, 40, "p1 recovered by the new primary")
+
+
+def test_a_paused_primary_past_its_session_steps_down_on_return(
+    cluster: RunningCluster,
+) -> None:
+    apply_cluster(cluster, maintenance=True)  # no fencing: the old primary must come back
+    old, epoch = settled_primary(cluster)
+    pid = pid_of(cluster, old)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        new, new_epoch = wait_for(
+            lambda: (p := primary(cluster))[0] not in (None, old) and p, 30, "a new primary"
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert new_epoch is not None and new_epoch > epoch
+    name, final_epoch = settled_primary(cluster)
+    assert (name, final_epoch) == (new, new_epoch)
+    log = (cluster.cluster.dir / f"{old}.log").read_text()
+    assert "event=relinquish" in log and "session lost" in log
