@@ -61,7 +61,8 @@ class Store:
 
     def start(self, timeout: float = 30.0) -> None:
         self.client.start(timeout=timeout)
-        self.ensure_layout()
+        # A server that has just come up may still drop the first connection.
+        KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)(self.ensure_layout)
 
     def stop(self) -> None:
         self.client.stop()
