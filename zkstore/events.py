@@ -65,7 +65,11 @@ class EventLog:
         type_: EventType = "Normal",
         source: str = "",
     ) -> None:
-        """Append one event; a failure to log must never fail the action it describes."""
+        """Append one event without waiting for ZooKeeper's answer.
+
+        The log is a record, not the source of truth: a failure to write it is
+        logged and must never fail (or slow down) the action it describes.
+        """
         body = {
             "kind": kind,
             "name": name,
@@ -75,15 +79,21 @@ class EventLog:
             "source": source,
             "timestamp": utcnow(),
         }
-        try:
-            created = self._store.client.create(
-                f"{self._dir}/{_PREFIX}", encode(body), sequence=True, makepath=True
-            )
-        except Exception as exc:  # the store is the source of truth, the log only a record
-            log.warning("event=event_log_failed kind=%s name=%s error=%r", kind, name, exc)
-            return
-        if _seq(created.rsplit("/", 1)[-1]) % self._trim_every == 0:
-            self.trim()
+        pending = self._store.client.create_async(
+            f"{self._dir}/{_PREFIX}", encode(body), sequence=True
+        )
+
+        def done(result: Any) -> None:
+            try:
+                created = result.get()
+            except Exception as exc:
+                log.warning("event=event_log_failed kind=%s name=%s error=%r", kind, name, exc)
+                return
+            if _seq(str(created).rsplit("/", 1)[-1]) % self._trim_every == 0:
+                # Not on kazoo's callback thread: trimming makes blocking calls.
+                self._store.client.handler.spawn(self.trim)
+
+        pending.rawlink(done)
 
     def trim(self) -> None:
         try:

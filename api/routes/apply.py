@@ -107,7 +107,11 @@ async def apply(
         objects.append(obj)
 
     def run() -> list[dict[str, Any]]:
-        results = [_apply_one(store, cache, events, obj, dryRun) for obj in objects]
+        written: list[tuple[Resource, Resource]] = []
+        results = [_apply_one(store, events, obj, dryRun, written) for obj in objects]
+        # Wait for the cache once, after all the writes: by then most have arrived.
+        for obj, stored in written:
+            settle(cache.of(type(obj)), obj.name, stored)
         if selector is not None:
             results += _prune(store, cache, events, objects, selector, dryRun)
         return results
@@ -117,7 +121,11 @@ async def apply(
 
 
 def _apply_one(
-    store: Store, cache: Any, events: Any, obj: Resource, dry_run: bool
+    store: Store,
+    events: Any,
+    obj: Resource,
+    dry_run: bool,
+    written: list[tuple[Resource, Resource]],
 ) -> dict[str, Any]:
     if dry_run:
         plan = plan_write(store, obj, create=True, update=True)
@@ -130,7 +138,7 @@ def _apply_one(
     stored, outcome = store.apply(obj)
     if outcome != "unchanged":
         events.record(obj.kind, obj.name, outcome.capitalize(), f"{outcome} by apply")
-        settle(cache.of(type(obj)), obj.name, stored)
+        written.append((obj, stored))
     return _result(stored, outcome)
 
 
