@@ -41,8 +41,8 @@ class ApiMetrics:
         )
         self.latency = Histogram(
             "pvc_api_request_duration_seconds",
-            "API request latency by method and route",
-            ["method", "route"],
+            "API request latency by method, route and status code",
+            ["method", "route", "code"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
@@ -50,7 +50,7 @@ class ApiMetrics:
 
     def observe(self, method: str, route: str, code: int, seconds: float) -> None:
         self.requests.labels(method, route, str(code)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        self.latency.labels(method, route, str(code)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
