@@ -54,6 +54,7 @@ def start_cluster(
     session_timeout: str = "6s",
     libvirt_uris: dict[str, str] | None = None,
     disk_dir: Path | None = None,
+    zookeeper_members: int = 1,
 ) -> Iterator[RunningCluster]:
     cluster = LocalCluster(
         state_dir,
@@ -63,6 +64,7 @@ def start_cluster(
         session_timeout=session_timeout,
         libvirt_uris=libvirt_uris,
         disk_dir=disk_dir,
+        zookeeper_members=zookeeper_members,
     )
     try:
         state, _ = cluster.up(timeout=90)

@@ -14,7 +14,7 @@ import httpx
 import yaml
 
 from cli.localcluster.process import free_port, pid_alive, spawn, stop_pid, wait_until
-from cli.localcluster.zookeeper import ZooKeeperServer
+from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 
 
 def default_state_dir() -> Path:
@@ -30,6 +30,15 @@ class LocalState:
     api_pid: int = 0
     nodes: dict[str, int] = field(default_factory=dict)
     root: str = "/pvc"
+    # Every ZooKeeper member as [client, quorum, election] ports and PID; the two fields
+    # above name the first member.
+    zookeeper_members: list[list[int]] = field(default_factory=list)
+    zookeeper_pids: list[int] = field(default_factory=list)
+
+    @property
+    def zookeeper_hosts(self) -> str:
+        ports = [m[0] for m in self.zookeeper_members] or [self.zookeeper_port]
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
 
 
 class LocalClusterError(RuntimeError):
@@ -48,6 +57,7 @@ class LocalCluster:
         session_timeout: str = "6s",
         libvirt_uris: dict[str, str] | None = None,
         disk_dir: Path | None = None,
+        zookeeper_members: int = 1,
     ) -> None:
         """``libvirt_uris`` maps node names to real libvirt URIs (e.g. qemu:///system);
         nodes not named there simulate their host with libvirt's test driver."""
@@ -58,6 +68,7 @@ class LocalCluster:
         self.node_cpus = node_cpus
         self.session_timeout = session_timeout
         self.libvirt_uris = libvirt_uris or {}
+        self.zookeeper_members = zookeeper_members
         self.disk_dir = disk_dir
 
     # -- state file ----------------------------------------------------------
@@ -95,10 +106,12 @@ class LocalCluster:
         return marker in cmdline
 
     def running(self, state: LocalState) -> dict[str, bool]:
-        health = {
-            "zookeeper": self._ours(state.zookeeper_pid, str(self.dir / "zookeeper")),
-            "api": self._ours(state.api_pid, "api.server"),
-        }
+        health = {"api": self._ours(state.api_pid, "api.server")}
+        if state.zookeeper_pids:
+            for i, pid in enumerate(state.zookeeper_pids, start=1):
+                health[f"zookeeper{i}"] = self._ours(pid, str(self.dir / f"zookeeper{i}"))
+        else:
+            health["zookeeper"] = self._ours(state.zookeeper_pid, str(self.dir / "zookeeper"))
         for name, pid in state.nodes.items():
             health[name] = self._ours(pid, str(self.dir / f"{name}.yaml"))
         return health
@@ -126,10 +139,16 @@ class LocalCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         state = LocalState(api_port=self.api_port or free_port())
         try:
-            zookeeper = ZooKeeperServer(self.dir / "zookeeper")
-            zookeeper.start(timeout=timeout)
-            assert zookeeper.pid is not None
-            state.zookeeper_pid, state.zookeeper_port = zookeeper.pid, zookeeper.port
+            if self.zookeeper_members > 1:
+                members = start_ensemble(self.dir, self.zookeeper_members, timeout)
+                state.zookeeper_members = [list(p) for p in members[0].ensemble or []]
+                state.zookeeper_pids = [m.pid or 0 for m in members]
+                state.zookeeper_pid, state.zookeeper_port = state.zookeeper_pids[0], members[0].port
+            else:
+                zookeeper = ZooKeeperServer(self.dir / "zookeeper")
+                zookeeper.start(timeout=timeout)
+                assert zookeeper.pid is not None
+                state.zookeeper_pid, state.zookeeper_port = zookeeper.pid, zookeeper.port
             self.save_state(state)
             for index in range(1, self.node_count + 1):
                 name = f"node{index}"
@@ -138,7 +157,7 @@ class LocalCluster:
             state.api_pid = spawn(
                 [sys.executable, "-m", "api.server", "--port", str(state.api_port)],
                 self.dir / "api.log",
-                env={"PVC_ZOOKEEPER": f"127.0.0.1:{state.zookeeper_port}", "PVC_ROOT": state.root},
+                env={"PVC_ZOOKEEPER": state.zookeeper_hosts, "PVC_ROOT": state.root},
             )
             self.save_state(state)
             wait_until(
@@ -196,7 +215,7 @@ class LocalCluster:
             yaml.safe_dump(
                 {
                     "node": name,
-                    "zookeeper": f"127.0.0.1:{state.zookeeper_port}",
+                    "zookeeper": state.zookeeper_hosts,
                     "root": state.root,
                     "coordinator": True,
                     "libvirt": self._libvirt_config(name),
@@ -239,19 +258,41 @@ class LocalCluster:
             if health.get(name):
                 stop_pid(pid)
                 stopped.append(name)
-        if health.get("zookeeper"):
-            stop_pid(state.zookeeper_pid)
-            stopped.append("zookeeper")
+        for i, pid in enumerate(state.zookeeper_pids or [state.zookeeper_pid], start=1):
+            key = f"zookeeper{i}" if state.zookeeper_pids else "zookeeper"
+            if health.get(key):
+                stop_pid(pid)
+                stopped.append(key)
         self.state_file.unlink(missing_ok=True)
         self._clear_data()
         return stopped
 
     def _clear_data(self) -> None:
         # A fresh ZooKeeper next time: test-driver hosts lose their domains with their daemons.
-        data = self.dir / "zookeeper" / "data"
-        if data.exists():
+        for data in self.dir.glob("zookeeper*/data"):
             for path in sorted(data.rglob("*"), key=lambda p: len(p.parts), reverse=True):
                 path.unlink() if path.is_file() else path.rmdir()
+
+    def zookeeper_member(self, index: int) -> ZooKeeperServer:
+        """Member ``index`` (1-based) of the ensemble, to stop and start it again in tests."""
+        state = self.load_state()
+        if state is None or not 1 <= index <= len(state.zookeeper_pids):
+            raise LocalClusterError(f"no ZooKeeper member {index}")
+        ports = [(m[0], m[1], m[2]) for m in state.zookeeper_members]
+        return ZooKeeperServer(
+            self.dir / f"zookeeper{index}",
+            port=ports[index - 1][0],
+            pid=state.zookeeper_pids[index - 1],
+            myid=index,
+            ensemble=ports,
+        )
+
+    def record_zookeeper_pid(self, index: int, pid: int) -> None:
+        state = self.load_state()
+        if state is None:
+            raise LocalClusterError("the local cluster is not running")
+        state.zookeeper_pids[index - 1] = pid
+        self.save_state(state)
 
     def power(self, name: str, action: str) -> str:
         """The exec fence agent's backend: off kills the node's daemon (and with it its

@@ -36,6 +36,10 @@ class ZooKeeperServer:
     workdir: Path
     port: int = 0
     pid: int | None = None
+    myid: int = 0
+    """With ``ensemble``: this member's id (1-based)."""
+    ensemble: list[tuple[int, int, int]] | None = None
+    """(client, quorum, election) ports of every member, this one included."""
 
     @property
     def hosts(self) -> str:
@@ -59,11 +63,25 @@ class ZooKeeperServer:
                     "4lw.commands.whitelist=*",
                     # Short ticks keep test session timeouts short; allow up to 30 s sessions.
                     "maxSessionTimeout=30000",
+                    *self._ensemble_lines(data),
                     "",
                 ]
             )
         )
         return cfg
+
+    def _ensemble_lines(self, data: Path) -> list[str]:
+        if not self.ensemble:
+            return []
+        (data / "myid").write_text(f"{self.myid}\n")
+        return [
+            f"server.{i}=127.0.0.1:{quorum}:{election}"
+            for i, (_client, quorum, election) in enumerate(self.ensemble, start=1)
+        ]
+
+    def serving(self) -> bool:
+        """In quorum and serving clients (a lone ensemble member answers ruok but not this)."""
+        return "Mode: " in four_letter(self.port, "srvr")
 
     def start(self, timeout: float = 60.0) -> None:
         java = shutil.which("java")
@@ -110,3 +128,26 @@ class ZooKeeperServer:
         if self.pid is not None:
             stop_pid(self.pid)
             self.pid = None
+
+
+def start_ensemble(workdir: Path, members: int, timeout: float = 60.0) -> list[ZooKeeperServer]:
+    """A quorum of ``members`` servers on loopback; returns once they serve clients."""
+    ports = [(free_port(), free_port(), free_port()) for _ in range(members)]
+    servers = [
+        ZooKeeperServer(workdir / f"zookeeper{i}", port=ports[i - 1][0], myid=i, ensemble=ports)
+        for i in range(1, members + 1)
+    ]
+    try:
+        for server in servers:
+            server.start(timeout)
+        wait_until(
+            lambda: all(s.serving() for s in servers),
+            timeout,
+            f"a {members}-member ZooKeeper ensemble to elect a leader",
+            interval=0.1,
+        )
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
