@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from kazoo.recipe.cache import TreeCache, TreeEvent
+from kazoo.retry import KazooRetry
 
 from schemas import Resource
 from zkstore import paths
@@ -39,7 +40,10 @@ class Informer:
         self._listeners.append(on_key)
 
     def start(self, timeout: float = 30.0) -> None:
-        self._store.client.ensure_path(self._root)
+        # A server that has just come up may still drop the first connection.
+        KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)(
+            self._store.client.ensure_path, self._root
+        )
         self._cache.start()
         if not self._initialized.wait(timeout):
             raise TimeoutError(f"informer on {self._root} did not load within {timeout}s")
