@@ -24,7 +24,9 @@ from controllers.domainspec import domain_spec, macs_of
 from controllers.runtime import Controller
 from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
+    DaemonState,
     Network,
+    Node,
     Placement,
     RunStrategy,
     VirtualMachine,
@@ -318,6 +320,22 @@ class VMController:
         ):
             if not self._define(vm, placement, local):
                 return 30.0
+        previous = status.node
+        if previous == self.node and status.reason == "WaitingForSource":
+            previous = status.last_node  # our own waiting status moved it to lastNode
+        if previous and previous != self.node:
+            holder = self._still_running_on(previous, name)
+            if holder:
+                # Moved here while the last node may still run it: never two copies.
+                self._write_status(
+                    vm,
+                    placement,
+                    VMPhase.MIGRATING,
+                    "WaitingForSource",
+                    holder,
+                    failures=status.failures,
+                )
+                return 0.25
         # Fencing token: start only for the placement ZooKeeper holds now, not a cached one.
         self.store.client.sync(self.store.path(paths.node_index_entry(self.node, name)))
         current = self.store.node_index_entry(self.node, name)
@@ -465,6 +483,20 @@ class VMController:
         self.driver.undefine(name)
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
+
+    def _still_running_on(self, node: str, vm: str) -> str | None:
+        """Why ``vm`` may still run on ``node`` (its last heartbeat lists it and it is not
+        fenced), or None when it is safe to start it here."""
+        try:
+            other = self.store.get(Node, node)
+        except NotFound:
+            return None
+        status = other.status
+        if status is None or status.daemon_state == DaemonState.FENCED:
+            return None
+        if vm in status.domains:
+            return f"waiting for {node} to stop it (its last heartbeat still lists it)"
+        return None
 
     def _network(self, name: str) -> Network | None:
         try:
