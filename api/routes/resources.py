@@ -234,8 +234,8 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         items, pos = await run_in_threadpool(kind_cache.list, selector)
         return await run_in_threadpool(json_response, object_list(cls, items, pos))
 
-    def get_object(name: NameParam, store: StoreDep, cache: CacheDep) -> dict[str, Any]:
-        return read_object(cache.of(cls), store, cls, name)
+    def get_object(name: NameParam, store: StoreDep, cache: CacheDep) -> Response:
+        return json_response(read_object(cache.of(cls), store, cls, name))
 
     def get_status(name: NameParam, store: StoreDep, cache: CacheDep) -> dict[str, Any]:
         return {"status": read_object(cache.of(cls), store, cls, name).get("status") or {}}
