@@ -65,9 +65,7 @@ def test_the_example_script_syncs_waits_verifies_and_prunes(
     assert [v["metadata"]["name"] for v in cluster.items("vms")] == ["shop-a"]
 
 
-def test_the_example_script_fails_on_bad_manifests(
-    cluster: RunningCluster, tmp_path: Path
-) -> None:
+def test_the_example_script_fails_on_bad_manifests(cluster: RunningCluster, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("apiVersion: pvc/v1\nkind: VirtualMachine\n")
     result = sync(cluster, tmp_path)
     assert result.returncode == 2
