@@ -25,6 +25,14 @@ and Cluster. Every error has one shape: `{"kind": "Status", "code", "reason", "m
 "details"}`. With bearer tokens configured, every path but /healthz needs one."""
 
 
+def freeze_heap() -> None:
+    """The loaded cache is a large, long-lived heap (10,000 VMs are ~1M objects): move it
+    out of the cyclic GC's sight, or every full collection walks all of it and request
+    latency grows with the cluster."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """With ``store`` given the caller owns its lifecycle (tests); otherwise the app does."""
     owned = store is None
@@ -36,12 +44,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if owned:
             await run_in_threadpool(the_store.start)
-        await run_in_threadpool(cache.start)
-        # The cache is a large, long-lived heap (10,000 VMs are ~1M objects): move it
-        # out of the cyclic GC's sight, or every full collection walks all of it and
-        # request latency grows with the cluster.
-        gc.collect()
-        gc.freeze()
+        cache.start_in_background(settings.watch_cache_load_timeout, on_loaded=freeze_heap)
+        await run_in_threadpool(cache.wait_ready, settings.watch_cache_start_wait)
         try:
             yield
         finally:

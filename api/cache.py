@@ -21,7 +21,9 @@ import bisect
 import builtins
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,6 +92,8 @@ class KindCache:
         self._floor = 0
         self._max_pos = 0
         self._subscribers: set[Subscriber] = set()
+        self.ready = threading.Event()
+        """Set once the initial load is done; until then lists are read from the store."""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -103,6 +107,7 @@ class KindCache:
         with self._lock:
             self._floor = max(self._max_pos, int(self._store.client.last_zxid or 0))
             self._max_pos = self._floor
+        self.ready.set()
 
     def close(self) -> None:
         self._informer.close()
@@ -231,6 +236,31 @@ class ApiCache:
     def start(self, timeout: float = 60.0) -> None:
         for cache in self.kinds.values():
             cache.start(timeout)
+
+    def start_in_background(
+        self, timeout: float, on_loaded: Callable[[], None] | None = None
+    ) -> threading.Thread:
+        """Load in a thread: a big cluster takes a while (~2 s per 1,000 VMs), and the API
+        should answer meanwhile (lists from the store, watches once loaded)."""
+
+        def load() -> None:
+            try:
+                self.start(timeout)
+            except Exception:
+                log.exception("event=watch_cache_load_failed")
+                return
+            if on_loaded is not None:
+                on_loaded()
+
+        thread = threading.Thread(target=load, name="watch-cache-load", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(
+            cache.ready.wait(max(0.0, deadline - time.monotonic())) for cache in self.kinds.values()
+        )
 
     def close(self) -> None:
         for cache in self.kinds.values():

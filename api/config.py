@@ -34,6 +34,10 @@ class Settings(Model):
     """Serve HTTPS with this certificate and key (PEM)."""
     watch_cache_events: int = Field(default=10_000, ge=10)
     """Changes per kind a watch can resume across; older resourceVersions get 410."""
+    watch_cache_start_wait: float = Field(default=10.0, ge=0)
+    """Seconds pvcapid waits at start for its watch cache to load before it serves;
+    after that it serves anyway (lists read from ZooKeeper) while the load finishes."""
+    watch_cache_load_timeout: float = Field(default=900.0, gt=0)
     event_log_limit: int = Field(default=1000, ge=10)
     """Events kept under /events for describe and `pvcctl events`."""
 

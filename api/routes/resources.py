@@ -39,6 +39,8 @@ API_PREFIX = "/api/v1"
 DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # How long a write waits for the watch cache to show it before answering anyway.
 CACHE_CATCH_UP_SECONDS = 5.0
+# How long a watch waits for a cache that is still loading before answering 503.
+CACHE_LOAD_WAIT_SECONDS = 60.0
 
 
 def body_doc(schema: dict[str, Any], yaml_too: bool = True, example: Any = None) -> dict[str, Any]:
@@ -190,6 +192,8 @@ def validate_one(doc: Any, cls: type[Resource], name: str | None) -> Resource:
 
 def settle(cache: KindCache, name: str, obj: Resource | None) -> None:
     """Wait until the cache shows this write (None: a deletion), so reads see it."""
+    if not cache.ready.is_set():
+        return  # reads go to the store until the cache is loaded
     version = None
     if obj is not None:
         version = int(obj.metadata.resource_version or 0)
@@ -197,7 +201,8 @@ def settle(cache: KindCache, name: str, obj: Resource | None) -> None:
 
 
 def read_object(cache: KindCache, store: Store, cls: type[Resource], name: str) -> dict[str, Any]:
-    found = cache.get(name)
+    # Until loaded, the cache may hold an object without its status: read the store.
+    found = cache.get(name) if cache.ready.is_set() else None
     if found is not None:
         return found
     # Not in this cache (yet): it may have been created through another instance.
@@ -210,6 +215,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
 
     async def list_objects(
         request: Request,
+        store: StoreDep,
         cache: CacheDep,
         labelSelector: Annotated[
             str | None, Query(description="e.g. app=web,tier!=db,env,!legacy")
@@ -230,7 +236,17 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         selector = parse_selector(labelSelector) if labelSelector else None
         kind_cache = cache.of(cls)
         if watch:
+            # While the cache is still loading (a big cluster, just started) a watch
+            # waits for it: it cannot stream changes it has no baseline for.
+            wait = float(timeoutSeconds or CACHE_LOAD_WAIT_SECONDS)
+            if not await run_in_threadpool(kind_cache.ready.wait, wait):
+                raise ApiError(503, "the API's watch cache is still loading; retry shortly")
             return watch_response(kind_cache, selector, resourceVersion, timeoutSeconds)
+        if not kind_cache.ready.is_set():
+            # Still loading: read ZooKeeper directly (slower, same answer). Position 0
+            # means "not resumable": a watch from it starts with the full state.
+            objects = await run_in_threadpool(store.list, cls, selector)
+            return json_response(object_list(cls, [o.wire() for o in objects], 0))
         items, pos = await run_in_threadpool(kind_cache.list, selector)
         return await run_in_threadpool(json_response, object_list(cls, items, pos))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
@@ -17,7 +18,24 @@ SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "gitops-example.sh"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    yield from start_cluster(tmp_path_factory.mktemp("gitops"), nodes=2)
+    # One retry of the start: on a machine shared with other test runs, a free port
+    # picked for the local ZooKeeper can be taken by another process before it binds.
+    for attempt in (1, 2):
+        starting = cast(
+            Generator[RunningCluster, None, None],
+            start_cluster(tmp_path_factory.mktemp("gitops"), nodes=2),
+        )
+        try:
+            running = next(starting)
+        except pytest.fail.Exception:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield running
+        finally:
+            starting.close()  # runs start_cluster's teardown: stops every process it started
+        return
 
 
 def vm(name: str) -> str:
