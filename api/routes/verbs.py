@@ -53,7 +53,7 @@ class MaintenanceRequest(Model):
     enabled: bool
 
 
-def _set_run_strategy(store: StoreDep, name: str, strategy: RunStrategy) -> VirtualMachine:
+def _set_run_strategy(store: Store, name: str, strategy: RunStrategy) -> VirtualMachine:
     def change(vm: VirtualMachine) -> None:
         vm.spec.run_strategy = strategy
 
