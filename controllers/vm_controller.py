@@ -55,6 +55,7 @@ class _Local:
     started_at: float | None = None
     stop_deadline: float | None = None
     next_start_at: float | None = None
+    forced_off: bool = False
 
 
 class VMController:
@@ -285,9 +286,9 @@ class VMController:
         now: float,
     ) -> float | None:
         if local.started_at is None:
+            # Running, yet not started by this process: a daemon restart found it.
             local.started_at = now
-            if not self._was_running_here(status):
-                log.info("event=domain_adopted vm=%s node=%s", vm.name, self.node)
+            log.info("event=domain_adopted vm=%s node=%s", vm.name, self.node)
         if local.defined_generation != vm.metadata.generation:
             # Redefining a running domain is safe: libvirt applies it at the next boot.
             if not self._define(vm, placement, local):
@@ -352,6 +353,7 @@ class VMController:
         )
         self.driver.start(name)
         local.started_at = time.monotonic()
+        local.forced_off = False
         log.info("event=domain_started vm=%s node=%s", name, self.node)
         self._on_domains_changed()
         extra: dict[str, Any] = {"failures": status.failures}
@@ -416,7 +418,12 @@ class VMController:
         extra: dict[str, Any] = {"failures": 0}
         if force_pending:
             extra["force_stop_handled"] = force
-        reason = status.reason if status.reason in ("ForcedOff", "ForceStopped") else "Halted"
+        if local.forced_off:
+            reason = "ForcedOff"
+        elif status.reason in ("ForceStopped", "ForcedOff"):
+            reason = status.reason  # how it went off stays told after a daemon restart
+        else:
+            reason = "Halted"
         self._write_status(vm, placement, VMPhase.STOPPED, reason, "runStrategy is Halted", **extra)
         return None
 
@@ -449,6 +456,7 @@ class VMController:
             self.driver.destroy(name)
             local.stop_deadline = None
             local.started_at = None
+            local.forced_off = True
             self._on_domains_changed()
             log.warning(
                 "event=domain_forced_off vm=%s node=%s reason=shutdown_timeout", name, self.node
@@ -472,14 +480,9 @@ class VMController:
         return min(5.0, local.stop_deadline - now)
 
     def _remove_domain(self, name: str) -> None:
-        state = self.driver.state(name)
-        if state == DomainState.ABSENT:
-            return
-        owned = any(
-            d.name == name and d.owner_tag == self.owner_tag for d in self.driver.list_managed()
-        )
-        if not owned:
-            return
+        info = self.driver.info(name)
+        if info is None or info.owner_tag != self.owner_tag:
+            return  # absent, or not PVC's to remove
         self.driver.undefine(name)
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)

@@ -138,6 +138,11 @@ class DomainDriver(abc.ABC):
         """Call ``callback(name)`` on every lifecycle event; it must only enqueue work."""
 
     @abc.abstractmethod
+    def info(self, name: str) -> DomainInfo | None:
+        """One domain, if it exists and carries PVC's metadata (a cheap per-domain lookup:
+        libvirt's full listing waits for any destroy in progress)."""
+
+    @abc.abstractmethod
     def list_managed(self) -> list[DomainInfo]:
         """Domains carrying PVC's metadata element, and only those."""
 

@@ -247,6 +247,28 @@ class LibvirtDriver(DomainDriver):
         except Exception:  # never let a callback bug kill libvirt's event thread
             log.exception("event=lifecycle_callback_failed uri=%s", self._uri)
 
+    def info(self, name: str) -> DomainInfo | None:
+        def info(conn: libvirt.virConnect) -> DomainInfo | None:
+            try:
+                domain = conn.lookupByName(name)
+                xml = str(domain.XMLDesc(0))
+                state, reason = domain.state()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+            owner = find_owner_tag(xml)
+            if owner is None:
+                return None
+            return DomainInfo(
+                name=name,
+                uuid=str(domain.UUIDString()),
+                state=_domain_state(int(state), int(reason)),
+                owner_tag=owner,
+            )
+
+        return self._run("info", name, info)
+
     def list_managed(self) -> list[DomainInfo]:
         def list_managed(conn: libvirt.virConnect) -> list[DomainInfo]:
             managed: list[DomainInfo] = []

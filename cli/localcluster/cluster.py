@@ -223,10 +223,11 @@ class LocalCluster:
                     # The local power agent: "power off" kills the node's processes, as a dead host.
                     "fence": {
                         "agent": "exec",
+                        # stdlib-only and started directly: it is on the failover path.
                         "command": [
-                            *_pvcctl(),
-                            "local",
-                            "power",
+                            sys.executable,
+                            "-m",
+                            "cli.localcluster.power",
                             "--state-dir",
                             str(self.dir),
                             name,
@@ -328,8 +329,3 @@ class LocalCluster:
             return
         state.nodes[name] = self._start_node(name, state)
         self.save_state(state)
-
-
-def _pvcctl() -> list[str]:
-    script = Path(sys.executable).parent / "pvcctl"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
