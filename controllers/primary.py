@@ -231,11 +231,16 @@ class ClusterStatusController:
         cluster = self.clusters.get(name)
         if cluster is None or name != CLUSTER_NAME:
             return None
-        status = cluster.status or ClusterStatus()
-        if status.primary == self.node and status.epoch == self.epoch:
+        current = cluster.status or ClusterStatus()
+        if current.primary == self.node and current.epoch == self.epoch:
             return None
-        status.primary = self.node
-        status.epoch = self.epoch
-        status.observed_generation = cluster.metadata.generation
+        # The informer's objects are shared: change a copy.
+        status = current.model_copy(
+            update={
+                "primary": self.node,
+                "epoch": self.epoch,
+                "observed_generation": cluster.metadata.generation,
+            }
+        )
         self.store.write_status(Cluster, CLUSTER_NAME, status)
         return None

@@ -85,15 +85,39 @@ class Informer:
 
 
 class ResourceInformer(Informer, Generic[R]):
-    """An informer over one kind that returns typed objects from its cache."""
+    """An informer over one kind that returns typed objects from its cache.
+
+    Objects are parsed once per version and shared between callers: treat them
+    as read-only (copy before changing one).
+    """
 
     def __init__(
         self, store: Store, cls: type[R], on_key: Callable[[str], None] | None = None
     ) -> None:
         super().__init__(store, paths.kind_root(cls.PLURAL), on_key)
         self.cls = cls
+        self._parsed: dict[str, tuple[tuple[int, int], R | None]] = {}
+
+    def _versions(self, name: str) -> tuple[int, int] | None:
+        spec = self._cache.get_data(f"{self._root}/{name}")
+        if spec is None or spec.stat is None:
+            return None
+        status = self._cache.get_data(f"{self._root}/{name}/{paths.STATUS}")
+        return int(spec.stat.mzxid), int(status.stat.mzxid) if status and status.stat else 0
 
     def get(self, name: str) -> R | None:
+        versions = self._versions(name)
+        if versions is None:
+            self._parsed.pop(name, None)
+            return None
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        obj = self._parse(name)
+        self._parsed[name] = (versions, obj)
+        return obj
+
+    def _parse(self, name: str) -> R | None:
         raw = self.data(name)
         if raw is None:
             return None

@@ -50,6 +50,7 @@ class Store:
         client: KazooClient | None = None,
     ) -> None:
         self.root = root.rstrip("/")
+        self._index_dirs: set[str] = set()
         self.client = client or KazooClient(
             hosts=hosts,
             timeout=timeout,
@@ -323,8 +324,6 @@ class Store:
         that value, so a deposed primary's writes fail (EpochMoved).
         """
         for _ in range(_CAS_RETRIES):
-            if not self.client.exists(self.path(paths.resource("vms", vm))):
-                raise NotFound("VirtualMachine", vm)
             old, version = self._get_placement_raw(vm)
             txn = self.client.transaction()
             if epoch is not None:
@@ -339,7 +338,9 @@ class Store:
                 txn.delete(self.path(paths.node_index_entry(old_node, vm)))
             if placement.node:
                 index_dir = self.path(paths.node_index(placement.node))
-                self.client.ensure_path(index_dir)
+                if index_dir not in self._index_dirs:
+                    self.client.ensure_path(index_dir)
+                    self._index_dirs.add(index_dir)
                 if old_node == placement.node:
                     txn.set_data(f"{index_dir}/{vm}", data)
                 else:
@@ -356,6 +357,8 @@ class Store:
                 raise EpochMoved(
                     f"placement of {vm!r} refused: the cluster epoch moved past {epoch}"
                 )
+            if not self.client.exists(self.path(paths.resource("vms", vm))):
+                raise NotFound("VirtualMachine", vm)
             log.debug("event=placement_retry vm=%s failures=%s", vm, failures)
         raise Conflict(f"placement of {vm!r} kept changing; gave up")
 
