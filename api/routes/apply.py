@@ -84,13 +84,14 @@ async def apply(
     docs = parse_documents(body, request.headers.get("content-type", ""))
     selector: Selector | None = None
     if prune:
-        if not labelSelector or not labelSelector.strip():
+        selector = parse_selector(labelSelector or "")
+        if not selector.requirements:
+            # An empty selector matches everything: prune would delete all of a kind.
             raise ApiError(
                 400,
                 "prune needs a labelSelector naming the objects this set owns",
                 details={"field": "labelSelector"},
             )
-        selector = parse_selector(labelSelector)
     objects: list[Resource] = []
     seen: set[tuple[str, str]] = set()
     for index, doc in enumerate(docs):

@@ -131,9 +131,12 @@ def test_apply_prune_deletes_only_labelled_objects_missing_from_the_set(
     ]
     names = [i["metadata"]["name"] for i in client.get("/api/v1/vms").json()["items"]]
     assert names == ["a", "other"]
-    assert_status(
-        client.post("/api/v1/apply", json=[vm("a")], params={"prune": "true"}), 400, "BadRequest"
-    )
+    for empty in ({}, {"labelSelector": " , "}):
+        params = {"prune": "true", **empty}
+        assert_status(
+            client.post("/api/v1/apply", json=[vm("a")], params=params), 400, "BadRequest"
+        )
+    assert client.get("/api/v1/vms/other").status_code == 200
 
 
 @pytest.mark.parametrize(
