@@ -338,8 +338,7 @@ class VMController:
                 )
                 return 0.25
         # Fencing token: start only for the placement ZooKeeper holds now, not a cached one.
-        self.store.client.sync(self.store.path(paths.node_index_entry(self.node, name)))
-        current = self.store.node_index_entry(self.node, name)
+        current = self.store.node_index_entry(self.node, name, sync=True)
         if current is None or current.epoch != placement.epoch:
             log.info("event=start_skipped vm=%s node=%s reason=placement_moved", name, self.node)
             return 0.1

@@ -362,9 +362,19 @@ class Store:
             log.debug("event=placement_retry vm=%s failures=%s", vm, failures)
         raise Conflict(f"placement of {vm!r} kept changing; gave up")
 
-    def node_index_entry(self, node: str, vm: str) -> Placement | None:
+    def node_index_entry(self, node: str, vm: str, *, sync: bool = False) -> Placement | None:
+        """With ``sync``, the value as of now on the leader, not a lagging follower's.
+
+        The sync and the read are sent together: ZooKeeper answers one session's
+        requests in order, so the read still sees everything the sync waited for.
+        """
+        path = self.path(paths.node_index_entry(node, vm))
+        pending_sync = self.client.sync_async(path) if sync else None
+        read = self.client.get_async(path)
+        if pending_sync is not None:
+            pending_sync.get()
         try:
-            data, _ = self.client.get(self.path(paths.node_index_entry(node, vm)))
+            data, _ = read.get()
         except NoNodeError:
             return None
         return Placement.model_validate(decode(data))
