@@ -1,0 +1,482 @@
+"""Fencing over real IPMI: a 3-node local cluster whose nodes each have a virtual BMC
+(virtualbmc on a loopback UDP port, its chassis a 64 MiB KVM domain on qemu:///system).
+
+The harness (tests/ipmi_harness.py) makes the chassis the node's power: chassis off
+SIGKILLs the node's pvcnoded, chassis on starts it again. The primary's fence agent is
+the product's own ``IpmiAgent``, running the real ``ipmitool -I lanplus``.
+
+- A crashed node (pvcnoded SIGKILLed, its chassis still on) is fenced over IPMI: the
+  chassis goes off, the fence confirms it, its VMs run elsewhere, ``Fenced`` is
+  True/PoweredOff, and the primary powers it on again, so it boots and is Ready.
+- A node whose BMC password is wrong cannot be fenced: its chassis stays on, its VMs
+  stay where they were (not recovered), ``Fenced`` is False/FenceFailed.
+- Never two running copies of a VM, at any time; the IPMI password never shows in the
+  API's answers, in any process' command line during a fence, or in the logs.
+
+Skips, saying why, without root, /dev/kvm, libvirtd, ipmitool or virtualbmc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.localcluster.libvirtd import LibvirtDaemon
+from cli.localcluster.process import pid_alive
+from tests.helpers import wait_for
+from tests.ipmi_harness import IpmiHarness, ipmi_skip_reason
+from tests.kvm_fixtures import system_libvirtd
+from tests.localcluster_fixture import RunningCluster, start_cluster
+
+__all__ = ["system_libvirtd"]  # a fixture, imported for pytest
+
+SKIP_REASON = ipmi_skip_reason()
+pytestmark = [
+    pytest.mark.kvm,
+    pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or ""),
+]
+
+NODES = ["node1", "node2", "node3"]
+# keepalive 1 s: dead after 3 s of silence, then 3 s of saving throws, then the fence.
+FAST = {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3}
+VMS = [f"ipmi{i}" for i in range(6)]
+WRONG_PASSWORD = "not-the-bmc-password"
+# This host is shared and often loaded: the deadlines are generous, the measured
+# timings are printed and checked only for their order.
+DEADLINE = 60.0
+
+
+@dataclass
+class Env:
+    cluster: RunningCluster
+    harness: IpmiHarness
+
+    @property
+    def secrets(self) -> set[str]:
+        return {bmc.password for bmc in self.harness.bmcs.values()} | {WRONG_PASSWORD}
+
+
+# -- API helpers -----------------------------------------------------------------------
+
+
+def apply(cluster: RunningCluster, *objects: dict[str, Any]) -> None:
+    response = cluster.api("POST", "/api/v1/apply", json=list(objects))
+    assert response.status_code == 200, response.text
+
+
+def vms(cluster: RunningCluster) -> dict[str, dict[str, Any]]:
+    return {v["metadata"]["name"]: v for v in cluster.items("vms")}
+
+
+def node_json(cluster: RunningCluster, name: str) -> dict[str, Any]:
+    response = cluster.api("GET", f"/api/v1/nodes/{name}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def node_status(cluster: RunningCluster, name: str) -> dict[str, Any]:
+    return dict(node_json(cluster, name).get("status") or {})
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def fenced_with(cluster: RunningCluster, node: str, reason: str) -> dict[str, Any] | None:
+    """The node's Fenced condition once it has ``reason``."""
+    found = condition(node_status(cluster, node), "Fenced")
+    return found if found.get("reason") == reason else None
+
+
+def primary(cluster: RunningCluster) -> str | None:
+    cluster_obj = cluster.api("GET", "/api/v1/clusters/cluster").json()
+    found = (cluster_obj.get("status") or {}).get("primary")
+    return str(found) if found else None
+
+
+def set_fence(cluster: RunningCluster, node: str, fence: dict[str, Any]) -> dict[str, Any]:
+    """PUT the Node with a new ``spec.fence``; returns the API's answer."""
+    body = node_json(cluster, node)
+    body.pop("status", None)
+    body["spec"]["fence"] = fence
+    response = cluster.api("PUT", f"/api/v1/nodes/{node}", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def node_pid(cluster: RunningCluster, node: str) -> int:
+    state = cluster.cluster.load_state()
+    assert state is not None
+    return state.nodes[node]
+
+
+def ready(cluster: RunningCluster, node: str) -> bool:
+    status = node_status(cluster, node)
+    return (
+        status.get("daemonState") == "run"
+        and condition(status, "Ready").get("status") == "True"
+        and pid_alive(node_pid(cluster, node))
+    )
+
+
+def all_running(cluster: RunningCluster) -> bool:
+    current = vms(cluster)
+    return len(current) == len(VMS) and all(
+        (v.get("status") or {}).get("phase") == "Running" for v in current.values()
+    )
+
+
+def placed_on(cluster: RunningCluster, node: str) -> list[str]:
+    return sorted(n for n, v in vms(cluster).items() if (v.get("status") or {}).get("node") == node)
+
+
+def pick_victim(cluster: RunningCluster) -> tuple[str, list[str]]:
+    """A live non-primary node that runs VMs, and those VMs."""
+    wait_for(lambda: all_running(cluster), DEADLINE, "every VM Running")
+    leader = wait_for(lambda: primary(cluster), 20, "a primary")
+    for node in NODES:
+        if node != leader and ready(cluster, node) and placed_on(cluster, node):
+            return node, placed_on(cluster, node)
+    pytest.fail(f"no live non-primary node with VMs (primary {leader}, VMs {vms(cluster)})")
+
+
+def log_text(cluster: RunningCluster) -> dict[str, str]:
+    return {
+        p.name: p.read_text(errors="replace") for p in sorted(cluster.cluster.dir.glob("*.log"))
+    }
+
+
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+ "
+
+
+def log_time(text: str, message: str) -> datetime | None:
+    """The time of the last log line containing ``message`` (pvcnoded's asctime format)."""
+    found = re.findall(_STAMP + r".*" + re.escape(message), text, re.MULTILINE)
+    return datetime.strptime(found[-1], "%Y-%m-%d %H:%M:%S,%f") if found else None
+
+
+def settle(cluster: RunningCluster, beats: int = 4) -> None:
+    """Wait until every node is Ready after ``beats`` fresh heartbeats under the fast profile.
+
+    Shrinking keepaliveInterval (5 s by default, 1 s here) can get healthy nodes declared
+    dead for a moment: the primary measures silence that began under the old interval
+    against the new, shorter window (event=node_dead ... 'no heartbeat for 4.2s', then
+    saving_throw_passed), and the scheduler places nothing on them meanwhile. Once each
+    node has beaten a few times at the new pace, the primary's view is fresh.
+    """
+    seen: dict[str, set[str]] = {node: set() for node in NODES}
+
+    def fresh() -> bool:
+        for node in NODES:
+            heartbeat = node_status(cluster, node).get("lastHeartbeat")
+            if heartbeat:
+                seen[node].add(heartbeat)
+        return all(len(s) > beats for s in seen.values()) and all(ready(cluster, n) for n in NODES)
+
+    wait_for(fresh, DEADLINE, f"{beats} fresh heartbeats from every node", interval=0.2)
+
+
+class Invariants:
+    """Polls the cluster while a scenario runs: never one VM running on two nodes at once,
+    never two primaries with one epoch.
+
+    Like tests/integration/ha/test_ha_fencing.Invariants, a node counts only while its
+    pvcnoded lives (a powered-off host runs nothing); in addition, a node that came back
+    counts only once it has written a heartbeat of its own. Until then its status still
+    lists the domains of its previous life (the fence rewrites only its conditions and
+    daemonState), which a rebooted test-driver host no longer runs.
+    """
+
+    def __init__(self, cluster: RunningCluster) -> None:
+        self.cluster = cluster
+        self.violations: list[str] = []
+        self.primaries: list[tuple[str, int]] = []
+        self.checks = 0
+        self._dead_heartbeat: dict[str, str | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Invariants:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        assert self.violations == []
+        assert self.checks > 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                nodes = self.cluster.items("nodes")
+                cluster = self.cluster.api("GET", "/api/v1/clusters/cluster").json()
+            except Exception:
+                continue
+            state = self.cluster.cluster.load_state()
+            seen: dict[str, list[str]] = {}
+            for node in nodes:
+                name = node["metadata"]["name"]
+                status = node.get("status") or {}
+                heartbeat = status.get("lastHeartbeat")
+                pid = state.nodes.get(name, 0) if state else 0
+                if not pid or not pid_alive(pid):
+                    self._dead_heartbeat[name] = heartbeat
+                    continue
+                if name in self._dead_heartbeat and self._dead_heartbeat[name] == heartbeat:
+                    continue  # booted, but not yet reported what it runs
+                for domain in status.get("domains", []):
+                    seen.setdefault(domain, []).append(name)
+            for domain, where in seen.items():
+                if len(where) > 1:
+                    self.violations.append(f"{domain} running on {where}")
+            status = cluster.get("status") or {}
+            if status.get("primary"):
+                entry = (status["primary"], status.get("epoch", 0))
+                if not self.primaries or self.primaries[-1] != entry:
+                    if any(e == entry[1] and p != entry[0] for p, e in self.primaries):
+                        self.violations.append(f"two primaries with epoch {entry[1]}")
+                    self.primaries.append(entry)
+            self.checks += 1
+
+
+class CmdlineWatch:
+    """Samples every process' command line while a scenario runs: no secret may show."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        self.secrets = {s.encode() for s in secrets}
+        self.leaks: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CmdlineWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if any(secret in cmdline for secret in self.secrets):
+                    self.leaks.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+
+
+# -- the cluster and its BMCs ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(system_libvirtd: LibvirtDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    base = tmp_path_factory.mktemp("ipmi-fencing")
+    with contextlib.contextmanager(start_cluster)(base / "cluster", nodes=3) as cluster:
+        started = time.monotonic()
+        with IpmiHarness(
+            base / "bmc",
+            NODES,
+            kill_node=cluster.cluster.kill_node,
+            start_node=cluster.cluster.start_node,
+            uri=system_libvirtd.uri,
+        ) as harness:
+            print(f"\nvbmcd and 3 BMCs answered after {harness.ready_seconds:.2f}s")
+            powering = time.monotonic()
+            harness.power_on_all(timeout=DEADLINE)
+            print(f"3 chassis powered on over IPMI in {time.monotonic() - powering:.2f}s")
+            # The fast profile first, then the VMs once every node beats at its pace: while
+            # the primary wrongly counts a node dead (see settle), nothing is placed there.
+            apply(
+                cluster,
+                {
+                    "apiVersion": "pvc/v1",
+                    "kind": "Cluster",
+                    "metadata": {"name": "cluster"},
+                    "spec": {"fencing": FAST},
+                },
+            )
+            for node, bmc in harness.bmcs.items():
+                answer = set_fence(cluster, node, bmc.fence_config())
+                assert bmc.password not in str(answer)
+            settle(cluster)
+            apply(
+                cluster,
+                *[
+                    {
+                        "apiVersion": "pvc/v1",
+                        "kind": "VirtualMachine",
+                        "metadata": {"name": name},
+                        "spec": {"memory": "128Mi"},
+                    }
+                    for name in VMS
+                ],
+            )
+            wait_for(lambda: all_running(cluster), DEADLINE, "six VMs Running")
+            # Two non-primary nodes with VMs: one per scenario.
+            leader = primary(cluster)
+            assert all(placed_on(cluster, n) for n in NODES if n != leader), vms(cluster)
+            print(f"cluster with IPMI fencing ready in {time.monotonic() - started:.2f}s")
+            yield Env(cluster, harness)
+            assert harness.errors == []
+
+
+# -- tests -----------------------------------------------------------------------------
+
+
+def test_every_node_has_a_bmc_and_an_ipmi_fence_agent(env: Env) -> None:
+    for node, bmc in env.harness.bmcs.items():
+        result = bmc.ipmitool("chassis", "power", "status")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "Chassis Power is on"
+        assert env.harness.powered(node)
+        fence = node_json(env.cluster, node)["spec"]["fence"]
+        assert fence["agent"] == "ipmi" and fence["address"] == bmc.address
+        assert fence["user"] == bmc.user and fence["password"] == "********"
+        assert ready(env.cluster, node)
+
+
+def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -> None:
+    cluster, harness = env.cluster, env.harness
+    victim, victim_vms = pick_victim(cluster)
+    leader = primary(cluster)
+    specs = {n: v["spec"] for n, v in vms(cluster).items()}
+    old_pid = node_pid(cluster, victim)
+    events_before = len(harness.events_for(victim))
+    with Invariants(cluster) as checks, CmdlineWatch(env.secrets) as cmdlines:
+        crashed = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)  # a crash: the chassis stays on
+        wait_for(lambda: not pid_alive(old_pid), 5, f"{victim}'s pvcnoded to die")
+        assert harness.powered(victim)
+        # The primary declares it dead, waits out the saving throws, then `ipmitool
+        # chassis power off` reaches the BMC, which destroys the chassis domain.
+        harness.wait_event(victim, "off", events_before, DEADLINE)
+        fenced = wait_for(
+            lambda: fenced_with(cluster, victim, "PoweredOff"),
+            DEADLINE,
+            f"{victim} Fenced/PoweredOff",
+        )
+        assert fenced is not None and fenced["status"] == "True"
+        assert "confirmed off by ipmi" in fenced["message"]
+        wait_for(
+            lambda: all(
+                (s := vms(cluster)[n].get("status") or {}).get("phase") == "Running"
+                and s.get("node") not in (None, victim)
+                for n in victim_vms
+            ),
+            DEADLINE,
+            f"{victim_vms} Running on other nodes",
+        )
+        recovered_at = time.monotonic()
+        # Then the primary powers the node on again: the chassis boots, and so does the node.
+        harness.wait_event(victim, "on", events_before, DEADLINE)
+        wait_for(lambda: ready(cluster, victim), DEADLINE, f"{victim} Ready again")
+        back_at = time.monotonic()
+    assert cmdlines.leaks == []
+    assert node_pid(cluster, victim) != old_pid
+    # Exactly one power cycle, off then on: one fence for one death.
+    cycle = harness.events_for(victim)[events_before:]
+    assert [what for _, what in cycle] == ["off", "on"], harness.max_poll_gap
+    off_at, on_at = cycle[0][0], cycle[1][0]
+    assert {n: v["spec"] for n, v in vms(cluster).items()} == specs  # no spec lost
+    assert len({epoch for _, epoch in checks.primaries}) == 1  # no new primary, no new term
+    assert all(vms(cluster)[n]["status"]["node"] != victim for n in victim_vms)
+    # The primary did it, through the IPMI agent; its log says how long the fence took.
+    logs = log_text(cluster)
+    primary_log = logs[f"{leader}.log"]
+    started = log_time(primary_log, f"event=fence_start node={victim} agent='ipmi ")
+    done = log_time(primary_log, f"event=node_fenced node={victim}")
+    assert started is not None and done is not None, primary_log[-3000:]
+
+    # Nobody but the primary powers a chassis on; its ipmitool returns once the BMC has
+    # started the chassis domain, which on a loaded host can outlast the agent's 10 s
+    # deadline (then it logs power_on_failed, though the chassis did come on).
+    def power_on_line() -> str | None:
+        pattern = rf"event=(node_powered_on|power_on_failed) node={victim}\b.*"
+        found = re.search(pattern, log_text(cluster)[f"{leader}.log"])
+        return found.group(0) if found else None
+
+    powered_on = wait_for(power_on_line, DEADLINE, f"the primary's power on of {victim}")
+    fence_seconds = (done - started).total_seconds()
+    print(
+        f"\n{victim}: crash -> chassis off over IPMI {off_at - crashed:.2f}s, "
+        f"fence (power off + confirmed off) {fence_seconds:.2f}s, "
+        f"crash -> VMs running elsewhere {recovered_at - crashed:.2f}s, "
+        f"crash -> chassis on {on_at - crashed:.2f}s, crash -> node Ready {back_at - crashed:.2f}s"
+        f"; primary: {powered_on}"
+    )
+    # 3 s to be declared dead and 3 s of saving throws come before any power off.
+    assert off_at - crashed >= 6.0
+    assert 0.0 <= fence_seconds < 30.0
+
+
+def test_a_wrong_ipmi_password_fails_the_fence_and_recovers_nothing(env: Env) -> None:
+    cluster, harness = env.cluster, env.harness
+    victim, victim_vms = pick_victim(cluster)
+    bmc = harness.bmcs[victim]
+    answer = set_fence(cluster, victim, bmc.fence_config(password=WRONG_PASSWORD))
+    assert WRONG_PASSWORD not in str(answer)
+    old_pid = node_pid(cluster, victim)
+    events_before = len(harness.events_for(victim))
+    with Invariants(cluster), CmdlineWatch(env.secrets) as cmdlines:
+        crashed = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)
+        failed = wait_for(
+            lambda: fenced_with(cluster, victim, "FenceFailed"),
+            DEADLINE,
+            f"{victim} Fenced/FenceFailed",
+        )
+        failed_at = time.monotonic()
+        assert failed is not None and failed["status"] == "False"
+        assert "power off failed" in failed["message"] and "not recovered" in failed["message"]
+        # Nothing moves: the VMs stay placed on the node nobody could power off.
+        for _ in range(20):
+            current = vms(cluster)
+            assert all(current[n]["status"].get("node") == victim for n in victim_vms)
+            assert all(current[n]["status"].get("phase") != "Running" for n in victim_vms)
+            time.sleep(0.1)
+    assert cmdlines.leaks == []
+    # The BMC refused the login, so the chassis never went off.
+    assert harness.events_for(victim)[events_before:] == []
+    assert harness.powered(victim)
+    status = bmc.ipmitool("chassis", "power", "status")
+    assert status.stdout.strip() == "Chassis Power is on", status.stderr
+    primary_log = log_text(cluster)[f"{primary(cluster)}.log"]
+    assert f"event=fence_failed node={victim}" in primary_log
+    print(f"\n{victim}: crash -> FenceFailed {failed_at - crashed:.2f}s")
+    # Bring the node back (as an admin would after fixing the BMC), so the cluster is whole.
+    set_fence(cluster, victim, bmc.fence_config())
+    cluster.cluster.start_node(victim)
+    wait_for(lambda: ready(cluster, victim), DEADLINE, f"{victim} Ready again")
+    wait_for(lambda: all_running(cluster), DEADLINE, "every VM Running again")
+    assert placed_on(cluster, victim) == victim_vms
+
+
+def test_the_ipmi_password_never_leaves_the_node_spec(env: Env) -> None:
+    cluster = env.cluster
+    answers = [
+        cluster.api("GET", "/api/v1/nodes").text,
+        *(cluster.api("GET", f"/api/v1/nodes/{node}").text for node in NODES),
+        cluster.api("GET", "/api/v1/events", params={"limit": 1000}).text,
+        cluster.pvcctl("get", "nodes", "-o", "yaml").stdout,
+    ]
+    for secret in env.secrets:
+        for answer in answers:
+            assert secret not in answer
+        for name, text in log_text(cluster).items():
+            assert secret not in text, f"an IPMI password is in {name}"
