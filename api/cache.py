@@ -1,4 +1,4 @@
-"""The API's watch cache: one informer per kind, serving lists, gets and watches.
+"""The API's watch cache: one KindWatch (zkstore) per kind, serving lists, gets and watches.
 
 Lists are served from memory (kept by ZooKeeper watches, never by polling), so
 ``get vms`` over thousands of objects costs no ZooKeeper reads. The cache also
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from schemas import KINDS, Resource
-from zkstore import ResourceInformer, Selector, Store
-from zkstore import paths as zk_paths
+from zkstore import Selector, Store
+from zkstore.kindwatch import KindWatch
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,11 @@ class Subscriber:
     queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
 
 
-class _Informer(ResourceInformer[Resource]):
-    def child_version(self, key: str, child: str) -> int:
-        node = self._cache.get_data(f"{self._root}/{key}/{child}")
-        return int(node.stat.mzxid) if node is not None and node.stat is not None else 0
-
-
 class KindCache:
     def __init__(self, store: Store, cls: type[Resource], ring_size: int) -> None:
         self.cls = cls
         self._store = store
-        self._informer = _Informer(store, cls, self._on_key)
+        self._watch = KindWatch(store, cls.PLURAL, self._on_key)
         self._lock = threading.Condition()
         self._objects: dict[str, Cached] = {}
         self._names: list[str] = []  # sorted, so lists come out in name order
@@ -98,7 +92,7 @@ class KindCache:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, timeout: float) -> None:
-        self._informer.start(timeout)
+        self._watch.start(timeout)
         with self._lock:
             self._ring.clear()
         # Changes up to the server's zxid now are part of the initial state, not
@@ -110,7 +104,7 @@ class KindCache:
         self.ready.set()
 
     def close(self) -> None:
-        self._informer.close()
+        self._watch.close()
         with self._lock:
             for sub in list(self._subscribers):
                 sub.loop.call_soon_threadsafe(sub.queue.put_nowait, None)
@@ -195,8 +189,28 @@ class KindCache:
 
     # -- the informer's callback (kazoo's event thread: no blocking here) -------
 
+    def _build(self, name: str) -> tuple[Resource, int, int] | None:
+        """The object as stored now, with its spec mzxid and its position."""
+        found = self._watch.snapshot(name)
+        if found is None:
+            return None
+        spec, spec_version, status, status_version = found
+        raw = {**spec, "metadata": {**spec.get("metadata", {})}}
+        raw["metadata"]["resourceVersion"] = str(spec_version)
+        candidates = [{**raw, "status": status}, raw] if status is not None else [raw]
+        for candidate in candidates:
+            try:
+                obj = self.cls.model_validate(candidate)
+            except ValueError:
+                # A status from a newer or older controller must not hide the spec.
+                log.warning("event=unreadable_object kind=%s name=%s", self.cls.KIND, name)
+                continue
+            return obj, spec_version, max(spec_version, status_version)
+        return None
+
     def _on_key(self, name: str) -> None:
-        obj = self._informer.get(name)
+        built = self._build(name)
+        obj = built[0] if built else None
         with self._lock:
             previous = self._objects.get(name)
             if obj is None:
@@ -206,8 +220,8 @@ class KindCache:
                 self._names.pop(bisect.bisect_left(self._names, name))
                 event = WatchEvent("DELETED", self._max_pos, previous.wire, previous.labels)
             else:
-                spec_version = self._informer.version(name) or 0
-                pos = max(spec_version, self._informer.child_version(name, zk_paths.STATUS))
+                assert built is not None
+                _, spec_version, pos = built
                 if previous is not None and pos <= previous.pos:
                     return  # placement only, or a status removed as part of a delete
                 cached = Cached(obj.wire(), pos, spec_version, dict(obj.metadata.labels))
