@@ -34,6 +34,7 @@ from schemas import (
     to_seconds,
 )
 from zkstore import EpochMoved, Informer, NotFound, ResourceInformer, Store, exclusive_lock, paths
+from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class FenceController:
         self.leases = Informer(store, paths.LEASES_NODES, self._wake_up)
         self.clusters = ResourceInformer(store, Cluster, self._wake_up)
         self._watch: dict[str, NodeWatch] = {}
+        self._interval: float | None = None
+        self.events = EventLog(store)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,6 +124,15 @@ class FenceController:
         dead_after = fencing.dead_after()
         throws = interval * fencing.saving_throws
         now = time.monotonic()
+        if interval != self._interval:
+            # Silence that began under the old pace is not measured against a new, shorter
+            # window: every node gets a full window at the new interval.
+            if self._interval is not None:
+                log.info("event=fence_windows_restarted interval=%.3fs", interval)
+            self._interval = interval
+            for each in self._watch.values():
+                each.last_seen = now
+                each.dead_since = None
         live = set(self.leases.keys())
         for node in self.nodes.objects():
             name = node.name
@@ -152,21 +164,30 @@ class FenceController:
             if watch.dead_since is None:
                 if name in live and silent < dead_after:
                     continue
-                watch.dead_since = now
                 why = "lease lost" if name not in live else f"no heartbeat for {silent:.1f}s"
+                if not self._mark_dead(node, why):
+                    continue  # its fresh status says it stopped in order
+                watch.dead_since = now
                 log.warning(
                     "event=node_dead node=%s why=%r saving_throws=%d",
                     name,
                     why,
                     fencing.saving_throws,
                 )
-                self._mark_dead(node, why)
                 continue
             if now - watch.dead_since < throws:
                 continue
             if spec.maintenance:
                 if not watch.suspended_logged:
                     log.warning("event=fence_suspended node=%s reason=maintenance", name)
+                    self.events.record(
+                        "Node",
+                        name,
+                        "FencingSuspended",
+                        "maintenance mode is on: the node is not fenced",
+                        type_="Warning",
+                        source=self.node,
+                    )
                     watch.suspended_logged = True
                 self._write_node(
                     name,
@@ -197,6 +218,14 @@ class FenceController:
                 log.warning("event=fence_aborted node=%s reason=epoch_moved", name)
                 return
             confirmed, detail = self._power_off(node, spec)
+            self.events.record(
+                "Node",
+                name,
+                "Fenced" if confirmed else "FenceFailed",
+                detail,
+                type_="Warning",
+                source=self.node,
+            )
             if confirmed:
                 log.warning("event=node_fenced node=%s detail=%r", name, detail)
                 self._write_node(
@@ -211,6 +240,13 @@ class FenceController:
                     try:
                         agent.power_on()
                         log.info("event=node_powered_on node=%s", name)
+                        self.events.record(
+                            "Node",
+                            name,
+                            "PoweredOn",
+                            "powered on again after the fence",
+                            source=self.node,
+                        )
                     except FenceError as exc:
                         log.warning("event=power_on_failed node=%s error=%s", name, exc)
             else:
@@ -241,10 +277,21 @@ class FenceController:
         if agent is None:
             return False, "no fence agent configured (spec.fence.agent is none)"
         log.warning("event=fence_start node=%s agent=%r", node.name, agent.description)
+        self.events.record(
+            "Node",
+            node.name,
+            "FenceStarted",
+            f"powering off via {agent.description}",
+            type_="Warning",
+            source=self.node,
+        )
+        request_error = ""
         try:
             agent.power_off()
         except FenceError as exc:
-            return False, f"power off failed: {exc}"
+            # The request may have worked even so (a slow BMC): the power status decides.
+            request_error = f"power off request failed: {exc}; "
+            log.warning("event=power_off_request_failed node=%s error=%s", node.name, exc)
         deadline = time.monotonic() + max(10.0, spec.fencing.dead_after())
         delay = 0.2
         while True:
@@ -257,7 +304,7 @@ class FenceController:
             if state == PowerState.OFF:
                 return True, f"powered off and confirmed off by {agent.description}"
             if time.monotonic() >= deadline:
-                return False, f"power state still {state.value} {last_error}".strip()
+                return False, f"{request_error}power state still {state.value} {last_error}".strip()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -287,13 +334,28 @@ class FenceController:
                 continue
             self.scheduler.assume(name, target)
             log.warning("event=vm_recovered vm=%s from=%s to=%s why=%r", name, dead, target, why)
+            self.events.record(
+                "VirtualMachine",
+                name,
+                "Recovered",
+                f"from fenced node {dead} to {target or 'nowhere yet'}: {why}",
+                type_="Warning",
+                source=self.node,
+            )
             if target is None:
                 self.scheduler.controller.enqueue(name)
 
-    def _mark_dead(self, node: Node, why: str) -> None:
+    def _mark_dead(self, node: Node, why: str) -> bool:
+        """Record the node as dead, unless its fresh status says it stopped in order (the
+        cache can show a lost lease before the node's own last status write)."""
+        raw = self.store.read_status(Node, node.name) or {}
+        fresh = NodeStatus.model_validate(raw)
+        if fresh.daemon_state not in (DaemonState.RUN, DaemonState.DEAD):
+            return False
         self._write_node(
             node.name, lambda s: set_condition(s, "Ready", False, "NodeDead", why), DaemonState.DEAD
         )
+        self.events.record("Node", node.name, "NodeDead", why, type_="Warning", source=self.node)
         for name in self.store.node_index(node.name):
             try:
                 raw = self.store.read_status(VirtualMachine, name) or {}
@@ -310,6 +372,7 @@ class FenceController:
                 self.store.write_status(VirtualMachine, name, status)
             except (NotFound, ValueError):
                 continue
+        return True
 
     def _write_node(
         self,

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import KazooException, NoNodeError
 
 from schemas import utcnow
 from zkstore import paths
@@ -98,11 +98,13 @@ class EventLog:
     def trim(self) -> None:
         try:
             children = sorted(self._store.client.get_children(self._dir))
+            for child in children[: max(0, len(children) - self.limit)]:
+                with contextlib.suppress(NoNodeError):
+                    self._store.client.delete(f"{self._dir}/{child}")
         except NoNodeError:
             return
-        for child in children[: max(0, len(children) - self.limit)]:
-            with contextlib.suppress(NoNodeError):
-                self._store.client.delete(f"{self._dir}/{child}")
+        except KazooException as exc:  # runs in its own thread: log, the next trim catches up
+            log.warning("event=event_trim_failed error=%r", exc)
 
     def list(
         self, kind: str | None = None, name: str | None = None, limit: int = 100

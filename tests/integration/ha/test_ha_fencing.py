@@ -180,6 +180,16 @@ def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) 
     # 3 s to be declared dead, 3 s of saving throws, then fence and restart.
     assert 6.0 <= took < 15.0, took
     assert {n: v["spec"] for n, v in vms(cluster).items()} == specs  # no spec lost
+    # Every step is on record, in order.
+    events = cluster.api("GET", "/api/v1/events").json()["items"]
+    steps = [e["reason"] for e in events if e["involvedObject"]["name"] == victim]
+    assert [s for s in steps if s in ("NodeDead", "FenceStarted", "Fenced")] == [
+        "NodeDead",
+        "FenceStarted",
+        "Fenced",
+    ]
+    recovered = {e["involvedObject"]["name"] for e in events if e["reason"] == "Recovered"}
+    assert recovered == set(victim_vms)
     assert {p for p, _ in checks.primaries} and len({e for _, e in checks.primaries}) == 1
     wait_for(
         lambda: node_status(cluster, victim).get("daemonState") == "run",
