@@ -254,7 +254,7 @@ class ApiCache:
     def start_in_background(
         self, timeout: float, on_loaded: Callable[[], None] | None = None
     ) -> threading.Thread:
-        """Load in a thread: a big cluster takes a while (~2 s per 1,000 VMs), and the API
+        """Load in a thread: a big cluster takes a while (~0.7 s per 1,000 VMs), and the API
         should answer meanwhile (lists from the store, watches once loaded)."""
 
         def load() -> None:
