@@ -79,9 +79,13 @@ class EventLog:
             "source": source,
             "timestamp": utcnow(),
         }
-        pending = self._store.client.create_async(
-            f"{self._dir}/{_PREFIX}", encode(body), sequence=True
-        )
+        try:
+            pending = self._store.client.create_async(
+                f"{self._dir}/{_PREFIX}", encode(body), sequence=True
+            )
+        except Exception as exc:  # e.g. the client is closed: the action itself went through
+            log.warning("event=event_log_failed kind=%s name=%s error=%r", kind, name, exc)
+            return
 
         def done(result: Any) -> None:
             try:
