@@ -331,12 +331,6 @@ def test_graceful_stop_waits_out_the_timeout_then_forces_off(
     assert timed_out_stop["forced_off_logged"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _halt overwrites the ForcedOff status that _stop_gracefully just wrote: it "
-    "picks the reason from the status read before the stop (ShuttingDown), so it writes "
-    "Stopped/Halted in the same reconcile and ForcedOff never lasts",
-)
 def test_graceful_stop_timeout_is_reported_as_forced_off(
     timed_out_stop: dict[str, Any],
 ) -> None:
@@ -622,12 +616,6 @@ def test_restarted_daemon_removes_unplaced_domains(
     assert f"event=domain_removed vm={stray} node={NODE} reason=not_placed_here" in after
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: VMController._running logs event=domain_adopted only when the status does "
-    "not already say Running on this node, which after a daemon restart it always does: "
-    "a restarted pvcnoded adopts its running domains silently",
-)
 def test_restarted_daemon_logs_the_adoption(
     cluster: RunningCluster, daemon_restarted: dict[str, Any]
 ) -> None:
