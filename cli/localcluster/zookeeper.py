@@ -17,6 +17,10 @@ class ZooKeeperMissing(RuntimeError):
     pass
 
 
+class PortClash(RuntimeError):
+    """The server exited at start, most likely because its port was taken."""
+
+
 def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -84,6 +88,20 @@ class ZooKeeperServer:
         return "Mode: " in four_letter(self.port, "srvr")
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start and wait until it serves. A port we picked ourselves that another process
+        takes before ZooKeeper binds it is replaced by a new one (up to three tries)."""
+        chosen = not self.port
+        for attempt in range(3):
+            if chosen:
+                self.port = 0
+            try:
+                self._start_once(timeout)
+                return
+            except PortClash:
+                if not chosen or attempt == 2:
+                    raise
+
+    def _start_once(self, timeout: float) -> None:
         java = shutil.which("java")
         if java is None or not ZOOKEEPER_JAR.exists():
             raise ZooKeeperMissing(
@@ -109,13 +127,20 @@ class ZooKeeperServer:
         def ready() -> bool:
             # It logs nothing, so a port clash shows only as a dead PID.
             if not pid_alive(pid):
-                raise RuntimeError(
+                raise PortClash(
                     f"ZooKeeper exited at start (port {self.port} in use?); "
                     f"see {self.workdir / 'zookeeper.log'}"
                 )
-            return four_letter(self.port, "ruok") == "imok"
+            if self.ensemble:
+                return four_letter(self.port, "ruok") == "imok"  # serves once in quorum
+            return self.owns_port()
 
         wait_until(ready, timeout, f"ZooKeeper on port {self.port}", interval=0.1)
+
+    def owns_port(self) -> bool:
+        """The server answering on our port is ours: another test's server that grabbed the
+        same free port between our check and our bind would answer ruok too."""
+        return f"dataDir={self.workdir / 'data'}" in four_letter(self.port, "conf")
 
     def alive(self) -> bool:
         return (
@@ -141,7 +166,7 @@ def start_ensemble(workdir: Path, members: int, timeout: float = 60.0) -> list[Z
         for server in servers:
             server.start(timeout)
         wait_until(
-            lambda: all(s.serving() for s in servers),
+            lambda: all(s.serving() and s.owns_port() for s in servers),
             timeout,
             f"a {members}-member ZooKeeper ensemble to elect a leader",
             interval=0.1,
