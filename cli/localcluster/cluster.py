@@ -154,18 +154,7 @@ class LocalCluster:
                 name = f"node{index}"
                 state.nodes[name] = self._start_node(name, state)
                 self.save_state(state)
-            state.api_pid = spawn(
-                [sys.executable, "-m", "api.server", "--port", str(state.api_port)],
-                self.dir / "api.log",
-                env={"PVC_ZOOKEEPER": state.zookeeper_hosts, "PVC_ROOT": state.root},
-            )
-            self.save_state(state)
-            wait_until(
-                lambda: self._check_alive(state) and self.api_healthy(state),
-                timeout,
-                f"the API on port {state.api_port} (see {self.dir / 'api.log'})",
-                0.2,
-            )
+            self._start_api(state, timeout)
             wait_until(
                 lambda: self._check_alive(state) and self._nodes_ready(state),
                 timeout,
@@ -176,6 +165,29 @@ class LocalCluster:
             self.down()
             raise
         return state, False
+
+    def _start_api(self, state: LocalState, timeout: float) -> None:
+        # A port we picked that another process took before uvicorn bound it: pick again.
+        for attempt in range(3):
+            state.api_pid = spawn(
+                [sys.executable, "-m", "api.server", "--port", str(state.api_port)],
+                self.dir / "api.log",
+                env={"PVC_ZOOKEEPER": state.zookeeper_hosts, "PVC_ROOT": state.root},
+            )
+            self.save_state(state)
+            try:
+                wait_until(
+                    lambda: self._check_alive(state) and self.api_healthy(state),
+                    timeout,
+                    f"the API on port {state.api_port} (see {self.dir / 'api.log'})",
+                    0.2,
+                )
+                return
+            except LocalClusterError:
+                api_died = not self._ours(state.api_pid, "api.server")
+                if not (api_died and not self.api_port and attempt < 2):
+                    raise
+                state.api_port = free_port()
 
     def _check_alive(self, state: LocalState) -> bool:
         dead = [name for name, ok in self.running(state).items() if not ok]
