@@ -35,6 +35,13 @@ NameParam = Annotated[str, Depends(object_name)]
 
 def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
+    if request.method not in ("GET", "HEAD") and not store.connected:
+        # Fail at once rather than queue a write that lands after the client gave up.
+        raise ApiError(
+            503,
+            "the cluster store (ZooKeeper) is unreachable: nothing was written; "
+            "retry when it is back",
+        )
     return store
 
 

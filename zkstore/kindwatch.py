@@ -10,8 +10,9 @@ Watch events are only hints to read again: state changes come from read
 results alone. Each read gets a sequence number under the lock that also sends
 it, so numbers follow the order ZooKeeper answers in; a result older than one
 already applied to the same path is dropped, however the threads that deliver
-results are scheduled. After a lost session (every watch gone) it reads
-everything again and drops what has disappeared.
+results are scheduled. After every reconnect (watches may be gone:
+kazoo does not re-send them) it reads everything again and drops what has
+disappeared.
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ class KindWatch:
 
     def _on_state(self, state: KazooState) -> None:
         # kazoo's connection thread: no blocking calls here.
+        # kazoo does not send SetWatches on reconnect, and a server that lost its quorum
+        # drops its watches: after any reconnect every watch may be gone, so read (and
+        # watch) everything again, as kazoo's own recipes do.
         if state == KazooState.LOST:
             self._lost = True
-        elif state == KazooState.CONNECTED and self._lost and not self._closed:
+        elif state == KazooState.CONNECTED and not self._closed:
             self._lost = False
             self._client.handler.spawn(self._reload)
 
