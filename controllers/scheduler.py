@@ -27,7 +27,7 @@ from schemas import (
     set_condition,
     to_bytes,
 )
-from zkstore import EpochMoved, Informer, NotFound, ResourceInformer, Store, paths
+from zkstore import AlreadyPlaced, EpochMoved, Informer, NotFound, ResourceInformer, Store, paths
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,11 @@ class Scheduler:
         )
 
     def start(self) -> None:
-        self.controller.start()
+        # Caches first: a VM whose placement has not loaded yet looks unplaced, and a
+        # new primary must never re-place what already runs somewhere.
         for informer in (self.clusters, self.leases, self.nodes, self.vms):
             informer.start()
+        self.controller.start()
 
     def stop(self) -> None:
         self.controller.stop()
@@ -212,8 +214,16 @@ class Scheduler:
             return None
         try:
             self.store.write_placement(
-                name, Placement(node=target, epoch=self.epoch, reason=why), epoch=self.epoch
+                name,
+                Placement(node=target, epoch=self.epoch, reason=why),
+                epoch=self.epoch,
+                only_if_unplaced=True,
             )
+        except AlreadyPlaced as exc:
+            log.info("event=placement_skipped vm=%s reason=already_placed node=%s", name, exc.node)
+            with self._lock:
+                self._assumed[name] = exc.node
+            return None
         except NotFound:
             return None
         except EpochMoved:

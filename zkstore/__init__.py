@@ -1,6 +1,14 @@
 """Typed store over ZooKeeper: one Store facade, with leases, locks and informers beside it."""
 
-from zkstore.errors import AlreadyExists, Conflict, EpochMoved, NotFound, StoreError, Unavailable
+from zkstore.errors import (
+    AlreadyExists,
+    AlreadyPlaced,
+    Conflict,
+    EpochMoved,
+    NotFound,
+    StoreError,
+    Unavailable,
+)
 from zkstore.informer import Informer, ResourceInformer
 from zkstore.lease import Lease, LeaseHeld
 from zkstore.lock import exclusive_lock
@@ -9,6 +17,7 @@ from zkstore.store import ApplyOutcome, Store
 
 __all__ = [
     "AlreadyExists",
+    "AlreadyPlaced",
     "ApplyOutcome",
     "Conflict",
     "EpochMoved",

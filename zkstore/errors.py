@@ -31,3 +31,12 @@ class EpochMoved(Conflict):
 
 class Unavailable(StoreError):
     """ZooKeeper cannot be reached (or the session is suspended) right now."""
+
+
+class AlreadyPlaced(Conflict):
+    """A first placement was refused: the VM already has a node (the caller's view lagged)."""
+
+    def __init__(self, vm: str, node: str) -> None:
+        self.vm = vm
+        self.node = node
+        super().__init__(f"VM {vm!r} is already placed on {node!r}")

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from schemas import Placement, Resource, Status, utcnow
 from zkstore import paths
 from zkstore.codec import decode, encode
-from zkstore.errors import AlreadyExists, Conflict, EpochMoved, NotFound, Unavailable
+from zkstore.errors import AlreadyExists, AlreadyPlaced, Conflict, EpochMoved, NotFound, Unavailable
 from zkstore.selector import Selector, parse_selector
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,9 @@ class Store:
     def read_placement(self, vm: str) -> Placement | None:
         return self._get_placement_raw(vm)[0]
 
-    def write_placement(self, vm: str, placement: Placement, *, epoch: int | None) -> None:
+    def write_placement(
+        self, vm: str, placement: Placement, *, epoch: int | None, only_if_unplaced: bool = False
+    ) -> None:
         """Set where a VM runs, moving its node-index entry in the same transaction.
 
         With ``epoch`` the write only succeeds while the cluster epoch is still
@@ -325,6 +327,8 @@ class Store:
         """
         for _ in range(_CAS_RETRIES):
             old, version = self._get_placement_raw(vm)
+            if only_if_unplaced and old is not None and old.node:
+                raise AlreadyPlaced(vm, old.node)
             txn = self.client.transaction()
             if epoch is not None:
                 txn.check(self.path(paths.EPOCH), version=epoch)

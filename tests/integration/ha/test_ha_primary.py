@@ -131,3 +131,37 @@ def test_a_paused_primary_past_its_session_steps_down_on_return(
     assert (name, final_epoch) == (new, new_epoch)
     log = (cluster.cluster.dir / f"{old}.log").read_text()
     assert "event=relinquish" in log and "session lost" in log
+
+
+def test_a_new_primary_moves_nothing_that_is_placed(cluster: RunningCluster) -> None:
+    # Default (slow) fencing: within this test nobody is fenced, so nothing may move.
+    body = {"apiVersion": "pvc/v1", "kind": "Cluster", "metadata": {"name": "cluster"}, "spec": {}}
+    assert cluster.api("POST", "/api/v1/apply", json=[body]).status_code == 200
+    old, _epoch = settled_primary(cluster)
+    vms = [
+        {
+            "apiVersion": "pvc/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": f"s{i}"},
+            "spec": {"memory": "64Mi"},
+        }
+        for i in range(9)
+    ]
+    assert cluster.api("POST", "/api/v1/apply", json=vms).status_code == 200
+
+    def placements() -> dict[str, str]:
+        return {
+            v["metadata"]["name"]: (v.get("status") or {}).get("node") or ""
+            for v in cluster.items("vms")
+        }
+
+    before = wait_for(lambda: (p := placements()) and all(p.values()) and p, 30, "all placed")
+    os.kill(pid_of(cluster, old), signal.SIGKILL)
+    wait_for(lambda: (p := primary(cluster))[0] not in (None, old) and p, 30, "a new primary")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        assert placements() == before
+        time.sleep(0.2)
+    new_primary = primary(cluster)[0]
+    log = (cluster.cluster.dir / f"{new_primary}.log").read_text()
+    assert "event=placed" not in log.split("state=takeover")[-1]
