@@ -30,7 +30,6 @@ import platform
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,11 +39,11 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from benchlib import git_commit, git_dirty, nan_to_none, now_iso, nproc, percentile, summary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "apply_latency.json"
@@ -63,76 +62,8 @@ KVM_IMAGES_DIR = Path("/var/lib/libvirt/images")
 # -- small helpers --------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear interpolation between closest ranks
-    (numpy's default). With few samples p99 lies close to the maximum."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary(values: Sequence[float]) -> dict[str, float | int]:
-    """p50/p99/mean/min/max of samples in seconds."""
-    if not values:
-        return {"count": 0}
-    return {
-        "count": len(values),
-        "p50_s": percentile(values, 50),
-        "p99_s": percentile(values, 99),
-        "mean_s": statistics.fmean(values),
-        "min_s": min(values),
-        "max_s": max(values),
-    }
-
-
 def ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def git_dirty() -> bool | None:
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip())
-
-
-def nproc() -> int | None:
-    """What `nproc` prints: the CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def vm_object(name: str) -> dict[str, Any]:
@@ -860,20 +791,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or (DEFAULT_OUT_KVM if args.kvm else DEFAULT_OUT)
     out.parent.mkdir(parents=True, exist_ok=True)
     # NaN is not JSON: write null instead.
-    text = json.dumps(_nan_to_none(result), indent=2)
+    text = json.dumps(nan_to_none(result), indent=2)
     out.write_text(text + "\n")
     print_summary(result, out)
     return 0 if not result["apply_to_running"]["missing"] else 1
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -35,11 +35,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from benchlib import git, nan_to_none, now_iso, nproc, summary
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -62,29 +63,6 @@ SESSION_TIMEOUT = "6s"  # LocalCluster's default
 # -- shared helpers (also used by switchover.py and soak.py) ----------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear interpolation between closest ranks."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary(values: Sequence[float]) -> dict[str, float | int]:
-    if not values:
-        return {"count": 0}
-    return {
-        "count": len(values),
-        "p50_s": percentile(values, 50),
-        "mean_s": statistics.fmean(values),
-        "min_s": min(values),
-        "max_s": max(values),
-    }
-
-
 def secs(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -100,29 +78,8 @@ def seconds_of(duration: str) -> float:
     return float(match.group(1)) * scale
 
 
-def nproc() -> int | None:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
 def environment() -> dict[str, Any]:
-    status = _git("status", "--porcelain")
+    status = git("status", "--porcelain")
     return {
         "machine": {
             "nproc": nproc(),
@@ -132,20 +89,10 @@ def environment() -> dict[str, Any]:
             "loadavg_at_end": list(os.getloadavg()),
         },
         "git": {
-            "commit": _git("rev-parse", "HEAD"),
+            "commit": git("rev-parse", "HEAD"),
             "dirty": None if status is None else bool(status),
         },
     }
-
-
-def nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [nan_to_none(v) for v in value]
-    return value
 
 
 def write_json(out: Path, result: dict[str, Any]) -> None:

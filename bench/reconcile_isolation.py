@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchlib import nan_to_none
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -52,20 +53,15 @@ from apply_latency import (  # noqa: E402  (bench/ is not a package)
     Target,
     apply_one,
     delete_vms,
-    git_commit,
-    git_dirty,
     kvm_unavailable_reason,
     local_cluster,
     log_problems,
     ms,
-    now_iso,
-    nproc,
-    percentile,
-    summary,
     system_libvirtd,
     vm_object,
     wait_domains_gone,
 )
+from benchlib import git_commit, git_dirty, now_iso, nproc, percentile, summary  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "reconcile_isolation.json"
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
@@ -325,20 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     result["finished_at"] = now_iso()
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_nan_to_none(result), indent=2) + "\n")
+    out.write_text(json.dumps(nan_to_none(result), indent=2) + "\n")
     print_summary(result, out)
     ok = not result["baseline"]["missing"] and not result["with_stuck"]["missing"]
     return 0 if ok else 1
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

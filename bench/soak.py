@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import now_iso, nproc
 from failover import (
     NODES,
     PROFILES,
@@ -38,8 +39,6 @@ from failover import (
     environment,
     local_cluster,
     log_problems,
-    now_iso,
-    nproc,
     read_events,
     seconds_of,
     settled_primary,

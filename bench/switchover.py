@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import now_iso, summary
 from failover import (
     PROFILES,
     RESULTS,
@@ -41,12 +42,10 @@ from failover import (
     first,
     local_cluster,
     log_problems,
-    now_iso,
     read_events,
     seconds_of,
     secs,
     settled_primary,
-    summary,
     wait,
     write_json,
 )
