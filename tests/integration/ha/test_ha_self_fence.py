@@ -55,11 +55,18 @@ def test_a_node_cut_off_from_zookeeper_destroys_its_domains(cluster: RunningClus
         os.kill(zookeeper, signal.SIGCONT)
 
     # Back in touch, and still placed here: it runs again, not counted as a guest failure.
+    wait_for(
+        lambda: "event=restart_after_self_fence vm=sf" in log.read_text(),
+        40,
+        "the node to start sf again once back in touch",
+    )
+    resumed = cluster.items("nodes")[0]["status"]["lastHeartbeat"]
+
     def running_again() -> bool:
         vm = cluster.api("GET", "/api/v1/vms/sf").json()
-        node = cluster.items("nodes")[0]
-        return vm["status"]["phase"] == "Running" and "sf" in node["status"]["domains"]
+        node = cluster.items("nodes")[0]["status"]
+        fresh = node["lastHeartbeat"] > resumed  # a report written after the restart
+        return fresh and vm["status"]["phase"] == "Running" and "sf" in node["domains"]
 
-    wait_for(running_again, 40, "sf running again after the outage")
-    assert "event=restart_after_self_fence vm=sf" in log.read_text()
+    wait_for(running_again, 40, "sf reported running again after the outage")
     assert cluster.api("GET", "/api/v1/vms/sf").json()["status"]["failures"] == 0
