@@ -61,21 +61,23 @@ class SelfFence:
             self._timer = None
         if self.store.connected:
             return
+        running = [
+            d.name
+            for d in self._managed()
+            if d.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTTING_DOWN)
+        ]
+        # Told first, so a reconcile woken by the stop events never counts a guest failure.
+        self._on_fenced(running)
         destroyed = []
-        for domain in self._managed():
-            if domain.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTTING_DOWN):
-                try:
-                    self.driver.destroy(domain.name)
-                    destroyed.append(domain.name)
-                except HypervisorError as exc:
-                    log.error(
-                        "event=self_fence_destroy_failed node=%s vm=%s error=%s",
-                        self.node,
-                        domain.name,
-                        exc,
-                    )
+        for name in running:
+            try:
+                self.driver.destroy(name)
+                destroyed.append(name)
+            except HypervisorError as exc:
+                log.error(
+                    "event=self_fence_destroy_failed node=%s vm=%s error=%s", self.node, name, exc
+                )
         log.warning("event=self_fence node=%s destroyed=%s", self.node, ",".join(destroyed))
-        self._on_fenced(destroyed)
 
     def _managed(self) -> list[DomainInfo]:
         try:

@@ -153,11 +153,12 @@ class VMController:
         with self._lock:
             self._watched.pop(name, None)
             self._specs.pop(name, None)
+            self._self_fenced.discard(name)
         self._local.pop(name, None)
         self._last_status.pop(name, None)
 
     def self_fenced(self, names: list[str]) -> None:
-        """These domains were destroyed on purpose (self-fence): not a guest failure."""
+        """These domains are being destroyed on purpose (self-fence): not a guest failure."""
         with self._lock:
             self._self_fenced.update(names)
 
@@ -223,8 +224,8 @@ class VMController:
             return self._running(vm, placement, local, status, now)
 
         with self._lock:
+            # Kept until the domain is started again: reconciles may fail in between.
             self_fenced = name in self._self_fenced
-            self._self_fenced.discard(name)
         if self_fenced:
             local.started_at = None
             log.info("event=restart_after_self_fence vm=%s node=%s", name, self.node)
@@ -353,6 +354,8 @@ class VMController:
         self.driver.start(name)
         local.started_at = time.monotonic()
         local.forced_off = False
+        with self._lock:
+            self._self_fenced.discard(name)
         log.info("event=domain_started vm=%s node=%s", name, self.node)
         self._on_domains_changed()
         extra: dict[str, Any] = {"failures": status.failures}
