@@ -34,6 +34,7 @@ import pytest
 
 from cli.localcluster.libvirtd import LibvirtDaemon
 from cli.localcluster.process import pid_alive
+from tests.ha_invariants import Invariants
 from tests.helpers import wait_for
 from tests.ipmi_harness import IpmiHarness, ipmi_skip_reason
 from tests.kvm_fixtures import system_libvirtd
@@ -185,70 +186,6 @@ def settle(cluster: RunningCluster, beats: int = 4) -> None:
         return all(len(s) > beats for s in seen.values()) and all(ready(cluster, n) for n in NODES)
 
     wait_for(fresh, DEADLINE, f"{beats} fresh heartbeats from every node", interval=0.2)
-
-
-class Invariants:
-    """Polls the cluster while a scenario runs: never one VM running on two nodes at once,
-    never two primaries with one epoch.
-
-    Like tests/integration/ha/test_ha_fencing.Invariants, a node counts only while its
-    pvcnoded lives (a powered-off host runs nothing); in addition, a node that came back
-    counts only once it has written a heartbeat of its own. Until then its status still
-    lists the domains of its previous life (the fence rewrites only its conditions and
-    daemonState), which a rebooted test-driver host no longer runs.
-    """
-
-    def __init__(self, cluster: RunningCluster) -> None:
-        self.cluster = cluster
-        self.violations: list[str] = []
-        self.primaries: list[tuple[str, int]] = []
-        self.checks = 0
-        self._dead_heartbeat: dict[str, str | None] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Invariants:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        assert self.violations == []
-        assert self.checks > 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                nodes = self.cluster.items("nodes")
-                cluster = self.cluster.api("GET", "/api/v1/clusters/cluster").json()
-            except Exception:
-                continue
-            state = self.cluster.cluster.load_state()
-            seen: dict[str, list[str]] = {}
-            for node in nodes:
-                name = node["metadata"]["name"]
-                status = node.get("status") or {}
-                heartbeat = status.get("lastHeartbeat")
-                pid = state.nodes.get(name, 0) if state else 0
-                if not pid or not pid_alive(pid):
-                    self._dead_heartbeat[name] = heartbeat
-                    continue
-                if name in self._dead_heartbeat and self._dead_heartbeat[name] == heartbeat:
-                    continue  # booted, but not yet reported what it runs
-                for domain in status.get("domains", []):
-                    seen.setdefault(domain, []).append(name)
-            for domain, where in seen.items():
-                if len(where) > 1:
-                    self.violations.append(f"{domain} running on {where}")
-            status = cluster.get("status") or {}
-            if status.get("primary"):
-                entry = (status["primary"], status.get("epoch", 0))
-                if not self.primaries or self.primaries[-1] != entry:
-                    if any(e == entry[1] and p != entry[0] for p, e in self.primaries):
-                        self.violations.append(f"two primaries with epoch {entry[1]}")
-                    self.primaries.append(entry)
-            self.checks += 1
 
 
 class CmdlineWatch:
