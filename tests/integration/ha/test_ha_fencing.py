@@ -109,8 +109,9 @@ def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) 
         took = time.monotonic() - killed
         fenced = condition(node_status(cluster, victim), "Fenced")
         assert fenced.get("status") == "True" and fenced.get("reason") == "PoweredOff"
-    # 3 s to be declared dead, 3 s of saving throws, then fence and restart.
-    assert 6.0 <= took < 15.0, took
+    # 3 s to be declared dead plus 3 s of saving throws, counted from the last heartbeat the
+    # primary saw, which can precede the kill by up to one interval; then fence and restart.
+    assert 5.0 <= took < 15.0, took
     assert {n: v["spec"] for n, v in vms(cluster).items()} == specs  # no spec lost
     # Every step is on record, in order.
     events = cluster.api("GET", "/api/v1/events").json()["items"]
