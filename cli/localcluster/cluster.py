@@ -277,7 +277,25 @@ class LocalCluster:
                 stop_pid(pid)
                 stopped.append(key)
         self.state_file.unlink(missing_ok=True)
+        # A node the fence agent powered on while we were stopping is in no record yet.
+        stopped += self._stop_strays()
         self._clear_data()
+        return stopped
+
+    def _stop_strays(self) -> list[str]:
+        """Stop every daemon still running with a config from this cluster's folder."""
+        stopped = []
+        marker = str(self.dir) + "/"
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "controllers.daemon" in cmdline and marker in cmdline:
+                stop_pid(int(proc.name))
+                stopped.append(f"stray pid {proc.name}")
         return stopped
 
     def _clear_data(self) -> None:
