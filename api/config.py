@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
+from schemas.configfile import ConfigFileError, read_yaml_mapping
 from schemas.meta import Model
 
 
@@ -66,14 +66,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     raw: dict[str, object] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{path}: invalid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"{path}: expected a mapping at the top level")
-        raw.update(loaded)
+            raw.update(read_yaml_mapping(path))
+        except ConfigFileError as exc:
+            raise SettingsError(str(exc)) from None
     for env, field in _ENV.items():
         if env in os.environ:
             raw[field] = os.environ[env]

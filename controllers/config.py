@@ -6,9 +6,9 @@ import os
 import socket
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError
 
+from schemas.configfile import ConfigFileError, read_yaml_mapping
 from schemas.meta import DnsLabel, Model
 from schemas.node import FenceConfig
 from schemas.quantity import Duration, Size, to_seconds
@@ -69,13 +69,9 @@ class ConfigError(ValueError):
 
 def load_config(path: str | Path) -> DaemonConfig:
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = read_yaml_mapping(path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     if env_zk := os.environ.get("PVC_ZOOKEEPER"):
         raw["zookeeper"] = env_zk
     try:
