@@ -496,17 +496,33 @@ def _wait_for_node(
 
 
 def _wait_for_primary(ctx: Context, name: str, want: bool, timeout: str) -> None:
+    """Wait until the handover is complete: NODE is (or is not) primary and no node is
+    still in takeover or relinquish."""
     seen: dict[str, str] = {}
 
     def done(state: State) -> bool:
-        status = (state.get("cluster") or {}).get("status") or {}
-        seen["now"] = str(status.get("primary") or "-")
-        return (seen["now"] == name) == want
+        routers = {
+            node: str((obj.get("status") or {}).get("routerState") or "-")
+            for node, obj in state.items()
+        }
+        primaries = sorted(n for n, r in routers.items() if r == "primary")
+        moving = sorted(f"{n} {r}" for n, r in routers.items() if r in ("takeover", "relinquish"))
+        seen["now"] = ", ".join(moving) or (", ".join(primaries) or "none")
+        if moving or len(primaries) != 1:
+            return False
+        return (primaries[0] == name) == want
 
-    with progress(f"waiting for the primary to {'be' if want else 'leave'} {name}"):
-        met = wait_until(ctx.client, "clusters", done, _seconds(timeout), name="cluster")
+    with progress(f"waiting for the primary to {'be' if want else 'leave'} {name}") as update:
+        met = wait_until(
+            ctx.client,
+            "nodes",
+            done,
+            _seconds(timeout),
+            on_change=lambda _s: update(seen.get("now", "-")),
+        )
     if not met:
         raise ServerError(f"timed out after {timeout}: the primary is still {seen.get('now', '-')}")
+    _done("node", name, "primary" if want else "not primary")
 
 
 _WAIT_OPTIONS = [

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from schemas.configfile import ConfigFileError, read_yaml_mapping
 from schemas.meta import DnsLabel, Model
@@ -39,6 +40,33 @@ class CrashLoopConfig(Model):
     reset_after: Duration = "60s"
 
 
+class FloatingAddressConfig(Model):
+    """An address that follows the primary coordinator (e.g. the API's address)."""
+
+    address: str
+    """CIDR, e.g. 10.0.0.254/24."""
+    interface: str
+
+    @field_validator("address")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_interface(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an address with a prefix length") from None
+        if "/" not in value:
+            raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/24")
+        return value
+
+
+class NetworkConfig(Model):
+    namespace: str | None = None
+    """The network namespace that stands for this host's network (several simulated
+    nodes on one machine); None: the daemon's own namespace."""
+    floating_addresses: list[FloatingAddressConfig] = Field(default_factory=list)
+    """Held by whichever coordinator is primary; give every coordinator the same list."""
+
+
 class DaemonConfig(Model):
     node: DnsLabel = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
     zookeeper: str = "127.0.0.1:2181"
@@ -51,6 +79,7 @@ class DaemonConfig(Model):
     log_level: str = "info"
     state_dir: str = "/var/lib/pvc"
     crash_loop: CrashLoopConfig = Field(default_factory=CrashLoopConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     fence: FenceConfig | None = None
     """The Node's fence agent, used when this daemon first registers the Node."""
 

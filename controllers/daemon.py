@@ -12,11 +12,13 @@ from types import FrameType
 
 from controllers.config import ConfigError, DaemonConfig, load_config
 from controllers.crashloop import CrashLoopPolicy
+from controllers.floating import FloatingAddresses
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
 from controllers.self_fence import SelfFence
 from controllers.vm_controller import VMController
 from hypervisor import HypervisorError, LibvirtDriver, write_test_host_xml
+from hypervisor.hostnet import FloatingAddress, NetlinkHostNetwork
 from schemas import to_mib, to_seconds
 from zkstore import LeaseHeld, Store
 
@@ -32,6 +34,18 @@ def hypervisor_uri(config: DaemonConfig) -> str:
     return write_test_host_xml(
         host_file, to_mib(config.libvirt.test_host.memory), config.libvirt.test_host.cpus
     )
+
+
+def floating_addresses(config: DaemonConfig) -> FloatingAddresses:
+    wanted = [
+        FloatingAddress(interface=fa.interface, address=fa.address)
+        for fa in config.network.floating_addresses
+    ]
+    # Short gaps between the gratuitous ARPs: a takeover waits for them.
+    network = (
+        NetlinkHostNetwork(config.network.namespace, announce_interval=0.2) if wanted else None
+    )
+    return FloatingAddresses(network, wanted)
 
 
 class Daemon:
@@ -73,7 +87,12 @@ class Daemon:
             on_fenced=self.vms.self_fenced,
         )
         self.election = (
-            PrimaryElection(self.store, config.node, self.agent.set_router_state)
+            PrimaryElection(
+                self.store,
+                config.node,
+                self.agent.set_router_state,
+                addresses=floating_addresses(config),
+            )
             if config.coordinator
             else None
         )

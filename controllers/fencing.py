@@ -380,10 +380,12 @@ class FenceController:
         conditions: Callable[[list[Condition]], list[Condition]],
         state: DaemonState | None = None,
     ) -> None:
-        raw = self.store.read_status(Node, name) or {}
-        status = NodeStatus.model_validate(raw)
-        status.conditions = conditions(status.conditions)
-        if state is not None:
-            status.daemon_state = state
+        def change(raw: object) -> NodeStatus:
+            status = NodeStatus.model_validate(raw or {})
+            status.conditions = conditions(status.conditions)
+            if state is not None:
+                status.daemon_state = state
+            return status
+
         with contextlib.suppress(NotFound):
-            self.store.write_status(Node, name, status)
+            self.store.update_status(Node, name, change)

@@ -25,7 +25,7 @@ from schemas import (
     to_seconds,
     utcnow,
 )
-from zkstore import AlreadyExists, Lease, NotFound, Store, paths
+from zkstore import AlreadyExists, Lease, Store, paths
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
@@ -166,39 +166,45 @@ class NodeAgent:
             if facts and facts.memory_free_bytes is not None
             else max(0, total - allocated)
         )
-        try:
-            previous = self.store.read_status(Node, self.node)
-        except NotFound:
-            previous = None
-        status = NodeStatus.model_validate(previous) if previous else NodeStatus()
         ready = self.daemon_state == DaemonState.RUN and facts is not None
-        conditions = set_condition(
-            status.conditions,
-            "Ready",
-            ready,
-            "HeartbeatOK"
-            if ready
-            else ("HypervisorUnavailable" if facts is None else "NotRunning"),
-            f"pvcnoded {self.daemon_state.value}" + ("" if facts else ", hypervisor unreachable"),
+        message = f"pvcnoded {self.daemon_state.value}" + (
+            "" if facts else ", hypervisor unreachable"
         )
-        new = NodeStatus(
-            conditions=conditions,
-            daemon_state=self.daemon_state,
-            domain_state=status.domain_state,
-            router_state=self.router_state,
-            last_heartbeat=utcnow(),
-            hypervisor=self.hypervisor_uri,
-            domains=running,
-            resources=NodeResources(
-                memory_total=total,
-                memory_used=total - free if total else 0,
-                memory_free=free,
-                memory_allocated=allocated,
-                memory_provisioned=provisioned,
-                vcpus_total=facts.cpus if facts else 0,
-                vcpus_allocated=vcpus,
-                load=facts.load1 if facts else 0.0,
-                vm_count=count,
-            ),
+        resources = NodeResources(
+            memory_total=total,
+            memory_used=total - free if total else 0,
+            memory_free=free,
+            memory_allocated=allocated,
+            memory_provisioned=provisioned,
+            vcpus_total=facts.cpus if facts else 0,
+            vcpus_allocated=vcpus,
+            load=facts.load1 if facts else 0.0,
+            vm_count=count,
         )
-        self.store.write_status(Node, self.node, new)
+
+        def heartbeat(previous: object) -> NodeStatus:
+            # domainState and the Drained condition belong to the primary's drain
+            # controller: carry them over (compare-and-set, so a write between our
+            # read and ours is never undone).
+            status = NodeStatus.model_validate(previous) if previous else NodeStatus()
+            conditions = set_condition(
+                status.conditions,
+                "Ready",
+                ready,
+                "HeartbeatOK"
+                if ready
+                else ("HypervisorUnavailable" if facts is None else "NotRunning"),
+                message,
+            )
+            return NodeStatus(
+                conditions=conditions,
+                daemon_state=self.daemon_state,
+                domain_state=status.domain_state,
+                router_state=self.router_state,
+                last_heartbeat=utcnow(),
+                hypervisor=self.hypervisor_uri,
+                domains=running,
+                resources=resources,
+            )
+
+        self.store.update_status(Node, self.node, heartbeat)

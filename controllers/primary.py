@@ -1,27 +1,41 @@
-"""Primary election among coordinators, and the primary-only controllers it runs.
+"""Primary election among coordinators, the ordered handover, and the primary-only work.
 
-This is the first cut: an exclusive lock at /leases/primary; the winner bumps
-the cluster epoch and runs the scheduler with it, so a deposed primary's
-placement writes fail. The ordered takeover/relinquish handover with floating
-addresses comes with the HA work.
+Coordinators contend for an exclusive lock at /leases/primary. A handover runs
+in phases ordered by the handover write lock (/locks/primary-handover):
+
+  old primary (relinquish)               new primary (takeover)
+  1. take the handover write lock
+  2. give up /leases/primary      ->     3. win /leases/primary, bump the epoch
+                                            (the old primary's writes now fail)
+  4. stop primary-only work,             5. wait for the handover write lock
+     drop floating addresses,
+     release the handover lock     ->     6. re-check the epoch, take the floating
+                                             addresses, start primary-only work,
+                                             release the handover lock: primary
+
+Work that must not straddle a handover (a drain step) holds the read side, so
+it waits while a takeover is under way and a handover waits for it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from kazoo.exceptions import CancelledError
+from kazoo.exceptions import CancelledError, LockTimeout
 from kazoo.protocol.states import KazooState
-from kazoo.recipe.lock import Lock
+from kazoo.recipe.lock import Lock, WriteLock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
+from controllers.drain import DrainController
 from controllers.fencing import FenceController
+from controllers.floating import FloatingAddresses
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
 from schemas import CLUSTER_NAME, Cluster, ClusterStatus, RouterState
-from zkstore import Lease, ResourceInformer, Store, paths
+from zkstore import EpochMoved, Lease, ResourceInformer, Store, handover_write_lock, paths
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
@@ -41,18 +55,23 @@ class PrimaryElection:
         node: str,
         on_state: Callable[[RouterState], None],
         *,
+        addresses: FloatingAddresses | None = None,
         retry_interval: float = 1.0,
+        handover_timeout: float = 30.0,
     ) -> None:
         self.store = store
         self.node = node
         self._on_state = on_state
+        self.addresses = addresses or FloatingAddresses(None, [])
         self._retry_interval = retry_interval
+        self._handover_timeout = handover_timeout
         self._stop = threading.Event()
         # Set whenever something that decides the role changed: the session, the
         # preferred primary, the live coordinators.
         self._changed = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock: Lock | None = None
+        self._takeover_wait: WriteLock | None = None
         self._contending = False
         self._preferred: str | None = None
         self._coordinators: set[str] = set()
@@ -64,6 +83,8 @@ class PrimaryElection:
 
     def start(self) -> None:
         self._set_state(RouterState.SECONDARY)
+        # Left behind by a crash of this daemon: a secondary holds no floating address.
+        self.addresses.release()
         self.presence.acquire(wait=self.store.client._session_timeout / 1000.0 + 5.0)
         ChildrenWatch(
             self.store.client, self.store.path(paths.LEASES_COORDINATORS), self._on_coordinators
@@ -79,11 +100,13 @@ class PrimaryElection:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._changed.set()
+        self._cancel_takeover_wait()
         if self._lock is not None:
             self._lock.cancel()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout + self._handover_timeout)
         self.presence.release()
+        self.addresses.close()
 
     # -- watches (kazoo's event thread: no blocking calls) -------------------
 
@@ -104,20 +127,33 @@ class PrimaryElection:
         return not self._stop.is_set()
 
     def _on_connection(self, state: KazooState) -> None:
-        # A lost session means our ephemeral lock node is gone: someone else may win now.
+        # A lost session means our ephemeral lock nodes are gone: someone else may win
+        # now and take the floating addresses, so ours go at once (local calls only).
         if state == KazooState.LOST:
             self._session_lost = True
             self._changed.set()
+            self._cancel_takeover_wait()
+            if self.state in (RouterState.TAKEOVER, RouterState.PRIMARY, RouterState.RELINQUISH):
+                self.addresses.release()
 
     def _reevaluate(self) -> None:
         if self._contending and self.should_defer() and self._lock is not None:
             self._lock.cancel()
         self._changed.set()
+        self._cancel_takeover_wait()
+
+    def _cancel_takeover_wait(self) -> None:
+        waiting = self._takeover_wait
+        if waiting is not None and self._should_give_up():
+            waiting.cancel()
 
     def should_defer(self) -> bool:
         """Another live coordinator is the admin's preferred primary."""
         preferred = self._preferred
         return preferred is not None and preferred != self.node and preferred in self._coordinators
+
+    def _should_give_up(self) -> bool:
+        return self._stop.is_set() or self._session_lost or self.should_defer()
 
     # -- the role ------------------------------------------------------------
 
@@ -160,7 +196,7 @@ class PrimaryElection:
             finally:
                 self._contending = False
             failures = 0
-            if not acquired or self._stop.is_set() or self.should_defer():
+            if not acquired or self._should_give_up():
                 # The failsafe re-check: a round won on a view that has since moved is
                 # given back unused.
                 self._release(lock)
@@ -169,20 +205,35 @@ class PrimaryElection:
             self._serve(lock)
 
     def _serve(self, lock: Lock) -> None:
-        workers: list[Scheduler | ClusterStatusController | FenceController] = []
+        workers: list[Scheduler | ClusterStatusController | FenceController | DrainController] = []
+        handover = handover_write_lock(self.store, self.node)
+        holding = took_over = False
         try:
             self._set_state(RouterState.TAKEOVER)
             self.epoch = self.store.bump_epoch(self.node, expected=self.store.read_epoch(sync=True))
+            holding = self._wait_for_handover(handover)
+            if not holding:
+                log.info("event=takeover_abandoned node=%s epoch=%s", self.node, self.epoch)
+                return
+            took_over = True
+            # Before touching the host network: a primary paused in the wait must not
+            # take addresses on a stale view.
+            if self.store.read_epoch(sync=True) != self.epoch:
+                raise EpochMoved(f"the epoch moved past {self.epoch} during the takeover")
+            self.addresses.take()
             scheduler = Scheduler(self.store, self.epoch)
             workers = [
                 scheduler,
                 ClusterStatusController(self.store, self.node, self.epoch),
                 FenceController(self.store, self.node, self.epoch, scheduler),
+                DrainController(self.store, self.node, self.epoch, scheduler),
             ]
             for worker in workers:
                 worker.start()
+            self._release(handover)
+            holding = False
             self._set_state(RouterState.PRIMARY)
-            while not (self._stop.is_set() or self._session_lost or self.should_defer()):
+            while not self._should_give_up():
                 self._changed.wait(self._retry_interval)
                 self._changed.clear()
             why = (
@@ -196,11 +247,76 @@ class PrimaryElection:
         except Exception as exc:
             log.error("event=primary_failed node=%s error=%r", self.node, exc)
         finally:
-            self._set_state(RouterState.RELINQUISH)
-            for worker in reversed(workers):
-                worker.stop()
+            self._relinquish(lock, handover, holding if took_over else None, workers)
+
+    def _wait_for_handover(self, handover: WriteLock) -> bool:
+        """Block until the previous primary has finished relinquishing (or we give up)."""
+        started = time.monotonic()
+        self._takeover_wait = handover
+        try:
+            return self._wait_for_handover_loop(handover, started)
+        finally:
+            self._takeover_wait = None
+
+    def _wait_for_handover_loop(self, handover: WriteLock, started: float) -> bool:
+        while not self._should_give_up():
+            try:
+                if handover.acquire(timeout=self._retry_interval * 5):
+                    waited = time.monotonic() - started
+                    log.info("event=handover_locked node=%s waited=%.3fs", self.node, waited)
+                    return True
+            except CancelledError:
+                continue
+            except LockTimeout:
+                log.warning(
+                    "event=takeover_waiting node=%s waited=%.1fs holders=%s",
+                    self.node,
+                    time.monotonic() - started,
+                    self._contenders(handover),
+                )
+            except Exception as exc:
+                log.warning("event=takeover_wait_failed node=%s error=%r", self.node, exc)
+                self._changed.wait(self._retry_interval)
+        return False
+
+    def _relinquish(
+        self,
+        lock: Lock,
+        handover: WriteLock,
+        holding: bool | None,
+        workers: list[Scheduler | ClusterStatusController | FenceController | DrainController],
+    ) -> None:
+        """``holding`` None: the takeover never got the handover lock, so nothing to undo."""
+        self._set_state(RouterState.RELINQUISH)
+        if holding is None:
             self._release(lock)
             self._set_state(RouterState.SECONDARY)
+            return
+        if not holding and not self._session_lost:
+            # Hold the handover before letting the next primary in, so it waits until our
+            # work has stopped and our addresses are gone.
+            try:
+                holding = handover.acquire(timeout=self._handover_timeout)
+            except Exception as exc:
+                log.warning(
+                    "event=relinquish_unordered node=%s error=%r holders=%s",
+                    self.node,
+                    exc,
+                    self._contenders(handover),
+                )
+        self._release(lock)
+        for worker in reversed(workers):
+            worker.stop()
+        self.addresses.release()
+        if holding:
+            self._release(handover)
+        self._set_state(RouterState.SECONDARY)
+
+    def _contenders(self, lock: Lock) -> list[str]:
+        try:
+            return [str(c) for c in lock.contenders()]
+        except Exception:
+            return []
 
     def _release(self, lock: Lock) -> None:
         try:

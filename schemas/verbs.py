@@ -22,3 +22,7 @@ fallback), whatever spec.migration.method says; absent means spec.migration.meth
 PLACEMENT_MIGRATE = "migrate"
 PLACEMENT_UNMIGRATE = "unmigrate"
 PLACEMENT_MOVE = "move"
+PLACEMENT_FLUSH = "flush"
+"""Moved off a draining node by the primary; placement.migration names that node."""
+PLACEMENT_UNFLUSH = "unflush"
+"""Returned to the node a flush moved it from."""

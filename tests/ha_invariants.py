@@ -57,8 +57,9 @@ class Invariants:
             for domain, where in seen.items():
                 if len(where) > 1:
                     self.violations.append(f"{domain} running on {where}")
-            status = cluster.get("status") or {}
-            if status.get("primary"):
+            # No Cluster object yet: the API answers 404 with a Status body.
+            status = cluster.get("status") if cluster.get("kind") == "Cluster" else None
+            if isinstance(status, dict) and status.get("primary"):
                 entry = (status["primary"], status.get("epoch", 0))
                 if not self.primaries or self.primaries[-1] != entry:
                     if any(e == entry[1] and p != entry[0] for p, e in self.primaries):

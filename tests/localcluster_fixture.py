@@ -55,6 +55,7 @@ def start_cluster(
     libvirt_uris: dict[str, str] | None = None,
     disk_dir: Path | None = None,
     zookeeper_members: int = 1,
+    node_networks: dict[str, dict[str, object]] | None = None,
 ) -> Iterator[RunningCluster]:
     cluster = LocalCluster(
         state_dir,
@@ -65,6 +66,7 @@ def start_cluster(
         libvirt_uris=libvirt_uris,
         disk_dir=disk_dir,
         zookeeper_members=zookeeper_members,
+        node_networks=node_networks,
     )
     try:
         state, _ = cluster.up(timeout=90)

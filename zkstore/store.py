@@ -305,6 +305,39 @@ class Store:
             except NodeExistsError:
                 self.client.set(path, data)
 
+    def update_status(
+        self, cls: type[Resource], name: str, change: Callable[[Any], Status | None]
+    ) -> None:
+        """Read-modify-write the status with compare-and-set, for status with two writers
+        (a node's own agent and the primary's drain controller).
+
+        ``change`` gets the stored status (or None) and returns the new one, or None
+        to leave it; it runs again when another writer got in between.
+        """
+        path = self.path(paths.status(cls.PLURAL, name))
+        for _ in range(_CAS_RETRIES):
+            try:
+                data, stat = self.client.get(path)
+                current, version = decode(data), stat.version
+            except NoNodeError:
+                current, version = None, None
+            new = change(current)
+            if new is None:
+                return
+            encoded = encode(new.wire())
+            try:
+                if version is None:
+                    self.client.create(path, encoded)
+                else:
+                    self.client.set(path, encoded, version=version)
+                return
+            except NoNodeError:
+                if version is None:
+                    raise NotFound(cls.KIND, name) from None
+            except (BadVersionError, NodeExistsError):
+                pass
+        raise Conflict(f"status of {cls.KIND} {name!r} kept changing; gave up")
+
     # -- placement (primary-owned) -----------------------------------------
 
     def _get_placement_raw(self, vm: str) -> tuple[Placement | None, int]:

@@ -20,9 +20,11 @@ from api.routes.resources import API_PREFIX
 from schemas import (
     CLUSTER_NAME,
     Cluster,
+    DaemonState,
     FieldError,
     Node,
     Placement,
+    RouterState,
     RunStrategy,
     VirtualMachine,
     utcnow,
@@ -253,15 +255,43 @@ def node_primary(name: NameParam, store: StoreDep, events: EventsDep) -> dict[st
 
 @router.post(f"{NODES}/secondary", tags=["verbs"])
 def node_secondary(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
-    """Stop preferring this node as primary (clears Cluster spec.primary if it names it)."""
+    """Make this node secondary: if it is the primary, hand over to another live
+    coordinator (it becomes Cluster spec.primary); otherwise stop preferring it."""
     store.get(Node, name)
+    current = store.get(Cluster, CLUSTER_NAME) if store.exists(Cluster, CLUSTER_NAME) else None
+    is_primary = (
+        current is not None and current.status is not None and (current.status.primary == name)
+    )
+    successor: str | None = None
+    if is_primary:
+        standby = sorted(
+            n.name
+            for n in store.list(Node)
+            if n.name != name
+            and n.spec.coordinator
+            and n.status is not None
+            and n.status.daemon_state == DaemonState.RUN
+            and n.status.router_state == RouterState.SECONDARY
+        )
+        if not standby:
+            raise ApiError(
+                409, f"node {name!r} is the primary and no other coordinator can take over"
+            )
+        successor = standby[0]
 
     def change(cluster: Cluster) -> None:
-        if cluster.spec.primary == name:
+        if successor is not None:
+            cluster.spec.primary = successor
+        elif cluster.spec.primary == name:
             cluster.spec.primary = None
 
     cluster = _mutate_cluster(store, change)
-    events.record(Node.KIND, name, "SecondaryRequested", "Cluster spec.primary cleared")
+    message = (
+        f"handing over to {successor} (Cluster spec.primary)"
+        if successor
+        else "Cluster spec.primary no longer names it"
+    )
+    events.record(Node.KIND, name, "SecondaryRequested", message)
     return cluster.wire()
 
 

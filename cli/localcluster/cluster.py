@@ -34,6 +34,8 @@ class LocalState:
     # above name the first member.
     zookeeper_members: list[list[int]] = field(default_factory=list)
     zookeeper_pids: list[int] = field(default_factory=list)
+    # Each node's daemon ``network`` settings, kept so a power cycle restarts it the same.
+    node_networks: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def zookeeper_hosts(self) -> str:
@@ -58,9 +60,12 @@ class LocalCluster:
         libvirt_uris: dict[str, str] | None = None,
         disk_dir: Path | None = None,
         zookeeper_members: int = 1,
+        node_networks: dict[str, dict[str, object]] | None = None,
     ) -> None:
         """``libvirt_uris`` maps node names to real libvirt URIs (e.g. qemu:///system);
-        nodes not named there simulate their host with libvirt's test driver."""
+        nodes not named there simulate their host with libvirt's test driver.
+        ``node_networks`` maps node names to their daemon's ``network`` settings (a
+        namespace standing for the host's network, floating addresses)."""
         self.dir = (state_dir or default_state_dir()).absolute()
         self.node_count = nodes
         self.api_port = api_port
@@ -70,6 +75,7 @@ class LocalCluster:
         self.libvirt_uris = libvirt_uris or {}
         self.zookeeper_members = zookeeper_members
         self.disk_dir = disk_dir
+        self.node_networks = node_networks or {}
 
     # -- state file ----------------------------------------------------------
 
@@ -137,7 +143,7 @@ class LocalCluster:
                 return state, True
             self.down()  # partly running: start clean rather than guess
         self.dir.mkdir(parents=True, exist_ok=True)
-        state = LocalState(api_port=self.api_port or free_port())
+        state = LocalState(api_port=self.api_port or free_port(), node_networks=self.node_networks)
         try:
             if self.zookeeper_members > 1:
                 members = start_ensemble(self.dir, self.zookeeper_members, timeout)
@@ -231,6 +237,11 @@ class LocalCluster:
                     "root": state.root,
                     "coordinator": True,
                     "libvirt": self._libvirt_config(name),
+                    **(
+                        {"network": state.node_networks[name]}
+                        if name in state.node_networks
+                        else {}
+                    ),
                     "stateDir": str(self.dir / name),
                     # The local power agent: "power off" kills the node's processes, as a dead host.
                     "fence": {

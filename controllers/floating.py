@@ -1,0 +1,70 @@
+"""Floating addresses: the IPs that follow the primary coordinator.
+
+The new primary adds them (and announces them with gratuitous ARP so
+neighbours move their ARP entries at once) only after the old primary has
+let go of them; the old primary removes them when it relinquishes, and at
+once when its ZooKeeper session is lost, because another node may already
+hold them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from hypervisor.hostnet import FloatingAddress, HostNetwork, HostNetworkError
+
+log = logging.getLogger(__name__)
+
+
+class FloatingAddresses:
+    def __init__(self, network: HostNetwork | None, addresses: list[FloatingAddress]) -> None:
+        self.network = network
+        self.addresses = list(addresses)
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Add and announce every address; raises HostNetworkError and then holds none."""
+        if self.network is None or not self.addresses:
+            return
+        with self._lock:
+            try:
+                for fa in self.addresses:
+                    added = self.network.add_address(fa)
+                    self.network.announce(fa)
+                    log.info(
+                        "event=floating_address_taken address=%s interface=%s added=%s",
+                        fa.address,
+                        fa.interface,
+                        added,
+                    )
+            except HostNetworkError as exc:
+                log.error("event=floating_address_failed error=%s", exc)
+                self._remove_all()
+                raise
+
+    def release(self) -> None:
+        """Remove every address; never raises (a failure is logged and the rest still go)."""
+        if self.network is None or not self.addresses:
+            return
+        with self._lock:
+            self._remove_all()
+
+    def _remove_all(self) -> None:
+        assert self.network is not None
+        for fa in self.addresses:
+            try:
+                removed = self.network.remove_address(fa)
+            except HostNetworkError as exc:
+                log.error("event=floating_address_release_failed error=%s", exc)
+                continue
+            if removed:
+                log.info(
+                    "event=floating_address_released address=%s interface=%s",
+                    fa.address,
+                    fa.interface,
+                )
+
+    def close(self) -> None:
+        if self.network is not None:
+            self.network.close()
