@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, model_validator
 
+from hypervisor.hostnet import FloatingAddress
 from schemas.configfile import ConfigFileError, read_yaml_mapping
 from schemas.meta import DnsLabel, Model
 from schemas.node import FenceConfig
@@ -47,16 +47,13 @@ class FloatingAddressConfig(Model):
     """CIDR, e.g. 10.0.0.254/24."""
     interface: str
 
-    @field_validator("address")
-    @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            ipaddress.ip_interface(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an address with a prefix length") from None
-        if "/" not in value:
-            raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/24")
-        return value
+    @model_validator(mode="after")
+    def _valid(self) -> FloatingAddressConfig:
+        self.floating()  # raises ValueError with what is wrong
+        return self
+
+    def floating(self) -> FloatingAddress:
+        return FloatingAddress(interface=self.interface, address=self.address)
 
 
 class NetworkConfig(Model):

@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from kazoo.handlers.threading import KazooTimeoutError
+
 from controllers.config import ConfigError, DaemonConfig, load_config
 from controllers.crashloop import CrashLoopPolicy
 from controllers.floating import FloatingAddresses
@@ -18,7 +20,7 @@ from controllers.primary import PrimaryElection
 from controllers.self_fence import SelfFence
 from controllers.vm_controller import VMController
 from hypervisor import HypervisorError, LibvirtDriver, write_test_host_xml
-from hypervisor.hostnet import FloatingAddress, NetlinkHostNetwork
+from hypervisor.hostnet import HostNetworkError, NetlinkHostNetwork
 from schemas import to_mib, to_seconds
 from zkstore import LeaseHeld, Store
 
@@ -37,10 +39,7 @@ def hypervisor_uri(config: DaemonConfig) -> str:
 
 
 def floating_addresses(config: DaemonConfig) -> FloatingAddresses:
-    wanted = [
-        FloatingAddress(interface=fa.interface, address=fa.address)
-        for fa in config.network.floating_addresses
-    ]
+    wanted = [fa.floating() for fa in config.network.floating_addresses]
     # Short gaps between the gratuitous ARPs: a takeover waits for them.
     network = (
         NetlinkHostNetwork(config.network.namespace, announce_interval=0.2) if wanted else None
@@ -149,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except HypervisorError as exc:
         print(f"pvcnoded: cannot open hypervisor: {exc}", file=sys.stderr)
         return 1
+    except HostNetworkError as exc:
+        print(f"pvcnoded: cannot open the host network: {exc}", file=sys.stderr)
+        return 1
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("event=signal signum=%d", signum)
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         daemon.run()
     except LeaseHeld as exc:
         log.error("event=lease_held node=%s error=%s", config.node, exc)
+        return 1
+    except KazooTimeoutError:
+        log.error("event=zookeeper_unreachable node=%s zookeeper=%s", config.node, config.zookeeper)
+        print(f"pvcnoded: cannot reach ZooKeeper at {config.zookeeper}", file=sys.stderr)
         return 1
     except Exception as exc:
         log.exception("event=fatal node=%s error=%r", config.node, exc)

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import Settings
-from schemas import verbs
+from schemas import Cluster, ClusterStatus, DaemonState, Node, NodeStatus, RouterState, verbs
 from tests.integration.api.api_helpers import assert_status, node, vm
 from zkstore import Store
 
@@ -124,3 +124,19 @@ def test_verbs_leave_events(client: TestClient) -> None:
     post(client, "/api/v1/vms/web1/restart")
     items = client.get("/api/v1/events", params={"kind": "vm", "name": "web1"}).json()["items"]
     assert [e["reason"] for e in items] == ["Created", "RestartRequested"]
+
+
+def test_secondary_on_the_primary_hands_over_to_a_live_coordinator(
+    client: TestClient, store: Store
+) -> None:
+    post(client, "/api/v1/nodes/n1/primary")
+    store.write_status(Cluster, "cluster", ClusterStatus(primary="n1", epoch=3))
+    # No other coordinator is up: nobody can take over, and nothing changes.
+    assert_status(client.post("/api/v1/nodes/n1/secondary"), 409, "Conflict")
+    assert store.get(Cluster, "cluster").spec.primary == "n1"
+    store.mutate_spec(Node, "n3", lambda n: setattr(n.spec, "coordinator", True))
+    store.write_status(
+        Node, "n3", NodeStatus(daemon_state=DaemonState.RUN, router_state=RouterState.SECONDARY)
+    )
+    cluster = post(client, "/api/v1/nodes/n1/secondary")
+    assert cluster["spec"]["primary"] == "n3"  # type: ignore[index]
