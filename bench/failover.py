@@ -215,7 +215,11 @@ class LocalRun:
 
 @contextmanager
 def local_cluster(
-    label: str, session_timeout: str, keep_state: bool, nodes: int = NODES
+    label: str,
+    session_timeout: str,
+    keep_state: bool,
+    nodes: int = NODES,
+    node_networks: dict[str, dict[str, object]] | None = None,
 ) -> Iterator[LocalRun]:
     """A fresh LocalCluster in a temporary dir on a free API port, always stopped after.
     The dir (daemon logs) is removed after a clean run, kept after a failed one."""
@@ -228,6 +232,7 @@ def local_cluster(
         api_port=0,
         node_memory="8Gi",
         session_timeout=session_timeout,
+        node_networks=node_networks,
     )
     failed = True
     started = time.monotonic()

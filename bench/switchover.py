@@ -15,6 +15,8 @@ no fence restarts it on its own).
 
     .venv/bin/python bench/switchover.py                  # 5 runs of each
     .venv/bin/python bench/switchover.py --runs 10 --session-timeout 4s
+    .venv/bin/python bench/switchover.py --floating   # root: each node's network is a
+        # namespace holding one floating address, so a handover moves and announces it
 
 See bench/README.md.
 """
@@ -22,11 +24,15 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,40 @@ TARGET_GRACEFUL_S = 1.0
 TARGET_CRASH_MARGIN_S = 0.5
 POLL_INTERVAL_S = 0.02
 SESSION_TIMEOUT = "6s"
+
+
+FLOATING_ADDRESS = "10.254.99.1/24"
+FLOATING_BRIDGE = "pvcbench0"
+
+
+@contextlib.contextmanager
+def floating_networks(enabled: bool) -> Iterator[dict[str, dict[str, object]] | None]:
+    """One namespace per node with a bridge that carries the floating address."""
+    if not enabled:
+        yield None
+        return
+    tag = uuid.uuid4().hex[:6]
+    made: list[str] = []
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    try:
+        networks: dict[str, dict[str, object]] = {}
+        for index in range(1, 4):
+            ns = f"pvcb-{tag}-{index}"
+            ip("netns", "add", ns)
+            made.append(ns)
+            ip("-n", ns, "link", "add", FLOATING_BRIDGE, "type", "bridge")
+            ip("-n", ns, "link", "set", FLOATING_BRIDGE, "up")
+            networks[f"node{index}"] = {
+                "namespace": ns,
+                "floatingAddresses": [{"address": FLOATING_ADDRESS, "interface": FLOATING_BRIDGE}],
+            }
+        yield networks
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 def cluster_spec(preferred: str | None) -> dict[str, Any]:
@@ -255,7 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-crash", action="store_true")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--keep-state", action="store_true")
+    parser.add_argument(
+        "--floating",
+        action="store_true",
+        help="give the coordinators a floating address in per-node namespaces (root)",
+    )
     args = parser.parse_args(argv)
+    if args.floating and os.geteuid() != 0:
+        parser.error("--floating needs root (it creates network namespaces)")
     session = seconds_of(args.session_timeout)
     started_at = now_iso()
     graceful: list[dict[str, Any]] = []
@@ -263,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"switchover: {args.runs} graceful + {args.runs} crash runs, session {args.session_timeout}"
     )
-    with local_cluster("switchover", args.session_timeout, args.keep_state) as run:
+    with (
+        floating_networks(args.floating) as networks,
+        local_cluster(
+            "switchover", args.session_timeout, args.keep_state, node_networks=networks
+        ) as run,
+    ):
         api = Api(run.server)
         try:
             api.apply(cluster_spec(None))
@@ -297,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             "fencing": PROFILES["fast"],
             "maintenance": True,
             "poll_interval_s": args.poll_interval,
+            "floating_address": FLOATING_ADDRESS if args.floating else None,
         },
         "resolution": {
             "poll_interval_s": args.poll_interval,
@@ -342,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     g, c = result["graceful"], result["crash"]
     print()
     print(
-        f"switchover: 3 coordinators, session timeout {args.session_timeout}, poll "
+        f"switchover: 3 coordinators{' with a floating address' if args.floating else ''}, "
+        f"session timeout {args.session_timeout}, poll "
         f"{args.poll_interval * 1000:.0f} ms, {result['machine']['nproc']} CPUs"
     )
     if graceful:

@@ -26,6 +26,7 @@ from schemas import (
     Node,
     NodeStatus,
     Placement,
+    RouterState,
     RunStrategy,
     VirtualMachine,
     VirtualMachineStatus,
@@ -37,6 +38,8 @@ from zkstore import EpochMoved, Informer, NotFound, ResourceInformer, Store, exc
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
+
+_ACTING = (RouterState.TAKEOVER, RouterState.PRIMARY, RouterState.RELINQUISH)
 
 FENCE_LOCK = "fence"
 
@@ -385,6 +388,9 @@ class FenceController:
             status.conditions = conditions(status.conditions)
             if state is not None:
                 status.daemon_state = state
+            if state == DaemonState.DEAD and status.router_state in _ACTING:
+                # Its last word was a role it no longer holds: the cluster has one primary.
+                status.router_state = RouterState.SECONDARY
             return status
 
         with contextlib.suppress(NotFound):
