@@ -16,9 +16,12 @@ handover waits for the step in flight.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from kazoo.exceptions import LockTimeout
+from kazoo.recipe.lock import ReadLock
 
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
@@ -35,7 +38,7 @@ from schemas import (
     set_condition,
     to_bytes,
 )
-from schemas.verbs import PLACEMENT_FLUSH, PLACEMENT_UNFLUSH
+from schemas.verbs import PLACEMENT_FLUSH, PLACEMENT_MIGRATE, PLACEMENT_UNFLUSH
 from zkstore import EpochMoved, NotFound, Store, handover_read_lock
 from zkstore.events import EventLog
 
@@ -44,6 +47,16 @@ log = logging.getLogger(__name__)
 RESYNC = 5.0
 """Seconds between looks at a node whose flush or unflush is under way (VM events
 also wake it; this covers a move that produces none, e.g. a VM that fits nowhere)."""
+
+
+def _in_drain(node: Node) -> bool:
+    """A flush or unflush of this node is under way or done (not plain ready)."""
+    return node.status is not None and node.status.domain_state != DomainState.READY
+
+
+def _ends(move: _Move) -> set[str | None]:
+    """The nodes a move touches: where it goes and where it came from."""
+    return {move.placement.node, move.placement.migration}
 
 
 @dataclass
@@ -65,7 +78,10 @@ class DrainController:
         # The scheduler's caches, so the primary keeps one watch per kind.
         scheduler.nodes.add_listener(self.controller.enqueue)
         scheduler.vms.add_listener(self._on_vm)
-        self._blocked: dict[str, str] = {}
+        # VMs told about in a FlushBlocked event (once per flush, not per retry).
+        self._blocked: set[str] = set()
+        self._written: dict[str, Placement] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self.controller.start()
@@ -78,17 +94,26 @@ class DrainController:
     def _on_vm(self, _vm: str) -> None:
         # Only nodes in a flush or unflush care about VM moves; there are few of them.
         for node in self.scheduler.nodes.objects():
-            if node.spec.drain or (node.status and node.status.domain_state != DomainState.READY):
+            if node.spec.drain or _in_drain(node):
                 self.controller.enqueue(node.name)
 
     # -- reading the caches ----------------------------------------------------
 
     def _placements(self) -> list[_Move]:
+        """Every VM with its placement, our own writes the cache has not shown yet included
+        (a reconcile woken by another VM's event must not count a moved VM twice)."""
         moves = []
         for vm in self.scheduler.vms.objects():
             raw = self.scheduler.vms.placement_raw(vm.name)
-            if raw is not None:
-                moves.append(_Move(vm, Placement.model_validate(raw)))
+            cached = Placement.model_validate(raw) if raw is not None else None
+            with self._lock:
+                written = self._written.get(vm.name)
+                if written is not None and cached is not None and cached.wire() == written.wire():
+                    del self._written[vm.name]  # the cache caught up
+                    written = None
+            placement = written or cached
+            if placement is not None:
+                moves.append(_Move(vm, placement))
         return moves
 
     @staticmethod
@@ -97,11 +122,12 @@ class DrainController:
         status = move.vm.status
         if status is None:
             return False
+        if status.phase == VMPhase.STOPPED:
+            return True  # e.g. a guest that shut itself down under RerunOnFailure
         if move.placement.node is None or move.vm.spec.run_strategy == RunStrategy.HALTED:
-            return status.phase in (VMPhase.STOPPED, VMPhase.PENDING, VMPhase.FAILED)
+            return status.phase in (VMPhase.PENDING, VMPhase.FAILED)
         return status.node == move.placement.node and status.phase in (
             VMPhase.RUNNING,
-            VMPhase.STOPPED,
             VMPhase.FAILED,
         )
 
@@ -130,7 +156,9 @@ class DrainController:
         moves = self._placements()
         if node.spec.drain:
             return self._flush(node, moves)
-        return self._unflush(node, moves)
+        if _in_drain(node):
+            return self._unflush(node, moves)
+        return None
 
     def _flush(self, node: Node, moves: list[_Move]) -> float | None:
         here = sorted((m for m in moves if m.placement.node == node.name), key=lambda m: m.vm.name)
@@ -149,19 +177,13 @@ class DrainController:
             self._set_domain_state(node, DomainState.FLUSHED, "Flushed", "no VMs left")
             return None
         self._set_domain_state(
-            node,
-            DomainState.FLUSHING,
-            "Flushing",
-            f"{len(here)} VM(s) to move, {len(leaving)} moving",
+            node, DomainState.FLUSHING, "Flushing", "moving its VMs to other nodes"
         )
-        if here:
-            budget = self._budget(node.name, moves)
-            if budget > 0 and not self._step(node, here[:budget], flush=True):
-                return 1.0
+        if here and not self._step(node, here, moves, flush=True):
+            return 1.0
         return RESYNC
 
     def _unflush(self, node: Node, moves: list[_Move]) -> float | None:
-        status = node.status or NodeStatus()
         away = sorted(
             (
                 m
@@ -176,32 +198,24 @@ class DrainController:
             if m.placement.reason == PLACEMENT_UNFLUSH and m.placement.node == node.name
         ]
         if not away and not returning:
-            if status.domain_state != DomainState.READY:
-                self._set_domain_state(node, DomainState.READY, "Ready", "takes VMs")
+            self._set_domain_state(node, DomainState.READY, "Ready", "takes VMs")
             return None
         self._set_domain_state(
-            node,
-            DomainState.UNFLUSHING,
-            "Unflushing",
-            f"{len(away)} VM(s) to bring back, {len(returning)} returning",
+            node, DomainState.UNFLUSHING, "Unflushing", "bringing back the VMs a flush moved"
         )
         if away and node.name in self.scheduler.ready_nodes():
-            budget = self._budget(node.name, moves)
-            if budget > 0 and not self._step(node, away[:budget], flush=False):
+            if not self._step(node, away, moves, flush=False):
                 return 1.0
         return RESYNC
 
-    def _budget(self, node: str, moves: list[_Move]) -> int:
-        cluster_limit, node_limit = self._limits()
-        in_flight = self._in_flight(moves)
-        touching = [m for m in in_flight if node in (m.placement.node, m.placement.migration)]
-        return max(0, min(cluster_limit - len(in_flight), node_limit - len(touching)))
-
-    def _step(self, node: Node, batch: list[_Move], *, flush: bool) -> bool:
-        """Write one batch of placements under the handover read lock; False: try later."""
+    def _step(
+        self, node: Node, candidates: list[_Move], moves: list[_Move], *, flush: bool
+    ) -> bool:
+        """Move what the limits allow, under the handover read lock; False: try later."""
         lock = handover_read_lock(self.store, self.node)
         try:
-            lock.acquire(timeout=2.0)
+            if not lock.acquire(timeout=2.0):
+                return False
         except LockTimeout:
             log.info("event=drain_waiting reason=handover node=%s", node.name)
             return False
@@ -209,27 +223,55 @@ class DrainController:
             if self.store.read_epoch(sync=True) != self.epoch:
                 log.warning("event=drain_aborted reason=epoch_moved epoch=%d", self.epoch)
                 return False
-            for move in batch:
-                if flush:
-                    self._move_away(node, move)
-                else:
-                    self._bring_back(node, move)
+            cluster_limit, node_limit = self._limits()
+            in_flight = self._in_flight(moves)
+            for move in candidates:
+                if len(in_flight) >= cluster_limit:
+                    break
+                if sum(1 for m in in_flight if node.name in _ends(m)) >= node_limit:
+                    break
+                target = (
+                    self._move_away(node, move, in_flight, node_limit)
+                    if flush
+                    else (self._bring_back(node, move))
+                )
+                if target is not None:
+                    in_flight.append(target)
             return True
         except EpochMoved:
             log.warning("event=drain_aborted reason=epoch_moved epoch=%d", self.epoch)
             return False
         finally:
-            lock.release()
+            self._release(lock)
 
-    def _move_away(self, node: Node, move: _Move) -> None:
+    def _release(self, lock: ReadLock) -> None:
+        for attempt in range(1, 6):
+            try:
+                lock.release()
+                return
+            except Exception as exc:
+                log.warning("event=drain_lock_release_failed attempt=%d error=%r", attempt, exc)
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+
+    def _move_away(
+        self, node: Node, move: _Move, in_flight: list[_Move], node_limit: int
+    ) -> _Move | None:
+        """Place the VM elsewhere; the move written, or None when it cannot go (yet)."""
         vm = move.vm
         if vm.spec.run_strategy == RunStrategy.HALTED:
             target, why = None, "halted: unplaced until the node is back"
         else:
+            busy = frozenset(
+                n
+                for n in self.scheduler.nodes.keys()  # noqa: SIM118 (an informer)
+                if sum(1 for m in in_flight if n in _ends(m)) >= node_limit
+            )
             target, why = self.scheduler.choose(vm, exclude=frozenset({node.name}))
+            if target is not None and target in busy:
+                return None  # that node already takes as many moves as it may
             if target is None:
-                if self._blocked.get(vm.name) != why:
-                    self._blocked[vm.name] = why
+                if vm.name not in self._blocked:
+                    self._blocked.add(vm.name)
                     self.events.record(
                         VirtualMachine.KIND,
                         vm.name,
@@ -239,11 +281,10 @@ class DrainController:
                         source=self.node,
                     )
                 log.info("event=flush_blocked vm=%s node=%s why=%r", vm.name, node.name, why)
-                return
-        self._blocked.pop(vm.name, None)
-        # Keep the first origin across repeated moves, so unflush goes back there.
-        origin = move.placement.migration or node.name
-        self._write(vm, Placement(node=target, reason=PLACEMENT_FLUSH, migration=origin))
+                return None
+        self._blocked.discard(vm.name)
+        new = Placement(node=target, reason=PLACEMENT_FLUSH, migration=node.name)
+        self._write(vm, new)
         self.events.record(
             VirtualMachine.KIND,
             vm.name,
@@ -252,28 +293,34 @@ class DrainController:
             "a shutdown move (live migration is not available yet)",
             source=self.node,
         )
+        return _Move(vm, new)
 
-    def _bring_back(self, node: Node, move: _Move) -> None:
+    def _bring_back(self, node: Node, move: _Move) -> _Move | None:
         vm = move.vm
         loads = self.scheduler.node_loads({node.name: node})
         memory = to_bytes(vm.spec.memory)
         halted = vm.spec.run_strategy == RunStrategy.HALTED
-        if not halted and loads[node.name].memory_free < memory:
-            why = f"{loads[node.name].memory_free // 2**20} MiB free, needs {memory // 2**20} MiB"
+        allowed = vm.spec.placement.nodes
+        why = None
+        if allowed and node.name not in allowed:
+            why = f"{node.name} is no longer among its allowed nodes {allowed}"
+        elif not halted and loads[node.name].memory_free < memory:
+            free = loads[node.name].memory_free // 2**20
+            why = f"does not fit on {node.name} ({free} MiB free, needs {memory // 2**20} MiB)"
+        if why is not None:
             # Left where it is as a manual migration, so `vm unmigrate` can still return it.
-            self._write(
-                vm, move.placement.model_copy(update={"reason": "migrate", "epoch": self.epoch})
-            )
+            self._write(vm, move.placement.model_copy(update={"reason": PLACEMENT_MIGRATE}))
             self.events.record(
                 VirtualMachine.KIND,
                 vm.name,
                 "UnflushSkipped",
-                f"does not fit on {node.name} ({why}); left on {move.placement.node}",
+                f"{why}; left on {move.placement.node or 'no node'}",
                 type_="Warning",
                 source=self.node,
             )
-            return
-        self._write(vm, Placement(node=node.name, reason=PLACEMENT_UNFLUSH, migration=None))
+            return None
+        new = Placement(node=node.name, reason=PLACEMENT_UNFLUSH, migration=None)
+        self._write(vm, new)
         self.events.record(
             VirtualMachine.KIND,
             vm.name,
@@ -281,6 +328,7 @@ class DrainController:
             f"back to {node.name} from {move.placement.node or 'no node'}",
             source=self.node,
         )
+        return _Move(vm, new)
 
     def _write(self, vm: VirtualMachine, placement: Placement) -> None:
         placement = placement.model_copy(update={"epoch": self.epoch})
@@ -288,6 +336,8 @@ class DrainController:
             self.store.write_placement(vm.name, placement, epoch=self.epoch)
         except NotFound:
             return
+        with self._lock:
+            self._written[vm.name] = placement
         self.scheduler.assume(vm.name, placement.node)
         log.info(
             "event=drain_placed vm=%s node=%s reason=%s origin=%s",

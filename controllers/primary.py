@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kazoo.exceptions import CancelledError, LockTimeout
 from kazoo.protocol.states import KazooState
@@ -72,6 +73,12 @@ class PrimaryElection:
         self._thread: threading.Thread | None = None
         self._lock: Lock | None = None
         self._takeover_wait: WriteLock | None = None
+        self._addresses_dropped = threading.Event()
+        self._held_lock: Lock | None = None
+        self._probe_pending = threading.Event()
+        # Half the session: ZooKeeper expires it after a whole one without contact.
+        self._contact_limit = store.client._session_timeout / 1000.0 / 2
+        self._last_contact = time.monotonic()
         self._contending = False
         self._preferred: str | None = None
         self._coordinators: set[str] = set()
@@ -106,6 +113,7 @@ class PrimaryElection:
         if self._thread is not None:
             self._thread.join(timeout + self._handover_timeout)
         self.presence.release()
+        self.addresses.release()  # whatever the election thread got to: none stay behind
         self.addresses.close()
 
     # -- watches (kazoo's event thread: no blocking calls) -------------------
@@ -127,14 +135,81 @@ class PrimaryElection:
         return not self._stop.is_set()
 
     def _on_connection(self, state: KazooState) -> None:
-        # A lost session means our ephemeral lock nodes are gone: someone else may win
-        # now and take the floating addresses, so ours go at once (local calls only).
+        acting = self.state in (RouterState.TAKEOVER, RouterState.PRIMARY, RouterState.RELINQUISH)
         if state == KazooState.LOST:
+            # Our ephemeral lock nodes are gone: someone else may win now and take the
+            # floating addresses, so ours go at once (local calls only).
             self._session_lost = True
             self._changed.set()
             self._cancel_takeover_wait()
-            if self.state in (RouterState.TAKEOVER, RouterState.PRIMARY, RouterState.RELINQUISH):
+            if acting:
                 self.addresses.release()
+        elif state == KazooState.SUSPENDED and acting:
+            # kazoo suspends after 2/3 of the session without an answer and says LOST only
+            # once it reaches ZooKeeper again; another node may take the addresses as soon
+            # as our session expires, so they go now (on a thread: netlink, not kazoo's).
+            threading.Thread(
+                target=self._drop_addresses, name="drop-addresses", daemon=True
+            ).start()
+        elif state == KazooState.CONNECTED and self._addresses_dropped.is_set():
+            self._changed.set()  # still primary with the same session: take them back
+
+    def _mind_contact(self) -> None:
+        """Hold the floating addresses only while ZooKeeper answers: our session may expire
+        (and another node take them) before kazoo even reports the connection suspended."""
+        silence = time.monotonic() - self._last_contact
+        if silence > self._contact_limit:
+            if not self._addresses_dropped.is_set():
+                log.warning(
+                    "event=zookeeper_silent node=%s silence=%.1fs limit=%.1fs",
+                    self.node,
+                    silence,
+                    self._contact_limit,
+                )
+                self._drop_addresses()
+        elif self._addresses_dropped.is_set() and self.store.connected:
+            self._retake_addresses()
+        # One probe at a time: a stream of requests would stand in for kazoo's pings, and
+        # kazoo notices a dead connection only by a ping left unanswered.
+        if not self._probe_pending.is_set():
+            self._probe_pending.set()
+            probe = self.store.client.exists_async(self.store.path(paths.EPOCH))
+            probe.rawlink(self._on_probe)
+
+    def _on_probe(self, result: Any) -> None:
+        self._probe_pending.clear()
+        try:
+            result.get()
+        except Exception:
+            return
+        self._last_contact = time.monotonic()
+
+    def _drop_addresses(self) -> None:
+        log.warning(
+            "event=floating_addresses_dropped node=%s reason=zookeeper_unreachable", self.node
+        )
+        self._addresses_dropped.set()
+        self.addresses.release()
+
+    def _retake_addresses(self) -> None:
+        """Back in touch with the same session: still primary, if the epoch agrees."""
+        try:
+            if self.store.read_epoch(sync=True) != self.epoch:
+                raise EpochMoved(f"the epoch moved past {self.epoch}")
+            # Our election node still there means our session still holds the role; once
+            # it is gone another coordinator may be taking the addresses.
+            held = self._held_lock
+            if held is None or held.node is None:
+                raise RuntimeError("not holding the primary lock")
+            stat = self.store.client.exists(f"{held.path}/{held.node}")
+            if stat is None or stat.ephemeralOwner != self.store.client.client_id[0]:
+                raise RuntimeError("our primary lock node is gone (session expired)")
+            self.addresses.take()
+        except Exception as exc:
+            log.warning("event=floating_addresses_retake_failed node=%s error=%r", self.node, exc)
+            return
+        self._addresses_dropped.clear()
+        log.info("event=floating_addresses_retaken node=%s epoch=%s", self.node, self.epoch)
 
     def _reevaluate(self) -> None:
         if self._contending and self.should_defer() and self._lock is not None:
@@ -166,6 +241,8 @@ class PrimaryElection:
         failures = 0
         while not self._stop.is_set():
             self._changed.clear()
+            # A lost session is over once we contend again with the new one.
+            self._session_lost = False
             if self.should_defer():
                 log.debug(
                     "event=election_deferred node=%s preferred=%s", self.node, self._preferred
@@ -195,32 +272,46 @@ class PrimaryElection:
                 continue
             finally:
                 self._contending = False
-            failures = 0
             if not acquired or self._should_give_up():
                 # The failsafe re-check: a round won on a view that has since moved is
                 # given back unused.
                 self._release(lock)
                 continue
-            self._session_lost = False
-            self._serve(lock)
+            if self._serve(lock):
+                failures = 0
+            else:
+                failures += 1
+                delay = min(self._retry_interval * 2 ** min(failures, 5), 30.0)
+                log.warning(
+                    "event=primary_retry node=%s failures=%d retry_in=%.1fs",
+                    self.node,
+                    failures,
+                    delay,
+                )
+                self._stop.wait(delay)
 
-    def _serve(self, lock: Lock) -> None:
+    def _serve(self, lock: Lock) -> bool:
+        """Act as primary until told to stop; False when it failed (the caller backs off)."""
         workers: list[Scheduler | ClusterStatusController | FenceController | DrainController] = []
         handover = handover_write_lock(self.store, self.node)
         holding = took_over = False
         try:
+            self._addresses_dropped.clear()
             self._set_state(RouterState.TAKEOVER)
             self.epoch = self.store.bump_epoch(self.node, expected=self.store.read_epoch(sync=True))
             holding = self._wait_for_handover(handover)
             if not holding:
                 log.info("event=takeover_abandoned node=%s epoch=%s", self.node, self.epoch)
-                return
+                return True
             took_over = True
             # Before touching the host network: a primary paused in the wait must not
             # take addresses on a stale view.
             if self.store.read_epoch(sync=True) != self.epoch:
                 raise EpochMoved(f"the epoch moved past {self.epoch} during the takeover")
             self.addresses.take()
+            if self._session_lost:
+                self.addresses.release()  # LOST came between the epoch check and the take
+                return True
             scheduler = Scheduler(self.store, self.epoch)
             workers = [
                 scheduler,
@@ -233,9 +324,12 @@ class PrimaryElection:
             self._release(handover)
             holding = False
             self._set_state(RouterState.PRIMARY)
+            self._last_contact = time.monotonic()
+            self._held_lock = lock
             while not self._should_give_up():
-                self._changed.wait(self._retry_interval)
+                self._changed.wait(min(self._retry_interval, self._contact_limit / 4))
                 self._changed.clear()
+                self._mind_contact()
             why = (
                 "shutdown"
                 if self._stop.is_set()
@@ -244,8 +338,10 @@ class PrimaryElection:
                 else f"switchover to {self._preferred}"
             )
             log.info("event=relinquish node=%s epoch=%s why=%r", self.node, self.epoch, why)
+            return True
         except Exception as exc:
             log.error("event=primary_failed node=%s error=%r", self.node, exc)
+            return False
         finally:
             self._relinquish(lock, handover, holding if took_over else None, workers)
 
@@ -294,7 +390,9 @@ class PrimaryElection:
             return
         if not holding and not self._session_lost:
             # Hold the handover before letting the next primary in, so it waits until our
-            # work has stopped and our addresses are gone.
+            # work has stopped and our addresses are gone. A fresh lock object: a cancel
+            # meant for the takeover wait must not cancel this.
+            handover = handover_write_lock(self.store, self.node)
             try:
                 holding = handover.acquire(timeout=self._handover_timeout)
             except Exception as exc:
@@ -319,10 +417,23 @@ class PrimaryElection:
             return []
 
     def _release(self, lock: Lock) -> None:
-        try:
-            lock.release()
-        except Exception as exc:
-            log.warning("event=lock_release_failed node=%s error=%r", self.node, exc)
+        """Release, retrying: a lock node left behind would hold up every later handover
+        for as long as our session lives."""
+        for attempt in range(1, 6):
+            try:
+                lock.release()
+                return
+            except Exception as exc:
+                log.warning(
+                    "event=lock_release_failed node=%s attempt=%d error=%r",
+                    self.node,
+                    attempt,
+                    exc,
+                )
+                if self._session_lost:
+                    return  # the session took the node with it
+                time.sleep(min(0.1 * 2**attempt, 2.0))
+        log.error("event=lock_release_gave_up node=%s path=%s", self.node, lock.path)
 
 
 class ClusterStatusController:

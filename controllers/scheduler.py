@@ -27,6 +27,7 @@ from schemas import (
     set_condition,
     to_bytes,
 )
+from schemas.verbs import PLACEMENT_FLUSH
 from zkstore import AlreadyPlaced, EpochMoved, Informer, NotFound, ResourceInformer, Store, paths
 
 log = logging.getLogger(__name__)
@@ -212,10 +213,19 @@ class Scheduler:
             self._write_unplaced_status(vm, VMPhase.PENDING, "Unschedulable", why)
             log.info("event=unschedulable vm=%s why=%r", name, why)
             return None
+        # A VM a flush unplaced (halted then) and started since keeps its flush record,
+        # so the unflush brings it back.
+        raw = self.vms.placement_raw(name) or {}
+        flushed_from = raw.get("migration") if raw.get("reason") == PLACEMENT_FLUSH else None
         try:
             self.store.write_placement(
                 name,
-                Placement(node=target, epoch=self.epoch, reason=why),
+                Placement(
+                    node=target,
+                    epoch=self.epoch,
+                    reason=PLACEMENT_FLUSH if flushed_from else why,
+                    migration=flushed_from,
+                ),
                 epoch=self.epoch,
                 only_if_unplaced=True,
             )

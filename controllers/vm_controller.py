@@ -27,6 +27,7 @@ from schemas import (
     DaemonState,
     Network,
     Node,
+    NodeStatus,
     Placement,
     RunStrategy,
     VirtualMachine,
@@ -171,9 +172,12 @@ class VMController:
             vm = self._specs.get(name)
             known = name in self._watched
         if placement is None or placement.node != self.node:
-            # The cache may lag; destroying a domain is decided on a fresh read only.
+            # The cache may lag; stopping a domain is decided on a fresh read only.
             if self.store.node_index_entry(self.node, name) is not None:
                 return 0.1
+            again = self._leave(name, vm)
+            if again is not None:
+                return again
             self._remove_domain(name)
             self._forget(name)
             return None
@@ -322,11 +326,22 @@ class VMController:
         ):
             if not self._define(vm, placement, local):
                 return 30.0
-        previous = status.node
-        if previous == self.node and status.reason == "WaitingForSource":
-            previous = status.last_node  # our own waiting status moved it to lastNode
-        if previous and previous != self.node:
-            holder = self._still_running_on(previous, name)
+        # Where it may still run: the node its status names, and while that node was only
+        # waiting for the source (a move of a move), the source too.
+        previous = {status.node}
+        if status.reason == "WaitingForSource":
+            previous.add(status.last_node)
+        previous -= {None, self.node}
+        if previous:
+            moved_here_at = self.store.node_index_zxid(self.node, name)
+            holder = next(
+                (
+                    why
+                    for node in sorted(p for p in previous if p)
+                    if (why := self._still_running_on(node, name, status, moved_here_at))
+                ),
+                None,
+            )
             if holder:
                 # Moved here while the last node may still run it: never two copies.
                 self._write_status(
@@ -481,6 +496,37 @@ class VMController:
         # The stop event requeues at once; this is the deadline check.
         return min(5.0, local.stop_deadline - now)
 
+    def _leave(self, name: str, vm: VirtualMachine | None) -> float | None:
+        """Placed elsewhere: shut the guest down as a stop would (ACPI, then force off at
+        shutdownTimeout) before the domain goes; the new node waits for that. Returns the
+        requeue delay while waiting, None once it is off."""
+        info = self.driver.info(name)
+        if info is None or info.owner_tag != self.owner_tag or info.state not in _UP_OR_STOPPING:
+            return None
+        if vm is None or not self.store.exists(VirtualMachine, name):
+            return None  # deleted: nothing to keep, off at once
+        local = self._local.setdefault(name, _Local())
+        now = time.monotonic()
+        if local.stop_deadline is None:
+            local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
+            self.driver.shutdown(name)
+            log.info(
+                "event=domain_shutdown vm=%s node=%s reason=placed_elsewhere timeout=%s",
+                name,
+                self.node,
+                vm.spec.shutdown_timeout,
+            )
+        if now < local.stop_deadline:
+            # The stop event requeues at once; this is the deadline check.
+            return min(5.0, local.stop_deadline - now)
+        self.driver.destroy(name)
+        log.warning(
+            "event=domain_forced_off vm=%s node=%s reason=placed_elsewhere_shutdown_timeout",
+            name,
+            self.node,
+        )
+        return None
+
     def _remove_domain(self, name: str) -> None:
         info = self.driver.info(name)
         if info is None or info.owner_tag != self.owner_tag:
@@ -489,18 +535,24 @@ class VMController:
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
 
-    def _still_running_on(self, node: str, vm: str) -> str | None:
-        """Why ``vm`` may still run on ``node`` (its last heartbeat lists it and it is not
-        fenced), or None when it is safe to start it here."""
-        try:
-            other = self.store.get(Node, node)
-        except NotFound:
+    def _still_running_on(
+        self, node: str, vm: str, status: VirtualMachineStatus, moved_here_at: int | None
+    ) -> str | None:
+        """Why ``vm`` may still run on ``node``, or None when it is safe to start it here:
+        that node was fenced, or reported it stopped, or sent a heartbeat newer than the
+        move (after a sync) that does not list it."""
+        if status.node == node and status.phase == VMPhase.STOPPED:
+            return None  # its own last word: stopped, and it starts nothing placed elsewhere
+        raw, heartbeat_at = self.store.read_status_zxid(Node, node)
+        if raw is None:
+            return None if not self.store.exists(Node, node) else f"waiting for {node} to report"
+        other = NodeStatus.model_validate(raw)
+        if other.daemon_state == DaemonState.FENCED:
             return None
-        status = other.status
-        if status is None or status.daemon_state == DaemonState.FENCED:
-            return None
-        if vm in status.domains:
+        if vm in other.domains:
             return f"waiting for {node} to stop it (its last heartbeat still lists it)"
+        if moved_here_at is None or heartbeat_at < moved_here_at:
+            return f"waiting for a heartbeat from {node} newer than the move"
         return None
 
     def _network(self, name: str) -> Network | None:

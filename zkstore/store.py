@@ -416,6 +416,24 @@ class Store:
             return None
         return Placement.model_validate(decode(data))
 
+    def node_index_zxid(self, node: str, vm: str) -> int | None:
+        """When the VM was last placed on ``node`` (the zxid of its index entry), after a sync."""
+        path = self.path(paths.node_index_entry(node, vm))
+        self.client.sync(path)
+        stat = self.client.exists(path)
+        return int(stat.mzxid) if stat is not None else None
+
+    def read_status_zxid(self, cls: type[Resource], name: str) -> tuple[Any, int]:
+        """The status and the zxid of its last write, after a sync (ordering "this report
+        came after that change" needs ZooKeeper's order, never host clocks)."""
+        path = self.path(paths.status(cls.PLURAL, name))
+        self.client.sync(path)
+        try:
+            data, stat = self.client.get(path)
+        except NoNodeError:
+            return None, 0
+        return decode(data), int(stat.mzxid)
+
     def node_index(self, node: str) -> dict[str, Placement]:
         index_dir = self.path(paths.node_index(node))
         try:

@@ -98,18 +98,36 @@ def test_flush_moves_every_vm_away_and_ready_brings_them_back(cluster: RunningCl
 def test_a_vm_pinned_to_the_node_holds_the_flush_and_keeps_running(
     cluster: RunningCluster,
 ) -> None:
-    apply(cluster, vm("pinned", nodes=["node1"]), vm("free", home="node1"))
-    wait_for(lambda: all_running(cluster, ["pinned", "free"]), 30, "VMs Running")
+    apply(cluster, vm("pinned", nodes=["node1"]), vm("zfree", home="node1"))
+    wait_for(lambda: all_running(cluster, ["pinned", "zfree"]), 30, "VMs Running")
     result = cluster.pvcctl("node", "flush", "node1", "--wait", "--timeout", "8s")
     assert result.returncode != 0
     assert "flushing" in result.stderr
     status = node_status(cluster, "node1")
     assert status["domainState"] == "flushing"
     assert where(cluster)["pinned"] == ("node1", "Running")
-    assert where(cluster)["free"][0] != "node1"
+    assert where(cluster)["zfree"][0] != "node1"
     events = events_of(cluster, "pinned")
     assert any(e["reason"] == "FlushBlocked" and "node1" in e["message"] for e in events), events
 
     ready = cluster.pvcctl("node", "ready", "node1", "--wait", "--timeout", "60s")
     assert ready.returncode == 0, ready.stdout + ready.stderr
-    wait_for(lambda: where(cluster)["free"] == ("node1", "Running"), 30, "free back on node1")
+    wait_for(lambda: where(cluster)["zfree"] == ("node1", "Running"), 30, "zfree back on node1")
+
+
+def test_a_vm_migrated_by_hand_returns_to_the_node_it_was_flushed_from(
+    cluster: RunningCluster,
+) -> None:
+    apply(cluster, vm("mm", home="node1"))
+    wait_for(lambda: all_running(cluster, ["mm"]) == {"mm": "node1"}, 30, "mm on node1")
+    moved = cluster.pvcctl("vm", "migrate", "mm", "--to", "node2")
+    assert moved.returncode == 0, moved.stderr
+    wait_for(lambda: all_running(cluster, ["mm"]) == {"mm": "node2"}, 30, "mm on node2")
+    flushed = cluster.pvcctl("node", "flush", "node2", "--wait", "--timeout", "60s")
+    assert flushed.returncode == 0, flushed.stdout + flushed.stderr
+    assert all_running(cluster, ["mm"]) != {"mm": "node2"}
+    # Only the flushed node is in a flush; the node the VM was migrated from is not.
+    assert node_status(cluster, "node1")["domainState"] == "ready"
+    ready = cluster.pvcctl("node", "ready", "node2", "--wait", "--timeout", "60s")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    wait_for(lambda: all_running(cluster, ["mm"]) == {"mm": "node2"}, 30, "mm back on node2")

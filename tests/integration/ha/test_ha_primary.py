@@ -129,8 +129,17 @@ def test_a_paused_primary_past_its_session_steps_down_on_return(
     assert new_epoch is not None and new_epoch > epoch
     name, final_epoch = settled_primary(cluster)
     assert (name, final_epoch) == (new, new_epoch)
-    log = (cluster.cluster.dir / f"{old}.log").read_text()
-    assert "event=relinquish" in log and "session lost" in log
+    log = cluster.cluster.dir / f"{old}.log"
+    wait_for(
+        lambda: "why='session lost'" in log.read_text(), 10, f"{old} relinquished: session lost"
+    )
+    # Its lost session is over: asked to, it becomes primary again.
+    apply_cluster(cluster, maintenance=True, primary=old)
+    wait_for(
+        lambda: primary(cluster)[0] == old and router_states(cluster)[old] == "primary",
+        30,
+        f"{old} primary again",
+    )
 
 
 def test_a_new_primary_moves_nothing_that_is_placed(cluster: RunningCluster) -> None:
