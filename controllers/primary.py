@@ -260,15 +260,7 @@ class PrimaryElection:
                 acquired = False
             except Exception as exc:
                 failures += 1
-                delay = min(self._retry_interval * 2 ** min(failures, 5), 30.0)
-                log.warning(
-                    "event=election_failed node=%s failures=%d retry_in=%.1fs error=%r",
-                    self.node,
-                    failures,
-                    delay,
-                    exc,
-                )
-                self._stop.wait(delay)
+                self._back_off("election_failed", failures, exc)
                 continue
             finally:
                 self._contending = False
@@ -281,14 +273,19 @@ class PrimaryElection:
                 failures = 0
             else:
                 failures += 1
-                delay = min(self._retry_interval * 2 ** min(failures, 5), 30.0)
-                log.warning(
-                    "event=primary_retry node=%s failures=%d retry_in=%.1fs",
-                    self.node,
-                    failures,
-                    delay,
-                )
-                self._stop.wait(delay)
+                self._back_off("primary_retry", failures, None)
+
+    def _back_off(self, event: str, failures: int, error: Exception | None) -> None:
+        delay = min(self._retry_interval * 2 ** min(failures, 5), 30.0)
+        log.warning(
+            "event=%s node=%s failures=%d retry_in=%.1fs error=%r",
+            event,
+            self.node,
+            failures,
+            delay,
+            error,
+        )
+        self._stop.wait(delay)
 
     def _serve(self, lock: Lock) -> bool:
         """Act as primary until told to stop; False when it failed (the caller backs off)."""

@@ -37,6 +37,11 @@ class RunningCluster:
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, f"{self.server}{path}", timeout=10, **kwargs)
 
+    def apply(self, *objects: dict[str, Any]) -> None:
+        """Apply manifests through the API; anything but 200 fails the test."""
+        response = self.api("POST", "/api/v1/apply", json=list(objects))
+        assert response.status_code == 200, response.text
+
     def items(self, plural: str) -> list[dict[str, Any]]:
         response = self.api("GET", f"/api/v1/{plural}")
         response.raise_for_status()

@@ -19,11 +19,6 @@ def cluster(tmp_path: Path) -> Iterator[RunningCluster]:
     yield from start_cluster(tmp_path / "drain", nodes=3)
 
 
-def apply(cluster: RunningCluster, *objects: dict[str, Any]) -> None:
-    response = cluster.api("POST", "/api/v1/apply", json=list(objects))
-    assert response.status_code == 200, response.text
-
-
 def vm(name: str, **placement: Any) -> dict[str, Any]:
     return {
         "apiVersion": "pvc/v1",
@@ -65,7 +60,7 @@ def all_running(cluster: RunningCluster, names: list[str]) -> dict[str, str] | N
 
 def test_flush_moves_every_vm_away_and_ready_brings_them_back(cluster: RunningCluster) -> None:
     names = ["fa", "fb", "fc"]
-    apply(cluster, *(vm(n, home="node1") for n in names), vm("other", home="node2"))
+    cluster.apply(*(vm(n, home="node1") for n in names), vm("other", home="node2"))
     wait_for(lambda: all_running(cluster, [*names, "other"]), 30, "all VMs Running")
     with Invariants(cluster):
         flushed = cluster.pvcctl("node", "flush", "node1", "--wait", "--timeout", "90s")
@@ -77,7 +72,7 @@ def test_flush_moves_every_vm_away_and_ready_brings_them_back(cluster: RunningCl
         placed = wait_for(lambda: all_running(cluster, names), 30, "flushed VMs Running")
         assert "node1" not in placed.values(), placed
         # The node takes nothing new while drained.
-        apply(cluster, vm("late"))
+        cluster.apply(vm("late"))
         late = wait_for(lambda: all_running(cluster, ["late"]), 30, "late Running")
         assert late["late"] != "node1"
         vms = {v["metadata"]["name"]: v for v in cluster.items("vms")}
@@ -98,7 +93,7 @@ def test_flush_moves_every_vm_away_and_ready_brings_them_back(cluster: RunningCl
 def test_a_vm_pinned_to_the_node_holds_the_flush_and_keeps_running(
     cluster: RunningCluster,
 ) -> None:
-    apply(cluster, vm("pinned", nodes=["node1"]), vm("zfree", home="node1"))
+    cluster.apply(vm("pinned", nodes=["node1"]), vm("zfree", home="node1"))
     wait_for(lambda: all_running(cluster, ["pinned", "zfree"]), 30, "VMs Running")
     result = cluster.pvcctl("node", "flush", "node1", "--wait", "--timeout", "8s")
     assert result.returncode != 0
@@ -118,7 +113,7 @@ def test_a_vm_pinned_to_the_node_holds_the_flush_and_keeps_running(
 def test_a_vm_migrated_by_hand_returns_to_the_node_it_was_flushed_from(
     cluster: RunningCluster,
 ) -> None:
-    apply(cluster, vm("mm", home="node1"))
+    cluster.apply(vm("mm", home="node1"))
     wait_for(lambda: all_running(cluster, ["mm"]) == {"mm": "node1"}, 30, "mm on node1")
     moved = cluster.pvcctl("vm", "migrate", "mm", "--to", "node2")
     assert moved.returncode == 0, moved.stderr

@@ -117,11 +117,6 @@ class AddressWatch:
                 self.doubles.append(now)
 
 
-def apply(cluster: RunningCluster, *objects: dict[str, Any]) -> None:
-    response = cluster.api("POST", "/api/v1/apply", json=list(objects))
-    assert response.status_code == 200, response.text
-
-
 def cluster_object(**spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "pvc/v1",
@@ -196,11 +191,11 @@ def log_time(cluster: RunningCluster, node: str, event: str) -> datetime:
 def test_switchover_moves_the_address_in_order_and_a_flush_waits_for_it(
     cluster: RunningCluster, namespaces: dict[str, str]
 ) -> None:
-    apply(cluster, cluster_object())
+    cluster.apply(cluster_object())
     old = settled_primary(cluster)
     wait_for(lambda: holders(namespaces) == [old], 20, f"{FLOATING} on {old} only")
     new, bystander = (n for n in NODES if n != old)
-    apply(cluster, vm("hv-a", bystander), vm("hv-b", bystander))
+    cluster.apply(vm("hv-a", bystander), vm("hv-b", bystander))
     wait_for(
         lambda: all(vm_nodes(cluster).get(n) == (bystander, "Running") for n in ("hv-a", "hv-b")),
         30,
@@ -208,7 +203,7 @@ def test_switchover_moves_the_address_in_order_and_a_flush_waits_for_it(
     )
     with Invariants(cluster), AddressWatch(namespaces):
         with drain_step_in_flight(cluster):
-            apply(cluster, cluster_object(primary=new))
+            cluster.apply(cluster_object(primary=new))
             # The old primary waits for the step in flight before it lets anyone in.
             wait_for(lambda: router_states(cluster)[old] == "relinquish", 10, f"{old} relinquish")
             assert cluster.api("POST", f"/api/v1/nodes/{bystander}/flush").status_code == 200
@@ -233,9 +228,9 @@ def test_switchover_moves_the_address_in_order_and_a_flush_waits_for_it(
 def test_a_primary_killed_during_its_takeover_is_replaced(
     cluster: RunningCluster, namespaces: dict[str, str]
 ) -> None:
-    apply(cluster, cluster_object())
+    cluster.apply(cluster_object())
     first = settled_primary(cluster)
-    apply(cluster, *(vm(f"tk-{n}", n) for n in NODES))
+    cluster.apply(*(vm(f"tk-{n}", n) for n in NODES))
     wait_for(
         lambda: all(vm_nodes(cluster).get(f"tk-{n}", (None, None))[1] == "Running" for n in NODES),
         30,
@@ -277,7 +272,7 @@ def test_a_primary_killed_during_its_takeover_is_replaced(
 def test_a_primary_cut_off_from_zookeeper_drops_the_address_before_its_session_ends(
     cluster: RunningCluster, namespaces: dict[str, str]
 ) -> None:
-    apply(cluster, cluster_object(maintenance=True))  # an outage must fence nobody anyway
+    cluster.apply(cluster_object(maintenance=True))  # an outage must fence nobody anyway
     first = settled_primary(cluster)
     wait_for(lambda: holders(namespaces) == [first], 20, f"{FLOATING} on {first}")
     zookeeper = cluster.state.zookeeper_pid
