@@ -24,14 +24,14 @@ class FloatingAddresses:
         self._lock = threading.Lock()
 
     def take(self) -> None:
-        """Add and announce every address; raises HostNetworkError and then holds none."""
+        """Add every address, then announce them in the background; raises HostNetworkError
+        (and then holds none) when one cannot be added."""
         if self.network is None or not self.addresses:
             return
         with self._lock:
             try:
                 for fa in self.addresses:
                     added = self.network.add_address(fa)
-                    self.network.announce(fa)
                     log.info(
                         "event=floating_address_taken address=%s interface=%s added=%s",
                         fa.address,
@@ -42,6 +42,19 @@ class FloatingAddresses:
                 log.error("event=floating_address_failed error=%s", exc)
                 self._remove_all()
                 raise
+        # The address works once added; the gratuitous ARP only hurries neighbours along,
+        # so the takeover does not wait for it.
+        threading.Thread(target=self._announce, name="announce", daemon=True).start()
+
+    def _announce(self) -> None:
+        assert self.network is not None
+        for fa in self.addresses:
+            try:
+                self.network.announce(fa)
+            except HostNetworkError as exc:
+                log.warning("event=floating_address_announce_failed error=%s", exc)
+                continue
+            log.info("event=floating_address_announced address=%s", fa.address)
 
     def release(self) -> None:
         """Remove every address; never raises (a failure is logged and the rest still go)."""
