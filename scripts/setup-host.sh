@@ -7,7 +7,7 @@ PACKAGES=(
   zookeeper python3-venv python3-dev gcc pkg-config libvirt-dev
   # hypervisor: libvirt's test driver needs only the client library; KVM e2e needs the rest
   libvirt-daemon-system qemu-system-x86 qemu-utils
-  # host networking, DHCP and fencing (later issues' tests)
+  # host networking (floating addresses: ip, arping), DHCP and fencing
   iproute2 iputils-ping dnsmasq busybox arping ipmitool
 )
 
