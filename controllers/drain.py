@@ -359,8 +359,11 @@ class DrainController:
         ):
             return
 
+        stored: list[DomainState] = []
+
         def change(raw: object) -> NodeStatus | None:
             status = NodeStatus.model_validate(raw or {})
+            stored.append(status.domain_state)
             status.domain_state = state
             status.conditions = set_condition(
                 status.conditions, "Drained", drained, reason, message
@@ -371,6 +374,7 @@ class DrainController:
             self.store.update_status(Node, node.name, change)
         except NotFound:
             return
-        if current.domain_state != state:
+        # Told once per change of what is stored (the cache may lag our own last write).
+        if stored and stored[-1] != state:
             log.info("event=domain_state node=%s state=%s", node.name, state.value)
             self.events.record(Node.KIND, node.name, reason, message, source=self.node)

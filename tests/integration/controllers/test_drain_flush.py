@@ -86,6 +86,9 @@ def test_flush_moves_every_vm_away_and_ready_brings_them_back(cluster: RunningCl
         assert back == dict.fromkeys(names, "node1")
         assert where(cluster)["other"][0] == "node2"
         assert drained(node_status(cluster, "node1"))["status"] == "False"
+    node_events = cluster.api("GET", "/api/v1/events", params={"kind": "node", "name": "node1"})
+    node_reasons = [e["reason"] for e in node_events.json()["items"]]
+    assert node_reasons.count("Flushed") == 1 and node_reasons.count("Ready") == 1, node_reasons
     reasons = [e["reason"] for e in events_of(cluster, "fa")]
     assert "Flushing" in reasons and "Unflushing" in reasons, reasons
 
