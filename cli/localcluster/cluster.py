@@ -83,6 +83,10 @@ class LocalCluster:
     def state_file(self) -> Path:
         return self.dir / "state.json"
 
+    @property
+    def api_config(self) -> Path:
+        return self.dir / "api.yaml"
+
     def load_state(self) -> LocalState | None:
         try:
             return LocalState(**json.loads(self.state_file.read_text()))
@@ -112,7 +116,7 @@ class LocalCluster:
         return marker in cmdline
 
     def running(self, state: LocalState) -> dict[str, bool]:
-        health = {"api": self._ours(state.api_pid, "api.server")}
+        health = {"api": self._ours(state.api_pid, str(self.api_config))}
         if state.zookeeper_pids:
             for i, pid in enumerate(state.zookeeper_pids, start=1):
                 health[f"zookeeper{i}"] = self._ours(pid, str(self.dir / f"zookeeper{i}"))
@@ -175,8 +179,21 @@ class LocalCluster:
     def _start_api(self, state: LocalState, timeout: float) -> None:
         # A port we picked that another process took before uvicorn bound it: pick again.
         for attempt in range(3):
+            # The config file names this cluster's folder on the command line, so a
+            # teardown can tell our API from any other (see _stop_strays).
+            self.api_config.write_text(
+                yaml.safe_dump({"zookeeper": state.zookeeper_hosts, "root": state.root})
+            )
             state.api_pid = spawn(
-                [sys.executable, "-m", "api.server", "--port", str(state.api_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "api.server",
+                    "--config",
+                    str(self.api_config),
+                    "--port",
+                    str(state.api_port),
+                ],
                 self.dir / "api.log",
                 env={"PVC_ZOOKEEPER": state.zookeeper_hosts, "PVC_ROOT": state.root},
             )
@@ -190,7 +207,7 @@ class LocalCluster:
                 )
                 return
             except LocalClusterError:
-                api_died = not self._ours(state.api_pid, "api.server")
+                api_died = not self._ours(state.api_pid, str(self.api_config))
                 if not (api_died and not self.api_port and attempt < 2):
                     raise
                 state.api_port = free_port()
@@ -294,7 +311,7 @@ class LocalCluster:
         return stopped
 
     def _stop_strays(self) -> list[str]:
-        """Stop every daemon still running with a config from this cluster's folder."""
+        """Stop every daemon or API still running with a config from this cluster's folder."""
         stopped = []
         marker = str(self.dir) + "/"
         for proc in Path("/proc").iterdir():
@@ -304,7 +321,7 @@ class LocalCluster:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "controllers.daemon" in cmdline and marker in cmdline:
+            if ("controllers.daemon" in cmdline or "api.server" in cmdline) and marker in cmdline:
                 stop_pid(int(proc.name))
                 stopped.append(f"stray pid {proc.name}")
         return stopped
