@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from kazoo.exceptions import LockTimeout
-from kazoo.recipe.lock import ReadLock
 
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
@@ -39,7 +37,7 @@ from schemas import (
     to_bytes,
 )
 from schemas.verbs import PLACEMENT_FLUSH, PLACEMENT_MIGRATE, PLACEMENT_UNFLUSH
-from zkstore import EpochMoved, NotFound, Store, handover_read_lock
+from zkstore import EpochMoved, NotFound, Store, handover_read_lock, release
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -151,14 +149,12 @@ class DrainController:
         if not self.store.connected:
             return 1.0
         node = self.scheduler.nodes.get(name)
-        if node is None:
-            return None
+        if node is None or not (node.spec.drain or _in_drain(node)):
+            return None  # every heartbeat lands here: a ready node costs nothing more
         moves = self._placements()
         if node.spec.drain:
             return self._flush(node, moves)
-        if _in_drain(node):
-            return self._unflush(node, moves)
-        return None
+        return self._unflush(node, moves)
 
     def _flush(self, node: Node, moves: list[_Move]) -> float | None:
         here = sorted((m for m in moves if m.placement.node == node.name), key=lambda m: m.vm.name)
@@ -242,16 +238,7 @@ class DrainController:
             log.warning("event=drain_aborted reason=epoch_moved epoch=%d", self.epoch)
             return False
         finally:
-            self._release(lock)
-
-    def _release(self, lock: ReadLock) -> None:
-        for attempt in range(1, 6):
-            try:
-                lock.release()
-                return
-            except Exception as exc:
-                log.warning("event=drain_lock_release_failed attempt=%d error=%r", attempt, exc)
-                time.sleep(min(0.1 * 2**attempt, 2.0))
+            release(lock, self.node)
 
     def _move_away(
         self, node: Node, move: _Move, in_flight: list[_Move], node_limit: int
@@ -261,13 +248,8 @@ class DrainController:
         if vm.spec.run_strategy == RunStrategy.HALTED:
             target, why = None, "halted: unplaced until the node is back"
         else:
-            busy = frozenset(
-                n
-                for n in self.scheduler.nodes.keys()  # noqa: SIM118 (an informer)
-                if sum(1 for m in in_flight if n in _ends(m)) >= node_limit
-            )
             target, why = self.scheduler.choose(vm, exclude=frozenset({node.name}))
-            if target is not None and target in busy:
+            if target is not None and sum(1 for m in in_flight if target in _ends(m)) >= node_limit:
                 return None  # that node already takes as many moves as it may
             if target is None:
                 if vm.name not in self._blocked:

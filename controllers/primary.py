@@ -36,7 +36,15 @@ from controllers.floating import FloatingAddresses
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
 from schemas import CLUSTER_NAME, Cluster, ClusterStatus, RouterState
-from zkstore import EpochMoved, Lease, ResourceInformer, Store, handover_write_lock, paths
+from zkstore import (
+    EpochMoved,
+    Lease,
+    ResourceInformer,
+    Store,
+    handover_write_lock,
+    paths,
+    release,
+)
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
@@ -414,23 +422,7 @@ class PrimaryElection:
             return []
 
     def _release(self, lock: Lock) -> None:
-        """Release, retrying: a lock node left behind would hold up every later handover
-        for as long as our session lives."""
-        for attempt in range(1, 6):
-            try:
-                lock.release()
-                return
-            except Exception as exc:
-                log.warning(
-                    "event=lock_release_failed node=%s attempt=%d error=%r",
-                    self.node,
-                    attempt,
-                    exc,
-                )
-                if self._session_lost:
-                    return  # the session took the node with it
-                time.sleep(min(0.1 * 2**attempt, 2.0))
-        log.error("event=lock_release_gave_up node=%s path=%s", self.node, lock.path)
+        release(lock, self.node, lambda: self._session_lost)
 
 
 class ClusterStatusController:

@@ -454,30 +454,12 @@ class VMController:
     ) -> float | None:
         """ACPI shutdown, then force off at shutdownTimeout. Returns the requeue delay while
         waiting, or None once the domain is off."""
-        name = vm.name
         if state not in _UP_OR_STOPPING:
             local.stop_deadline = None
             local.started_at = None
             return None
-        now = time.monotonic()
-        if local.stop_deadline is None:
-            local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
-            self.driver.shutdown(name)
-            log.info(
-                "event=domain_shutdown vm=%s node=%s timeout=%s",
-                name,
-                self.node,
-                vm.spec.shutdown_timeout,
-            )
-        if now >= local.stop_deadline:
-            self.driver.destroy(name)
-            local.stop_deadline = None
-            local.started_at = None
-            local.forced_off = True
-            self._on_domains_changed()
-            log.warning(
-                "event=domain_forced_off vm=%s node=%s reason=shutdown_timeout", name, self.node
-            )
+        again = self._shut_down(vm, local)
+        if again is None:
             self._write_status(
                 vm,
                 placement,
@@ -493,8 +475,38 @@ class VMController:
             reason,
             f"waiting up to {vm.spec.shutdown_timeout} for the guest to shut down",
         )
-        # The stop event requeues at once; this is the deadline check.
-        return min(5.0, local.stop_deadline - now)
+        return again
+
+    def _shut_down(self, vm: VirtualMachine, local: _Local, why: str | None = None) -> float | None:
+        """ACPI shutdown, then force off at shutdownTimeout: the seconds until the deadline
+        check while the guest may still shut itself down, or None once it was forced off."""
+        name = vm.name
+        now = time.monotonic()
+        if local.stop_deadline is None:
+            local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
+            self.driver.shutdown(name)
+            log.info(
+                "event=domain_shutdown vm=%s node=%s reason=%s timeout=%s",
+                name,
+                self.node,
+                why or "stop",
+                vm.spec.shutdown_timeout,
+            )
+        if now < local.stop_deadline:
+            # The stop event requeues at once; this is the deadline check.
+            return min(5.0, local.stop_deadline - now)
+        self.driver.destroy(name)
+        local.stop_deadline = None
+        local.started_at = None
+        local.forced_off = True
+        self._on_domains_changed()
+        log.warning(
+            "event=domain_forced_off vm=%s node=%s reason=%s",
+            name,
+            self.node,
+            f"{why}_shutdown_timeout" if why else "shutdown_timeout",
+        )
+        return None
 
     def _leave(self, name: str, vm: VirtualMachine | None) -> float | None:
         """Placed elsewhere: shut the guest down as a stop would (ACPI, then force off at
@@ -505,27 +517,7 @@ class VMController:
             return None
         if vm is None or not self.store.exists(VirtualMachine, name):
             return None  # deleted: nothing to keep, off at once
-        local = self._local.setdefault(name, _Local())
-        now = time.monotonic()
-        if local.stop_deadline is None:
-            local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
-            self.driver.shutdown(name)
-            log.info(
-                "event=domain_shutdown vm=%s node=%s reason=placed_elsewhere timeout=%s",
-                name,
-                self.node,
-                vm.spec.shutdown_timeout,
-            )
-        if now < local.stop_deadline:
-            # The stop event requeues at once; this is the deadline check.
-            return min(5.0, local.stop_deadline - now)
-        self.driver.destroy(name)
-        log.warning(
-            "event=domain_forced_off vm=%s node=%s reason=placed_elsewhere_shutdown_timeout",
-            name,
-            self.node,
-        )
-        return None
+        return self._shut_down(vm, self._local.setdefault(name, _Local()), "placed_elsewhere")
 
     def _remove_domain(self, name: str) -> None:
         info = self.driver.info(name)

@@ -23,3 +23,16 @@ def wait_for(
         time.sleep(interval)
         last = check()
     return last
+
+
+def holds_for(check: Callable[[], bool], seconds: float, what: str, interval: float = 0.1) -> None:
+    """Fail as soon as ``check`` is false within ``seconds``: for behaviour whose point is
+    that nothing changes over time, so the elapsed time is what is under test."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not check():
+            left = max(0.0, deadline - time.monotonic())
+            pytest.fail(f"{what} stopped holding with {left:.1f}s to go")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)

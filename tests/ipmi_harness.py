@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from cli.localcluster.process import free_port, pid_alive
+from cli.localcluster.process import free_port, pid_alive, wait_until
 
 SYSTEM_URI = "qemu:///system"
 CHASSIS_MEMORY_MIB = 64
@@ -136,12 +136,11 @@ def _children(pid: int) -> list[int]:
 
 
 def _wait_gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(pid_alive(pid) for pid in pids):
-            return True
-        time.sleep(0.05)
-    return not any(pid_alive(pid) for pid in pids)
+    try:
+        wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout, f"{pids} to exit")
+    except TimeoutError:
+        return False
+    return True
 
 
 class HarnessError(RuntimeError):
@@ -202,18 +201,18 @@ class VirtualBmcDaemon:
                 env=self.env,
                 cwd=self.workdir,
             )
+        process = self.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise HarnessError(f"vbmcd exited with {process.returncode}: {self._tail()}")
+            return self.vbmc("list", check=False).returncode == 0
+
         try:
-            deadline = time.monotonic() + self.start_timeout
-            while True:
-                if self.process.poll() is not None:
-                    raise HarnessError(
-                        f"vbmcd exited with {self.process.returncode}: {self._tail()}"
-                    )
-                if self.vbmc("list", check=False).returncode == 0:
-                    break
-                if time.monotonic() >= deadline:
-                    raise HarnessError(f"vbmcd did not answer in {self.start_timeout:g}s")
-                time.sleep(0.1)
+            wait_until(answers, self.start_timeout, "vbmcd", 0.1)
+        except TimeoutError:
+            self.stop()
+            raise HarnessError(f"vbmcd did not answer in {self.start_timeout:g}s") from None
         except BaseException:
             self.stop()
             raise
@@ -404,18 +403,21 @@ class IpmiHarness:
             self.uri,
         )
         self.daemon.vbmc("start", bmc.domain)
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            result = bmc.ipmitool("chassis", "power", "status", timeout=5.0)
-            if result.returncode == 0 and "power is" in result.stdout.lower():
-                self.daemon.note_children()
-                return
-            if time.monotonic() >= deadline:
-                raise HarnessError(
-                    f"the BMC of {bmc.node} on UDP {bmc.port} did not answer in "
-                    f"{self.ready_timeout:g}s: {(result.stderr or result.stdout).strip()[-300:]}"
-                )
-            time.sleep(0.2)
+        last: list[subprocess.CompletedProcess[str]] = []
+
+        def answers() -> bool:
+            last[:] = [bmc.ipmitool("chassis", "power", "status", timeout=5.0)]
+            return last[0].returncode == 0 and "power is" in last[0].stdout.lower()
+
+        try:
+            wait_until(answers, self.ready_timeout, f"the BMC of {bmc.node}", 0.2)
+        except TimeoutError:
+            out = (last[0].stderr or last[0].stdout).strip()[-300:] if last else ""
+            raise HarnessError(
+                f"the BMC of {bmc.node} on UDP {bmc.port} did not answer in "
+                f"{self.ready_timeout:g}s: {out}"
+            ) from None
+        self.daemon.note_children()
 
     # -- power -------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from cli.localcluster import LocalCluster, LocalState
+from cli.localcluster.process import processes_naming
 
 PVCCTL = str(Path(sys.executable).parent / "pvcctl")
 
@@ -85,21 +86,5 @@ def start_cluster(
         yield RunningCluster(cluster, state)
     finally:
         cluster.down()
-        left = processes_using(cluster.dir)
+        left = processes_naming(cluster.dir)
         assert not left, f"still running after local down: {left}"
-
-
-def processes_using(folder: Path) -> list[str]:
-    """Processes whose command line names a file in ``folder`` (a teardown must leave none)."""
-    marker = f"{folder}/"
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(f"{proc.name}: {cmdline[:200]}")
-    return found

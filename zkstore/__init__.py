@@ -11,7 +11,7 @@ from zkstore.errors import (
 )
 from zkstore.informer import Informer, ResourceInformer
 from zkstore.lease import Lease, LeaseHeld
-from zkstore.lock import exclusive_lock, handover_read_lock, handover_write_lock
+from zkstore.lock import exclusive_lock, handover_read_lock, handover_write_lock, release
 from zkstore.selector import InvalidSelector, Selector, parse_selector
 from zkstore.store import ApplyOutcome, Store
 
@@ -35,4 +35,5 @@ __all__ = [
     "handover_read_lock",
     "handover_write_lock",
     "parse_selector",
+    "release",
 ]

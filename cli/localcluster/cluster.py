@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from cli.localcluster.process import free_port, pid_alive, spawn, stop_pid, wait_until
+from cli.localcluster.process import (
+    free_port,
+    pid_alive,
+    processes_naming,
+    spawn,
+    stop_pid,
+    wait_until,
+)
 from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 
 
@@ -313,17 +320,10 @@ class LocalCluster:
     def _stop_strays(self) -> list[str]:
         """Stop every daemon or API still running with a config from this cluster's folder."""
         stopped = []
-        marker = str(self.dir) + "/"
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if ("controllers.daemon" in cmdline or "api.server" in cmdline) and marker in cmdline:
-                stop_pid(int(proc.name))
-                stopped.append(f"stray pid {proc.name}")
+        for pid, cmdline in processes_naming(self.dir).items():
+            if "controllers.daemon" in cmdline or "api.server" in cmdline:
+                stop_pid(pid)
+                stopped.append(f"stray pid {pid}")
         return stopped
 
     def _clear_data(self) -> None:

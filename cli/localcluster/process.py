@@ -54,6 +54,22 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
     return proc.pid
 
 
+def processes_naming(folder: Path) -> dict[int, str]:
+    """Other processes whose command line names a file in ``folder``: PID -> command line."""
+    marker = f"{folder}/"
+    found: dict[int, str] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline:
+            found[int(proc.name)] = cmdline
+    return found
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM, wait up to ``timeout``, then SIGKILL."""
     if not pid_alive(pid):

@@ -35,7 +35,8 @@ import pytest
 from cli.localcluster.libvirtd import LibvirtDaemon
 from cli.localcluster.process import pid_alive
 from tests.ha_invariants import Invariants
-from tests.helpers import wait_for
+from tests.ha_manifests import cluster_object
+from tests.helpers import holds_for, wait_for
 from tests.ipmi_harness import IpmiHarness, ipmi_skip_reason
 from tests.kvm_fixtures import system_libvirtd
 from tests.localcluster_fixture import RunningCluster, start_cluster
@@ -50,7 +51,6 @@ pytestmark = [
 
 NODES = ["node1", "node2", "node3"]
 # keepalive 1 s: dead after 3 s of silence, then 3 s of saving throws, then the fence.
-FAST = {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3}
 VMS = [f"ipmi{i}" for i in range(6)]
 WRONG_PASSWORD = "not-the-bmc-password"
 # This host is shared and often loaded: the deadlines are generous, the measured
@@ -239,15 +239,7 @@ def env(system_libvirtd: LibvirtDaemon, tmp_path_factory: pytest.TempPathFactory
             print(f"3 chassis powered on over IPMI in {time.monotonic() - powering:.2f}s")
             # The fast profile first, then the VMs once every node beats at its pace: while
             # the primary wrongly counts a node dead (see settle), nothing is placed there.
-            apply(
-                cluster,
-                {
-                    "apiVersion": "pvc/v1",
-                    "kind": "Cluster",
-                    "metadata": {"name": "cluster"},
-                    "spec": {"fencing": FAST},
-                },
-            )
+            apply(cluster, cluster_object())
             for node, bmc in harness.bmcs.items():
                 answer = set_fence(cluster, node, bmc.fence_config())
                 assert bmc.password not in str(answer)
@@ -381,12 +373,14 @@ def test_a_wrong_ipmi_password_fails_the_fence_and_recovers_nothing(env: Env) ->
         failed_at = time.monotonic()
         assert failed is not None and failed["status"] == "False"
         assert "power off failed" in failed["message"] and "not recovered" in failed["message"]
+
         # Nothing moves: the VMs stay placed on the node nobody could power off.
-        for _ in range(20):
+        def nothing_moves() -> bool:
             current = vms(cluster)
             assert all(current[n]["status"].get("node") == victim for n in victim_vms)
-            assert all(current[n]["status"].get("phase") != "Running" for n in victim_vms)
-            time.sleep(0.1)
+            return all(current[n]["status"].get("phase") != "Running" for n in victim_vms)
+
+        holds_for(nothing_moves, 2.0, f"{victim}'s VMs left where they are")
     assert cmdlines.leaks == []
     # The BMC refused the login, so the chassis never went off.
     assert harness.events_for(victim)[events_before:] == []

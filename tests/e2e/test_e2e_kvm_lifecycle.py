@@ -30,7 +30,7 @@ import pytest
 
 from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DomainSpec, render_domain_xml
-from tests.helpers import wait_for
+from tests.helpers import holds_for, wait_for
 from tests.kvm_fixtures import system_libvirtd
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
@@ -161,14 +161,6 @@ def status_until(
 
 def wait_running(cluster: RunningCluster, name: str, timeout: float = 30.0) -> dict[str, Any]:
     return status_until(cluster, name, lambda s: s.get("phase") == "Running", timeout, "Running")
-
-
-def holds(check: Callable[[], bool], seconds: float, what: str) -> None:
-    """Fail if ``check`` turns false at any time within ``seconds``: the wait is the test."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert check(), f"{what} stopped holding with {deadline - time.monotonic():.1f}s to go"
-        time.sleep(0.1)
 
 
 def node_log(cluster: RunningCluster) -> str:
@@ -348,7 +340,7 @@ def test_back_to_always_during_the_wait_aborts_the_shutdown(
     patch(cluster, name, {"spec": {"runStrategy": "Always"}})
     wait_running(cluster, name, timeout=3)
     # Past the withdrawn deadline (4 s) plus a destroy's worth: still the same guest.
-    holds(
+    holds_for(
         lambda: qemu_pid(name) == pid and libvirt_running(conn, name),
         t0 + 4.0 + 2.5 - time.monotonic(),
         f"{name} running as QEMU {pid}",
@@ -600,7 +592,7 @@ def test_restarted_daemon_adopts_running_domains(
     assert qemu_pid(name) == pid
     assert status(cluster, name)["phase"] == "Running"
     # Give the resync no chance to find a reason either: the same guest throughout.
-    holds(lambda: qemu_pid(name) == pid, 2.0, f"{name} running as QEMU {pid}")
+    holds_for(lambda: qemu_pid(name) == pid, 2.0, f"{name} running as QEMU {pid}")
     after = node_log(cluster)[daemon_restarted["log_mark"] :]
     assert "event=running node=node1" in after
     assert not re.search(rf"event=domain_started vm={re.escape(name)}\b", after)

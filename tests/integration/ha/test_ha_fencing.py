@@ -14,10 +14,10 @@ import pytest
 
 from cli.localcluster.process import pid_alive
 from tests.ha_invariants import Invariants
-from tests.helpers import wait_for
+from tests.ha_manifests import cluster_object
+from tests.helpers import holds_for, wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
-FAST = {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3}
 VMS = [f"ha{i}" for i in range(6)]
 
 
@@ -29,15 +29,6 @@ def cluster(tmp_path: Path) -> Iterator[RunningCluster]:
 def apply(cluster: RunningCluster, *objects: dict[str, Any]) -> None:
     response = cluster.api("POST", "/api/v1/apply", json=list(objects))
     assert response.status_code == 200, response.text
-
-
-def cluster_object(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "pvc/v1",
-        "kind": "Cluster",
-        "metadata": {"name": "cluster"},
-        "spec": {"fencing": FAST, **spec},
-    }
 
 
 def vm(name: str) -> dict[str, Any]:
@@ -217,7 +208,6 @@ def test_a_node_that_never_checked_in_is_never_fenced(cluster: RunningCluster) -
     }
     apply(cluster, ghost)
     # Twice the fence window: a node still in init is not fenced for being slow.
-    deadline = time.monotonic() + 12
-    while time.monotonic() < deadline:
-        assert condition(node_status(cluster, "ghost"), "Fenced") == {}
-        time.sleep(0.5)
+    holds_for(
+        lambda: condition(node_status(cluster, "ghost"), "Fenced") == {}, 12, "ghost unfenced", 0.5
+    )

@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ha_manifests import cluster_object
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
-
-FAST = {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3}
 
 
 @pytest.fixture
@@ -31,15 +30,6 @@ def vm(name: str) -> dict[str, Any]:
         "kind": "VirtualMachine",
         "metadata": {"name": name},
         "spec": {"memory": "64Mi"},
-    }
-
-
-def cluster_object() -> dict[str, Any]:
-    return {
-        "apiVersion": "pvc/v1",
-        "kind": "Cluster",
-        "metadata": {"name": "cluster"},
-        "spec": {"fencing": FAST},
     }
 
 
