@@ -1,0 +1,1084 @@
+"""An in-process PVC cluster for chaos trials and one-copy regression tests.
+
+``ChaosCluster`` runs N real ``controllers.daemon.Daemon`` objects (node agent, VM controller,
+election, and on the primary the scheduler, drain and fencing) in threads of this process,
+against one real ZooKeeper server (a fresh root per cluster) and one ``HypervisorWorld``
+(``hypervisor/faulty.py``): the truth of what every simulated host holds.
+
+What stands between a daemon and the rest, so faults can be injected:
+
+- ``ZkProxy``: each daemon incarnation talks to ZooKeeper through its own TCP forwarder.
+  ``cut()`` drops every connection and refuses new ones (a network partition: the daemon
+  keeps running, its domains too), ``stall()`` stops forwarding without closing (a paused
+  process), ``heal()`` undoes either, ``close()`` is for good (a dead process).
+- ``Gate``: each incarnation's driver and fence agents pass through one gate. Dead: every
+  call raises (a crashed process acts on nothing, though its threads linger); paused: every
+  call blocks until resumed, then goes ahead (a SIGSTOPped process does exactly what it was
+  about to do, late).
+- ``DriverHooks``: a callback before or after any driver call of any node (``start`` on
+  ``n2`` for ``vm1``...), in the calling thread: how a test injects a fault at a precise moment.
+
+Faults: ``kill`` (crash: gate dead, ``world.cut``, proxy closed: the session expires, the
+host's domains stay until the fence powers the node off; power on starts a NEW Daemon, like a
+reboot), ``pause``/``resume``, ``expire_session``, ``partition``/``heal_partition``, guest
+faults on the world (``world.crash``/``pause``), and ``power_cycle`` (an admin reboot).
+
+The invariant monitor (a thread, every 20 ms) records: the world's one-copy violations (the
+world checks at every transition), two daemons acting as primary in one epoch (two primaries
+in different epochs at once only as information), and the holders of every VM as they change
+(the transition log printed with a failure). ``check_specs`` and ``wait_converged`` are the
+end-of-trial checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import select
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi.testclient import TestClient
+from kazoo.client import KazooClient
+
+from api.app import create_app
+from api.config import Settings
+from controllers.config import DaemonConfig
+from controllers.daemon import Daemon
+from hypervisor import DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
+from hypervisor.domain import LifecycleCallback, StopReason
+from hypervisor.errors import HypervisorUnavailable
+from hypervisor.fence import FenceAgent, FenceError, PowerState
+from hypervisor.testdriver import write_test_host_xml
+from schemas import FenceConfig, Node, RouterState, RunStrategy, VirtualMachine
+from zkstore import NotFound, Store
+
+if TYPE_CHECKING:
+    from cli.localcluster.zookeeper import ZooKeeperServer
+    from hypervisor.faulty import HypervisorWorld
+
+log = logging.getLogger("chaos")
+
+
+# -- timings -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosTimings:
+    """Fast timings for every trial: the daemons' config and the Cluster object's fencing."""
+
+    session_timeout: float = 4.0
+    keepalive_interval: float = 1.0
+    fence_intervals: int = 3
+    saving_throws: int = 3
+    self_fence_after: float = 3.0
+    resync_period: float = 5.0
+    crash_loop_base: float = 1.0
+    crash_loop_cap: float = 4.0
+    converge_bound: float = 60.0
+    """Once every fault is healed, every VM that should run runs within this many seconds:
+    a node fenced right after the heal (session + saving throws, ~7 s), its reboot and
+    registration (up to session + 5 s waiting for its old lease), a shutdown move of a guest
+    that ignores ACPI (shutdownTimeout up to 4 s) and crash-loop back-off (cap 4 s), with room
+    for a loaded machine."""
+
+    @property
+    def fence_after(self) -> float:
+        """Silence after which the primary fences a node (heartbeat window + saving throws)."""
+        return self.keepalive_interval * (self.fence_intervals + self.saving_throws)
+
+    def cluster_object(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "pvc/v1",
+            "kind": "Cluster",
+            "metadata": {"name": "cluster"},
+            "spec": {
+                "fencing": {
+                    "keepaliveInterval": f"{self.keepalive_interval:g}s",
+                    "fenceIntervals": self.fence_intervals,
+                    "savingThrows": self.saving_throws,
+                    "selfFenceAfter": f"{self.self_fence_after:g}s",
+                }
+            },
+        }
+
+
+# -- the ZooKeeper proxy ---------------------------------------------------------
+
+
+class ZkProxy:
+    """A thread-per-direction TCP forwarder from a loopback port to ZooKeeper."""
+
+    def __init__(self, upstream_port: int, name: str) -> None:
+        self.name = name
+        self.upstream = ("127.0.0.1", upstream_port)
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self.cut_off = False
+        self.closed = False
+        self._thread = threading.Thread(target=self._accept, name=f"zkproxy-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def stalled(self) -> bool:
+        return not self._flowing.is_set()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self.cut_off or self.closed:
+                    client.close()  # refused: closed before a byte is read
+                    continue
+                try:
+                    upstream = socket.create_connection(self.upstream, timeout=2.0)
+                    upstream.settimeout(None)
+                except OSError:
+                    client.close()
+                    continue
+                self._pairs.append((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=self._pump, args=(src, dst), name=f"zkproxy-{self.name}", daemon=True
+                ).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                self._flowing.wait()
+                ready, _, _ = select.select([src], [], [], 0.1)
+                if not ready:
+                    if self._gone(src):
+                        return
+                    continue
+                if not self._flowing.is_set():
+                    continue  # stalled after select: the data waits in the kernel
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except (OSError, ValueError):
+            pass
+        self._drop(src, dst)
+
+    def _gone(self, sock: socket.socket) -> bool:
+        with self._lock:
+            return not any(sock in pair for pair in self._pairs)
+
+    def _drop(self, a: socket.socket, b: socket.socket) -> None:
+        with self._lock:
+            self._pairs = [p for p in self._pairs if a not in p and b not in p]
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        self._flowing.set()  # wake the pumps so they see their sockets are gone
+
+    def cut(self) -> None:
+        """A partition: every connection dropped, new ones refused, until ``heal``."""
+        self.cut_off = True
+        self._drop_all()
+
+    def stall(self) -> None:
+        """Nothing forwarded either way, connections left open (a frozen process)."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        if self.closed:
+            return
+        self.cut_off = False
+        self._flowing.set()
+
+    def close(self) -> None:
+        self.closed = self.cut_off = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self._drop_all()
+
+
+# -- gates: what a crashed or paused process can still do --------------------------
+
+
+class Gate:
+    """Open, paused (calls wait) or dead (calls raise). One per daemon incarnation."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cond = threading.Condition()
+        self.paused = False
+        self.dead = False
+
+    def enter(self, what: str) -> None:
+        with self._cond:
+            while self.paused and not self.dead:
+                self._cond.wait()
+            if self.dead:
+                raise HypervisorUnavailable(f"{self.name} is dead (chaos harness)", operation=what)
+
+    def pause(self) -> None:
+        with self._cond:
+            self.paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self.paused = False
+            self._cond.notify_all()
+
+    def kill(self) -> None:
+        with self._cond:
+            self.dead = True
+            self._cond.notify_all()
+
+
+HookFn = Callable[[str, str, str | None], None]
+"""``fn(node, op, vm)``: called in the thread making the driver call."""
+
+
+@dataclass
+class _Hook:
+    op: str
+    when: str
+    fn: HookFn
+    node: str | None
+    vm: str | None
+    once: bool
+    fired: int = 0
+
+
+class DriverHooks:
+    """Callbacks on driver calls, e.g. ``before("start", fn, node="n2", vm="v1")``. A hook
+    runs before the gate, so a hook that kills its own node stops the call it precedes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[_Hook] = []
+
+    def before(
+        self, op: str, fn: HookFn, *, node: str | None = None, vm: str | None = None,
+        once: bool = True,
+    ) -> _Hook:  # fmt: skip
+        return self._add(_Hook(op, "before", fn, node, vm, once))
+
+    def after(
+        self, op: str, fn: HookFn, *, node: str | None = None, vm: str | None = None,
+        once: bool = True,
+    ) -> _Hook:  # fmt: skip
+        return self._add(_Hook(op, "after", fn, node, vm, once))
+
+    def _add(self, hook: _Hook) -> _Hook:
+        with self._lock:
+            self._hooks.append(hook)
+        return hook
+
+    def remove(self, hook: _Hook) -> None:
+        with self._lock:
+            self._hooks = [h for h in self._hooks if h is not hook]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hooks = []
+
+    def fire(self, when: str, node: str, op: str, vm: str | None) -> None:
+        with self._lock:
+            due = [
+                h
+                for h in self._hooks
+                if h.when == when
+                and h.op == op
+                and h.node in (None, node)
+                and (h.vm is None or h.vm == vm)
+                and not (h.once and h.fired)
+            ]
+            for hook in due:
+                hook.fired += 1
+        for hook in due:
+            hook.fn(node, op, vm)
+
+
+class CallLog:
+    """The transition log: driver calls and holder changes, newest last, bounded."""
+
+    def __init__(self, size: int = 4000) -> None:
+        self._lines: deque[str] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(f"{time.monotonic() - self.t0:8.3f} {line}")
+
+    def tail(self, n: int = 60) -> list[str]:
+        with self._lock:
+            return list(self._lines)[-n:]
+
+
+class GatedDriver(DomainDriver):
+    """One incarnation's view of its node's ``FaultyDriver``: through its gate, hooked, logged.
+    ``close`` leaves the shared driver open (the harness owns it)."""
+
+    def __init__(
+        self,
+        inner: DomainDriver,
+        node: str,
+        incarnation: int,
+        gate: Gate,
+        hooks: DriverHooks,
+        calls: CallLog,
+    ) -> None:
+        self.inner = inner
+        self.node = node
+        self.incarnation = incarnation
+        self.gate = gate
+        self.hooks = hooks
+        self.calls = calls
+
+    def _call(self, op: str, vm: str | None, fn: Callable[[], Any], logged: bool = True) -> Any:
+        self.hooks.fire("before", self.node, op, vm)
+        self.gate.enter(op)
+        try:
+            result = fn()
+        except Exception as exc:
+            if logged:
+                self.calls.add(f"{self.node}#{self.incarnation} {op} {vm or ''} -> {exc!r}")
+            raise
+        if logged:
+            self.calls.add(f"{self.node}#{self.incarnation} {op} {vm or ''} ok")
+        self.hooks.fire("after", self.node, op, vm)
+        return result
+
+    def define(self, spec: DomainSpec) -> None:
+        self._call("define", spec.name, lambda: self.inner.define(spec))
+
+    def start(self, name: str) -> None:
+        self.calls.add(f"{self.node}#{self.incarnation} start {name} begins")
+        self._call("start", name, lambda: self.inner.start(name))
+
+    def shutdown(self, name: str) -> None:
+        self._call("shutdown", name, lambda: self.inner.shutdown(name))
+
+    def destroy(self, name: str) -> None:
+        self._call("destroy", name, lambda: self.inner.destroy(name))
+
+    def undefine(self, name: str) -> None:
+        self._call("undefine", name, lambda: self.inner.undefine(name))
+
+    def state(self, name: str) -> DomainState:
+        result: DomainState = self._call("state", name, lambda: self.inner.state(name), False)
+        return result
+
+    def stop_reason(self, name: str) -> StopReason:
+        result: StopReason = self._call(
+            "stop_reason", name, lambda: self.inner.stop_reason(name), False
+        )
+        return result
+
+    def watch_lifecycle(self, callback: LifecycleCallback) -> None:
+        gate = self.gate
+
+        def gated(name: str) -> None:
+            if not gate.dead:
+                callback(name)
+
+        self.inner.watch_lifecycle(gated)
+
+    def info(self, name: str) -> DomainInfo | None:
+        result: DomainInfo | None = self._call("info", name, lambda: self.inner.info(name), False)
+        return result
+
+    def list_managed(self) -> list[DomainInfo]:
+        result: list[DomainInfo] = self._call(
+            "list_managed", None, lambda: self.inner.list_managed(), False
+        )
+        return result
+
+    def host_facts(self) -> HostFacts:
+        result: HostFacts = self._call("host_facts", None, lambda: self.inner.host_facts(), False)
+        return result
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class GatedAgent(FenceAgent):
+    """A node's fence agent as one incarnation (the primary's) sees it."""
+
+    def __init__(self, inner: FenceAgent, gate: Gate, target: str, calls: CallLog) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.target = target
+        self.calls = calls
+
+    def _enter(self, what: str) -> None:
+        try:
+            self.gate.enter(what)
+        except HypervisorUnavailable as exc:
+            raise FenceError(str(exc)) from None
+
+    def power_off(self) -> None:
+        self._enter("power_off")
+        self.calls.add(f"fence {self.target} power_off (by {self.gate.name})")
+        self.inner.power_off()
+
+    def power_on(self) -> None:
+        self._enter("power_on")
+        self.calls.add(f"fence {self.target} power_on (by {self.gate.name})")
+        self.inner.power_on()
+
+    def power_status(self) -> PowerState:
+        self._enter("power_status")
+        return self.inner.power_status()
+
+    @property
+    def description(self) -> str:
+        return f"chaos world agent for {self.target}"
+
+
+# -- nodes ------------------------------------------------------------------------
+
+
+@dataclass
+class Incarnation:
+    """One run of a node's daemon, from its start to its crash, power-off or stop."""
+
+    node: str
+    number: int
+    gate: Gate
+    proxy: ZkProxy
+    daemon: Daemon | None = None
+    thread: threading.Thread | None = None
+    errors: list[str] = field(default_factory=list)
+    ended: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}#{self.number}"
+
+    @property
+    def alive(self) -> bool:
+        return not self.gate.dead
+
+
+@dataclass
+class NodeSlot:
+    name: str
+    coordinator: bool
+    uri: str
+    current: Incarnation | None = None
+    incarnations: list[Incarnation] = field(default_factory=list)
+    killed: bool = False
+    """Crashed and not yet rebooted."""
+
+
+# -- the invariant monitor -----------------------------------------------------------
+
+
+class InvariantMonitor:
+    """Polls every ~20 ms: the world's violations, primaries per epoch, holders per VM."""
+
+    def __init__(self, cluster: ChaosCluster, interval: float = 0.02) -> None:
+        self.cluster = cluster
+        self.interval = interval
+        self.failures: list[str] = []
+        self.info: list[str] = []
+        self.polls = 0
+        self._seen_violations = 0
+        self._primary_pairs: set[tuple[str, str, int, int]] = set()
+        self._holders: dict[str, frozenset[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.poll()  # a last look
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception as exc:  # the monitor must outlive anything it looks at
+                log.exception("event=monitor_failed error=%r", exc)
+
+    def poll(self) -> None:
+        self.polls += 1
+        world = self.cluster.world
+        violations = list(world.violations)
+        for v in violations[self._seen_violations :]:
+            line = f"ONE-COPY: {v.vm} held by {', '.join(v.nodes)} at once: {v.detail}"
+            self.failures.append(line)
+            self.cluster.calls.add(f"VIOLATION {line}")
+        self._seen_violations = len(violations)
+        self._check_primaries()
+        for vm in sorted(self.cluster.known_vms):
+            holders = frozenset(world.holders(vm))
+            if self._holders.get(vm, frozenset()) != holders:
+                self._holders[vm] = holders
+                self.cluster.calls.add(f"holders {vm} = {{{', '.join(sorted(holders))}}}")
+
+    def _check_primaries(self) -> None:
+        acting: list[tuple[str, int]] = []
+        for inc in self.cluster.incarnations():
+            daemon = inc.daemon
+            if not inc.alive or daemon is None or daemon.election is None:
+                continue
+            election = daemon.election
+            if election.state == RouterState.PRIMARY and election.epoch is not None:
+                acting.append((inc.name, election.epoch))
+        for (a, ea), (b, eb) in itertools.combinations(sorted(acting), 2):
+            key = (a, b, ea, eb)
+            if key in self._primary_pairs:
+                continue
+            self._primary_pairs.add(key)
+            if ea == eb:
+                line = f"TWO PRIMARIES: {a} and {b} both act as primary in epoch {ea}"
+                self.failures.append(line)
+            else:
+                line = f"two primaries at once in different epochs: {a}@{ea}, {b}@{eb}"
+                self.info.append(line)
+            self.cluster.calls.add(line)
+
+
+# -- the cluster ------------------------------------------------------------------------
+
+
+def vm_manifest(
+    name: str,
+    *,
+    memory: str = "64Mi",
+    shutdown_timeout: str = "3s",
+    run_strategy: str = "Always",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "memory": memory,
+            "shutdownTimeout": shutdown_timeout,
+            "runStrategy": run_strategy,
+            **spec,
+        },
+    }
+
+
+class ChaosCluster:
+    """N real daemons in this process over one ZooKeeper root and one hypervisor world.
+
+    Use as a context manager (``with ChaosCluster(zk, tmp_path) as cluster:``): entering
+    starts ZooKeeper's root, the API, the daemons and the monitor, and waits for a primary."""
+
+    def __init__(
+        self,
+        zookeeper: ZooKeeperServer,
+        workdir: Path,
+        *,
+        nodes: int = 4,
+        coordinators: int | None = None,
+        timings: ChaosTimings | None = None,
+        world: HypervisorWorld | None = None,
+        node_memory_mib: int = 4096,
+    ) -> None:
+        from hypervisor.faulty import HypervisorWorld
+
+        self.zookeeper = zookeeper
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.timings = timings or ChaosTimings()
+        self.root = f"/chaos-{uuid.uuid4().hex[:12]}"
+        self.world = world or HypervisorWorld()
+        self.hooks = DriverHooks()
+        self.calls = CallLog()
+        self.known_vms: set[str] = set()
+        """Every VM name ever applied (the monitor follows their holders)."""
+        self.expected_vms: set[str] = set()
+        """Applied and not deleted: these specs must still exist."""
+        self.deleted_vms: set[str] = set()
+        self.closing = False
+        self._lock = threading.RLock()
+        self._numbers = itertools.count(1)
+        count_coordinators = nodes if coordinators is None else coordinators
+        self.slots: dict[str, NodeSlot] = {}
+        for i in range(1, nodes + 1):
+            name = f"n{i}"
+            uri = write_test_host_xml(self.workdir / f"{name}-host.xml", node_memory_mib, 4)
+            self.slots[name] = NodeSlot(name, i <= count_coordinators, uri)
+        self.world.on_power(self._on_power)
+        self.store = Store(zookeeper.hosts, self.root, timeout=10.0)
+        self.monitor = InvariantMonitor(self)
+        self._client: TestClient | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def __enter__(self) -> ChaosCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.store.start()
+        app = create_app(Settings(zookeeper=self.zookeeper.hosts, root=self.root), self.store)
+        self._client = TestClient(app, raise_server_exceptions=False)
+        self._client.__enter__()
+        self.apply(self.timings.cluster_object())
+        self.monitor.start()
+        for slot in self.slots.values():
+            self._boot(slot)
+        self.wait_for(lambda: self.primary() is not None, timeout, "a primary")
+        self.wait_for(self._all_registered, timeout, "every node registered")
+
+    def close(self) -> None:
+        self.closing = True
+        with contextlib.suppress(Exception):
+            self.monitor.stop()
+        self.hooks.clear()
+        incs = self.incarnations()
+        for inc in incs:
+            inc.gate.kill()  # nothing acts on a hypervisor from here on
+        for inc in incs:
+            if inc.daemon is not None:
+                inc.proxy.heal()
+                inc.daemon.stopped.set()
+        for inc in incs:
+            if inc.thread is not None:
+                inc.thread.join(20)
+        for inc in incs:
+            inc.proxy.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.__exit__(None, None, None)
+        with contextlib.suppress(Exception):
+            self.store.client.delete(self.root, recursive=True)
+        with contextlib.suppress(Exception):
+            self.store.stop()
+        with contextlib.suppress(Exception):
+            self.world.close()
+
+    def incarnations(self) -> list[Incarnation]:
+        with self._lock:
+            return [inc for slot in self.slots.values() for inc in slot.incarnations]
+
+    def _config(self, slot: NodeSlot, proxy: ZkProxy) -> DaemonConfig:
+        t = self.timings
+        return DaemonConfig.model_validate(
+            {
+                "node": slot.name,
+                "zookeeper": proxy.hosts,
+                "root": self.root,
+                "coordinator": slot.coordinator,
+                "libvirt": {"uri": slot.uri, "diskDir": str(self.workdir / "disks")},
+                "workers": 2,
+                "resyncPeriod": f"{t.resync_period:g}s",
+                "sessionTimeout": f"{t.session_timeout:g}s",
+                "stateDir": str(self.workdir / slot.name),
+                "crashLoop": {
+                    "base": f"{t.crash_loop_base:g}s",
+                    "cap": f"{t.crash_loop_cap:g}s",
+                    "resetAfter": "20s",
+                },
+                # Not "none", so the fencing controller asks the agent factory (which
+                # ignores this and hands out the world's agent).
+                "fence": {"agent": "exec", "command": ["/bin/false"]},
+            }
+        )
+
+    def _boot(self, slot: NodeSlot) -> Incarnation:
+        """Start a new daemon on ``slot`` (first boot or a reboot)."""
+        with self._lock:
+            number = next(self._numbers)
+            inc = Incarnation(
+                slot.name,
+                number,
+                Gate(f"{slot.name}#{number}"),
+                ZkProxy(self.zookeeper.port, f"{slot.name}#{number}"),
+            )
+            slot.incarnations.append(inc)
+            slot.current = inc
+            slot.killed = False
+        with contextlib.suppress(Exception):
+            self.world.uncut(slot.name)
+        self.calls.add(f"boot {inc.name}")
+        inc.thread = threading.Thread(
+            target=self._run_daemon, args=(slot, inc), name=f"daemon-{inc.name}", daemon=True
+        )
+        inc.thread.start()
+        return inc
+
+    def _run_daemon(self, slot: NodeSlot, inc: Incarnation) -> None:
+        """Like systemd: a daemon that exits with an error is started again after 1 s."""
+        config = self._config(slot, inc.proxy)
+        while inc.alive and not self.closing:
+            inner = self.world.driver(slot.name, slot.uri)
+            driver = GatedDriver(inner, slot.name, inc.number, inc.gate, self.hooks, self.calls)
+            daemon = Daemon(config, driver=driver, fence_agents=self._agents_for(inc))
+            inc.daemon = daemon
+            try:
+                daemon.run()
+                break  # an orderly stop
+            except Exception as exc:
+                inc.errors.append(repr(exc))
+                log.warning("event=chaos_daemon_failed node=%s error=%r", inc.name, exc)
+                self.calls.add(f"daemon {inc.name} failed: {exc!r}")
+                self._scrap(daemon)
+                time.sleep(1.0)
+        inc.ended = True
+
+    def _agents_for(self, inc: Incarnation) -> Callable[[str, FenceConfig], FenceAgent | None]:
+        """The fence agents an incarnation uses: the world's, through its gate (the node's
+        configured agent is ignored)."""
+
+        def agent(node: str, _config: FenceConfig) -> FenceAgent | None:
+            return GatedAgent(self.world.agent(node), inc.gate, node, self.calls)
+
+        return agent
+
+    @staticmethod
+    def _scrap(daemon: Daemon) -> None:
+        """Stop what a failed or dead daemon left running; its ZooKeeper client first, so
+        none of the rest can reach ZooKeeper while it stops."""
+        with contextlib.suppress(Exception):
+            daemon.store.stop()
+        for stop in (
+            lambda: daemon.election.stop(timeout=1.0) if daemon.election else None,
+            daemon.vms.stop,
+            daemon.agent.stop,
+            daemon.driver.close,
+        ):
+            with contextlib.suppress(Exception):
+                stop()
+
+    def _on_power(self, node: str, on: bool) -> None:
+        """The world's power changes: off kills the daemon there, on boots a new one."""
+        slot = self.slots.get(node)
+        if slot is None or self.closing:
+            return
+        self.calls.add(f"power {node} {'on' if on else 'off'}")
+        if not on:
+            self._abandon(slot)
+            return
+        with self._lock:
+            current = slot.current
+            booting = current is not None and current.alive
+        if not booting:
+            # Not on the caller's thread: that may be the primary's fencing thread.
+            threading.Thread(target=self._boot, args=(slot,), daemon=True).start()
+
+    def _abandon(self, slot: NodeSlot) -> None:
+        """The daemon of ``slot`` dies: it acts on nothing, its connections close for good
+        (its session expires in ZooKeeper), and its threads are stopped in the background."""
+        with self._lock:
+            inc = slot.current
+            if inc is None or not inc.alive:
+                return
+            inc.gate.kill()
+            inc.proxy.close()
+        self.calls.add(f"dead {inc.name}")
+        daemon = inc.daemon
+        if daemon is not None:
+
+            def scrap() -> None:
+                self._scrap(daemon)
+                daemon.stopped.set()
+
+            threading.Thread(target=scrap, name=f"scrap-{inc.name}", daemon=True).start()
+
+    # -- faults ------------------------------------------------------------------
+
+    def current(self, node: str) -> Incarnation | None:
+        inc = self.slots[node].current
+        return inc if inc is not None and inc.alive else None
+
+    def kill(self, node: str) -> bool:
+        """Crash the daemon (not the host): its domains stay held until a fence powers the
+        node off; power on boots a new daemon. False when nothing runs there."""
+        slot = self.slots[node]
+        if self.current(node) is None:
+            return False
+        with contextlib.suppress(Exception):
+            self.world.cut(node)
+        slot.killed = True
+        self._abandon(slot)
+        return True
+
+    def pause(self, node: str) -> Incarnation | None:
+        """Freeze the daemon: no ZooKeeper traffic, driver and fence calls wait."""
+        inc = self.current(node)
+        if inc is None:
+            return None
+        inc.gate.pause()
+        inc.proxy.stall()
+        self.calls.add(f"pause {inc.name}")
+        return inc
+
+    def resume(self, inc: Incarnation) -> None:
+        """Undo ``pause`` (and any partition of that incarnation)."""
+        if not inc.alive:
+            return
+        frozen = inc.gate.paused or inc.proxy.stalled or inc.proxy.cut_off
+        inc.proxy.heal()
+        inc.gate.resume()
+        if frozen:
+            self.calls.add(f"resume {inc.name}")
+
+    def partition(self, node: str) -> Incarnation | None:
+        """Cut the daemon off from ZooKeeper; it and its domains keep running."""
+        inc = self.current(node)
+        if inc is None:
+            return None
+        inc.proxy.cut()
+        self.calls.add(f"partition {inc.name}")
+        return inc
+
+    def heal_partition(self, inc: Incarnation) -> None:
+        if inc.alive:
+            inc.proxy.heal()
+            self.calls.add(f"heal partition {inc.name}")
+
+    def expire_session(self, node: str) -> bool:
+        """Expire the daemon's ZooKeeper session (kazoo's trick: a second client with the
+        same session id and password connects and closes it)."""
+        inc = self.current(node)
+        if inc is None or inc.daemon is None:
+            return False
+        client_id = inc.daemon.store.client.client_id
+        if not client_id:
+            return False
+        other = KazooClient(
+            hosts=self.zookeeper.hosts,
+            client_id=client_id,
+            timeout=self.timings.session_timeout,
+        )
+        try:
+            other.start(timeout=5)
+        except Exception:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                other.stop()
+                other.close()
+        self.calls.add(f"expire session {inc.name} 0x{client_id[0]:x}")
+        return True
+
+    def power_cycle(self, node: str) -> None:
+        """An admin resets the host: everything on it is gone, a new daemon boots."""
+        self.world.power_off(node)
+        self.world.power_on(node)
+
+    def primary(self) -> str | None:
+        """The node whose live daemon acts as primary (the one with the highest epoch)."""
+        best: tuple[int, str] | None = None
+        for inc in self.incarnations():
+            daemon = inc.daemon
+            if not inc.alive or inc.gate.paused or daemon is None or daemon.election is None:
+                continue
+            if daemon.election.state == RouterState.PRIMARY and daemon.election.epoch is not None:
+                if best is None or daemon.election.epoch > best[0]:
+                    best = (daemon.election.epoch, inc.node)
+        return best[1] if best else None
+
+    # -- the API ---------------------------------------------------------------------
+
+    @property
+    def client(self) -> TestClient:
+        assert self._client is not None, "the cluster is not started"
+        return self._client
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A request to the real API app (in process, on this cluster's root)."""
+        return self.client.request(method, path, **kwargs)
+
+    def apply(self, *objects: dict[str, Any]) -> None:
+        response = self.api("POST", "/api/v1/apply", json=list(objects))
+        if response.status_code != 200:
+            raise AssertionError(f"apply: {response.status_code} {response.text}")
+        for obj in objects:
+            if obj.get("kind") == "VirtualMachine":
+                name = obj["metadata"]["name"]
+                self.known_vms.add(name)
+                self.expected_vms.add(name)
+                self.deleted_vms.discard(name)
+
+    def apply_vm(self, name: str, *, ignore_acpi: bool = False, **spec: Any) -> None:
+        """Apply a small VM (``vm_manifest``); ``ignore_acpi``: its guest never powers off
+        on ACPI, only at shutdownTimeout."""
+        if ignore_acpi:
+            self.world.ignore_acpi(name)
+        self.apply(vm_manifest(name, **spec))
+
+    def delete_vm(self, name: str) -> int:
+        response = self.api("DELETE", f"/api/v1/vms/{name}")
+        if response.status_code in (200, 202, 404):
+            self.expected_vms.discard(name)
+            self.deleted_vms.add(name)
+        return int(response.status_code)
+
+    def verb(self, kind: str, name: str, verb: str, **body: Any) -> int:
+        """``verb("vms", "v1", "migrate", node="n2")``, ``verb("nodes", "n1", "flush")``."""
+        response = self.api("POST", f"/api/v1/{kind}/{name}/{verb}", json=body or None)
+        return int(response.status_code)
+
+    # -- truth --------------------------------------------------------------------------
+
+    def _all_registered(self) -> bool:
+        return set(self.store.names(Node)) >= set(self.slots)
+
+    def running_on(self, vm: str) -> str | None:
+        """The node whose hypervisor runs ``vm`` as its only holder, by the world's truth."""
+        holders = self.world.holders(vm)
+        if len(holders) != 1:
+            return None
+        (node,) = holders
+        return node if self.world.domain_state(node, vm) == DomainState.RUNNING else None
+
+    def wait_running(self, vm: str, timeout: float = 30.0, node: str | None = None) -> str:
+        """Wait until ``vm`` runs on exactly one node (``node``, when given); return it."""
+        found = self.wait_for(
+            lambda: (where := self.running_on(vm)) and (node is None or where == node) and where,
+            timeout,
+            f"{vm} running" + (f" on {node}" if node else ""),
+        )
+        return str(found)
+
+    def placement_of(self, vm: str) -> str | None:
+        placement = self.store.read_placement(vm)
+        return placement.node if placement else None
+
+    def check_specs(self) -> list[str]:
+        """No spec lost: every VM applied and not deleted still exists."""
+        present = set(self.store.names(VirtualMachine))
+        return [
+            f"SPEC LOST: {vm} was applied and never deleted"
+            for vm in sorted(self.expected_vms - present)
+        ]
+
+    def convergence_gaps(self) -> list[str]:
+        """What still differs from a converged cluster (empty when converged): every Always
+        VM runs on its placement's node only, Halted and deleted VMs are held nowhere."""
+        gaps: list[str] = []
+        for vm in sorted(self.known_vms):
+            holders = self.world.holders(vm)
+            try:
+                spec = self.store.get(VirtualMachine, vm)
+            except NotFound:
+                if holders:
+                    gaps.append(f"{vm}: deleted, still held by {sorted(holders)}")
+                continue
+            if spec.spec.run_strategy != RunStrategy.ALWAYS:
+                if holders:
+                    gaps.append(f"{vm}: {spec.spec.run_strategy}, still held by {sorted(holders)}")
+                continue
+            placed = self.placement_of(vm)
+            running = self.running_on(vm)
+            if placed is None or running != placed or holders != {placed}:
+                gaps.append(
+                    f"{vm}: placed on {placed}, held by {sorted(holders)}, running on {running}"
+                )
+        return gaps
+
+    def wait_converged(self, timeout: float | None = None) -> tuple[bool, float, list[str]]:
+        """(converged, seconds it took, what differed last)."""
+        bound = self.timings.converge_bound if timeout is None else timeout
+        started = time.monotonic()
+        gaps = self.convergence_gaps()
+        while gaps and time.monotonic() - started < bound:
+            time.sleep(0.2)
+            gaps = self.convergence_gaps()
+        return not gaps, time.monotonic() - started, gaps
+
+    @staticmethod
+    def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(0.05)
+
+    # -- healing -----------------------------------------------------------------------------
+
+    def heal_all(self, reboot_wait: float | None = None) -> list[str]:
+        """End every fault: resume and reconnect every live daemon, resume paused guests, uncut
+        hypervisors; a crashed node the cluster has not rebooted within ``reboot_wait`` (fence
+        window + session + 5 s) is power-cycled by hand. Returns what it did."""
+        done: list[str] = []
+        for slot in self.slots.values():
+            inc = self.current(slot.name)
+            if inc is not None and not slot.killed:
+                if inc.gate.paused or inc.proxy.stalled or inc.proxy.cut_off:
+                    done.append(f"resume/reconnect {inc.name}")
+                self.resume(inc)
+        for slot in self.slots.values():
+            for vm in self.world.held_by(slot.name):
+                self.world.resume(slot.name, vm)  # a no-op unless paused
+        wait = (
+            self.timings.fence_after + self.timings.session_timeout + 5.0
+            if reboot_wait is None
+            else reboot_wait
+        )
+        deadline = time.monotonic() + wait
+        while any(s.killed for s in self.slots.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for slot in self.slots.values():
+            if slot.killed:
+                done.append(f"power-cycle {slot.name} (not fenced within {wait:g}s)")
+                self.power_cycle(slot.name)
+            elif not self.world.powered(slot.name):
+                done.append(f"power on {slot.name}")
+                self.world.power_on(slot.name)
+        return done
+
+    def ready_all(self) -> list[str]:
+        """Clear every node's drain flag (flushes are operations, not faults, but a cluster
+        left flushed everywhere cannot run anything)."""
+        readied = []
+        for node in self.store.list(Node):
+            if node.spec.drain and self.verb("nodes", node.name, "ready") == 200:
+                readied.append(node.name)
+        return readied
+
+
+def iter_lines(lines: list[str], indent: str = "  ") -> Iterator[str]:
+    for line in lines:
+        yield f"{indent}{line}"
