@@ -28,6 +28,14 @@ from hypervisor.errors import (
     InvalidDomain,
     OperationFailed,
 )
+from hypervisor.faulty import (
+    FaultyDriver,
+    HypervisorWorld,
+    SimulatedPowerAgent,
+    Timings,
+    Transition,
+    Violation,
+)
 from hypervisor.libvirt_driver import LibvirtDriver
 from hypervisor.testdriver import write_test_host_xml
 
@@ -39,15 +47,21 @@ __all__ = [
     "DomainNotFound",
     "DomainSpec",
     "DomainState",
+    "FaultyDriver",
     "HostFacts",
     "HypervisorError",
     "HypervisorUnavailable",
+    "HypervisorWorld",
     "InvalidDomain",
     "LibvirtDriver",
     "LifecycleCallback",
     "NicSpec",
     "OperationFailed",
+    "SimulatedPowerAgent",
     "StopReason",
+    "Timings",
+    "Transition",
+    "Violation",
     "find_owner_tag",
     "read_owner_tag",
     "render_domain_xml",
