@@ -14,12 +14,13 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from controllers.config import ConfigError, DaemonConfig, load_config
 from controllers.crashloop import CrashLoopPolicy
+from controllers.fencing import AgentFactory, configured_agent
 from controllers.floating import FloatingAddresses
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
 from controllers.self_fence import SelfFence
 from controllers.vm_controller import VMController
-from hypervisor import HypervisorError, LibvirtDriver, write_test_host_xml
+from hypervisor import DomainDriver, HypervisorError, LibvirtDriver, write_test_host_xml
 from hypervisor.hostnet import HostNetworkError, NetlinkHostNetwork
 from schemas import to_mib, to_seconds
 from zkstore import LeaseHeld, Store
@@ -48,11 +49,20 @@ def floating_addresses(config: DaemonConfig) -> FloatingAddresses:
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig) -> None:
+    """One node's controllers. ``driver`` and ``fence_agents`` replace the libvirt driver and
+    the configured fence agents (a harness that injects faults passes its own)."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        driver: DomainDriver | None = None,
+        fence_agents: AgentFactory = configured_agent,
+    ) -> None:
         self.config = config
         self.stopped = threading.Event()
         self.uri = hypervisor_uri(config)
-        self.driver = LibvirtDriver(self.uri)
+        self.driver = driver or LibvirtDriver(self.uri)
         self.store = Store(config.zookeeper, config.root, timeout=config.session_seconds)
         self.vms = VMController(
             self.store,
@@ -91,6 +101,7 @@ class Daemon:
                 config.node,
                 self.agent.set_router_state,
                 addresses=floating_addresses(config),
+                fence_agents=fence_agents,
             )
             if config.coordinator
             else None

@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kazoo.exceptions import LockTimeout
+
+from controllers.fence_records import FenceRecord, FenceRecords, FenceStep
 from controllers.scheduler import Scheduler
 from hypervisor.fence import ExecAgent, FenceAgent, FenceError, IpmiAgent, PowerState
 from schemas import (
@@ -34,7 +37,17 @@ from schemas import (
     set_condition,
     to_seconds,
 )
-from zkstore import EpochMoved, Informer, NotFound, ResourceInformer, Store, exclusive_lock, paths
+from zkstore import (
+    EpochMoved,
+    Holders,
+    Informer,
+    NotFound,
+    PlacementMoved,
+    ResourceInformer,
+    Store,
+    exclusive_lock,
+    paths,
+)
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -59,13 +72,34 @@ class NodeWatch:
     last_heartbeat: str | None
     last_seen: float
     dead_since: float | None = None
-    fenced: bool = False
+    lease_lost_at: float | None = None
     suspended_logged: bool = False
 
 
+class FenceStepFailed(Exception):
+    """A step of a fence did not complete; it is retried with back-off."""
+
+
+AgentFactory = Callable[[str, FenceConfig], FenceAgent | None]
+"""The fence agent of a node (its name and fence config), or None when it has none."""
+
+
+def configured_agent(_node: str, config: FenceConfig) -> FenceAgent | None:
+    return agent_for(config)
+
+
 class FenceController:
-    def __init__(self, store: Store, node: str, epoch: int, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: str,
+        epoch: int,
+        scheduler: Scheduler,
+        *,
+        agents: AgentFactory = configured_agent,
+    ) -> None:
         self.store = store
+        self._agents = agents
         self.node = node
         self.epoch = epoch
         self.scheduler = scheduler
@@ -73,6 +107,9 @@ class FenceController:
         self.leases = Informer(store, paths.LEASES_NODES, self._wake_up)
         self.clusters = ResourceInformer(store, Cluster, self._wake_up)
         self._watch: dict[str, NodeWatch] = {}
+        self.records = FenceRecords(store)
+        # node -> (monotonic time of the next try, failures so far)
+        self._retry_at: dict[str, tuple[float, int]] = {}
         self._interval: float | None = None
         self.events = EventLog(store)
         self._wake = threading.Event()
@@ -136,7 +173,9 @@ class FenceController:
             for each in self._watch.values():
                 each.last_seen = now
                 each.dead_since = None
+                each.lease_lost_at = None
         live = set(self.leases.keys())
+        records = self.records.all()
         for node in self.nodes.objects():
             name = node.name
             if name == self.node:
@@ -150,24 +189,33 @@ class FenceController:
             if status.last_heartbeat != watch.last_heartbeat:
                 watch.last_heartbeat = status.last_heartbeat
                 watch.last_seen = now
-            running = status.daemon_state == DaemonState.RUN and name in live
-            if running and now - watch.last_seen < dead_after:
+            silent = now - watch.last_seen
+            if name in live:
+                watch.lease_lost_at = None
+            elif watch.lease_lost_at is None:
+                watch.lease_lost_at = now
+            record = records.get(name)
+            if record is not None:
+                self._carry_on(node, record, status, spec, silent, now)
+                continue
+            if status.daemon_state == DaemonState.RUN and not self._silent(watch, now, interval):
                 if watch.dead_since is not None:
                     log.info("event=saving_throw_passed node=%s", name)
                     watch.dead_since = None
-                watch.fenced = False
                 continue
-            if status.daemon_state not in (DaemonState.RUN, DaemonState.DEAD) or watch.fenced:
+            if status.daemon_state not in (DaemonState.RUN, DaemonState.DEAD):
                 # Only a node that has run can die: one still starting (no heartbeat yet, or
-                # init) is never fenced for being slow, nor is a node fenced twice for one death.
+                # init) is never fenced for being slow; a node that said goodbye (stop,
+                # shutdown) stopped in order; a fenced one is not fenced twice.
                 continue
-            if status.daemon_state in (DaemonState.STOP, DaemonState.SHUTDOWN):
-                continue  # it said goodbye: an orderly stop is not a failure
-            silent = now - watch.last_seen
             if watch.dead_since is None:
-                if name in live and silent < dead_after:
+                if not self._silent(watch, now, interval):
                     continue
-                why = "lease lost" if name not in live else f"no heartbeat for {silent:.1f}s"
+                why = (
+                    f"no heartbeat for {silent:.1f}s"
+                    if silent >= dead_after
+                    else f"lease lost and no heartbeat for {silent:.1f}s"
+                )
                 if not self._mark_dead(node, why):
                     continue  # its fresh status says it stopped in order
                 watch.dead_since = now
@@ -180,46 +228,115 @@ class FenceController:
                 continue
             if now - watch.dead_since < throws:
                 continue
-            if spec.maintenance:
-                if not watch.suspended_logged:
-                    log.warning("event=fence_suspended node=%s reason=maintenance", name)
-                    self.events.record(
-                        "Node",
-                        name,
-                        "FencingSuspended",
-                        "maintenance mode is on: the node is not fenced",
-                        type_="Warning",
-                        source=self.node,
-                    )
-                    watch.suspended_logged = True
-                self._write_node(
-                    name,
-                    lambda s: set_condition(
-                        s,
-                        "Fenced",
-                        False,
-                        "FencingSuspended",
-                        "maintenance mode is on: the node is not fenced",
-                    ),
-                )
+            if self._suspended(name, spec, watch):
                 continue
-            watch.suspended_logged = False
-            watch.fenced = True
-            self.fence(node, spec)
+            self.records.begin(name, self.epoch)
+            self._carry_on(node, FenceRecord(FenceStep.FENCING), status, spec, silent, now)
 
-    # -- acting ------------------------------------------------------------
+    def _silent(self, watch: NodeWatch, now: float, interval: float) -> bool:
+        """Dead by silence: no heartbeat for the whole window; or its lease gone and no
+        heartbeat for two intervals since. A node that heartbeats is never dead because
+        of a missing lease alone (it is taking it again)."""
+        dead_after = (self._interval or interval) * self._spec().fencing.fence_intervals
+        silent = now - watch.last_seen
+        if silent >= dead_after:
+            return True
+        return watch.lease_lost_at is not None and (
+            now - max(watch.lease_lost_at, watch.last_seen) >= 2 * interval
+        )
+
+    def _suspended(self, name: str, spec: ClusterSpec, watch: NodeWatch) -> bool:
+        if not spec.maintenance:
+            watch.suspended_logged = False
+            return False
+        if not watch.suspended_logged:
+            log.warning("event=fence_suspended node=%s reason=maintenance", name)
+            self.events.record(
+                "Node",
+                name,
+                "FencingSuspended",
+                "maintenance mode is on: the node is not fenced",
+                type_="Warning",
+                source=self.node,
+            )
+            watch.suspended_logged = True
+        self._write_node(
+            name,
+            lambda s: set_condition(
+                s,
+                "Fenced",
+                False,
+                "FencingSuspended",
+                "maintenance mode is on: the node is not fenced",
+            ),
+        )
+        return True
+
+    # -- the fence, a state machine kept in ZooKeeper ------------------------
+
+    def _carry_on(
+        self,
+        node: Node,
+        record: FenceRecord,
+        status: NodeStatus,
+        spec: ClusterSpec,
+        silent: float,
+        now: float,
+    ) -> None:
+        """Take the node's fence one step further: fencing -> fenced (holders released)
+        -> recovered -> poweredOn, then the record goes once the node runs again. Every
+        step is idempotent, so a new primary carries on where the last one stopped."""
+        name = node.name
+        interval = self._interval or to_seconds(spec.fencing.keepalive_interval)
+        back_off = self._retry_at.get(name)
+        if back_off is not None and now < back_off[0]:
+            return
+        try:
+            if record.step == FenceStep.FENCING:
+                if status.daemon_state == DaemonState.RUN and silent < interval * 2:
+                    # It came back before its power-off was confirmed: nothing to finish.
+                    log.info("event=fence_cancelled node=%s reason=running_again", name)
+                    self.records.remove(name)
+                    return
+                self.fence(node, spec)
+            elif record.step == FenceStep.FENCED:
+                self._finish(name, spec)
+            elif record.step == FenceStep.RECOVERED:
+                self._power_on(node)
+            elif status.daemon_state == DaemonState.RUN and silent < interval * 2:
+                log.info("event=fence_done node=%s reason=running_again", name)
+                self.records.remove(name)
+                return
+        except (EpochMoved, FenceStepFailed) as exc:
+            delay = min(interval * 2 ** (back_off[1] if back_off else 0), 60.0)
+            self._retry_at[name] = (now + delay, (back_off[1] if back_off else 0) + 1)
+            log.warning(
+                "event=fence_step_failed node=%s step=%s error=%s retry_in=%.1fs",
+                name,
+                record.step.value,
+                exc,
+                delay,
+            )
+            return
+        self._retry_at.pop(name, None)
 
     def fence(self, node: Node, spec: ClusterSpec) -> None:
         name = node.name
         lock = exclusive_lock(self.store, FENCE_LOCK, self.node)
-        if not lock.acquire(timeout=60):
-            log.warning("event=fence_lock_timeout node=%s", name)
-            return
         try:
-            # A primary that was paused must not power off a node on a stale view.
+            got = lock.acquire(timeout=60)
+        except LockTimeout:
+            got = False
+        if not got:
+            raise FenceStepFailed("another fence holds the fence lock")
+        try:
+            # A primary that was paused must not power off a node on a stale view; nor
+            # may maintenance mode switched on since the last look be missed.
             if self.store.read_epoch(sync=True) != self.epoch:
-                log.warning("event=fence_aborted node=%s reason=epoch_moved", name)
-                return
+                raise EpochMoved(f"the epoch moved past {self.epoch}")
+            cluster = self.store.get(Cluster, CLUSTER_NAME) if self._has_cluster() else None
+            if cluster is not None and cluster.spec.maintenance:
+                raise FenceStepFailed("maintenance mode is on")
             confirmed, detail = self._power_off(node, spec)
             self.events.record(
                 "Node",
@@ -229,36 +346,8 @@ class FenceController:
                 type_="Warning",
                 source=self.node,
             )
-            if confirmed:
-                log.warning("event=node_fenced node=%s detail=%r", name, detail)
-                self._write_node(
-                    name,
-                    lambda s: set_condition(s, "Fenced", True, "PoweredOff", detail),
-                    DaemonState.FENCED,
-                )
-                if spec.fencing.successful_fence == "migrate":
-                    self.recover(name)
-                agent = agent_for(node.spec.fence)
-                if agent is not None:
-                    try:
-                        agent.power_on()
-                        log.info("event=node_powered_on node=%s", name)
-                        self.events.record(
-                            "Node",
-                            name,
-                            "PoweredOn",
-                            "powered on again after the fence",
-                            source=self.node,
-                        )
-                    except FenceError as exc:
-                        log.warning("event=power_on_failed node=%s error=%s", name, exc)
-            else:
-                log.error(
-                    "event=fence_failed node=%s detail=%r failed_fence=%s",
-                    name,
-                    detail,
-                    spec.fencing.failed_fence,
-                )
+            if not confirmed:
+                log.error("event=fence_failed node=%s detail=%r retrying=true", name, detail)
                 self._write_node(
                     name,
                     lambda s: set_condition(
@@ -266,17 +355,51 @@ class FenceController:
                         "Fenced",
                         False,
                         "FenceFailed",
-                        f"{detail}; failedFence={spec.fencing.failed_fence}"
-                        + ("" if spec.fencing.failed_fence == "migrate" else ": VMs not recovered"),
+                        f"{detail}; its VMs are not recovered until a power-off is confirmed "
+                        "(retried with back-off)",
                     ),
                 )
-                if spec.fencing.failed_fence == "migrate":
-                    self.recover(name)
+                raise FenceStepFailed(detail)
+            log.warning("event=node_fenced node=%s detail=%r", name, detail)
+            self._write_node(
+                name,
+                lambda s: set_condition(s, "Fenced", True, "PoweredOff", detail),
+                DaemonState.FENCED,
+            )
+            self.records.advance(name, FenceStep.FENCED, self.epoch)
         finally:
             lock.release()
+        self._finish(name, spec)
+
+    def _has_cluster(self) -> bool:
+        return self.store.exists(Cluster, CLUSTER_NAME)
+
+    def _finish(self, name: str, spec: ClusterSpec) -> None:
+        """After a confirmed power-off: nothing of the node holds a domain any more."""
+        Holders(self.store).release_node(name)
+        if spec.fencing.successful_fence == "migrate":
+            self.recover(name)
+        self.records.advance(name, FenceStep.RECOVERED, self.epoch)
+        node = self.nodes.get(name)
+        if node is not None:
+            self._power_on(node)
+
+    def _power_on(self, node: Node) -> None:
+        name = node.name
+        agent = self._agents(name, node.spec.fence)
+        if agent is not None:
+            try:
+                agent.power_on()
+            except FenceError as exc:
+                raise FenceStepFailed(f"power on failed: {exc}") from exc
+            log.info("event=node_powered_on node=%s", name)
+            self.events.record(
+                "Node", name, "PoweredOn", "powered on again after the fence", source=self.node
+            )
+        self.records.advance(name, FenceStep.POWERED_ON, self.epoch)
 
     def _power_off(self, node: Node, spec: ClusterSpec) -> tuple[bool, str]:
-        agent = agent_for(node.spec.fence)
+        agent = self._agents(node.name, node.spec.fence)
         if agent is None:
             return False, "no fence agent configured (spec.fence.agent is none)"
         log.warning("event=fence_start node=%s agent=%r", node.name, agent.description)
@@ -306,13 +429,15 @@ class FenceController:
                 last_error = ""
             if state == PowerState.OFF:
                 return True, f"powered off and confirmed off by {agent.description}"
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._stop.is_set():
                 return False, f"{request_error}power state still {state.value} {last_error}".strip()
-            time.sleep(delay)
+            self._stop.wait(delay)
             delay = min(delay * 2, 2.0)
 
     def recover(self, dead: str) -> None:
-        """Place the fenced node's VMs elsewhere; those that fit nowhere wait as Pending."""
+        """Place the fenced node's VMs elsewhere; those that fit nowhere wait as Pending.
+        Each write is compare-and-set against a placement that still names the dead node,
+        so a drain or a migrate written since is never overwritten."""
         for name in sorted(self.store.node_index(dead)):
             try:
                 vm = self.store.get(VirtualMachine, name)
@@ -329,11 +454,10 @@ class FenceController:
                 migration=None,
             )
             try:
-                self.store.write_placement(name, new, epoch=self.epoch)
+                self.store.write_placement(name, new, epoch=self.epoch, only_from=dead)
             except EpochMoved:
-                log.warning("event=recovery_aborted node=%s reason=epoch_moved", dead)
-                return
-            except NotFound:
+                raise
+            except (NotFound, PlacementMoved):
                 continue
             self.scheduler.assume(name, target)
             log.warning("event=vm_recovered vm=%s from=%s to=%s why=%r", name, dead, target, why)

@@ -31,7 +31,7 @@ from kazoo.recipe.lock import Lock, WriteLock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from controllers.drain import DrainController
-from controllers.fencing import FenceController
+from controllers.fencing import AgentFactory, FenceController, configured_agent
 from controllers.floating import FloatingAddresses
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
@@ -67,8 +67,10 @@ class PrimaryElection:
         addresses: FloatingAddresses | None = None,
         retry_interval: float = 1.0,
         handover_timeout: float = 30.0,
+        fence_agents: AgentFactory = configured_agent,
     ) -> None:
         self.store = store
+        self._fence_agents = fence_agents
         self.node = node
         self._on_state = on_state
         self.addresses = addresses or FloatingAddresses(None, [])
@@ -321,7 +323,9 @@ class PrimaryElection:
             workers = [
                 scheduler,
                 ClusterStatusController(self.store, self.node, self.epoch),
-                FenceController(self.store, self.node, self.epoch, scheduler),
+                FenceController(
+                    self.store, self.node, self.epoch, scheduler, agents=self._fence_agents
+                ),
                 DrainController(self.store, self.node, self.epoch, scheduler),
             ]
             for worker in workers:

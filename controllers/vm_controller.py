@@ -24,10 +24,7 @@ from controllers.domainspec import domain_spec, macs_of
 from controllers.runtime import Controller
 from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
-    DaemonState,
     Network,
-    Node,
-    NodeStatus,
     Placement,
     RunStrategy,
     VirtualMachine,
@@ -38,7 +35,7 @@ from schemas import (
     to_seconds,
     verbs,
 )
-from zkstore import Informer, NotFound, Store, paths
+from zkstore import Holders, Informer, NotFound, Store, paths
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
@@ -57,6 +54,9 @@ class _Local:
     stop_deadline: float | None = None
     next_start_at: float | None = None
     forced_off: bool = False
+    stop_requested: bool = False
+    holder_waits: int = 0
+    """This daemon sent the ACPI shutdown (a move away): the guest going off is no crash."""
 
 
 class VMController:
@@ -80,6 +80,10 @@ class VMController:
         self.crash_loop = crash_loop or CrashLoopPolicy()
         self._on_domains_changed = on_domains_changed or (lambda: None)
         self.index = Informer(store, paths.node_index(node), self._enqueue)
+        self.holders = Holders(store)
+        # VMs this daemon added itself to the holders of: only this node removes itself, so
+        # the memory stays true until it does.
+        self._claimed: set[str] = set()
         self._specs: dict[str, VirtualMachine | None] = {}
         # name -> token of its live spec watch; a watch whose token is stale ends itself.
         self._watched: dict[str, int] = {}
@@ -102,8 +106,9 @@ class VMController:
         self.driver.watch_lifecycle(self._enqueue)
         self.controller.start()
         self.index.start()
-        # Domains left from before a restart that are no longer placed here.
-        for key in self._all_keys():
+        # Domains left from before a restart that are no longer placed here, and VMs this
+        # node still holds from before it (removed, but not yet released).
+        for key in self._all_keys() | set(self.holders.held_by(self.node)):
             self.controller.enqueue(key)
 
     def stop(self) -> None:
@@ -155,6 +160,7 @@ class VMController:
             self._watched.pop(name, None)
             self._specs.pop(name, None)
             self._self_fenced.discard(name)
+            self._claimed.discard(name)
         self._local.pop(name, None)
         self._last_status.pop(name, None)
 
@@ -179,6 +185,7 @@ class VMController:
             if again is not None:
                 return again
             self._remove_domain(name)
+            self._release(name)
             self._forget(name)
             return None
         if not known:
@@ -189,7 +196,10 @@ class VMController:
             if self.store.exists(VirtualMachine, name):
                 return 0.1  # the spec watch has not delivered yet
             self._remove_domain(name)  # VM deleted; its index entry goes with it
+            self._release(name)
             return None
+        if not self._claim(name):
+            return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, _Local())
         status = self._status(name)
         try:
@@ -233,6 +243,10 @@ class VMController:
         if self_fenced:
             local.started_at = None
             log.info("event=restart_after_self_fence vm=%s node=%s", name, self.node)
+        elif local.stop_requested:
+            # Moved away and back while the guest obeyed the shutdown we sent: no failure.
+            local.started_at = None
+            log.info("event=start_after_move_back vm=%s node=%s", name, self.node)
         elif local.started_at is not None or self._was_running_here(status):
             # It ran and stopped without us asking: a crash, a guest power-off, a kill.
             local.started_at = None
@@ -326,33 +340,28 @@ class VMController:
         ):
             if not self._define(vm, placement, local):
                 return 30.0
-        # Where it may still run: the node its status names, and while that node was only
-        # waiting for the source (a move of a move), the source too.
-        previous = {status.node}
-        if status.reason == "WaitingForSource":
-            previous.add(status.last_node)
-        previous -= {None, self.node}
-        if previous:
-            moved_here_at = self.store.node_index_zxid(self.node, name)
-            holder = next(
-                (
-                    why
-                    for node in sorted(p for p in previous if p)
-                    if (why := self._still_running_on(node, name, status, moved_here_at))
-                ),
-                None,
+        # One copy: start only as the sole holder, read after a sync (docs/ha.md).
+        holders = self.holders.read(name)
+        if self.node not in holders:
+            # Removed by the primary after a fence of this node: this daemon's memory is stale.
+            log.warning("event=holder_missing vm=%s node=%s", name, self.node)
+            with self._lock:
+                self._claimed.discard(name)
+            return 0.1
+        others = sorted(holders - {self.node})
+        if others:
+            self._write_status(
+                vm,
+                placement,
+                VMPhase.MIGRATING,
+                "WaitingForSource",
+                f"waiting for {', '.join(others)} to let go of it (the domain may still "
+                "exist there)",
+                failures=status.failures,
             )
-            if holder:
-                # Moved here while the last node may still run it: never two copies.
-                self._write_status(
-                    vm,
-                    placement,
-                    VMPhase.MIGRATING,
-                    "WaitingForSource",
-                    holder,
-                    failures=status.failures,
-                )
-                return 0.25
+            local.holder_waits += 1
+            return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0)
+        local.holder_waits = 0
         # Fencing token: start only for the placement ZooKeeper holds now, not a cached one.
         current = self.store.node_index_entry(self.node, name, sync=True)
         if current is None or current.epoch != placement.epoch:
@@ -368,7 +377,7 @@ class VMController:
         )
         self.driver.start(name)
         local.started_at = time.monotonic()
-        local.forced_off = False
+        local.forced_off = local.stop_requested = False
         with self._lock:
             self._self_fenced.discard(name)
         log.info("event=domain_started vm=%s node=%s", name, self.node)
@@ -492,6 +501,7 @@ class VMController:
                 why or "stop",
                 vm.spec.shutdown_timeout,
             )
+        local.stop_requested = True
         if now < local.stop_deadline:
             # The stop event requeues at once; this is the deadline check.
             return min(5.0, local.stop_deadline - now)
@@ -527,25 +537,23 @@ class VMController:
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
 
-    def _still_running_on(
-        self, node: str, vm: str, status: VirtualMachineStatus, moved_here_at: int | None
-    ) -> str | None:
-        """Why ``vm`` may still run on ``node``, or None when it is safe to start it here:
-        that node was fenced, or reported it stopped, or sent a heartbeat newer than the
-        move (after a sync) that does not list it."""
-        if status.node == node and status.phase == VMPhase.STOPPED:
-            return None  # its own last word: stopped, and it starts nothing placed elsewhere
-        raw, heartbeat_at = self.store.read_status_zxid(Node, node)
-        if raw is None:
-            return None if not self.store.exists(Node, node) else f"waiting for {node} to report"
-        other = NodeStatus.model_validate(raw)
-        if other.daemon_state == DaemonState.FENCED:
-            return None
-        if vm in other.domains:
-            return f"waiting for {node} to stop it (its last heartbeat still lists it)"
-        if moved_here_at is None or heartbeat_at < moved_here_at:
-            return f"waiting for a heartbeat from {node} newer than the move"
-        return None
+    def _claim(self, name: str) -> bool:
+        """Be among ``name``'s holders before defining or starting anything; False when the
+        placement no longer names this node."""
+        with self._lock:
+            if name in self._claimed:
+                return True
+        if not self.holders.claim(name, self.node).placed:
+            return False
+        with self._lock:
+            self._claimed.add(name)
+        return True
+
+    def _release(self, name: str) -> None:
+        """The domain is gone from this host (checked by the caller): let others start it."""
+        self.holders.release(name, self.node)
+        with self._lock:
+            self._claimed.discard(name)
 
     def _network(self, name: str) -> Network | None:
         try:

@@ -38,6 +38,16 @@ class FencingConfig(Model):
         return to_seconds(self.keepalive_interval) * (self.fence_intervals + self.saving_throws)
 
     @model_validator(mode="after")
+    def _no_recovery_without_power_off(self) -> FencingConfig:
+        if self.failed_fence == "migrate":
+            raise ValueError(
+                "failedFence: migrate is refused: a node whose power-off was not confirmed may "
+                "still run its VMs, and starting them elsewhere would run two copies; use none "
+                "(the fence is retried until a power-off is confirmed)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _self_fence_before_recovery(self) -> FencingConfig:
         # A cut-off node must have killed its domains before anyone else may start them.
         if self.self_fence_after is not None:

@@ -6,9 +6,11 @@ from zkstore.errors import (
     Conflict,
     EpochMoved,
     NotFound,
+    PlacementMoved,
     StoreError,
     Unavailable,
 )
+from zkstore.holders import Claim, Holders, node_in_use
 from zkstore.informer import Informer, ResourceInformer
 from zkstore.lease import Lease, LeaseHeld
 from zkstore.lock import exclusive_lock, handover_read_lock, handover_write_lock, release
@@ -19,13 +21,16 @@ __all__ = [
     "AlreadyExists",
     "AlreadyPlaced",
     "ApplyOutcome",
+    "Claim",
     "Conflict",
     "EpochMoved",
+    "Holders",
     "Informer",
     "InvalidSelector",
     "Lease",
     "LeaseHeld",
     "NotFound",
+    "PlacementMoved",
     "ResourceInformer",
     "Selector",
     "Store",
@@ -34,6 +39,7 @@ __all__ = [
     "exclusive_lock",
     "handover_read_lock",
     "handover_write_lock",
+    "node_in_use",
     "parse_selector",
     "release",
 ]

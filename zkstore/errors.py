@@ -40,3 +40,15 @@ class AlreadyPlaced(Conflict):
         self.vm = vm
         self.node = node
         super().__init__(f"VM {vm!r} is already placed on {node!r}")
+
+
+class PlacementMoved(Conflict):
+    """A placement change was refused: the VM is no longer where the decision read it."""
+
+    def __init__(self, vm: str, expected: str | None, actual: str | None) -> None:
+        self.vm = vm
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"VM {vm!r} is no longer on {expected or 'no node'} (now {actual or 'no node'})"
+        )

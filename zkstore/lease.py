@@ -36,6 +36,7 @@ class Lease:
         self._data = data
         self._held = threading.Event()
         self._lost = False
+        self._released = threading.Event()
         store.add_state_listener(self._on_state)
 
     @property
@@ -71,6 +72,7 @@ class Lease:
 
     def release(self) -> None:
         """Delete the lease only if this session owns it: never another holder's."""
+        self._released.set()
         was_held = self._held.is_set()
         self._held.clear()
         if not was_held:
@@ -93,7 +95,20 @@ class Lease:
             threading.Thread(target=self._reacquire, name="lease-reacquire", daemon=True).start()
 
     def _reacquire(self) -> None:
-        try:
-            self.acquire(wait=self._store.client._session_timeout / 1000.0 + 5.0)
-        except Exception as exc:  # logged: the heartbeat loop reports the node as not ready
-            log.error("event=lease_reacquire_failed path=%s error=%s", self._path, exc)
+        """Take the lease again after a session loss, retrying until held: a node that runs
+        without its lease is one the primary may think dead."""
+        delay = 1.0
+        while not self._released.is_set() and not self._held.is_set():
+            try:
+                self.acquire(wait=self._store.client._session_timeout / 1000.0 + 5.0)
+                return
+            except Exception as exc:  # logged; the heartbeat goes on and says not ready
+                log.error(
+                    "event=lease_reacquire_failed path=%s error=%s retry_in=%.0fs",
+                    self._path,
+                    exc,
+                    delay,
+                )
+            if self._released.wait(delay):
+                return
+            delay = min(delay * 2, 30.0)

@@ -11,6 +11,8 @@ LEASES_COORDINATORS = "/leases/coordinators"
 EPOCH = "/epoch"
 LOCKS = "/locks"
 EVENTS = "/events"
+HOLDERS = "/holders"
+FENCING = "/fencing"
 
 STATUS = "status"
 PLACEMENT = "placement"
@@ -46,3 +48,19 @@ def node_lease(node: str) -> str:
 
 def lock(name: str) -> str:
     return f"{LOCKS}/{name}"
+
+
+def holders(vm: str) -> str:
+    """The nodes that may still hold ``vm``'s domain (the one-copy rule, docs/ha.md).
+
+    Outside the VM's own subtree on purpose: it outlives a delete, so a VM created
+    again under the same name waits for the node still removing the old domain."""
+    return f"{HOLDERS}/{vm}"
+
+
+def holder(vm: str, node: str) -> str:
+    return f"{HOLDERS}/{vm}/{node}"
+
+
+def fence_record(node: str) -> str:
+    return f"{FENCING}/{node}"

@@ -22,7 +22,15 @@ from pydantic import ValidationError
 from schemas import Placement, Resource, Status, utcnow
 from zkstore import paths
 from zkstore.codec import decode, encode
-from zkstore.errors import AlreadyExists, AlreadyPlaced, Conflict, EpochMoved, NotFound, Unavailable
+from zkstore.errors import (
+    AlreadyExists,
+    AlreadyPlaced,
+    Conflict,
+    EpochMoved,
+    NotFound,
+    PlacementMoved,
+    Unavailable,
+)
 from zkstore.selector import Selector, parse_selector
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,8 @@ class Store:
             paths.LEASES_COORDINATORS,
             paths.LOCKS,
             paths.EVENTS,
+            paths.HOLDERS,
+            paths.FENCING,
         ):
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:
@@ -351,17 +361,27 @@ class Store:
         return self._get_placement_raw(vm)[0]
 
     def write_placement(
-        self, vm: str, placement: Placement, *, epoch: int | None, only_if_unplaced: bool = False
+        self,
+        vm: str,
+        placement: Placement,
+        *,
+        epoch: int | None,
+        only_if_unplaced: bool = False,
+        only_from: str | None = None,
     ) -> None:
         """Set where a VM runs, moving its node-index entry in the same transaction.
 
         With ``epoch`` the write only succeeds while the cluster epoch is still
-        that value, so a deposed primary's writes fail (EpochMoved).
+        that value, so a deposed primary's writes fail (EpochMoved). With
+        ``only_from`` it only succeeds while the VM is still placed on that node
+        (PlacementMoved otherwise): compare-and-set against the decision's read.
         """
         for _ in range(_CAS_RETRIES):
             old, version = self._get_placement_raw(vm)
             if only_if_unplaced and old is not None and old.node:
                 raise AlreadyPlaced(vm, old.node)
+            if only_from is not None and (old is None or old.node != only_from):
+                raise PlacementMoved(vm, only_from, old.node if old else None)
             txn = self.client.transaction()
             if epoch is not None:
                 txn.check(self.path(paths.EPOCH), version=epoch)

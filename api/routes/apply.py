@@ -22,6 +22,7 @@ from api.routes.resources import (
     error_responses,
     example_of,
     kind_schema_ref,
+    refuse_if_in_use,
     settle,
 )
 from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
@@ -158,6 +159,7 @@ def _prune(
         for obj in store.list(cls, selector):
             if (obj.kind, obj.name) in keep:
                 continue
+            refuse_if_in_use(store, cls, obj.name)
             if not dry_run:
                 try:
                     store.delete(cls, obj.name, obj.metadata.resource_version)

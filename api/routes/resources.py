@@ -30,8 +30,8 @@ from api.deps import (
 )
 from api.errors import ApiError, invalid
 from api.patch import merge_patch
-from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
-from zkstore import Conflict, Store, parse_selector
+from schemas import KINDS, FieldError, InvalidResource, Node, Resource, parse_resource
+from zkstore import Conflict, Store, node_in_use, parse_selector
 from zkstore.events import EventLog
 from zkstore.planning import plan_write
 
@@ -41,6 +41,12 @@ DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 CACHE_CATCH_UP_SECONDS = 5.0
 # How long a watch waits for a cache that is still loading before answering 503.
 CACHE_LOAD_WAIT_SECONDS = 60.0
+
+
+def refuse_if_in_use(store: Store, cls: type[Resource], name: str) -> None:
+    """A Node in use is not deleted (409, saying what to do first)."""
+    if cls is Node and (why := node_in_use(store, name)) is not None:
+        raise Conflict(why)
 
 
 def body_doc(schema: dict[str, Any], yaml_too: bool = True, example: Any = None) -> dict[str, Any]:
@@ -318,6 +324,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         dryRun: DryRun = False,
     ) -> dict[str, Any]:
         obj = store.get(cls, name)
+        refuse_if_in_use(store, cls, name)
         if dryRun:
             if resourceVersion and resourceVersion != obj.metadata.resource_version:
                 raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
