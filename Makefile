@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PVCCTL := $(BIN)/pvcctl
 
-.PHONY: setup host venv demo demo-down test lint unit integration e2e bench clean
+.PHONY: setup host venv demo demo-down test lint unit integration e2e bench clean chaos
 
 setup: host venv
 
@@ -48,6 +48,12 @@ integration: venv
 
 e2e: venv
 	$(BIN)/python -m pytest -q tests/e2e
+
+# Randomized fault trials (tests/chaos): `make chaos TRIALS=N`, seeds printed, each failure
+# printed with the one command that replays it.
+TRIALS ?= 200
+chaos: setup
+	$(BIN)/python -m tests.chaos --trials $(TRIALS)
 
 bench: setup
 	$(BIN)/python bench/apply_latency.py

@@ -56,6 +56,7 @@ from controllers.daemon import Daemon
 from hypervisor import DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
 from hypervisor.domain import LifecycleCallback, StopReason
 from hypervisor.errors import HypervisorUnavailable
+from hypervisor.faulty import HypervisorWorld, Timings
 from hypervisor.fence import FenceAgent, FenceError, PowerState
 from hypervisor.testdriver import write_test_host_xml
 from schemas import FenceConfig, Node, RouterState, RunStrategy, VirtualMachine
@@ -63,7 +64,6 @@ from zkstore import NotFound, Store
 
 if TYPE_CHECKING:
     from cli.localcluster.zookeeper import ZooKeeperServer
-    from hypervisor.faulty import HypervisorWorld
 
 log = logging.getLogger("chaos")
 
@@ -515,6 +515,7 @@ class InvariantMonitor:
         self._seen_violations = 0
         self._primary_pairs: set[tuple[str, str, int, int]] = set()
         self._holders: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
 
@@ -534,6 +535,10 @@ class InvariantMonitor:
                 log.exception("event=monitor_failed error=%r", exc)
 
     def poll(self) -> None:
+        with self._lock:
+            self._poll()
+
+    def _poll(self) -> None:
         self.polls += 1
         world = self.cluster.world
         violations = list(world.violations)
@@ -613,14 +618,12 @@ class ChaosCluster:
         world: HypervisorWorld | None = None,
         node_memory_mib: int = 4096,
     ) -> None:
-        from hypervisor.faulty import HypervisorWorld
-
         self.zookeeper = zookeeper
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.timings = timings or ChaosTimings()
         self.root = f"/chaos-{uuid.uuid4().hex[:12]}"
-        self.world = world or HypervisorWorld()
+        self.world = world or HypervisorWorld(Timings(start=0.6, shutdown=1.0, destroy=1.5))
         self.hooks = DriverHooks()
         self.calls = CallLog()
         self.known_vms: set[str] = set()
@@ -982,6 +985,12 @@ class ChaosCluster:
     def placement_of(self, vm: str) -> str | None:
         placement = self.store.read_placement(vm)
         return placement.node if placement else None
+
+    def failures(self) -> list[str]:
+        """Every invariant broken so far: one-copy violations (the world's, exact), two
+        primaries in one epoch. A regression test asserts this is empty."""
+        self.monitor.poll()
+        return list(self.monitor.failures)
 
     def check_specs(self) -> list[str]:
         """No spec lost: every VM applied and not deleted still exists."""

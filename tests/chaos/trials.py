@@ -1,0 +1,428 @@
+"""Seeded chaos trials: a plan of VM operations and faults drawn from one seed, run against a
+``ChaosCluster``, then every fault healed and the invariants checked.
+
+The plan (every VM, operation, node, duration and wait) depends only on the seed, the step
+count and the node count, so ``python -m tests.chaos --seed S --steps K --nodes N`` replays a
+trial's steps exactly; only a fault aimed at "the primary" is resolved when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cli.localcluster.zookeeper import ZooKeeperServer
+from tests.chaos.harness import ChaosCluster, ChaosTimings, vm_manifest
+
+log = logging.getLogger("chaos")
+
+MAX_VMS = 7
+PRIMARY = "<primary>"
+"""A step's node resolved at run time to whichever node is primary then."""
+HOLDER = "<holder of {}>"
+"""A step's node resolved at run time to the node holding that VM then (else where it is
+placed): faults aimed where a VM is, or is being moved to or from."""
+
+
+@dataclass
+class Step:
+    index: int
+    wait: float
+    """Seconds to wait before the step."""
+    action: str
+    args: dict[str, Any]
+
+    def describe(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.args.items())
+        return f"{self.action} {args}".strip()
+
+
+@dataclass
+class Plan:
+    seed: int
+    nodes: int
+    vms: list[dict[str, Any]]
+    """Initial VMs: name, ignore_acpi, shutdown_timeout."""
+    steps: list[Step]
+
+
+@dataclass
+class TrialResult:
+    seed: int
+    steps: int
+    nodes: int
+    failures: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    """One line per step (and setup, heal, checks)."""
+    transitions: str = ""
+    calls: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    converge_seconds: float | None = None
+    log_file: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def replay(self) -> str:
+        return (
+            f".venv/bin/python -m tests.chaos --seed {self.seed} "
+            f"--steps {self.steps} --nodes {self.nodes}"
+        )
+
+    def report(self) -> str:
+        lines = [
+            f"trial seed={self.seed} steps={self.steps} nodes={self.nodes}: "
+            + ("ok" if self.ok else f"{len(self.failures)} FAILED")
+            + f" ({self.seconds:.1f}s"
+            + (f", converged in {self.converge_seconds:.1f}s" if self.converge_seconds else "")
+            + ")"
+        ]
+        if self.ok:
+            return lines[0]
+        lines.append("what failed:")
+        lines += [f"  {f}" for f in self.failures]
+        if self.info:
+            lines.append("information:")
+            lines += [f"  {i}" for i in self.info]
+        lines.append("steps:")
+        lines += [f"  {s}" for s in self.log]
+        lines.append("the world's last transitions:")
+        lines += [f"  {t}" for t in self.transitions.splitlines()]
+        lines.append("the harness's last driver calls and events:")
+        lines += [f"  {c}" for c in self.calls]
+        if self.log_file:
+            lines.append(f"daemon logs: {self.log_file}")
+        lines.append(f"replay: {self.replay}")
+        return "\n".join(lines)
+
+
+def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = None) -> Plan:
+    """Everything a trial does, from the seed alone."""
+    t = timings or ChaosTimings()
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    vms = [
+        {
+            "name": f"v{i}",
+            "ignore_acpi": rng.random() < 0.35,
+            "shutdown_timeout": rng.choice(["2s", "3s", "4s"]),
+        }
+        for i in range(1, rng.randint(2, 5) + 1)
+    ]
+    live = [v["name"] for v in vms]
+    next_vm = len(vms) + 1
+    # Faults under way, by the plan's own clock (waits only): at most nodes - 2 at once, so
+    # two nodes are always healthy to fence and to run VMs.
+    busy_until: list[float] = []
+    clock = 0.0
+    reboot = t.fence_after + t.session_timeout + 4.0
+    plan: list[Step] = []
+    for index in range(1, steps + 1):
+        # Bursts of quick steps open the races; longer waits let moves and fences progress.
+        wait = round(rng.uniform(0.0, 0.3) if rng.random() < 0.4 else rng.uniform(0.3, 2.0), 2)
+        clock += wait
+        busy_until = [u for u in busy_until if u > clock]
+        fault_room = len(busy_until) < max(1, nodes - 2)
+        choices: list[tuple[str, float]] = [
+            ("apply", 1.0 if len(live) < MAX_VMS else 0.0),
+            ("delete", 0.6 if len(live) > 1 else 0.0),
+            ("start", 1.0),
+            ("stop", 1.0),
+            ("migrate", 1.5),
+            ("unmigrate", 0.8),
+            ("move", 0.8),
+            ("flush", 0.8),
+            ("ready", 0.8),
+            ("guest_crash", 0.5),
+            ("guest_pause", 0.4),
+        ]
+        if fault_room:
+            choices += [
+                ("kill", 0.6),
+                ("kill_primary", 0.6),
+                ("kill_holder", 0.8),
+                ("pause", 0.4),
+                ("pause_primary", 0.5),
+                ("pause_holder", 0.6),
+                ("expire", 0.3),
+                ("expire_holder", 0.4),
+                ("partition", 0.4),
+                ("partition_primary", 0.4),
+                ("partition_holder", 0.6),
+            ]
+        actions, weights = zip(*[(a, w) for a, w in choices if w > 0], strict=True)
+        action = rng.choices(actions, weights)[0]
+        node = rng.choice(names)
+        vm = rng.choice(live) if live else "v1"
+        args: dict[str, Any]
+        if action == "apply":
+            args = {
+                "vm": f"v{next_vm}",
+                "ignore_acpi": rng.random() < 0.35,
+                "shutdown_timeout": rng.choice(["2s", "3s", "4s"]),
+            }
+            live.append(args["vm"])
+            next_vm += 1
+        elif action == "delete":
+            args = {"vm": vm}
+            live.remove(vm)
+        elif action in ("start", "stop", "unmigrate", "guest_crash"):
+            args = {"vm": vm}
+        elif action in ("migrate", "move"):
+            args = {"vm": vm, "node": node}
+        elif action == "guest_pause":
+            args = {"vm": vm, "seconds": round(rng.uniform(0.5, 6.0), 1)}
+        elif action in ("flush", "ready"):
+            args = {"node": node}
+        else:  # faults: kill, pause, expire, partition; on a node, the primary or a VM's holder
+            base, _, target = action.partition("_")
+            args = {"node": {"primary": PRIMARY, "holder": HOLDER.format(vm)}.get(target, node)}
+            if base in ("pause", "partition"):
+                args["seconds"] = round(rng.uniform(1.0, 9.0), 1)
+                busy_until.append(clock + args["seconds"])
+            elif base == "kill":
+                busy_until.append(clock + reboot)
+            action = base
+        plan.append(Step(index, wait, action, args))
+    return Plan(seed, nodes, vms, plan)
+
+
+class TrialRunner:
+    """Runs one plan on one cluster; timed heals are done by this thread between steps."""
+
+    def __init__(self, cluster: ChaosCluster, plan: Plan, result: TrialResult) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.result = result
+        self.t0 = time.monotonic()
+        self._due: list[tuple[float, str, Callable[[], None]]] = []
+
+    def note(self, line: str) -> None:
+        stamped = f"+{time.monotonic() - self.t0:6.2f}s {line}"
+        self.result.log.append(stamped)
+        self.cluster.calls.add(f"STEP {line}")
+        log.info("event=chaos_step %s", line)
+
+    def later(self, seconds: float, what: str, fn: Callable[[], None]) -> None:
+        self._due.append((time.monotonic() + seconds, what, fn))
+
+    def run_due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        due = [d for d in self._due if everything or d[0] <= now]
+        self._due = [d for d in self._due if d not in due]
+        for _, what, fn in sorted(due, key=lambda d: d[0]):
+            fn()
+            self.note(f"  {what}")
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.run_due()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
+    def resolve(self, node: str) -> str | None:
+        if node == PRIMARY:
+            return self.cluster.primary()
+        if node.startswith("<holder of "):
+            vm = node.removeprefix("<holder of ").removesuffix(">")
+            holders = sorted(self.cluster.world.holders(vm))
+            if holders:
+                return holders[0]
+            try:
+                return self.cluster.placement_of(vm)
+            except Exception:
+                return None
+        return node
+
+    def run_step(self, step: Step) -> str:
+        c = self.cluster
+        a = step.args
+        if step.action == "apply":
+            if a["ignore_acpi"]:
+                c.world.ignore_acpi(a["vm"])
+            c.apply(vm_manifest(a["vm"], shutdown_timeout=a["shutdown_timeout"]))
+            return "applied"
+        if step.action == "delete":
+            return f"HTTP {c.delete_vm(a['vm'])}"
+        if step.action in ("start", "stop", "unmigrate"):
+            return f"HTTP {c.verb('vms', a['vm'], step.action)}"
+        if step.action in ("migrate", "move"):
+            return f"HTTP {c.verb('vms', a['vm'], step.action, node=a['node'])}"
+        if step.action in ("flush", "ready"):
+            return f"HTTP {c.verb('nodes', a['node'], step.action)}"
+        if step.action == "guest_crash":
+            holders = sorted(c.world.holders(a["vm"]))
+            for holder in holders:
+                c.world.crash(holder, a["vm"])
+            return f"crashed on {holders}" if holders else "not held anywhere"
+        if step.action == "guest_pause":
+            vm: str = a["vm"]
+            holders = sorted(c.world.holders(vm))
+            for holder in holders:
+                c.world.pause(holder, vm)
+                self.later(
+                    a["seconds"], f"resume guest {vm} on {holder}", _resume_guest(c, holder, vm)
+                )
+            return f"paused on {holders}" if holders else "not held anywhere"
+        resolved = self.resolve(a["node"])
+        if resolved is None:
+            return "skipped: no such node now"
+        node: str = resolved
+        if step.action == "kill":
+            return f"killed {node}" if c.kill(node) else f"skipped: {node} is down"
+        if step.action == "expire":
+            return f"expired {node}" if c.expire_session(node) else f"skipped: {node} not connected"
+        if step.action == "pause":
+            paused = c.pause(node)
+            if paused is None:
+                return f"skipped: {node} is down"
+            self.later(a["seconds"], f"resume {paused.name}", lambda: c.resume(paused))
+            return f"paused {paused.name}"
+        if step.action == "partition":
+            cut = c.partition(node)
+            if cut is None:
+                return f"skipped: {node} is down"
+            self.later(a["seconds"], f"heal partition {cut.name}", lambda: c.heal_partition(cut))
+            return f"partitioned {cut.name}"
+        raise ValueError(f"unknown action {step.action}")
+
+
+def _resume_guest(cluster: ChaosCluster, node: str, vm: str) -> Callable[[], None]:
+    return lambda: cluster.world.resume(node, vm)
+
+
+def run_trial(
+    seed: int,
+    steps: int = 12,
+    nodes: int = 4,
+    *,
+    zookeeper: ZooKeeperServer | None = None,
+    workdir: Path | None = None,
+    timings: ChaosTimings | None = None,
+    keep: bool = False,
+) -> TrialResult:
+    """One seeded trial. Starts its own ZooKeeper unless given one (one per run is enough:
+    every trial has its own root). The trial's folder (daemon logs) is kept when it fails."""
+    t = timings or ChaosTimings()
+    plan = make_plan(seed, steps, nodes, t)
+    result = TrialResult(seed, steps, nodes)
+    base = Path(workdir or tempfile.mkdtemp(prefix=f"pvc-chaos-{seed}-"))
+    base.mkdir(parents=True, exist_ok=True)
+    own_zk = zookeeper is None
+    zk = zookeeper or ZooKeeperServer(base / "zookeeper")
+    handler = _log_to(base / "pvc.log")
+    started = time.monotonic()
+    try:
+        if own_zk:
+            zk.start()
+        _run(plan, zk, base / "cluster", t, result)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        if own_zk:
+            zk.stop()
+        result.seconds = time.monotonic() - started
+        if result.ok and not keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            result.log_file = str(base / "pvc.log")
+    return result
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s")
+    )
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    logging.getLogger("kazoo").setLevel(logging.WARNING)
+    return handler
+
+
+def _run(
+    plan: Plan, zk: ZooKeeperServer, workdir: Path, t: ChaosTimings, result: TrialResult
+) -> None:
+    cluster = ChaosCluster(zk, workdir, nodes=plan.nodes, timings=t)
+    runner: TrialRunner | None = None
+    try:
+        with cluster:
+            runner = TrialRunner(cluster, plan, result)
+            runner.note(f"cluster up, primary {cluster.primary()}")
+            for vm in plan.vms:
+                cluster.apply_vm(
+                    vm["name"],
+                    ignore_acpi=vm["ignore_acpi"],
+                    shutdown_timeout=vm["shutdown_timeout"],
+                )
+            runner.note(
+                "applied "
+                + ", ".join(
+                    f"{v['name']}(shutdownTimeout {v['shutdown_timeout']}"
+                    + (", ignores ACPI)" if v["ignore_acpi"] else ")")
+                    for v in plan.vms
+                )
+            )
+            for vm in plan.vms:
+                cluster.wait_running(vm["name"], 30)
+            runner.note(
+                "running: "
+                + ", ".join(f"{v['name']}@{cluster.running_on(v['name'])}" for v in plan.vms)
+            )
+            for step in plan.steps:
+                runner.sleep(step.wait)
+                try:
+                    outcome = runner.run_step(step)
+                except Exception as exc:
+                    outcome = f"error {exc!r}"
+                runner.note(f"step {step.index}: {step.describe()} -> {outcome}")
+            runner.run_due(everything=True)
+            healed = cluster.heal_all()
+            readied = cluster.ready_all()
+            runner.note(
+                "healed: "
+                + ("; ".join(healed) or "nothing left to heal")
+                + (f"; ready {', '.join(readied)}" if readied else "")
+            )
+            ok, took, gaps = cluster.wait_converged()
+            result.converge_seconds = took
+            if ok:
+                runner.note(f"converged in {took:.1f}s (bound {t.converge_bound:g}s)")
+            else:
+                runner.note(f"NOT converged within {t.converge_bound:g}s")
+                result.failures += [
+                    f"NOT CONVERGED within {t.converge_bound:g}s: {g}" for g in gaps
+                ]
+            result.failures += cluster.check_specs()
+    except Exception as exc:
+        result.failures.append(f"HARNESS: {exc!r}")
+        if runner is not None:
+            runner.note(f"harness error {exc!r}")
+    finally:
+        # The monitor took its last look when the cluster closed.
+        result.failures = cluster.monitor.failures + result.failures
+        result.info += cluster.monitor.info
+        result.transitions = cluster.world.format_transitions(80)
+        result.calls = cluster.calls.tail(80)
+        errors = [f"{inc.name}: {e}" for inc in cluster.incarnations() for e in inc.errors]
+        result.info += [f"daemon restarted after an error: {e}" for e in errors]
+        leftover = [th.name for th in threading.enumerate() if th.name.startswith("daemon-n")]
+        if leftover:
+            result.info.append(f"daemon threads still running after close: {leftover}")
