@@ -28,6 +28,21 @@ world checks at every transition), two daemons acting as primary in one epoch (t
 in different epochs at once only as information), and the holders of every VM as they change
 (the transition log printed with a failure). ``check_specs`` and ``wait_converged`` are the
 end-of-trial checks.
+
+A regression test (the ``zookeeper`` fixture of tests/conftest.py gives the server)::
+
+    with ChaosCluster(zookeeper, tmp_path, nodes=3) as c:
+        c.apply_vm("v1", ignore_acpi=True, shutdown_timeout="5s")
+        source = c.wait_running("v1")                    # by the world's truth
+        target = next(n for n in c.slots if n != source)
+        # the moment a start begins on the source, a migrate lands (runs in the driver's thread)
+        c.hooks.before("start", lambda node, op, vm: c.verb("vms", "v1", "migrate", node=target),
+                       node=source, vm="v1")
+        assert c.verb("vms", "v1", "start") == 200       # or stop, move, unmigrate; nodes flush...
+        c.kill(target)                                   # or pause, partition, expire_session
+        ok, seconds, gaps = c.wait_converged(30)
+        assert ok, gaps
+        assert c.failures() == [], c.world.format_transitions()
 """
 
 from __future__ import annotations
@@ -1071,7 +1086,7 @@ class ChaosCluster:
             time.sleep(0.1)
         for slot in self.slots.values():
             if slot.killed:
-                done.append(f"power-cycle {slot.name} (not fenced within {wait:g}s)")
+                done.append(f"power-cycle {slot.name} (crashed, not rebooted within {wait:g}s)")
                 self.power_cycle(slot.name)
             elif not self.world.powered(slot.name):
                 done.append(f"power on {slot.name}")

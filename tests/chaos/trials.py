@@ -223,7 +223,14 @@ class TrialRunner:
         self._due = [d for d in self._due if d not in due]
         for _, what, fn in sorted(due, key=lambda d: d[0]):
             fn()
-            self.note(f"  {what}")
+            self.note(
+                f"  {what}" + (f" (no-op: {what.split()[-1]} is dead)" if self._dead(what) else "")
+            )
+
+    def _dead(self, what: str) -> bool:
+        """Whether the incarnation a timed heal names (``resume n1#2``) has died meanwhile."""
+        name = what.split()[-1]
+        return any(inc.name == name and not inc.alive for inc in self.cluster.incarnations())
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
