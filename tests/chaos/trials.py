@@ -331,6 +331,7 @@ def run_trial(
     base.mkdir(parents=True, exist_ok=True)
     own_zk = zookeeper is None
     zk = zookeeper or ZooKeeperServer(base / "zookeeper")
+    root_level = logging.getLogger().level
     handler = _log_to(base / "pvc.log")
     started = time.monotonic()
     try:
@@ -339,6 +340,7 @@ def run_trial(
         _run(plan, zk, base / "cluster", t, result)
     finally:
         logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(root_level)
         handler.close()
         if own_zk:
             zk.stop()
