@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.localcluster.zookeeper import ZooKeeperServer
-from tests.chaos.harness import ChaosCluster, ChaosTimings, vm_manifest
+from tests.chaos.harness import ChaosCluster, ChaosTimings, Incarnation, vm_manifest
 
 log = logging.getLogger("chaos")
 
@@ -147,6 +147,8 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
             ("guest_crash", 0.5),
             ("guest_pause", 0.4),
         ]
+        if not busy_until:
+            choices.append(("partition_all", 0.3))
         if fault_room:
             choices += [
                 ("kill", 0.6),
@@ -185,6 +187,9 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
             args = {"vm": vm, "seconds": round(rng.uniform(0.5, 6.0), 1)}
         elif action in ("flush", "ready"):
             args = {"node": node}
+        elif action == "partition_all":
+            args = {"seconds": round(rng.uniform(1.0, 6.0), 1)}
+            busy_until += [clock + args["seconds"]] * nodes
         else:  # faults: kill, pause, expire, partition; on a node, the primary or a VM's holder
             base, _, target = action.partition("_")
             args = {"node": {"primary": PRIMARY, "holder": HOLDER.format(vm)}.get(target, node)}
@@ -226,6 +231,12 @@ class TrialRunner:
             self.note(
                 f"  {what}" + (f" (no-op: {what.split()[-1]} is dead)" if self._dead(what) else "")
             )
+
+    def finish_due(self) -> None:
+        """Let the faults under way run their planned course (pauses, partitions: <= 9 s)."""
+        if self._due:
+            self.sleep(max(d[0] for d in self._due) - time.monotonic())
+        self.run_due(everything=True)
 
     def _dead(self, what: str) -> bool:
         """Whether the incarnation a timed heal names (``resume n1#2``) has died meanwhile."""
@@ -285,6 +296,11 @@ class TrialRunner:
                     a["seconds"], f"resume guest {vm} on {holder}", _resume_guest(c, holder, vm)
                 )
             return f"paused on {holders}" if holders else "not held anywhere"
+        if step.action == "partition_all":
+            cut_off = [inc for inc in (c.partition(n) for n in c.slots) if inc is not None]
+            for inc in cut_off:
+                self.later(a["seconds"], f"heal partition {inc.name}", _heal(c, inc))
+            return f"partitioned {', '.join(inc.name for inc in cut_off)}"
         resolved = self.resolve(a["node"])
         if resolved is None:
             return "skipped: no such node now"
@@ -306,6 +322,10 @@ class TrialRunner:
             self.later(a["seconds"], f"heal partition {cut.name}", lambda: c.heal_partition(cut))
             return f"partitioned {cut.name}"
         raise ValueError(f"unknown action {step.action}")
+
+
+def _heal(cluster: ChaosCluster, inc: Incarnation) -> Callable[[], None]:
+    return lambda: cluster.heal_partition(inc)
 
 
 def _resume_guest(cluster: ChaosCluster, node: str, vm: str) -> Callable[[], None]:
@@ -402,7 +422,7 @@ def _run(
                 except Exception as exc:
                     outcome = f"error {exc!r}"
                 runner.note(f"step {step.index}: {step.describe()} -> {outcome}")
-            runner.run_due(everything=True)
+            runner.finish_due()
             healed = cluster.heal_all()
             readied = cluster.ready_all()
             runner.note(
