@@ -90,7 +90,9 @@ class VMController:
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
         self._local: dict[str, _Local] = {}
-        self._last_status: dict[str, dict[str, Any]] = {}
+        # name -> (the status this daemon last wrote, the zxid of that write): reused only
+        # while nobody else (another node, the primary) wrote since.
+        self._last_status: dict[str, tuple[dict[str, Any], int]] = {}
         self._self_fenced: set[str] = set()
         self.controller = Controller(
             f"vm@{node}",
@@ -567,14 +569,23 @@ class VMController:
         return status.node == self.node and status.phase in (VMPhase.RUNNING, VMPhase.STARTING)
 
     def _status(self, name: str) -> VirtualMachineStatus:
-        raw = self._last_status.get(name)
+        raw = self._own_status(name)
         if raw is None:
             raw = self.store.read_status(VirtualMachine, name) or {}
-            self._last_status[name] = raw
         try:
             return VirtualMachineStatus.model_validate(raw)
         except ValueError:
             return VirtualMachineStatus()
+
+    def _own_status(self, name: str) -> dict[str, Any] | None:
+        """The status as this daemon last wrote it, if it is still the stored one."""
+        cached = self._last_status.get(name)
+        if cached is None:
+            return None
+        if self.store.status_zxid(VirtualMachine, name) != cached[1]:
+            del self._last_status[name]  # another writer since: read theirs
+            return None
+        return cached[0]
 
     def _write_status(
         self,
@@ -611,13 +622,13 @@ class VMController:
             **fields,
         )
         wire = new.wire()
-        if wire == self._last_status.get(name):
+        if wire == self._own_status(name):
             return
         try:
-            self.store.write_status(VirtualMachine, name, new)
+            zxid = self.store.write_status(VirtualMachine, name, new)
         except NotFound:
             return
-        self._last_status[name] = wire
+        self._last_status[name] = (wire, zxid)
 
     # -- accounting for the node's heartbeat ---------------------------------
 

@@ -301,19 +301,27 @@ class Store:
     def read_status(self, cls: type[Resource], name: str) -> Any:
         return self._get_status_raw(cls.PLURAL, name)
 
-    def write_status(self, cls: type[Resource], name: str, status: Status) -> None:
-        """Replace the status of an existing object (controllers own status)."""
+    def write_status(self, cls: type[Resource], name: str, status: Status) -> int:
+        """Replace the status of an existing object (controllers own status); returns the
+        zxid of the write, so a writer can later tell whether anyone wrote since."""
         data = encode(status.wire())
         path = self.path(paths.status(cls.PLURAL, name))
         try:
-            self.client.set(path, data)
+            return int(self.client.set(path, data).mzxid)
         except NoNodeError:
             try:
                 self.client.create(path, data)
             except NoNodeError:
                 raise NotFound(cls.KIND, name) from None
             except NodeExistsError:
-                self.client.set(path, data)
+                return int(self.client.set(path, data).mzxid)
+            stat = self.client.exists(path)
+            return int(stat.mzxid) if stat is not None else 0
+
+    def status_zxid(self, cls: type[Resource], name: str) -> int | None:
+        """The zxid of the status's last write (None when it has none)."""
+        stat = self.client.exists(self.path(paths.status(cls.PLURAL, name)))
+        return int(stat.mzxid) if stat is not None else None
 
     def update_status(
         self, cls: type[Resource], name: str, change: Callable[[Any], Status | None]

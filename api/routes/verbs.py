@@ -82,11 +82,19 @@ def _require_node(store: Store, node: str) -> None:
         raise invalid([FieldError(("node",), f"node {node!r} does not exist")])
 
 
-def _place(store: Store, vm: str, node: str, reason: str, migration: str | None) -> None:
+def _place(
+    store: Store,
+    vm: str,
+    node: str,
+    reason: str,
+    migration: str | None,
+    only_from: str | None = None,
+) -> None:
     placement = Placement(node=node, epoch=store.read_epoch(), reason=reason, migration=migration)
     # The API is not the primary: it writes no epoch check (epoch=None), and the
-    # primary treats a manual reason as an order to carry out, not to undo.
-    store.write_placement(vm, placement, epoch=None)
+    # primary treats a manual reason as an order to carry out, not to undo. With
+    # ``only_from``, a placement changed since it was read (a drain, a recovery) is a 409.
+    store.write_placement(vm, placement, epoch=None, only_from=only_from)
 
 
 @router.post(f"{VMS}/start", tags=["verbs"])
@@ -153,7 +161,7 @@ def vm_migrate(
     # Keep the first source across repeated migrations, so unmigrate goes back there.
     origin = (current.migration if current and current.migration else None) or source
     vm = _annotate(store, name, {verbs.MIGRATE_METHOD: "live" if body.live else None})
-    _place(store, name, body.node, verbs.PLACEMENT_MIGRATE, origin)
+    _place(store, name, body.node, verbs.PLACEMENT_MIGRATE, origin, only_from=source)
     events.record(
         VirtualMachine.KIND,
         name,
@@ -176,7 +184,14 @@ def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[st
     if current is not None and current.node == target and not current.migration:
         raise ApiError(409, f"VirtualMachine {name!r} is already on {target!r}")
     vm = _annotate(store, name, {verbs.MIGRATE_METHOD: None})
-    _place(store, name, target, verbs.PLACEMENT_UNMIGRATE, None)
+    _place(
+        store,
+        name,
+        target,
+        verbs.PLACEMENT_UNMIGRATE,
+        None,
+        only_from=current.node if current is not None else None,
+    )
     events.record(VirtualMachine.KIND, name, "UnmigrateRequested", f"back to {target}")
     return vm.wire()
 
