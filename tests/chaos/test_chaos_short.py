@@ -1,5 +1,5 @@
 """The short chaos budget `make test` runs: a few seeded trials (two fixed seeds and one
-random one, named in the test id) of 6 steps on 3 nodes, ~25 s each. Each asserts no
+random one, named in the test id) of 6 steps on 3 nodes, 10-30 s each. Each asserts no
 violated invariant and convergence; a failure prints the trial's report and the command
 that replays it (`make chaos TRIALS=N` runs the long budget)."""
 
@@ -15,8 +15,10 @@ from tests.chaos.trials import run_trial
 
 RANDOM_SEED = random.SystemRandom().randrange(1, 10**6)
 SEEDS = [
-    pytest.param(11, id="seed-11"),
-    pytest.param(27, id="seed-27"),
+    # 3 coordinators: the holder of v2 crashes, then v2 is migrated, stopped, deleted.
+    pytest.param(14, id="seed-14"),
+    # 2 coordinators + 1: v3's holder is cut off from ZooKeeper while v3 is migrated.
+    pytest.param(29, id="seed-29"),
     pytest.param(RANDOM_SEED, id=f"random-seed-{RANDOM_SEED}"),
 ]
 

@@ -52,6 +52,8 @@ class Plan:
     vms: list[dict[str, Any]]
     """Initial VMs: name, ignore_acpi, shutdown_timeout."""
     steps: list[Step]
+    coordinators: int = 0
+    """All nodes, or all but one (a node that can never be primary)."""
 
 
 @dataclass
@@ -200,7 +202,9 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
                 busy_until.append(clock + reboot)
             action = base
         plan.append(Step(index, wait, action, args))
-    return Plan(seed, nodes, vms, plan)
+    # Drawn apart from the rest, so adding this did not change the plans of earlier seeds.
+    coordinators = nodes if random.Random(seed * 7919 + 1).random() < 0.5 else max(2, nodes - 1)
+    return Plan(seed, nodes, vms, plan, min(coordinators, nodes))
 
 
 class TrialRunner:
@@ -389,12 +393,15 @@ def _log_to(path: Path) -> logging.Handler:
 def _run(
     plan: Plan, zk: ZooKeeperServer, workdir: Path, t: ChaosTimings, result: TrialResult
 ) -> None:
-    cluster = ChaosCluster(zk, workdir, nodes=plan.nodes, timings=t)
+    cluster = ChaosCluster(zk, workdir, nodes=plan.nodes, coordinators=plan.coordinators, timings=t)
     runner: TrialRunner | None = None
     try:
         with cluster:
             runner = TrialRunner(cluster, plan, result)
-            runner.note(f"cluster up, primary {cluster.primary()}")
+            runner.note(
+                f"cluster up: {plan.nodes} nodes, {plan.coordinators} coordinators, "
+                f"primary {cluster.primary()}"
+            )
             for vm in plan.vms:
                 cluster.apply_vm(
                     vm["name"],
