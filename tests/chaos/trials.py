@@ -429,6 +429,8 @@ def _run(
                 except Exception as exc:
                     outcome = f"error {exc!r}"
                 runner.note(f"step {step.index}: {step.describe()} -> {outcome}")
+                if outcome.startswith(("HTTP 5", "error")):
+                    result.info.append(f"step {step.index}: {step.describe()} -> {outcome}")
             runner.finish_due()
             healed = cluster.heal_all()
             readied = cluster.ready_all()
