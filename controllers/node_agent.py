@@ -166,10 +166,18 @@ class NodeAgent:
             if facts and facts.memory_free_bytes is not None
             else max(0, total - allocated)
         )
-        ready = self.daemon_state == DaemonState.RUN and facts is not None
-        message = f"pvcnoded {self.daemon_state.value}" + (
-            "" if facts else ", hypervisor unreachable"
-        )
+        if facts is None:
+            reason, detail = "HypervisorUnavailable", ", hypervisor unreachable"
+        elif self.daemon_state != DaemonState.RUN:
+            reason, detail = "NotRunning", ""
+        elif facts.no_guests_reason is not None:
+            # Not Ready, so the scheduler places nothing here.
+            reason = "NoGuestSupport"
+            detail = f", but {self.hypervisor_uri} can run no guests: {facts.no_guests_reason}"
+        else:
+            reason, detail = "HeartbeatOK", ""
+        ready = reason == "HeartbeatOK"
+        message = f"pvcnoded {self.daemon_state.value}{detail}"
         resources = NodeResources(
             memory_total=total,
             memory_used=total - free if total else 0,
@@ -187,15 +195,7 @@ class NodeAgent:
             # controller: carry them over (compare-and-set, so a write between our
             # read and ours is never undone).
             status = NodeStatus.model_validate(previous) if previous else NodeStatus()
-            conditions = set_condition(
-                status.conditions,
-                "Ready",
-                ready,
-                "HeartbeatOK"
-                if ready
-                else ("HypervisorUnavailable" if facts is None else "NotRunning"),
-                message,
-            )
+            conditions = set_condition(status.conditions, "Ready", ready, reason, message)
             return NodeStatus(
                 conditions=conditions,
                 daemon_state=self.daemon_state,
@@ -203,6 +203,7 @@ class NodeAgent:
                 router_state=self.router_state,
                 last_heartbeat=utcnow(),
                 hypervisor=self.hypervisor_uri,
+                domain_type=facts.domain_type if facts else status.domain_type,
                 domains=running,
                 resources=resources,
             )

@@ -16,6 +16,7 @@ from controllers.runtime import Controller
 from schemas import (
     CLUSTER_NAME,
     Cluster,
+    ConditionStatus,
     DaemonState,
     Node,
     Placement,
@@ -133,6 +134,12 @@ class Scheduler:
                 and status is not None
                 and status.daemon_state == DaemonState.RUN
                 and not node.spec.drain
+                # Its agent's own verdict, e.g. NoGuestSupport: a hypervisor that runs none.
+                and all(
+                    c.status != ConditionStatus.FALSE
+                    for c in status.conditions
+                    if c.type == "Ready"
+                )
             ):
                 ready[node.name] = node
         return ready

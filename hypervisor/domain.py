@@ -71,6 +71,11 @@ class HostFacts:
     cpus: int
     load1: float
     hostname: str
+    domain_type: str | None = None
+    """The type guests get here: "kvm", "qemu" (emulated by TCG) or "test"; None when
+    not known, or when the hypervisor can run no guests (then ``no_guests_reason`` says why)."""
+    no_guests_reason: str | None = None
+    """Why this hypervisor can run no guests at all; None when it can."""
 
 
 class StopReason(enum.Enum):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
+import stat
 import subprocess
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -89,12 +95,120 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
 libvirt.registerErrorHandler(_silence_libvirt, None)
 
 
-def default_domain_type(uri: str) -> str:
+@dataclass(frozen=True)
+class DomainTypeChoice:
+    """The type this driver gives domains, and why; type None: the host can run none."""
+
+    type: str | None
+    why: str
+
+
+def default_domain_type(uri: str) -> str | None:
+    """The type the URI alone decides ("test" for libvirt's test driver), else None:
+    then libvirt's capabilities decide, once connected (choose_domain_type)."""
     # The scheme may carry a transport: test+unix:///... is the test driver too.
     driver = uri.split(":", 1)[0].split("+", 1)[0]
-    if driver == "test":
-        return "test"
-    return "kvm" if os.path.exists(KVM_DEVICE) else "qemu"
+    return "test" if driver == "test" else None
+
+
+def is_local_uri(uri: str) -> bool:
+    """Whether the hypervisor behind ``uri`` runs on this machine (and so uses its /dev/kvm)."""
+    return urlsplit(uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def choose_domain_type(
+    capabilities_xml: str, *, local: bool, kvm_device: str = KVM_DEVICE
+) -> DomainTypeChoice:
+    """kvm if libvirt offers it for the host's architecture and (on this machine) QEMU's
+    user can open the KVM device; else qemu (TCG) if offered; else None.
+
+    ``capabilities_xml`` is libvirt's getCapabilities(): the guest domain types it can
+    run per architecture, from the same probe of QEMU as the domain capabilities, and
+    the user and group QEMU runs as (the DAC security label). libvirt offers kvm when
+    the device exists even where QEMU's user cannot open it (a host without udev's rule
+    has /dev/kvm root-only), and every kvm guest then fails to start ("Could not access
+    KVM kernel module: Permission denied"); hence the check of the device itself.
+    """
+    caps = ET.fromstring(capabilities_xml)
+    arch = caps.findtext("host/cpu/arch") or os.uname().machine
+    offered = {
+        str(domain.get("type"))
+        for guest in caps.iterfind("guest")
+        if guest.findtext("os_type") == "hvm"
+        for domain in guest.iterfind(f"arch[@name='{arch}']/domain")
+    }
+    if "kvm" in offered:
+        label = caps.findtext("host/secmodel[model='dac']/baselabel[@type='kvm']")
+        kvm_problem = qemu_kvm_access_problem(label, kvm_device) if local else None
+        if kvm_problem is None:
+            return DomainTypeChoice("kvm", f"libvirt offers kvm guests for {arch}")
+    else:
+        kvm_problem = f"libvirt offers no kvm guests for {arch}"
+    if "qemu" in offered:
+        return DomainTypeChoice("qemu", f"{kvm_problem}: guests are emulated (TCG), far slower")
+    return DomainTypeChoice(None, f"{kvm_problem}, nor qemu (TCG) guests")
+
+
+def qemu_kvm_access_problem(dac_label: str | None, kvm_device: str = KVM_DEVICE) -> str | None:
+    """Why QEMU, run as libvirt's DAC label ("+UID:+GID"), cannot open the KVM device
+    read-write; None when it can, or when that cannot be told from here."""
+    try:
+        uid, gid = (int(part.lstrip("+")) for part in (dac_label or "").split(":"))
+    except ValueError:
+        return None
+    try:
+        device = os.stat(kvm_device)
+    except FileNotFoundError:
+        return f"{kvm_device} does not exist"
+    except OSError:
+        return None
+    if uid == 0 or _has_acl(kvm_device):
+        return None  # root opens it; an ACL decides beyond the mode bits
+    # As libvirt sets them (virGetGroupList): the user's groups, with its primary group
+    # from passwd (on Debian, libvirt-qemu's is kvm), plus the label's group.
+    try:
+        entry = pwd.getpwuid(uid)
+        user, groups = entry.pw_name, {gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
+    except KeyError:
+        user, groups = str(uid), {gid}
+    if device.st_uid == uid:
+        shift = 6
+    elif device.st_gid in groups:
+        shift = 3
+    else:
+        shift = 0
+    if (device.st_mode >> shift) & 0o6 == 0o6:
+        return None
+    return (
+        f"QEMU runs as {user} (groups {_group_names(groups)}), which cannot open {kvm_device} "
+        f"({stat.filemode(device.st_mode)} {_user_name(device.st_uid)}:"
+        f"{_group_names({device.st_gid})}); Debian's udev rule makes it root:kvm 0660 "
+        "(on a host without it: scripts/setup-host.sh)"
+    )
+
+
+def _has_acl(path: str) -> bool:
+    try:
+        return "system.posix_acl_access" in os.listxattr(path)
+    except OSError:
+        return False
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_names(gids: set[int]) -> str:
+    names = []
+    for gid in sorted(gids):
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.append(str(gid))
+    return ",".join(names)
 
 
 class LibvirtDriver(DomainDriver):
@@ -105,11 +219,18 @@ class LibvirtDriver(DomainDriver):
     found dead is reopened once per call. On test:// URIs a reopen starts
     from the host file again, since the test driver keeps state per
     connection.
+
+    The domain type is chosen at every (re)open from what libvirt says it can
+    run (choose_domain_type), unless the URI or ``domain_type`` fixes it, and
+    logged when it changes.
     """
 
     def __init__(self, uri: str, *, domain_type: str | None = None) -> None:
         self._uri = uri
-        self._domain_type = domain_type or default_domain_type(uri)
+        fixed = domain_type or default_domain_type(uri)
+        why = "configured" if domain_type else "libvirt's test driver"
+        self._fixed = DomainTypeChoice(fixed, why) if fixed else None
+        self._choice: DomainTypeChoice | None = None
         self._conn: libvirt.virConnect | None = None
         self._closed = False
         self._conn_lock = threading.Lock()
@@ -126,13 +247,33 @@ class LibvirtDriver(DomainDriver):
         return self._uri
 
     @property
-    def domain_type(self) -> str:
-        return self._domain_type
+    def domain_type(self) -> str | None:
+        """The type domains get; None until the first connection, or where none can run."""
+        return self.domain_type_choice.type
+
+    @property
+    def domain_type_choice(self) -> DomainTypeChoice:
+        """The domain type and why: made when the connection (re)opens."""
+        return (
+            self._choice
+            or self._fixed
+            or DomainTypeChoice(None, f"not connected to {self._uri} yet")
+        )
 
     def define(self, spec: DomainSpec) -> None:
         self._create_missing_disks(spec)
-        xml = render_domain_xml(spec, self._domain_type)
-        self._run("define", spec.name, lambda conn: conn.defineXML(xml))
+
+        def define(conn: libvirt.virConnect) -> None:
+            choice = self.domain_type_choice
+            if choice.type is None:
+                raise OperationFailed(
+                    f"define domain {spec.name!r}: {self._uri} can run no guests: {choice.why}",
+                    operation="define",
+                    domain=spec.name,
+                )
+            conn.defineXML(render_domain_xml(spec, choice.type))
+
+        self._run("define", spec.name, define)
 
     def start(self, name: str) -> None:
         def start(conn: libvirt.virConnect) -> None:
@@ -301,6 +442,7 @@ class LibvirtDriver(DomainDriver):
             # getInfo(): [model, memory MiB, cpus, MHz, NUMA nodes, sockets, cores, threads]
             info = conn.getInfo()
             free = int(conn.getFreeMemory())
+            choice = self.domain_type_choice
             return HostFacts(
                 memory_total_bytes=int(info[1]) * 1024 * 1024,
                 # 0 is how the test driver (and a failed call) says "unknown";
@@ -311,6 +453,8 @@ class LibvirtDriver(DomainDriver):
                 # hypervisor host for the local URIs PVC uses.
                 load1=os.getloadavg()[0],
                 hostname=str(conn.getHostname()),
+                domain_type=choice.type,
+                no_guests_reason=None if choice.type else choice.why,
             )
 
         return self._run("host-facts", "", host_facts)
@@ -414,8 +558,35 @@ class LibvirtDriver(DomainDriver):
                 operation=operation,
                 domain=domain,
             ) from err
+        try:
+            self._choose_domain_type(conn)
+        except libvirt.libvirtError as err:
+            _close_quietly(conn)
+            raise HypervisorUnavailable(
+                f"{_describe(operation, domain)}: cannot read the capabilities of "
+                f"{self._uri}: {err.get_error_message()}",
+                operation=operation,
+                domain=domain,
+            ) from err
         self._register_events(conn)
         return conn
+
+    def _choose_domain_type(self, conn: libvirt.virConnect) -> None:
+        """Choose (again: libvirtd may have restarted on a changed host); log a change."""
+        choice = self._fixed or choose_domain_type(
+            str(conn.getCapabilities()), local=is_local_uri(self._uri)
+        )
+        if choice == self._choice:
+            return
+        self._choice = choice
+        level = logging.INFO if choice.type == "kvm" or self._fixed else logging.WARNING
+        log.log(
+            level,
+            "event=domain_type_chosen uri=%s type=%s why=%r",
+            self._uri,
+            choice.type or "none",
+            choice.why,
+        )
 
 
 def _describe(operation: str, domain: str) -> str:

@@ -88,6 +88,10 @@ class NodeStatus(Status):
     last_heartbeat: str | None = None
     resources: NodeResources = Field(default_factory=NodeResources)
     hypervisor: str | None = None
+    domain_type: str | None = None
+    """What guests get on this node's hypervisor: "kvm", "qemu" (emulated, far slower) or
+    "test"; None while unknown, or when it can run none (then Ready is False,
+    NoGuestSupport, and the scheduler places nothing here)."""
     domains: list[str] = Field(default_factory=list)
     """PVC domains the hypervisor reports running, as seen at the last heartbeat."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import subprocess
 import threading
 import uuid
@@ -26,6 +26,7 @@ from hypervisor import (
     LibvirtDriver,
     NicSpec,
     OperationFailed,
+    libvirt_driver,
     write_test_host_xml,
 )
 
@@ -56,12 +57,61 @@ def driver(host_uri: str) -> Iterator[LibvirtDriver]:
         yield d
 
 
-def test_domain_type_follows_the_uri(host_uri: str) -> None:
-    assert LibvirtDriver(host_uri).domain_type == "test"
-    expected = "kvm" if os.path.exists("/dev/kvm") else "qemu"
-    # Lazy: no libvirtd is needed to construct a driver.
-    assert LibvirtDriver("qemu:///system").domain_type == expected
+def domain_type_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "event=domain_type_chosen" in r.getMessage()]
+
+
+def domain_type_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in domain_type_records(caplog)]
+
+
+def test_domain_type_is_chosen_once_when_the_connection_opens(
+    host_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Lazy: no libvirtd is needed to construct a driver, and none is asked before use.
+    lazy = LibvirtDriver("qemu:///system")
+    assert lazy.domain_type is None
+    assert lazy.domain_type_choice.why == "not connected to qemu:///system yet"
     assert LibvirtDriver("qemu:///system", domain_type="qemu").domain_type == "qemu"
+
+    caplog.set_level(logging.INFO, logger="hypervisor.libvirt_driver")
+    with LibvirtDriver(host_uri) as driver:
+        assert driver.domain_type == "test"  # the URI decides it
+        assert domain_type_lines(caplog) == []
+        facts = driver.host_facts()
+        driver.define(make_spec())
+        driver.host_facts()
+    assert (facts.domain_type, facts.no_guests_reason) == ("test", None)
+    assert domain_type_lines(caplog) == [
+        f'event=domain_type_chosen uri={host_uri} type=test why="libvirt\'s test driver"'
+    ]
+
+
+@pytest.fixture
+def no_guests_driver(host_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LibvirtDriver]:
+    """A test-driver host whose type is chosen from its capabilities, like a QEMU host's:
+    they offer only "test" domains, so neither kvm nor qemu."""
+    monkeypatch.setattr(libvirt_driver, "default_domain_type", lambda _uri: None)
+    with LibvirtDriver(host_uri) as d:
+        yield d
+
+
+def test_a_host_that_runs_neither_kvm_nor_qemu_reports_why(
+    no_guests_driver: LibvirtDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hypervisor.libvirt_driver")
+    facts = no_guests_driver.host_facts()
+    why = "libvirt offers no kvm guests for i686, nor qemu (TCG) guests"
+    assert (facts.domain_type, facts.no_guests_reason) == (None, why)
+    assert facts.memory_total_bytes == HOST_MEMORY_MIB * 2**20
+    with pytest.raises(OperationFailed, match=r"define domain 'vm1': .* can run no guests: "):
+        no_guests_driver.define(make_spec())
+    assert no_guests_driver.state("vm1") is DomainState.ABSENT
+    uri = no_guests_driver.uri
+    assert domain_type_lines(caplog) == [
+        f"event=domain_type_chosen uri={uri} type=none why={why!r}"
+    ]
+    assert [r.levelno for r in domain_type_records(caplog)] == [logging.WARNING]
 
 
 def test_define_start_shutdown_destroy_undefine(driver: LibvirtDriver) -> None:
