@@ -12,21 +12,32 @@ test module that uses these must import the fixture names it needs:
 
 Both skip, saying why, when the machine is not root, has no /dev/kvm, or lacks libvirtd
 (or, for the pair, unshare). A daemon that is installed but fails to start is an error,
-not a skip.
+not a skip; so is a host where QEMU cannot run a KVM guest, e.g. a /dev/kvm that QEMU's
+user cannot open (a host without udev's rule has it root-only: ``scripts/setup-host.sh``
+fixes that). The fixture checks it as it starts (the device before any libvirtd, then
+PVC's driver's choice of domain type and one tiny guest, ~1 s), and every test using it
+fails at once with the reason instead of waiting out its deadlines.
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import libvirt
 import pytest
 
 from cli.localcluster.libvirtd import LibvirtDaemon, find_program
+from hypervisor.libvirt_driver import LibvirtDriver, qemu_kvm_access_problem
 
 KVM_DEVICE = "/dev/kvm"
+QEMU_USER = "libvirt-qemu"  # whom Debian's libvirt runs QEMU as
+SETUP_HINT = "run `bash scripts/setup-host.sh` as root (make setup does)"
 
 
 def kvm_skip_reason(*programs: str) -> str | None:
@@ -44,16 +55,78 @@ def kvm_skip_reason(*programs: str) -> str | None:
     return None
 
 
+def qemu_user_kvm_problem() -> str | None:
+    """Why QEMU, as Debian's libvirt runs it, cannot open /dev/kvm; None when it can or
+    when that user does not exist here. Asked before any libvirtd starts: a libvirtd on
+    such a host takes ~40 s to fail each guest start (it probes QEMU again every time)."""
+    try:
+        user = pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        return None
+    try:
+        gid = grp.getgrnam(QEMU_USER).gr_gid
+    except KeyError:
+        gid = user.pw_gid
+    return qemu_kvm_access_problem(f"+{user.pw_uid}:+{gid}", KVM_DEVICE)
+
+
+def kvm_guest_problem(uri: str) -> str | None:
+    """Why the libvirtd at ``uri`` cannot run a KVM guest, in its own words (the domain
+    type PVC's driver chose and why, or the error of starting a tiny one); None when it can.
+    """
+    with LibvirtDriver(uri) as driver:
+        driver.host_facts()  # opens the connection, which chooses the domain type
+        choice = driver.domain_type_choice
+    if choice.type != "kvm":
+        return f"libvirt at {uri} gives guests type {choice.type}, not kvm: {choice.why}"
+    name = f"pvc-kvm-probe-{uuid.uuid4().hex[:8]}"
+    conn = libvirt.open(uri)
+    try:
+        started = time.monotonic()
+        try:
+            # Transient, and destroyed with this connection whatever happens.
+            conn.createXML(
+                f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>64</memory>"
+                "<vcpu>1</vcpu><os><type>hvm</type></os>"
+                "<devices><memballoon model='none'/></devices></domain>",
+                libvirt.VIR_DOMAIN_START_AUTODESTROY,
+            ).destroy()
+        except libvirt.libvirtError as err:
+            took = time.monotonic() - started
+            return f"a 64 MiB KVM guest did not start at {uri} ({took:.1f}s): {err}"
+    finally:
+        conn.close()
+    return None
+
+
+def fail_if_qemu_cannot_open_kvm() -> None:
+    _fail_if(qemu_user_kvm_problem())
+
+
+def fail_without_kvm_guests(*uris: str) -> None:
+    for uri in uris:
+        _fail_if(kvm_guest_problem(uri))
+
+
+def _fail_if(problem: str | None) -> None:
+    if problem is None:
+        return
+    hint = "" if "setup-host.sh" in problem else f" (a root-only {KVM_DEVICE}? {SETUP_HINT})"
+    pytest.fail(f"KVM tests cannot get a working guest: {problem}{hint}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def system_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtDaemon]:
     reason = kvm_skip_reason("qemu-system-x86_64")
     if reason is not None:
         pytest.skip(reason)
+    fail_if_qemu_cannot_open_kvm()
     daemon = LibvirtDaemon.system(tmp_path_factory.mktemp("libvirtd-system"))
     try:
         daemon.start()
         how = "reused the running daemon" if daemon.reused else f"started PID {daemon.pid}"
         print(f"\nsystem libvirtd: {how}, answered after {daemon.ready_seconds:.2f}s")
+        fail_without_kvm_guests(daemon.uri)
         yield daemon
     finally:
         daemon.stop()
@@ -70,6 +143,7 @@ def isolated_libvirtd_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     reason = kvm_skip_reason("qemu-system-x86_64", "unshare", "mount")
     if reason is not None:
         pytest.skip(reason)
+    fail_if_qemu_cannot_open_kvm()
     base = tmp_path_factory.mktemp("libvirtd-pair")
     daemons = [LibvirtDaemon.isolated(base / name) for name in ("node-a", "node-b")]
     started = time.monotonic()
@@ -80,6 +154,7 @@ def isolated_libvirtd_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         for daemon in daemons:
             daemon.wait_ready()
         print(f"\nisolated libvirtd pair answered after {time.monotonic() - started:.2f}s")
+        fail_without_kvm_guests(*(daemon.uri for daemon in daemons))
         yield LibvirtdPair(a=daemons[0], b=daemons[1])
     finally:
         for daemon in daemons:

@@ -13,7 +13,9 @@ the product's own ``IpmiAgent``, running the real ``ipmitool -I lanplus``.
 - Never two running copies of a VM, at any time; the IPMI password never shows in the
   API's answers, in any process' command line during a fence, or in the logs.
 
-Skips, saying why, without root, /dev/kvm, libvirtd, ipmitool or virtualbmc.
+Skips, saying why, without root, /dev/kvm, libvirtd, ipmitool or virtualbmc, and fails
+at once, with QEMU's reason, where QEMU cannot use /dev/kvm (the ``system_libvirtd``
+fixture checks that before the cluster and the BMCs start).
 """
 
 from __future__ import annotations

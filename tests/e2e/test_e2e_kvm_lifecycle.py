@@ -6,7 +6,8 @@ nothing: every graceful stop runs into its shutdownTimeout, which is what the ti
 abort (PVC #49) and isolation tests rely on. A "crash" is ``kill -9`` of the domain's
 QEMU process, whose PID libvirt keeps in /run/libvirt/qemu/NAME.pid.
 
-Skips, saying why, without root, /dev/kvm or libvirtd (the ``system_libvirtd`` fixture).
+Skips, saying why, without root, /dev/kvm or libvirtd (the ``system_libvirtd`` fixture),
+and fails at once, with QEMU's reason, where QEMU cannot use /dev/kvm.
 Every domain the module creates carries its name prefix and is removed at the end.
 """
 

@@ -2,8 +2,10 @@
 
 ``system_libvirtd`` reuses or starts the host's libvirtd; ``isolated_libvirtd_pair`` runs
 two independent ones for live migration. Both skip, with the reason, where there is no
-root, no /dev/kvm or no libvirtd. Guest firmware hangs under this nested KVM, which
-suits these tests: the guests only need to exist, run and ignore ACPI.
+root, no /dev/kvm or no libvirtd, and fail at once, with QEMU's reason, where QEMU cannot
+use /dev/kvm (``scripts/setup-host.sh`` fixes a root-only one). Guest firmware hangs
+under this nested KVM, which suits these tests: the guests only need to exist, run and
+ignore ACPI.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 
 from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DiskSpec, DomainSpec, DomainState, LibvirtDriver
+from hypervisor.libvirt_driver import choose_domain_type
 from tests.helpers import wait_for
 from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, system_libvirtd
 
@@ -63,6 +66,34 @@ def make_spec(prefix: str = "pvc-test", **kwargs: object) -> DomainSpec:
 def system_driver(system_libvirtd: LibvirtDaemon) -> Iterator[LibvirtDriver]:
     with LibvirtDriver(system_libvirtd.uri) as driver:
         yield driver
+
+
+def test_the_driver_chooses_kvm_from_libvirts_capabilities(
+    system_driver: LibvirtDriver,
+) -> None:
+    facts = system_driver.host_facts()
+    assert (facts.domain_type, facts.no_guests_reason) == ("kvm", None)
+    assert system_driver.domain_type_choice.why.startswith("libvirt offers kvm guests for ")
+
+
+def test_a_root_only_kvm_device_means_emulated_guests(
+    system_libvirtd: LibvirtDaemon, tmp_path: Path
+) -> None:
+    """This host's real capabilities (libvirt offers kvm), with a stand-in device as a host
+    without udev's rule has /dev/kvm: QEMU, run as libvirt-qemu, could not open it."""
+    conn = libvirt.open(system_libvirtd.uri)
+    try:
+        capabilities = str(conn.getCapabilities())
+    finally:
+        conn.close()
+    device = tmp_path / "kvm"
+    device.touch(mode=0o600)
+    device.chmod(0o600)
+    choice = choose_domain_type(capabilities, local=True, kvm_device=str(device))
+    assert choice.type == "qemu"
+    assert "which cannot open" in choice.why and "(-rw------- root:root)" in choice.why
+    device.chmod(0o666)
+    assert choose_domain_type(capabilities, local=True, kvm_device=str(device)).type == "kvm"
 
 
 def test_diskless_domain_defines_starts_and_goes(system_driver: LibvirtDriver) -> None:
