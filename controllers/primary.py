@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import CancelledError, LockTimeout
-from kazoo.protocol.states import KazooState
+from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.recipe.lock import Lock, WriteLock
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
@@ -48,6 +48,12 @@ from zkstore import (
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
+
+
+def _lock_node(lock: Lock) -> str | None:
+    """The znode that makes ``lock`` ours (kazoo's Lock keeps its sequential node's name)."""
+    node = getattr(lock, "node", None)
+    return f"{lock.path}/{node}" if node else None
 
 
 class PrimaryElection:
@@ -93,6 +99,7 @@ class PrimaryElection:
         self._preferred: str | None = None
         self._coordinators: set[str] = set()
         self._session_lost = False
+        self._epoch_moved = threading.Event()
         self.presence = Lease(store, f"{paths.LEASES_COORDINATORS}/{node}", {"node": node})
         self.state = RouterState.SECONDARY
         self.epoch: int | None = None
@@ -111,6 +118,7 @@ class PrimaryElection:
             self.store.path(paths.resource(Cluster.PLURAL, CLUSTER_NAME)),
             self._on_cluster,
         )
+        DataWatch(self.store.client, self.store.path(paths.EPOCH), self._on_epoch)
         self._thread = threading.Thread(target=self._run, name="primary-election", daemon=True)
         self._thread.start()
 
@@ -238,7 +246,33 @@ class PrimaryElection:
         return preferred is not None and preferred != self.node and preferred in self._coordinators
 
     def _should_give_up(self) -> bool:
-        return self._stop.is_set() or self._session_lost or self.should_defer()
+        return (
+            self._stop.is_set()
+            or self._session_lost
+            or self.should_defer()
+            or self._epoch_moved.is_set()
+        )
+
+    def _on_epoch(self, _data: bytes | None, stat: ZnodeStat | None) -> bool:
+        """Any epoch this node did not write ends its term at once (it was paused past its
+        session, another took over, and it came back)."""
+        epoch = self.epoch
+        if (
+            stat is not None
+            and epoch is not None
+            and int(stat.version) != epoch
+            and self.state in (RouterState.TAKEOVER, RouterState.PRIMARY)
+        ):
+            log.warning(
+                "event=epoch_moved node=%s epoch=%s now=%s action=relinquish",
+                self.node,
+                epoch,
+                stat.version,
+            )
+            self._epoch_moved.set()
+            self._changed.set()
+            self._cancel_takeover_wait()
+        return not self._stop.is_set()
 
     # -- the role ------------------------------------------------------------
 
@@ -253,6 +287,8 @@ class PrimaryElection:
             self._changed.clear()
             # A lost session is over once we contend again with the new one.
             self._session_lost = False
+            # So is an epoch moved under a past term.
+            self._epoch_moved.clear()
             if self.should_defer():
                 log.debug(
                     "event=election_deferred node=%s preferred=%s", self.node, self._preferred
@@ -304,8 +340,14 @@ class PrimaryElection:
         holding = took_over = False
         try:
             self._addresses_dropped.clear()
+            self._epoch_moved.clear()
+            self.epoch = None  # until our bump returns, no epoch is ours to defend
             self._set_state(RouterState.TAKEOVER)
-            self.epoch = self.store.bump_epoch(self.node, expected=self.store.read_epoch(sync=True))
+            # In one transaction with a check on our own lock node: a session that expired
+            # while we won (our lock node gone) cannot start an epoch.
+            self.epoch = self.store.bump_epoch(
+                self.node, expected=self.store.read_epoch(sync=True), lock_path=_lock_node(lock)
+            )
             holding = self._wait_for_handover(handover)
             if not holding:
                 log.info("event=takeover_abandoned node=%s epoch=%s", self.node, self.epoch)

@@ -486,18 +486,31 @@ class Store:
         _, stat = self.client.get(self.path(paths.EPOCH))
         return int(stat.version)
 
-    def bump_epoch(self, holder: str, expected: int | None = None) -> int:
-        """Start a new epoch; with ``expected``, only if nobody else started one since."""
+    def bump_epoch(
+        self, holder: str, expected: int | None = None, *, lock_path: str | None = None
+    ) -> int:
+        """Start a new epoch; with ``expected``, only if nobody else started one since; with
+        ``lock_path`` (an absolute path), only while that znode (the caller's election lock
+        node) exists, in the same transaction."""
         data = encode({"holder": holder, "at": utcnow()})
-        try:
-            stat = self.client.set(
-                self.path(paths.EPOCH), data, version=-1 if expected is None else expected
-            )
-        except BadVersionError:
-            raise EpochMoved(
-                f"the epoch moved past {expected} before {holder} could take it"
-            ) from None
-        return int(stat.version)
+        version = -1 if expected is None else expected
+        if lock_path is None:
+            try:
+                stat = self.client.set(self.path(paths.EPOCH), data, version=version)
+            except BadVersionError:
+                raise EpochMoved(
+                    f"the epoch moved past {expected} before {holder} could take it"
+                ) from None
+            return int(stat.version)
+        txn = self.client.transaction()
+        txn.check(lock_path, version=-1)
+        txn.set_data(self.path(paths.EPOCH), data, version=version)
+        results = txn.commit()
+        if isinstance(results[0], Exception):
+            raise EpochMoved(f"{holder} no longer holds its election lock; no new epoch")
+        if isinstance(results[1], Exception):
+            raise EpochMoved(f"the epoch moved past {expected} before {holder} could take it")
+        return int(results[1].version)
 
 
 __all__ = ["ApplyOutcome", "Store", "Unavailable"]
