@@ -87,6 +87,7 @@ class Daemon:
             hypervisor_uri=self.uri,
             allocations=self.vms.allocations,
             lease_wait=config.session_seconds + 5.0,
+            on_revived=lambda: self.vms.report_all(),
         )
         self.self_fence = SelfFence(
             self.store,

@@ -45,6 +45,7 @@ class NodeAgent:
         hypervisor_uri: str,
         allocations: Callable[[], tuple[int, int, int, int]],
         lease_wait: float,
+        on_revived: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -53,6 +54,7 @@ class NodeAgent:
         self.fence = fence
         self.hypervisor_uri = hypervisor_uri
         self._allocations = allocations
+        self._on_revived = on_revived or (lambda: None)
         self._lease_wait = lease_wait
         self.lease = Lease(store, paths.node_lease(node), {"node": node})
         self.daemon_state = DaemonState.INIT
@@ -190,11 +192,18 @@ class NodeAgent:
             vm_count=count,
         )
 
+        revived = False
+
         def heartbeat(previous: object) -> NodeStatus:
+            nonlocal revived
             # domainState and the Drained condition belong to the primary's drain
             # controller: carry them over (compare-and-set, so a write between our
             # read and ours is never undone).
             status = NodeStatus.model_validate(previous) if previous else NodeStatus()
+            # The primary marked us dead (and our VMs Unknown); we are back in time.
+            revived = (
+                status.daemon_state == DaemonState.DEAD and self.daemon_state == DaemonState.RUN
+            )
             conditions = set_condition(status.conditions, "Ready", ready, reason, message)
             return NodeStatus(
                 conditions=conditions,
@@ -209,3 +218,6 @@ class NodeAgent:
             )
 
         self.store.update_status(Node, self.node, heartbeat)
+        if revived:
+            log.info("event=saving_throw_passed node=%s action=report_vms", self.node)
+            self._on_revived()

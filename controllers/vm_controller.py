@@ -117,6 +117,13 @@ class VMController:
         self.controller.stop()
         self.index.close()
 
+    def report_all(self) -> None:
+        """Reconcile every VM now, so each writes its status again (after the primary marked
+        them Unknown and this node passed its saving throw)."""
+        keys = self.index.keys()
+        for key in keys:
+            self.controller.enqueue(key)
+
     def _all_keys(self) -> set[str]:
         keys = set(self.index.keys())
         try:
