@@ -8,6 +8,7 @@ trial's steps exactly; only a fault aimed at "the primary" is resolved when it r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
@@ -27,6 +28,9 @@ log = logging.getLogger("chaos")
 MAX_VMS = 7
 PRIMARY = "<primary>"
 """A step's node resolved at run time to whichever node is primary then."""
+NEXT_START = "<the next node to start a VM>"
+"""A step's node resolved when a driver's start() is next called, anywhere: the fault hits
+that node at that moment (kill: 0.3 s into the start; pause, partition: just before it)."""
 HOLDER = "<holder of {}>"
 """A step's node resolved at run time to the node holding that VM then (else where it is
 placed): faults aimed where a VM is, or is being moved to or from."""
@@ -164,6 +168,9 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
                 ("partition", 0.4),
                 ("partition_primary", 0.4),
                 ("partition_holder", 0.6),
+                ("kill_at_start", 0.5),
+                ("pause_at_start", 0.6),
+                ("partition_at_start", 0.4),
             ]
         actions, weights = zip(*[(a, w) for a, w in choices if w > 0], strict=True)
         action = rng.choices(actions, weights)[0]
@@ -194,7 +201,17 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
             busy_until += [clock + args["seconds"]] * nodes
         else:  # faults: kill, pause, expire, partition; on a node, the primary or a VM's holder
             base, _, target = action.partition("_")
-            args = {"node": {"primary": PRIMARY, "holder": HOLDER.format(vm)}.get(target, node)}
+            args = {
+                "node": {
+                    "primary": PRIMARY,
+                    "holder": HOLDER.format(vm),
+                    "at_start": NEXT_START,
+                }.get(target, node)
+            }
+            if target == "at_start":
+                # An operation that makes some node start a VM right away.
+                then = rng.choice(["migrate", "move", "guest_crash", "stop_start"])
+                args["then"] = f"{then} {vm}" + (f" {node}" if then in ("migrate", "move") else "")
             if base in ("pause", "partition"):
                 args["seconds"] = round(rng.uniform(1.0, 9.0), 1)
                 busy_until.append(clock + args["seconds"])
@@ -216,6 +233,8 @@ class TrialRunner:
         self.result = result
         self.t0 = time.monotonic()
         self._due: list[tuple[float, str, Callable[[], None]]] = []
+        self._hooks: list[Any] = []
+        self._timers: list[threading.Timer] = []
 
     def note(self, line: str) -> None:
         stamped = f"+{time.monotonic() - self.t0:6.2f}s {line}"
@@ -238,9 +257,43 @@ class TrialRunner:
 
     def finish_due(self) -> None:
         """Let the faults under way run their planned course (pauses, partitions: <= 9 s)."""
+        for hook in self._hooks:
+            self.cluster.hooks.remove(hook)  # a fault aimed at a start that never came
+        for timer in self._timers:
+            timer.join()
         if self._due:
             self.sleep(max(d[0] for d in self._due) - time.monotonic())
         self.run_due(everything=True)
+
+    def at_next_start(self, step: Step) -> str:
+        """Arm a fault for the next start() call of any node, in that call's thread."""
+        c, action, seconds = self.cluster, step.action, step.args.get("seconds", 0.0)
+
+        def hit(node: str, _op: str, vm: str | None) -> None:
+            if action == "kill":
+                timer = threading.Timer(0.3, c.kill, (node,))
+                outcome = f"kill {node} 0.3 s into its start of {vm}"
+            else:
+                inc = c.pause(node) if action == "pause" else c.partition(node)
+                if inc is None:
+                    return
+                undo = c.resume if action == "pause" else c.heal_partition
+                timer = threading.Timer(seconds, undo, (inc,))
+                outcome = f"{action} {inc.name} for {seconds:g}s as it starts {vm}"
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+            self.note(f"  step {step.index} fires: {outcome}")
+
+        self._hooks.append(c.hooks.before("start", hit))
+        then, vm, *node = step.args["then"].split()
+        if then == "stop_start":
+            c.verb("vms", vm, "stop")
+            with contextlib.suppress(TimeoutError):  # start it anyway
+                c.wait_for(lambda: not c.world.holders(vm), 10.0, f"{vm} off")
+            return f"armed; stopped and started {vm}: HTTP {c.verb('vms', vm, 'start')}"
+        args = {"vm": vm, "node": node[0]} if node else {"vm": vm}
+        return f"armed; {then} {' '.join(node)}: {self.run_step(Step(0, 0.0, then, args))}"
 
     def _dead(self, what: str) -> bool:
         """Whether the incarnation a timed heal names (``resume n1#2``) has died meanwhile."""
@@ -305,6 +358,8 @@ class TrialRunner:
             for inc in cut_off:
                 self.later(a["seconds"], f"heal partition {inc.name}", _heal(c, inc))
             return f"partitioned {', '.join(inc.name for inc in cut_off)}"
+        if a.get("node") == NEXT_START:
+            return self.at_next_start(step)
         resolved = self.resolve(a["node"])
         if resolved is None:
             return "skipped: no such node now"
