@@ -6,6 +6,7 @@ and last the line ``N trials, M violations``; exits 1 when M > 0."""
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import shutil
 import sys
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nodes < 2:
         parser.error("--nodes must be at least 2")
+    # Daemon logs go to each trial's file; none to the terminal (not even Python's
+    # last-resort handler, between trials).
+    logging.getLogger().addHandler(logging.NullHandler())
     base = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     timings = ChaosTimings()
     print(
