@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1101,8 +1101,3 @@ class ChaosCluster:
             if node.spec.drain and self.verb("nodes", node.name, "ready") == 200:
                 readied.append(node.name)
         return readied
-
-
-def iter_lines(lines: list[str], indent: str = "  ") -> Iterator[str]:
-    for line in lines:
-        yield f"{indent}{line}"
