@@ -1,5 +1,6 @@
 """Typed store over ZooKeeper: one Store facade, with leases, locks and informers beside it."""
 
+from zkstore.disks import DiskRecord, DiskRecordLost, Disks
 from zkstore.errors import (
     AlreadyExists,
     AlreadyPlaced,
@@ -23,6 +24,9 @@ __all__ = [
     "ApplyOutcome",
     "Claim",
     "Conflict",
+    "DiskRecord",
+    "DiskRecordLost",
+    "Disks",
     "EpochMoved",
     "Holders",
     "Informer",

@@ -13,6 +13,7 @@ LOCKS = "/locks"
 EVENTS = "/events"
 HOLDERS = "/holders"
 FENCING = "/fencing"
+DISKS = "/disks"
 
 STATUS = "status"
 PLACEMENT = "placement"
@@ -64,3 +65,13 @@ def holder(vm: str, node: str) -> str:
 
 def fence_record(node: str) -> str:
     return f"{FENCING}/{node}"
+
+
+def vm_disks(vm: str) -> str:
+    """The create-once records of ``vm``'s disks (zkstore/disks.py). Outside the VM's own
+    subtree, as its images are: both outlive a delete."""
+    return f"{DISKS}/{vm}"
+
+
+def disk_record(vm: str, disk: str) -> str:
+    return f"{DISKS}/{vm}/{disk}"

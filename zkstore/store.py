@@ -98,6 +98,7 @@ class Store:
             paths.EVENTS,
             paths.HOLDERS,
             paths.FENCING,
+            paths.DISKS,
         ):
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:

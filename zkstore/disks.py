@@ -1,0 +1,179 @@
+"""Create-once records of VM disk images: ``/disks/<vm>/<disk>`` (docs/ha.md, "Disks").
+
+An image is created once, when its VM first starts, by the first node that defines
+the VM: it creates the record, a create-only znode, so exactly one node ever wins,
+with ``state: creating``; then it creates the image; then it sets ``state: created``.
+No node creates an image for a record another node created, and no node creates one
+for a ``created`` record at all: a node that does not find that image at the record's
+path leaves the VM Pending (``DiskMissing``) rather than put a blank disk in its place.
+These decisions rest on the record read after a sync, never on status or a cache.
+
+A node that dies half-way leaves ``creating``, and that is safe:
+
+- The same node, when it defines the VM again, creates the image again. Nothing has
+  used it (a VM is defined only once all its records say ``created``), so no data can
+  be lost; and the driver writes an image under a temporary name and renames it into
+  place, so a file at the path is always a whole image, which it leaves alone.
+- Any other node waits (Pending, naming the creator): it cannot tell a slow creator
+  from a dead one, and it may not reach the creator's folder at all.
+- An operator who knows the creator is gone for good deletes the record; the next node
+  to start the VM creates the image. Delete only a ``creating`` record: without a
+  ``created`` record a node that lacks the image would create a blank one.
+
+Which nodes reach a disk: its creator, and, when the creator's ``diskDir`` is declared
+shared (``libvirt.sharedDiskDir``), every node that declares the same folder shared.
+
+Records outlive their VM, as its images do (PVC never deletes an image): a VM created
+again under the same name gets its old images back, on a node that reaches them.
+Removing the records while the images stay would let such a VM get a blank disk on one
+node and its old image on another, two different disks under one name. To start
+afresh, delete the images and then ``/disks/<vm>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+from zkstore import paths
+from zkstore.codec import decode, encode
+from zkstore.errors import StoreError
+from zkstore.store import Store
+
+log = logging.getLogger(__name__)
+
+CREATING = "creating"
+CREATED = "created"
+
+_RETRIES = 8
+
+
+class DiskRecordLost(StoreError):
+    """The record this node was creating the image for is gone or is not its own any more
+    (an operator removed it): the image just made must not be marked created."""
+
+
+@dataclass(frozen=True)
+class DiskRecord:
+    vm: str
+    disk: str
+    node: str
+    """The node that created (or is creating) the image."""
+    path: str
+    """The image's path on that node."""
+    shared: str | None
+    """The creator's diskDir when it is declared shared (every node declaring the same
+    folder shared reaches the image); None when only ``node`` reaches it."""
+    state: str
+    """``creating`` or ``created``."""
+
+    @property
+    def created(self) -> bool:
+        return self.state == CREATED
+
+    def reached_by(self, node: str, disk_dir: str | None, shared: bool) -> bool:
+        """Whether ``node``, with its ``disk_dir`` (shared or not), reaches this image."""
+        return node == self.node or (shared and self.shared is not None and disk_dir == self.shared)
+
+    def where(self) -> str:
+        """Where the image lives, for messages."""
+        if self.shared is not None:
+            return f"created on {self.node} in the shared folder {self.shared}"
+        return f"created on {self.node}, in its own folder"
+
+    def wire(self) -> dict[str, Any]:
+        return {"node": self.node, "path": self.path, "shared": self.shared, "state": self.state}
+
+    @classmethod
+    def from_wire(cls, vm: str, disk: str, raw: dict[str, Any]) -> DiskRecord:
+        return cls(
+            vm=vm,
+            disk=disk,
+            node=str(raw["node"]),
+            path=str(raw["path"]),
+            shared=raw.get("shared"),
+            state=str(raw.get("state", CREATING)),
+        )
+
+
+class Disks:
+    """The disk records of all VMs, over one Store (a kazoo-style recipe)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.client = store.client
+
+    def read(self, vm: str, disk: str) -> DiskRecord | None:
+        """One record as of now on the leader (after a sync)."""
+        path = self.store.path(paths.disk_record(vm, disk))
+        self.client.sync(path)
+        try:
+            data, _stat = self.client.get(path)
+        except NoNodeError:
+            return None
+        return DiskRecord.from_wire(vm, disk, decode(data))
+
+    def of(self, vm: str) -> dict[str, DiskRecord]:
+        """Every record of ``vm``'s disks, by disk name (after a sync)."""
+        root = self.store.path(paths.vm_disks(vm))
+        self.client.sync(root)
+        try:
+            names = self.client.get_children(root)
+        except NoNodeError:
+            return {}
+        reads = [(disk, self.client.get_async(f"{root}/{disk}")) for disk in names]
+        records = {}
+        for disk, read in reads:
+            with contextlib.suppress(NoNodeError):
+                records[disk] = DiskRecord.from_wire(vm, disk, decode(read.get()[0]))
+        return records
+
+    def begin(self, vm: str, disk: str, node: str, path: str, shared: str | None) -> DiskRecord:
+        """Claim the creation of ``vm``'s ``disk`` for ``node``: the record as stored now, this
+        node's new ``creating`` record when it won, else the one that was there."""
+        znode = self.store.path(paths.disk_record(vm, disk))
+        mine = DiskRecord(vm, disk, node, path, shared, CREATING)
+        for _ in range(_RETRIES):
+            try:
+                self.client.create(znode, encode(mine.wire()), makepath=True)
+            except NodeExistsError:
+                existing = self.read(vm, disk)
+                if existing is not None:
+                    return existing
+                continue  # removed in between (by an operator): try again
+            log.info(
+                "event=disk_record_created vm=%s disk=%s node=%s path=%s", vm, disk, node, path
+            )
+            return mine
+        raise RuntimeError(f"creating the record of disk {disk!r} of {vm!r} kept racing; gave up")
+
+    def finish(self, vm: str, disk: str, node: str) -> DiskRecord:
+        """``node`` created the image of its ``creating`` record: mark it ``created``."""
+        znode = self.store.path(paths.disk_record(vm, disk))
+        for _ in range(_RETRIES):
+            self.client.sync(znode)
+            try:
+                data, stat = self.client.get(znode)
+            except NoNodeError:
+                raise DiskRecordLost(f"the record of disk {disk!r} of {vm!r} was removed") from None
+            record = DiskRecord.from_wire(vm, disk, decode(data))
+            if record.node != node:
+                raise DiskRecordLost(
+                    f"the record of disk {disk!r} of {vm!r} is {record.node}'s now, not {node}'s"
+                )
+            if record.created:
+                return record
+            done = DiskRecord(vm, disk, node, record.path, record.shared, CREATED)
+            try:
+                self.client.set(znode, encode(done.wire()), version=stat.version)
+            except (BadVersionError, NoNodeError):
+                continue  # changed in between: look again
+            log.info(
+                "event=disk_created vm=%s disk=%s node=%s path=%s", vm, disk, node, record.path
+            )
+            return done
+        raise RuntimeError(f"marking disk {disk!r} of {vm!r} created kept racing; gave up")
