@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import pwd
 import platform
 import secrets
 import shutil
@@ -209,6 +210,16 @@ def kvm_unavailable_reason() -> str | None:
         return "KVM needs root (libvirtd at qemu:///system)"
     if not os.path.exists("/dev/kvm"):
         return "this machine has no /dev/kvm"
+    try:
+        qemu = pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        qemu = None
+    if qemu is not None:
+        from hypervisor.libvirt_driver import qemu_kvm_access_problem
+
+        problem = qemu_kvm_access_problem(f"+{qemu.pw_uid}:+{qemu.pw_gid}")
+        if problem is not None:
+            return problem
     for program in ("libvirtd", "virtlogd", "qemu-system-x86_64"):
         if find_program(program) is None:
             return (
