@@ -26,8 +26,8 @@ import argparse
 import json
 import math
 import os
-import pwd
 import platform
+import pwd
 import secrets
 import shutil
 import statistics
