@@ -37,6 +37,14 @@ class FencingConfig(Model):
         """Seconds of silence after which the primary fences and then recovers."""
         return to_seconds(self.keepalive_interval) * (self.fence_intervals + self.saving_throws)
 
+    def earliest_recovery(self) -> float:
+        """The earliest moment, after a node is cut off, at which the primary may fence it
+        and recover its VMs: its lease can be gone at once (a session expiry), and then two
+        silent intervals make it dead, or its whole heartbeat window, whichever is first;
+        then its saving throws."""
+        interval = to_seconds(self.keepalive_interval)
+        return interval * (min(self.fence_intervals, 2) + self.saving_throws)
+
     @model_validator(mode="after")
     def _no_recovery_without_power_off(self) -> FencingConfig:
         if self.failed_fence == "migrate":
@@ -51,12 +59,13 @@ class FencingConfig(Model):
     def _self_fence_before_recovery(self) -> FencingConfig:
         # A cut-off node must have killed its domains before anyone else may start them.
         if self.self_fence_after is not None:
-            limit = self.fence_after()
+            limit = self.earliest_recovery()
             if to_seconds(self.self_fence_after) >= limit:
                 raise ValueError(
                     f"selfFenceAfter ({self.self_fence_after}) must be below keepaliveInterval x "
-                    f"(fenceIntervals + savingThrows) = {limit:g}s, the time before others "
-                    "recover the node's VMs"
+                    f"(min(fenceIntervals, 2) + savingThrows) = {limit:g}s: the earliest a cut-off "
+                    "node can be recovered elsewhere (its lease may expire at once, then two "
+                    "silent intervals and its saving throws)"
                 )
         return self
 

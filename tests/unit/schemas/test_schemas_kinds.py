@@ -310,6 +310,14 @@ def test_cluster_defaults() -> None:
     assert obj.spec.maintenance is False
 
 
+def test_failed_fence_migrate_is_refused() -> None:
+    data = doc("Cluster", "cluster", {"fencing": {"failedFence": "migrate"}})
+    assert fields_of(data) == ["spec.fencing"]
+    assert "two copies" in message_of(data)
+    ok = doc("Cluster", "cluster", {"fencing": {"failedFence": "none"}})
+    assert parse_resource(ok).spec.fencing.failed_fence == "none"
+
+
 def test_cluster_must_be_named_cluster() -> None:
     assert "must be named 'cluster'" in message_of(doc("Cluster", "prod"))
 
@@ -317,8 +325,10 @@ def test_cluster_must_be_named_cluster() -> None:
 @pytest.mark.parametrize(
     ("fencing", "ok"),
     [
-        ({"selfFenceAfter": "59s"}, True),
-        ({"selfFenceAfter": "60s"}, False),
+        # keepaliveInterval 5s x (min(fenceIntervals 6, 2) + savingThrows 6) = 40s
+        ({"selfFenceAfter": "39s"}, True),
+        ({"selfFenceAfter": "40s"}, False),
+        ({"selfFenceAfter": "59s"}, False),
         ({"selfFenceAfter": "1m"}, False),
         (
             {
