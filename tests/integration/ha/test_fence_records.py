@@ -1,0 +1,74 @@
+"""Fences as a state machine in ZooKeeper, carried on by whichever primary reads the record;
+a node that heartbeats is never fenced because of a missing lease alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.localcluster.zookeeper import ZooKeeperServer
+from controllers.fence_records import FenceRecords, FenceStep
+from schemas import DaemonState, Node, NodeStatus
+from tests.chaos.harness import ChaosCluster
+from tests.helpers import holds_for, wait_for
+from zkstore import Holders, paths
+
+
+@pytest.fixture
+def cluster(zookeeper: ZooKeeperServer, tmp_path: Path) -> Iterator[ChaosCluster]:
+    with ChaosCluster(zookeeper, tmp_path / "cluster", nodes=3) as running:
+        yield running
+
+
+def _daemon_state(cluster: ChaosCluster, node: str) -> DaemonState | None:
+    raw = cluster.store.read_status(Node, node) or {}
+    return NodeStatus.model_validate(raw).daemon_state
+
+
+def _other(cluster: ChaosCluster) -> str:
+    primary = wait_for(cluster.primary, 30, "a primary")
+    return next(n for n in sorted(cluster.slots) if n != primary)
+
+
+def test_a_recorded_fence_is_carried_on(cluster: ChaosCluster) -> None:
+    """A primary died right after confirming a power-off (record: fenced): the primary that
+    reads the record releases the node's holders, recovers its VMs and powers it on. In
+    maintenance mode, so that no fence of this primary's own does it."""
+    maintenance = cluster.timings.cluster_object()
+    maintenance["spec"]["maintenance"] = True
+    cluster.apply(maintenance)
+    node = _other(cluster)
+    cluster.apply_vm("fr1", placement={"home": node})
+    cluster.wait_running("fr1", 30, node=node)
+    assert cluster.kill(node)
+    cluster.world.power_off(node)  # what the last primary did before it died
+    FenceRecords(cluster.store).advance(node, FenceStep.FENCED, epoch=0)
+    where = wait_for(
+        lambda: (w := cluster.running_on("fr1")) not in (None, node) and w, 30, "fr1 recovered"
+    )
+    assert where != node
+    assert node not in Holders(cluster.store).read("fr1")
+    wait_for(lambda: cluster.world.powered(node), 20, f"{node} powered on again")
+    # Once the node runs again the record goes.
+    record = cluster.store.path(paths.fence_record(node))
+    wait_for(lambda: cluster.store.client.exists(record) is None, 40, "the record to go")
+    assert cluster.failures() == []
+
+
+def test_a_missing_lease_alone_is_not_death(cluster: ChaosCluster) -> None:
+    node = _other(cluster)
+    cluster.apply_vm("fr2", placement={"home": node})
+    cluster.wait_running("fr2", 30, node=node)
+    cluster.store.client.delete(cluster.store.path(paths.node_lease(node)))
+    window = cluster.timings.fence_after + 2 * cluster.timings.keepalive_interval
+    holds_for(
+        lambda: (
+            _daemon_state(cluster, node) == DaemonState.RUN and cluster.running_on("fr2") == node
+        ),
+        window,
+        f"{node} heartbeating without its lease is neither dead nor fenced",
+    )
+    assert cluster.world.powered(node)
+    assert cluster.failures() == []
