@@ -26,6 +26,11 @@ class LibvirtConfig(Model):
     uri: str = "qemu:///system"
     test_host: TestHost | None = None
     disk_dir: str = "/var/lib/pvc/disks"
+    shared_disk_dir: bool = False
+    """True when ``diskDir`` is one folder that every node declaring the same path shared
+    reaches (NFS, a cluster filesystem, or one machine's folder for the local cluster):
+    a VM's disks created there may then run on any of them. False: the folder is this
+    node's own, and a disk created in it binds its VM to this node."""
 
 
 class CrashLoopConfig(Model):

@@ -69,6 +69,7 @@ class Daemon:
             self.driver,
             config.node,
             disk_dir=config.libvirt.disk_dir,
+            shared_disk_dir=config.libvirt.shared_disk_dir,
             workers=config.workers,
             resync_period=config.resync_seconds,
             crash_loop=CrashLoopPolicy(
@@ -85,6 +86,8 @@ class Daemon:
             coordinator=config.coordinator,
             fence=config.fence,
             hypervisor_uri=self.uri,
+            disk_dir=config.libvirt.disk_dir,
+            shared_disk_dir=config.libvirt.shared_disk_dir,
             allocations=self.vms.allocations,
             lease_wait=config.session_seconds + 5.0,
             on_revived=lambda: self.vms.report_all(),

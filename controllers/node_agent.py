@@ -43,6 +43,8 @@ class NodeAgent:
         coordinator: bool,
         fence: FenceConfig | None = None,
         hypervisor_uri: str,
+        disk_dir: str | None = None,
+        shared_disk_dir: bool = False,
         allocations: Callable[[], tuple[int, int, int, int]],
         lease_wait: float,
         on_revived: Callable[[], None] | None = None,
@@ -53,6 +55,8 @@ class NodeAgent:
         self.coordinator = coordinator
         self.fence = fence
         self.hypervisor_uri = hypervisor_uri
+        self.disk_dir = disk_dir
+        self.shared_disk_dir = shared_disk_dir
         self._allocations = allocations
         self._on_revived = on_revived or (lambda: None)
         self._lease_wait = lease_wait
@@ -215,6 +219,8 @@ class NodeAgent:
                 domain_type=facts.domain_type if facts else status.domain_type,
                 domains=running,
                 resources=resources,
+                disk_dir=self.disk_dir,
+                shared_disk_dir=self.shared_disk_dir,
             )
 
         self.store.update_status(Node, self.node, heartbeat)

@@ -22,7 +22,7 @@ from kazoo.recipe.watchers import DataWatch
 from controllers.crashloop import CrashLoopPolicy
 from controllers.domainspec import domain_spec, macs_of
 from controllers.runtime import Controller
-from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
+from hypervisor import DomainDriver, DomainSpec, DomainState, HypervisorError, StopReason
 from schemas import (
     Network,
     Placement,
@@ -35,7 +35,7 @@ from schemas import (
     to_seconds,
     verbs,
 )
-from zkstore import Holders, Informer, NotFound, Store, paths
+from zkstore import DiskRecordLost, Disks, Holders, Informer, NotFound, Store, paths
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class VMController:
         node: str,
         *,
         disk_dir: str,
+        shared_disk_dir: bool = False,
         workers: int = 4,
         resync_period: float = 30.0,
         crash_loop: CrashLoopPolicy | None = None,
@@ -76,6 +77,8 @@ class VMController:
         self.driver = driver
         self.node = node
         self.disk_dir = disk_dir
+        self.shared_disk_dir = shared_disk_dir
+        self.disks = Disks(store)
         self.owner_tag = store.root
         self.crash_loop = crash_loop or CrashLoopPolicy()
         self._on_domains_changed = on_domains_changed or (lambda: None)
@@ -414,6 +417,13 @@ class VMController:
                 f"network {exc.args[0]!r} does not exist",
             )
             return False
+        missing = self._disks_here(vm, spec)
+        if missing is not None:
+            # Waiting for a node that reaches the disk (or for its creator), not a failure
+            # of the VM itself: the scheduler, drain and recovery place it only there.
+            self._write_status(vm, placement, VMPhase.PENDING, "DiskMissing", missing)
+            log.warning("event=disk_missing vm=%s node=%s why=%r", vm.name, self.node, missing)
+            return False
         self.driver.define(spec)
         local.defined_generation = vm.metadata.generation
         log.info(
@@ -423,6 +433,42 @@ class VMController:
             vm.metadata.generation,
         )
         return True
+
+    def _disks_here(self, vm: VirtualMachine, spec: DomainSpec) -> str | None:
+        """Create each new disk's image once, as its record in ZooKeeper says (zkstore/disks.py):
+        None when every image is here, else why the VM cannot be defined on this node.
+
+        A blank image never replaces one created before: a record read after a sync decides,
+        never a status or a cache."""
+        shared = self.disk_dir if self.shared_disk_dir else None
+        for disk, wanted in zip(vm.spec.disks, spec.disks, strict=True):
+            if wanted.size_bytes is None:
+                continue  # an operator's image (source): PVC neither creates nor tracks it
+            record = self.disks.read(vm.name, disk.name) or self.disks.begin(
+                vm.name, disk.name, self.node, wanted.path, shared
+            )
+            if not record.created and record.node != self.node:
+                return (
+                    f"disk {disk.name} ({record.path}) is being created on node {record.node}, "
+                    f"not on node {self.node} (if {record.node} is gone for good, delete "
+                    f"{self.store.path(paths.disk_record(vm.name, disk.name))})"
+                )
+            if record.path != wanted.path or (
+                record.created and not self.driver.disk_exists(wanted.path)
+            ):
+                return (
+                    f"disk {disk.name} ({record.path}) does not exist on node {self.node}; "
+                    f"it was {record.where()}"
+                )
+            if record.created:
+                continue
+            # This node's own creating record: a first start, or one that stopped half-way.
+            self.driver.create_disk(wanted)
+            try:
+                self.disks.finish(vm.name, disk.name, self.node)
+            except DiskRecordLost as exc:
+                return f"disk {disk.name} ({record.path}): {exc}; looking again"
+        return None
 
     def _halt(
         self, vm: VirtualMachine, placement: Placement, local: _Local, status: VirtualMachineStatus

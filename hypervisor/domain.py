@@ -32,7 +32,7 @@ class DiskSpec:
     """File path of the image on this host."""
     format: str = "qcow2"
     size_bytes: int | None = None
-    """When set and the image is missing, define() creates it with qemu-img."""
+    """The size of a new image, for create_disk(); define() never creates images."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,22 @@ class DomainDriver(abc.ABC):
     def define(self, spec: DomainSpec) -> None:
         """Define the domain, or redefine it to match `spec`.
 
-        Missing disk images that have a size are created first.
+        Disk images are not created here: a missing image stays missing (create_disk
+        makes a new one, once per disk, as its record in ZooKeeper says).
         """
+
+    @abc.abstractmethod
+    def create_disk(self, disk: DiskSpec) -> None:
+        """Create the image of ``disk`` (it needs ``size_bytes``) when nothing is at its path;
+        a no-op when something is, so an image is never replaced.
+
+        The image is written under a temporary name and renamed into place: a file at the
+        path is a whole image even after a crash half-way.
+        """
+
+    @abc.abstractmethod
+    def disk_exists(self, path: str) -> bool:
+        """Whether anything is at ``path`` on this host (a dangling symlink counts)."""
 
     @abc.abstractmethod
     def start(self, name: str) -> None:

@@ -57,6 +57,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from hypervisor.domain import (
+    DiskSpec,
     DomainDriver,
     DomainInfo,
     DomainSpec,
@@ -606,6 +607,12 @@ class FaultyDriver(DomainDriver):
     def define(self, spec: DomainSpec) -> None:
         self._inner("define", spec.name).define(spec)
         self._world._definition_changed(self.node, spec.name, "defined")
+
+    def create_disk(self, disk: DiskSpec) -> None:
+        self._inner("create-disk", disk.path).create_disk(disk)
+
+    def disk_exists(self, path: str) -> bool:
+        return self._inner("disk-exists", path).disk_exists(path)
 
     def start(self, name: str) -> None:
         self._inner("start", name)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from hypervisor.domain import (
+    DiskSpec,
     DomainDriver,
     DomainInfo,
     DomainSpec,
@@ -234,8 +235,8 @@ class LibvirtDriver(DomainDriver):
         self._conn: libvirt.virConnect | None = None
         self._closed = False
         self._conn_lock = threading.Lock()
-        # Two workers defining the same spec must not both run qemu-img on
-        # one path: the second would overwrite the first's fresh image.
+        # Two workers creating one disk must not both run qemu-img on its
+        # temporary file.
         self._disk_lock = threading.Lock()
         self._lifecycle: LifecycleCallback | None = None
         # Before any connection opens: libvirt delivers events only on connections
@@ -261,8 +262,6 @@ class LibvirtDriver(DomainDriver):
         )
 
     def define(self, spec: DomainSpec) -> None:
-        self._create_missing_disks(spec)
-
         def define(conn: libvirt.virConnect) -> None:
             choice = self.domain_type_choice
             if choice.type is None:
@@ -466,39 +465,38 @@ class LibvirtDriver(DomainDriver):
         if conn is not None:
             _close_quietly(conn)
 
-    def _create_missing_disks(self, spec: DomainSpec) -> None:
+    def create_disk(self, disk: DiskSpec) -> None:
+        def failed(why: str) -> OperationFailed:
+            return OperationFailed(f"creating disk {disk.path}: {why}", operation="create-disk")
+
+        if disk.size_bytes is None:
+            raise failed("no size given")
         with self._disk_lock:
-            for disk in spec.disks:
-                # lexists: a dangling symlink is an operator's doing; never
-                # write an image through it.
-                if disk.size_bytes is None or os.path.lexists(disk.path):
-                    continue
-                try:
-                    os.makedirs(os.path.dirname(disk.path), exist_ok=True)
-                except OSError as err:
-                    raise OperationFailed(
-                        f"define domain {spec.name!r}: cannot create the folder of disk "
-                        f"{disk.path}: {err.strerror}",
-                        operation="define",
-                        domain=spec.name,
-                    ) from None
-                command = [QEMU_IMG, "create", "-q", "-f", disk.format, disk.path]
-                command.append(str(disk.size_bytes))
-                try:
-                    subprocess.run(command, check=True, capture_output=True, text=True)
-                except FileNotFoundError as err:
-                    raise OperationFailed(
-                        f"define domain {spec.name!r}: {QEMU_IMG} not found",
-                        operation="define",
-                        domain=spec.name,
-                    ) from err
-                except subprocess.CalledProcessError as err:
-                    raise OperationFailed(
-                        f"define domain {spec.name!r}: creating disk {disk.path}: "
-                        f"{err.stderr.strip()}",
-                        operation="define",
-                        domain=spec.name,
-                    ) from err
+            # lexists: a dangling symlink is an operator's doing; never write through it.
+            if os.path.lexists(disk.path):
+                return
+            folder, base = os.path.split(disk.path)
+            partial = os.path.join(folder, f".{base}.creating")
+            try:
+                os.makedirs(folder, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)  # left by a crash half-way: never used
+            except OSError as err:
+                raise failed(f"cannot prepare its folder: {err.strerror}") from None
+            command = [QEMU_IMG, "create", "-q", "-f", disk.format, partial, str(disk.size_bytes)]
+            try:
+                subprocess.run(command, check=True, capture_output=True, text=True)
+                os.rename(partial, disk.path)
+            except FileNotFoundError as err:
+                raise failed(f"{QEMU_IMG} not found") from err
+            except subprocess.CalledProcessError as err:
+                raise failed(err.stderr.strip()) from err
+            except OSError as err:
+                raise failed(f"cannot rename it into place: {err.strerror}") from None
+        log.info("event=disk_image_created path=%s size=%d", disk.path, disk.size_bytes)
+
+    def disk_exists(self, path: str) -> bool:
+        return os.path.lexists(path)
 
     def _run(self, operation: str, domain: str, call: Callable[[libvirt.virConnect], T]) -> T:
         """Run `call` on the connection, translating every libvirt error.

@@ -94,6 +94,11 @@ class NodeStatus(Status):
     NoGuestSupport, and the scheduler places nothing here)."""
     domains: list[str] = Field(default_factory=list)
     """PVC domains the hypervisor reports running, as seen at the last heartbeat."""
+    disk_dir: str | None = None
+    """Where this node creates VM disks (its daemon's ``libvirt.diskDir``)."""
+    shared_disk_dir: bool = False
+    """Whether that folder is declared shared: the scheduler places a VM whose disks were
+    created in a shared folder on any node declaring the same folder shared."""
 
 
 class Node(Resource):

@@ -241,14 +241,15 @@ class LocalCluster:
         return set(state.nodes) <= ready
 
     def _libvirt_config(self, name: str) -> dict[str, object]:
+        # One folder for all nodes, declared shared: a VM's disks go with it when it moves.
         # QEMU runs as libvirt-qemu: real nodes need disks somewhere it may read.
-        disk_dir = str(self.disk_dir / name if self.disk_dir else self.dir / name / "disks")
+        disks = {"diskDir": str(self.disk_dir or self.dir / "disks"), "sharedDiskDir": True}
         if name in self.libvirt_uris:
-            return {"uri": self.libvirt_uris[name], "diskDir": disk_dir}
+            return {"uri": self.libvirt_uris[name], **disks}
         return {
             "uri": "test:///",
             "testHost": {"memory": self.node_memory, "cpus": self.node_cpus},
-            "diskDir": disk_dir,
+            **disks,
         }
 
     def _start_node(self, name: str, state: LocalState) -> int:

@@ -68,7 +68,7 @@ from api.app import create_app
 from api.config import Settings
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon
-from hypervisor import DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
+from hypervisor import DiskSpec, DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
 from hypervisor.domain import LifecycleCallback, StopReason
 from hypervisor.errors import HypervisorUnavailable
 from hypervisor.faulty import HypervisorWorld, Timings
@@ -394,6 +394,13 @@ class GatedDriver(DomainDriver):
 
     def define(self, spec: DomainSpec) -> None:
         self._call("define", spec.name, lambda: self.inner.define(spec))
+
+    def create_disk(self, disk: DiskSpec) -> None:
+        self._call("create_disk", disk.path, lambda: self.inner.create_disk(disk))
+
+    def disk_exists(self, path: str) -> bool:
+        result: bool = self._call("disk_exists", path, lambda: self.inner.disk_exists(path), False)
+        return result
 
     def start(self, name: str) -> None:
         self.calls.add(f"{self.node}#{self.incarnation} start {name} begins")
@@ -845,6 +852,13 @@ class ChaosCluster:
     def current(self, node: str) -> Incarnation | None:
         inc = self.slots[node].current
         return inc if inc is not None and inc.alive else None
+
+    def daemon(self, node: str) -> Daemon:
+        """The daemon of ``node``'s live incarnation."""
+        inc = self.current(node)
+        if inc is None or inc.daemon is None:
+            raise LookupError(f"no daemon runs on {node}")
+        return inc.daemon
 
     def kill(self, node: str) -> bool:
         """Crash the daemon (not the host): its domains stay held until a fence powers the

@@ -484,7 +484,7 @@ def test_sized_disk_is_created_as_qcow2(
     cluster: RunningCluster, conn: libvirt.virConnect, disk_dir: Path
 ) -> None:
     name, _ = start_vm(cluster, "disk", disks=[{"name": "root", "size": "64Mi"}])
-    image = disk_dir / NODE / f"{name}-root.qcow2"
+    image = disk_dir / f"{name}-root.qcow2"  # the local cluster shares one folder
     info = qemu_img_info(image)
     assert info["format"] == "qcow2"
     assert info["virtual-size"] == 64 * 1024 * 1024

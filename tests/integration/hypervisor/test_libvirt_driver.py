@@ -254,10 +254,12 @@ def test_two_host_files_do_not_share_state(tmp_path: Path) -> None:
         assert (node1.host_facts().cpus, node2.host_facts().cpus) == (1, 2)
 
 
-def test_missing_disk_with_a_size_is_created(driver: LibvirtDriver, tmp_path: Path) -> None:
+def test_create_disk_makes_a_qcow2_image_of_the_size(driver: LibvirtDriver, tmp_path: Path) -> None:
     image = tmp_path / "vm1-root.qcow2"
-    spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=64 * 1024**2),))
-    driver.define(spec)
+    disk = DiskSpec(target="vda", path=str(image), size_bytes=64 * 1024**2)
+    assert not driver.disk_exists(str(image))
+    driver.create_disk(disk)
+    assert driver.disk_exists(str(image))
     info = json.loads(
         subprocess.run(
             ["qemu-img", "info", "--output=json", str(image)],
@@ -268,34 +270,46 @@ def test_missing_disk_with_a_size_is_created(driver: LibvirtDriver, tmp_path: Pa
     )
     assert info["format"] == "qcow2"
     assert info["virtual-size"] == 64 * 1024**2
+    assert not list(tmp_path.glob(".*.creating"))  # no temporary left
 
 
-def test_existing_disk_is_left_alone(driver: LibvirtDriver, tmp_path: Path) -> None:
+def test_create_disk_leaves_an_existing_image_alone(driver: LibvirtDriver, tmp_path: Path) -> None:
     image = tmp_path / "vm1-root.qcow2"
     image.write_bytes(b"operator data")
-    spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=64 * 1024**2),))
-    driver.define(spec)
+    driver.create_disk(DiskSpec(target="vda", path=str(image), size_bytes=64 * 1024**2))
     assert image.read_bytes() == b"operator data"
 
 
-def test_disk_without_a_size_is_not_created(driver: LibvirtDriver, tmp_path: Path) -> None:
+def test_create_disk_replaces_a_partial_image_left_by_a_crash(
+    driver: LibvirtDriver, tmp_path: Path
+) -> None:
+    partial = tmp_path / ".vm1-root.qcow2.creating"
+    partial.write_bytes(b"half")
+    driver.create_disk(
+        DiskSpec(target="vda", path=str(tmp_path / "vm1-root.qcow2"), size_bytes=2**20)
+    )
+    assert not partial.exists()
+    assert (tmp_path / "vm1-root.qcow2").stat().st_size > 4
+
+
+def test_define_never_creates_a_missing_image(driver: LibvirtDriver, tmp_path: Path) -> None:
     image = tmp_path / "vm1-root.qcow2"
-    driver.define(make_spec(disks=(DiskSpec(target="vda", path=str(image)),)))
+    driver.define(make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=2**20),)))
+    assert driver.state("vm1") is DomainState.SHUTOFF
     assert not image.exists()
+    assert not driver.disk_exists(str(image))
 
 
 def test_failed_disk_creation_is_operation_failed(driver: LibvirtDriver, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     image = tmp_path / "a-file" / "vm1-root.qcow2"
-    spec = make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=1024**2),))
     with pytest.raises(OperationFailed, match=r"vm1-root\.qcow2"):
-        driver.define(spec)
-    assert driver.state("vm1") is DomainState.ABSENT
+        driver.create_disk(DiskSpec(target="vda", path=str(image), size_bytes=1024**2))
 
 
 def test_a_missing_disk_folder_is_created(driver: LibvirtDriver, tmp_path: Path) -> None:
     image = tmp_path / "new-folder" / "vm1-root.qcow2"
-    driver.define(make_spec(disks=(DiskSpec(target="vda", path=str(image), size_bytes=1024**2),)))
+    driver.create_disk(DiskSpec(target="vda", path=str(image), size_bytes=1024**2))
     assert image.is_file()
 
 
