@@ -6,11 +6,15 @@ that replays it (`make chaos TRIALS=N` runs the long budget)."""
 from __future__ import annotations
 
 import random
+import uuid
 from pathlib import Path
 
 import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
+from hypervisor import DomainSpec
+from schemas import RouterState
+from tests.chaos.harness import ChaosCluster
 from tests.chaos.trials import run_trial
 
 RANDOM_SEED = random.SystemRandom().randrange(1, 10**6)
@@ -29,3 +33,36 @@ def test_chaos_trial(seed: int, zookeeper: ZooKeeperServer, tmp_path: Path) -> N
     print(result.report())
     assert result.ok, result.report()
     assert result.converge_seconds is not None
+
+
+def test_monitor_sees_two_holders_and_two_primaries(
+    zookeeper: ZooKeeperServer, tmp_path: Path
+) -> None:
+    """The proof machinery itself: a second copy started behind the daemons' back, and a
+    daemon made to claim the primary's epoch, are both reported."""
+    with ChaosCluster(zookeeper, tmp_path, nodes=3) as cluster:
+        cluster.apply_vm("v1")
+        source = cluster.wait_running("v1")
+        other = next(n for n in sorted(cluster.slots) if n != source)
+        # No owner tag: the daemon on `other` does not take it for one of its VMs.
+        rogue = cluster.world.driver(other, cluster.slots[other].uri)
+        rogue.define(DomainSpec(name="v1", uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64))
+        rogue.start("v1")
+        failures = cluster.failures()
+        assert any(f.startswith("ONE-COPY: v1") for f in failures), failures
+        rogue.destroy("v1")
+        rogue.undefine("v1")
+        rogue.close()
+
+        primary = cluster.primary()
+        assert primary is not None
+        epoch = cluster.daemon(primary).election.epoch  # type: ignore[union-attr]
+        pretender = next(n for n in sorted(cluster.slots) if n != primary)
+        election = cluster.daemon(pretender).election
+        assert election is not None
+        election.state, election.epoch = RouterState.PRIMARY, epoch
+        try:
+            failures = cluster.failures()
+        finally:
+            election.state = RouterState.SECONDARY
+        assert any(f.startswith("TWO PRIMARIES") for f in failures), failures
