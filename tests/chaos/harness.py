@@ -238,6 +238,8 @@ class ZkProxy:
     def close(self) -> None:
         self.closed = self.cut_off = True
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        with contextlib.suppress(OSError):
             self._listener.close()
         self._drop_all()
 
