@@ -37,7 +37,7 @@ from schemas import (
     to_bytes,
 )
 from schemas.verbs import PLACEMENT_FLUSH, PLACEMENT_MIGRATE, PLACEMENT_UNFLUSH
-from zkstore import EpochMoved, NotFound, Store, handover_read_lock, release
+from zkstore import EpochMoved, NotFound, PlacementMoved, Store, handover_read_lock, release
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,8 @@ class DrainController:
                 return None
         self._blocked.discard(vm.name)
         new = Placement(node=target, reason=PLACEMENT_FLUSH, migration=node.name)
-        self._write(vm, new)
+        if not self._write(vm, new, only_from=move.placement.node):
+            return None
         self.events.record(
             VirtualMachine.KIND,
             vm.name,
@@ -291,7 +292,11 @@ class DrainController:
             why = f"does not fit on {node.name} ({free} MiB free, needs {memory // 2**20} MiB)"
         if why is not None:
             # Left where it is as a manual migration, so `vm unmigrate` can still return it.
-            self._write(vm, move.placement.model_copy(update={"reason": PLACEMENT_MIGRATE}))
+            self._write(
+                vm,
+                move.placement.model_copy(update={"reason": PLACEMENT_MIGRATE}),
+                only_from=move.placement.node,
+            )
             self.events.record(
                 VirtualMachine.KIND,
                 vm.name,
@@ -302,7 +307,8 @@ class DrainController:
             )
             return None
         new = Placement(node=node.name, reason=PLACEMENT_UNFLUSH, migration=None)
-        self._write(vm, new)
+        if not self._write(vm, new, only_from=move.placement.node):
+            return None
         self.events.record(
             VirtualMachine.KIND,
             vm.name,
@@ -312,12 +318,17 @@ class DrainController:
         )
         return _Move(vm, new)
 
-    def _write(self, vm: VirtualMachine, placement: Placement) -> None:
+    def _write(self, vm: VirtualMachine, placement: Placement, only_from: str | None) -> bool:
+        """Write the move, compare-and-set against the placement it was decided on (a user's
+        migrate or a recovery written since wins); False when it was not written."""
         placement = placement.model_copy(update={"epoch": self.epoch})
         try:
-            self.store.write_placement(vm.name, placement, epoch=self.epoch)
+            self.store.write_placement(vm.name, placement, epoch=self.epoch, only_from=only_from)
         except NotFound:
-            return
+            return False
+        except PlacementMoved as exc:
+            log.info("event=drain_move_skipped vm=%s reason=%r", vm.name, str(exc))
+            return False
         with self._lock:
             self._written[vm.name] = placement
         self.scheduler.assume(vm.name, placement.node)
@@ -328,6 +339,7 @@ class DrainController:
             placement.reason,
             placement.migration,
         )
+        return True
 
     def _set_domain_state(self, node: Node, state: DomainState, reason: str, message: str) -> None:
         current = node.status or NodeStatus()

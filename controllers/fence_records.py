@@ -14,7 +14,7 @@ import contextlib
 import enum
 from dataclasses import dataclass
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from schemas import utcnow
 from zkstore import Store, paths
@@ -62,12 +62,27 @@ class FenceRecords:
         with contextlib.suppress(NodeExistsError):
             self.client.create(self._path(node), data, makepath=True)
 
-    def advance(self, node: str, step: FenceStep, epoch: int) -> None:
-        data = encode({"step": step.value, "epoch": epoch, "at": utcnow()})
+    def advance(self, node: str, step: FenceStep, epoch: int, *, after: FenceStep) -> bool:
+        """Move the record from ``after`` to ``step`` (compare-and-set). False, writing
+        nothing, when the record is gone or at another step: someone else moved it on,
+        and a removed record is never brought back."""
+        path = self._path(node)
         try:
-            self.client.set(self._path(node), data)
-        except NoNodeError:
-            self.client.create(self._path(node), data, makepath=True)
+            data, stat = self.client.get(path)
+            current = FenceStep(decode(data)["step"])
+        except (NoNodeError, ValueError, KeyError):
+            return False
+        if current != after:
+            return False
+        try:
+            self.client.set(
+                path,
+                encode({"step": step.value, "epoch": epoch, "at": utcnow()}),
+                version=stat.version,
+            )
+        except (NoNodeError, BadVersionError):
+            return False
+        return True
 
     def remove(self, node: str) -> None:
         with contextlib.suppress(NoNodeError):

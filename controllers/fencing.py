@@ -300,14 +300,14 @@ class FenceController:
                     return
                 self.fence(node, spec)
             elif record.step == FenceStep.FENCED:
-                self._finish(name, spec)
+                self._finish(node, spec)
             elif record.step == FenceStep.RECOVERED:
                 self._power_on(node)
             elif status.daemon_state == DaemonState.RUN and silent < interval * 2:
                 log.info("event=fence_done node=%s reason=running_again", name)
                 self.records.remove(name)
                 return
-        except (EpochMoved, FenceStepFailed) as exc:
+        except Exception as exc:  # any error: this node's fence backs off, the others go on
             delay = min(interval * 2 ** (back_off[1] if back_off else 0), 60.0)
             self._retry_at[name] = (now + delay, (back_off[1] if back_off else 0) + 1)
             log.warning(
@@ -366,23 +366,54 @@ class FenceController:
                 lambda s: set_condition(s, "Fenced", True, "PoweredOff", detail),
                 DaemonState.FENCED,
             )
-            self.records.advance(name, FenceStep.FENCED, self.epoch)
+            if not self.records.advance(
+                name, FenceStep.FENCED, self.epoch, after=FenceStep.FENCING
+            ):
+                raise FenceStepFailed("the fence record changed under this fence")
         finally:
             lock.release()
-        self._finish(name, spec)
+        self._finish(node, spec)
 
     def _has_cluster(self) -> bool:
         return self.store.exists(Cluster, CLUSTER_NAME)
 
-    def _finish(self, name: str, spec: ClusterSpec) -> None:
-        """After a confirmed power-off: nothing of the node holds a domain any more."""
-        Holders(self.store).release_node(name)
+    def _finish(self, node: Node, spec: ClusterSpec) -> None:
+        """After a confirmed power-off: nothing of the node holds a domain any more, so its
+        holders go and its VMs are recovered. The node must still be off: whoever confirmed
+        it (maybe a primary that died since) may be long gone, and a node powered on again
+        meanwhile may run its VMs, so it is fenced again instead."""
+        name = node.name
+        lock = exclusive_lock(self.store, FENCE_LOCK, self.node)
+        try:
+            got = lock.acquire(timeout=60)
+        except LockTimeout:
+            got = False
+        if not got:
+            raise FenceStepFailed("another fence holds the fence lock")
+        try:
+            if self.store.read_epoch(sync=True) != self.epoch:
+                raise EpochMoved(f"the epoch moved past {self.epoch}")
+            agent = self._agents(name, node.spec.fence)
+            if agent is None:
+                raise FenceStepFailed("no fence agent to confirm the node is still off")
+            try:
+                state = agent.power_status()
+            except FenceError as exc:
+                raise FenceStepFailed(f"cannot confirm the node is still off: {exc}") from exc
+            if state != PowerState.OFF:
+                log.warning("event=fence_reopened node=%s power=%s", name, state.value)
+                self.records.advance(name, FenceStep.FENCING, self.epoch, after=FenceStep.FENCED)
+                raise FenceStepFailed(
+                    f"power is {state.value} again before its VMs were recovered: fencing again"
+                )
+            Holders(self.store).release_node(name)
+        finally:
+            lock.release()
         if spec.fencing.successful_fence == "migrate":
             self.recover(name)
-        self.records.advance(name, FenceStep.RECOVERED, self.epoch)
-        node = self.nodes.get(name)
-        if node is not None:
-            self._power_on(node)
+        if not self.records.advance(name, FenceStep.RECOVERED, self.epoch, after=FenceStep.FENCED):
+            raise FenceStepFailed("the fence record changed under this fence")
+        self._power_on(node)
 
     def _power_on(self, node: Node) -> None:
         name = node.name
@@ -396,7 +427,7 @@ class FenceController:
             self.events.record(
                 "Node", name, "PoweredOn", "powered on again after the fence", source=self.node
             )
-        self.records.advance(name, FenceStep.POWERED_ON, self.epoch)
+        self.records.advance(name, FenceStep.POWERED_ON, self.epoch, after=FenceStep.RECOVERED)
 
     def _power_off(self, node: Node, spec: ClusterSpec) -> tuple[bool, str]:
         agent = self._agents(node.name, node.spec.fence)

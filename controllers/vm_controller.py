@@ -56,6 +56,7 @@ class _Local:
     forced_off: bool = False
     stop_requested: bool = False
     holder_waits: int = 0
+    spec_waits: int = 0
     """This daemon sent the ACPI shutdown (a move away): the guest going off is no crash."""
 
 
@@ -206,13 +207,27 @@ class VMController:
                 vm = self._specs.get(name)
         if vm is None:
             if self.store.exists(VirtualMachine, name):
-                return 0.1  # the spec watch has not delivered yet
+                # The spec watch has not delivered yet, or the spec cannot be read here
+                # (logged by the watch): look again, backing off.
+                local = self._local.setdefault(name, _Local())
+                local.spec_waits += 1
+                delay = min(0.1 * 2.0 ** min(local.spec_waits - 1, 9), 30.0)
+                if local.spec_waits in (5, 10) or delay >= 30.0:
+                    log.warning(
+                        "event=spec_unavailable vm=%s node=%s waits=%d retry_in=%.1fs",
+                        name,
+                        self.node,
+                        local.spec_waits,
+                        delay,
+                    )
+                return delay
             self._remove_domain(name)  # VM deleted; its index entry goes with it
             self._release(name)
             return None
         if not self._claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, _Local())
+        local.spec_waits = 0
         status = self._status(name)
         try:
             if vm.spec.run_strategy == RunStrategy.HALTED:
@@ -580,8 +595,14 @@ class VMController:
         info = self.driver.info(name)
         if info is None or info.owner_tag != self.owner_tag or info.state not in _UP_OR_STOPPING:
             return None
-        if vm is None or not self.store.exists(VirtualMachine, name):
-            return None  # deleted: nothing to keep, off at once
+        if vm is None:
+            # Not cached (a restarted daemon, a spec watch not yet delivered): read it.
+            try:
+                vm = self.store.get(VirtualMachine, name)
+            except NotFound:
+                return None  # deleted: nothing to keep, off at once
+        elif not self.store.exists(VirtualMachine, name):
+            return None
         return self._shut_down(vm, self._local.setdefault(name, _Local()), "placed_elsewhere")
 
     def _remove_domain(self, name: str) -> None:

@@ -81,6 +81,8 @@ _STATES = {
     # Blocked means waiting on a resource (idle vCPUs, I/O): the guest runs.
     libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
     libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    # Suspended to RAM by the guest: its memory is alive, so it is held, like paused.
+    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PAUSED,
     libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTTING_DOWN,
     libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
     libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,

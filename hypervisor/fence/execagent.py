@@ -29,6 +29,8 @@ class ExecAgent(FenceAgent):
             )
         except FileNotFoundError:
             raise FenceError(f"fence command {self.command[0]!r} not found") from None
+        except OSError as exc:  # not executable, and the like
+            raise FenceError(f"fence command {self.command[0]!r}: {exc.strerror}") from None
         except subprocess.TimeoutExpired:
             raise FenceError(f"fence command {action} timed out after {self.timeout:g}s") from None
         if result.returncode != 0:

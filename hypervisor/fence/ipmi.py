@@ -47,6 +47,8 @@ class IpmiAgent(FenceAgent):
             )
         except FileNotFoundError:
             raise FenceError("ipmitool is not installed") from None
+        except OSError as exc:
+            raise FenceError(f"ipmitool: {exc.strerror}") from None
         except subprocess.TimeoutExpired:
             raise FenceError(
                 f"{self.description}: {' '.join(args)} timed out after {self.timeout:g}s"

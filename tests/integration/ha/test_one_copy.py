@@ -152,3 +152,21 @@ def test_a_move_away_and_back_keeps_the_guest_running(cluster: ChaosCluster) -> 
     stops = [line for line in cluster.calls.tail(400) if "v7" in line and "destroy" in line]
     assert stops == [], stops
     _no_violation(cluster)
+
+
+def test_a_restarted_source_shuts_the_moved_guest_down_gracefully(cluster: ChaosCluster) -> None:
+    """The VM is moved away while its node's daemon restarts: the new daemon has no cached
+    spec, and still shuts the guest down (ACPI) rather than destroying it (found in review)."""
+    source, target = "n2", "n3"
+    cluster.apply_vm("v8", shutdown_timeout="20s", placement={"home": source})
+    cluster.wait_running("v8", 30, node=source)
+    daemon = cluster.current(source)
+    assert daemon is not None and daemon.daemon is not None
+    daemon.daemon.stopped.set()  # an orderly restart (systemctl restart pvcnoded)
+    wait_for(lambda: daemon.ended, 30, "the daemon to stop")
+    assert cluster.verb("vms", "v8", "migrate", node=target) == 200
+    cluster._boot(cluster.slots[source])  # the daemon starts again
+    assert cluster.wait_running("v8", 40, node=target) == target
+    states = [t.state for t in cluster.world.transitions if t.node == source and t.vm == "v8"]
+    assert "shutting-down" in states, states
+    _no_violation(cluster)
