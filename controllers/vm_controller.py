@@ -619,7 +619,7 @@ class VMController:
         with self._lock:
             if name in self._claimed:
                 return True
-        if not self.holders.claim(name, self.node).placed:
+        if not self.holders.claim(name, self.node):
             return False
         with self._lock:
             self._claimed.add(name)
@@ -642,8 +642,8 @@ class VMController:
     def _was_running_here(self, status: VirtualMachineStatus) -> bool:
         return status.node == self.node and status.phase in (VMPhase.RUNNING, VMPhase.STARTING)
 
-    def _status(self, name: str) -> VirtualMachineStatus:
-        raw = self._own_status(name)
+    def _status(self, name: str, own: dict[str, Any] | None = None) -> VirtualMachineStatus:
+        raw = own if own is not None else self._own_status(name)
         if raw is None:
             raw = self.store.read_status(VirtualMachine, name) or {}
         try:
@@ -671,7 +671,8 @@ class VMController:
         **extra: Any,
     ) -> None:
         name = vm.name
-        status = self._status(name)
+        own = self._own_status(name)
+        status = self._status(name, own)
         last_node = status.node if status.node and status.node != self.node else status.last_node
         conditions = set_condition(
             status.conditions, "Scheduled", True, "Scheduled", f"placed on {self.node}"
@@ -696,7 +697,7 @@ class VMController:
             **fields,
         )
         wire = new.wire()
-        if wire == self._own_status(name):
+        if wire == own:
             return
         try:
             zxid = self.store.write_status(VirtualMachine, name, new)

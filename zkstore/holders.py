@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 
 from kazoo.exceptions import (
     BadVersionError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
-    RolledBackError,
 )
 
 from zkstore import paths
@@ -30,17 +28,6 @@ log = logging.getLogger(__name__)
 _RETRIES = 8
 
 
-@dataclass(frozen=True)
-class Claim:
-    placed: bool
-    """False: the VM's placement no longer names this node, so nothing was claimed."""
-    holders: frozenset[str]
-    """Every holder as of now (after a sync), this node included when placed."""
-
-    def others(self, node: str) -> list[str]:
-        return sorted(self.holders - {node})
-
-
 class Holders:
     """The holder sets of all VMs, over one Store (a kazoo-style recipe)."""
 
@@ -48,45 +35,51 @@ class Holders:
         self.store = store
         self.client = store.client
 
-    def claim(self, vm: str, node: str) -> Claim:
-        """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``."""
+    def claim(self, vm: str, node: str) -> bool:
+        """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``; False
+        (nothing added) when it is not placed there. Two round trips: requests are
+        pipelined, as ZooKeeper answers one session's requests in order."""
         entry = self.store.path(paths.node_index_entry(node, vm))
         mine = self.store.path(paths.holder(vm, node))
         for _ in range(_RETRIES):
-            self.client.sync(entry)
-            stat = self.client.exists(entry)
-            if stat is None:
-                return Claim(placed=False, holders=self.read(vm))
-            if self.client.exists(mine) is not None:
-                # Already a holder; the placement was checked when it was added and the
-                # node never leaves the set while its domain may exist.
-                return Claim(placed=True, holders=self.read(vm))
-            self.client.ensure_path(self.store.path(paths.holders(vm)))
+            pending = self.client.sync_async(entry)
+            stat = self.client.exists_async(entry)
+            pending.get()
+            placed = stat.get()
+            if placed is None:
+                return False
+            # The set's znode may not exist yet (a first claim); sent ahead of the
+            # transaction, so it exists by the time the transaction runs.
+            parent = self.client.create_async(self.store.path(paths.holders(vm)), b"")
             txn = self.client.transaction()
-            txn.check(entry, version=stat.version)
+            txn.check(entry, version=placed.version)
             txn.create(mine, b"")
-            results = txn.commit()
-            failures = [
-                r
-                for r in results
-                if isinstance(r, Exception) and not isinstance(r, RolledBackError)
-            ]
-            if not failures:
+            committed = txn.commit_async()
+            with contextlib.suppress(NodeExistsError):
+                parent.get()
+            check, create = committed.get()
+            if not isinstance(check, Exception) and not isinstance(create, Exception):
                 log.info("event=holder_added vm=%s node=%s", vm, node)
-                return Claim(placed=True, holders=self.read(vm))
-            if any(isinstance(r, NodeExistsError) for r in failures):
-                continue  # added by another worker of this node in between
-            if any(isinstance(r, BadVersionError | NoNodeError) for r in failures):
-                continue  # placement changed, or the set's parent was removed: read again
-            raise failures[0]
+                return True
+            if isinstance(check, BadVersionError | NoNodeError):
+                continue  # the placement changed since the read: read again
+            if isinstance(create, NodeExistsError):
+                # Already a holder: it never leaves the set while its domain may exist.
+                return True
+            if isinstance(create, NoNodeError):
+                continue  # the set was tidied away between the two: again
+            raise next(r for r in (check, create) if isinstance(r, Exception))
         raise RuntimeError(f"claiming {vm!r} for {node!r} kept racing; gave up")
 
     def read(self, vm: str) -> frozenset[str]:
-        """The holders as of now on the leader (after a sync), never a lagging view."""
+        """The holders as of now on the leader (after a sync, sent with the read), never a
+        lagging view."""
         path = self.store.path(paths.holders(vm))
-        self.client.sync(path)
+        pending = self.client.sync_async(path)
+        children = self.client.get_children_async(path)
+        pending.get()
         try:
-            return frozenset(self.client.get_children(path))
+            return frozenset(children.get())
         except NoNodeError:
             return frozenset()
 
