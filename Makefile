@@ -53,7 +53,7 @@ e2e: venv
 # printed with the one command that replays it.
 TRIALS ?= 200
 chaos: setup
-	$(BIN)/python -m tests.chaos --trials $(TRIALS)
+	$(BIN)/python -m tests.chaos --trials $(TRIALS) $(if $(SEED),--seed $(SEED))
 
 bench: setup
 	$(BIN)/python bench/apply_latency.py

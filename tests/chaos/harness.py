@@ -933,6 +933,11 @@ class ChaosCluster:
         self.calls.add(f"expire session {inc.name} 0x{client_id[0]:x}")
         return True
 
+    def boot(self, node: str) -> Incarnation:
+        """Start the node's daemon again after it stopped (a ``systemctl restart``); its
+        host and domains are untouched."""
+        return self._boot(self.slots[node])
+
     def power_cycle(self, node: str) -> None:
         """An admin resets the host: everything on it is gone, a new daemon boots."""
         self.world.power_off(node)

@@ -165,7 +165,7 @@ def test_a_restarted_source_shuts_the_moved_guest_down_gracefully(cluster: Chaos
     daemon.daemon.stopped.set()  # an orderly restart (systemctl restart pvcnoded)
     wait_for(lambda: daemon.ended, 30, "the daemon to stop")
     assert cluster.verb("vms", "v8", "migrate", node=target) == 200
-    cluster._boot(cluster.slots[source])  # the daemon starts again
+    cluster.boot(source)  # the daemon starts again
     assert cluster.wait_running("v8", 40, node=target) == target
     states = [t.state for t in cluster.world.transitions if t.node == source and t.vm == "v8"]
     assert "shutting-down" in states, states
