@@ -55,9 +55,12 @@ class _Local:
     next_start_at: float | None = None
     forced_off: bool = False
     stop_requested: bool = False
+    """This daemon sent the ACPI shutdown (a stop, a move away): the guest going off is no
+    crash."""
     holder_waits: int = 0
+    """Looks in a row at a holder set with other nodes in it (the back-off)."""
     spec_waits: int = 0
-    """This daemon sent the ACPI shutdown (a move away): the guest going off is no crash."""
+    """Looks in a row for a spec that was not there or not readable (the back-off)."""
 
 
 class VMController:
