@@ -1,7 +1,9 @@
-"""``python -m tests.chaos [--trials N] [--seed S] [--steps K] [--nodes M]``: N seeded chaos
-trials (seeds S, S+1, ...; S random when not given) against one ZooKeeper server. Prints each
-trial's seed and outcome, a failing trial's full report with the command that replays it,
-and last the line ``N trials, M violations``; exits 1 when M > 0."""
+"""``python -m tests.chaos [--trials N] [--seed S] [--steps K] [--nodes M] [--zk-members Z]``:
+N seeded chaos trials (seeds S, S+1, ...; S random when not given) against one ZooKeeper
+server, or an ensemble of Z members started once for the run (then every trial also kills
+and restarts members, never more than a minority at once). Prints each trial's seed and
+outcome, a failing trial's full report with the command that replays it, and last the line
+``N trials, M violations``; exits 1 when M > 0."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from tests.chaos.harness import ChaosTimings
 from tests.chaos.trials import run_trial
 
@@ -25,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed of the first trial")
     parser.add_argument("--steps", type=int, default=12, help="steps per trial (default 12)")
     parser.add_argument("--nodes", type=int, default=4, help="nodes per trial (default 4)")
+    parser.add_argument(
+        "--zk-members",
+        type=int,
+        default=1,
+        help="ZooKeeper members (default 1; 3 or more: an ensemble, with member loss faults)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep every trial's logs")
     parser.add_argument(
         "-v",
@@ -35,19 +43,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nodes < 2:
         parser.error("--nodes must be at least 2")
+    if args.zk_members < 1:
+        parser.error("--zk-members must be at least 1")
     # Daemon logs go to each trial's file; none to the terminal (not even Python's
     # last-resort handler, between trials).
     logging.getLogger().addHandler(logging.NullHandler())
     base = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     timings = ChaosTimings()
     print(
-        f"chaos: {args.trials} trial(s) from seed {base}, {args.steps} steps, {args.nodes} nodes; "
+        f"chaos: {args.trials} trial(s) from seed {base}, {args.steps} steps, {args.nodes} nodes"
+        + (f", {args.zk_members} ZooKeeper members" if args.zk_members != 1 else "")
+        + "; "
         f"convergence bound {timings.converge_bound:g}s after the faults are healed",
         flush=True,
     )
     workdir = Path(tempfile.mkdtemp(prefix="pvc-chaos-"))
-    zk = ZooKeeperServer(workdir / "zookeeper")
-    zk.start()
+    if args.zk_members > 1:
+        members = start_ensemble(workdir / "zookeeper", args.zk_members)
+    else:
+        members = [ZooKeeperServer(workdir / "zookeeper")]
+        members[0].start()
     violations = 0
     failed: list[str] = []
     started = time.monotonic()
@@ -59,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed,
                 args.steps,
                 args.nodes,
-                zookeeper=zk,
+                zookeeper=members,
                 workdir=workdir / f"trial-{seed}",
                 timings=timings,
                 keep=args.keep,
@@ -74,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     finally:
-        zk.stop()
+        for member in members:
+            member.stop()
     if not failed and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     if failed:

@@ -2,12 +2,14 @@
 
 ``ChaosCluster`` runs N real ``controllers.daemon.Daemon`` objects (node agent, VM controller,
 election, and on the primary the scheduler, drain and fencing) in threads of this process,
-against one real ZooKeeper server (a fresh root per cluster) and one ``HypervisorWorld``
-(``hypervisor/faulty.py``): the truth of what every simulated host holds.
+against one real ZooKeeper server or ensemble (a fresh root per cluster) and one
+``HypervisorWorld`` (``hypervisor/faulty.py``): the truth of what every simulated host holds.
 
 What stands between a daemon and the rest, so faults can be injected:
 
-- ``ZkProxy``: each daemon incarnation talks to ZooKeeper through its own TCP forwarder.
+- ``ZkProxy``: each daemon incarnation talks to ZooKeeper through its own TCP forwarder,
+  which sends each new connection to the next member of the ensemble that accepts it (a
+  member that is down is skipped), so a daemon whose member dies reconnects to another.
   ``cut()`` drops every connection and refuses new ones (a network partition: the daemon
   keeps running, its domains too), ``stall()`` stops forwarding without closing (a paused
   process), ``heal()`` undoes either, ``close()`` is for good (a dead process).
@@ -21,7 +23,9 @@ What stands between a daemon and the rest, so faults can be injected:
 Faults: ``kill`` (crash: gate dead, ``world.cut``, proxy closed: the session expires, the
 host's domains stay until the fence powers the node off; power on starts a NEW Daemon, like a
 reboot), ``pause``/``resume``, ``expire_session``, ``partition``/``heal_partition``, guest
-faults on the world (``world.crash``/``pause``), and ``power_cycle`` (an admin reboot).
+faults on the world (``world.crash``/``pause``), ``power_cycle`` (an admin reboot), and on an
+ensemble ``stop_member``/``start_member`` (kill -9 one ZooKeeper member and start it again; never
+more than a minority down at once, so a quorum remains; ``leader_member`` says which one leads).
 
 The invariant monitor (a thread, every 20 ms) records: the world's one-copy violations (the
 world checks at every transition), two daemons acting as primary in one epoch (two primaries
@@ -50,13 +54,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import select
+import signal
 import socket
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +72,8 @@ from kazoo.client import KazooClient
 
 from api.app import create_app
 from api.config import Settings
+from cli.localcluster.process import pid_alive, wait_until
+from cli.localcluster.zookeeper import four_letter
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon
 from hypervisor import DiskSpec, DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
@@ -130,11 +138,18 @@ class ChaosTimings:
 
 
 class ZkProxy:
-    """A thread-per-direction TCP forwarder from a loopback port to ZooKeeper."""
+    """A thread-per-direction TCP forwarder from a loopback port to ZooKeeper: each new
+    connection goes to the next member in rotation (from ``first``) that accepts it."""
 
-    def __init__(self, upstream_port: int, name: str) -> None:
+    def __init__(self, upstream_ports: int | Sequence[int], name: str, first: int = 0) -> None:
         self.name = name
-        self.upstream = ("127.0.0.1", upstream_port)
+        ports = [upstream_ports] if isinstance(upstream_ports, int) else list(upstream_ports)
+        if not ports:
+            raise ValueError("ZkProxy needs at least one upstream port")
+        self.upstreams = [("127.0.0.1", port) for port in ports]
+        self._next = first % len(self.upstreams)
+        self.member: int | None = None
+        """The index of the member the newest connection went to."""
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -167,17 +182,31 @@ class ZkProxy:
                 if self.cut_off or self.closed:
                     client.close()  # refused: closed before a byte is read
                     continue
-                try:
-                    upstream = socket.create_connection(self.upstream, timeout=2.0)
-                    upstream.settimeout(None)
-                except OSError:
-                    client.close()
+                upstream = self._connect_upstream()
+                if upstream is None:
+                    client.close()  # every member refused
                     continue
                 self._pairs.append((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(
                     target=self._pump, args=(src, dst), name=f"zkproxy-{self.name}", daemon=True
                 ).start()
+
+    def _connect_upstream(self) -> socket.socket | None:
+        """The next member in rotation that accepts a connection (a dead one refuses at
+        once on loopback), and the rotation moves past it."""
+        count = len(self.upstreams)
+        for k in range(count):
+            index = (self._next + k) % count
+            try:
+                upstream = socket.create_connection(self.upstreams[index], timeout=2.0)
+            except OSError:
+                continue
+            upstream.settimeout(None)
+            self._next = (index + 1) % count
+            self.member = index
+            return upstream
+        return None
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -628,12 +657,16 @@ def vm_manifest(
 class ChaosCluster:
     """N real daemons in this process over one ZooKeeper root and one hypervisor world.
 
+    ``zookeeper`` is one server or the members of an ensemble (``start_ensemble``); with an
+    ensemble, the cluster's own store, the API and session expiry use every member, and each
+    daemon's proxy sends its connections to the members in rotation.
+
     Use as a context manager (``with ChaosCluster(zk, tmp_path) as cluster:``): entering
     starts ZooKeeper's root, the API, the daemons and the monitor, and waits for a primary."""
 
     def __init__(
         self,
-        zookeeper: ZooKeeperServer,
+        zookeeper: ZooKeeperServer | Sequence[ZooKeeperServer],
         workdir: Path,
         *,
         nodes: int = 4,
@@ -642,7 +675,16 @@ class ChaosCluster:
         world: HypervisorWorld | None = None,
         node_memory_mib: int = 4096,
     ) -> None:
-        self.zookeeper = zookeeper
+        self.members: list[ZooKeeperServer] = (
+            list(zookeeper) if isinstance(zookeeper, Sequence) else [zookeeper]
+        )
+        if not self.members:
+            raise ValueError("ChaosCluster needs a ZooKeeper server")
+        self.zookeeper = self.members[0]
+        self.members_down: set[int] = set()
+        """Indexes of the members stopped by ``stop_member`` and not yet serving again."""
+        self._members_lock = threading.Lock()
+        self._members_restarting: set[int] = set()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.timings = timings or ChaosTimings()
@@ -665,7 +707,7 @@ class ChaosCluster:
             uri = write_test_host_xml(self.workdir / f"{name}-host.xml", node_memory_mib, 4)
             self.slots[name] = NodeSlot(name, i <= count_coordinators, uri)
         self.world.on_power(self._on_power)
-        self.store = Store(zookeeper.hosts, self.root, timeout=10.0)
+        self.store = Store(self.zk_hosts, self.root, timeout=10.0)
         self.monitor = InvariantMonitor(self)
         self._client: TestClient | None = None
 
@@ -684,7 +726,7 @@ class ChaosCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         self.store.start()
-        app = create_app(Settings(zookeeper=self.zookeeper.hosts, root=self.root), self.store)
+        app = create_app(Settings(zookeeper=self.zk_hosts, root=self.root), self.store)
         self._client = TestClient(app, raise_server_exceptions=False)
         self._client.__enter__()
         self.apply(self.timings.cluster_object())
@@ -720,6 +762,14 @@ class ChaosCluster:
             self.store.stop()
         with contextlib.suppress(Exception):
             self.world.close()
+        for index in self._members_down_now():  # the ensemble may serve the next cluster
+            with contextlib.suppress(Exception):
+                self.start_member(index)
+
+    @property
+    def zk_hosts(self) -> str:
+        """Every member's address, for a client that may use any of them."""
+        return ",".join(m.hosts for m in self.members)
 
     def incarnations(self) -> list[Incarnation]:
         with self._lock:
@@ -757,7 +807,7 @@ class ChaosCluster:
                 slot.name,
                 number,
                 Gate(f"{slot.name}#{number}"),
-                ZkProxy(self.zookeeper.port, f"{slot.name}#{number}"),
+                ZkProxy([m.port for m in self.members], f"{slot.name}#{number}", first=number - 1),
             )
             slot.incarnations.append(inc)
             slot.current = inc
@@ -918,7 +968,7 @@ class ChaosCluster:
         if not client_id:
             return False
         other = KazooClient(
-            hosts=self.zookeeper.hosts,
+            hosts=self.zk_hosts,
             client_id=client_id,
             timeout=self.timings.session_timeout,
         )
@@ -931,6 +981,67 @@ class ChaosCluster:
                 other.stop()
                 other.close()
         self.calls.add(f"expire session {inc.name} 0x{client_id[0]:x}")
+        return True
+
+    # -- ZooKeeper members --------------------------------------------------------------
+
+    @property
+    def max_members_down(self) -> int:
+        """How many members may be down at once with a quorum left: a minority."""
+        return (len(self.members) - 1) // 2
+
+    def _members_down_now(self) -> list[int]:
+        with self._members_lock:
+            return sorted(self.members_down)
+
+    def leader_member(self) -> int | None:
+        """The index of the member that leads the ensemble now (``srvr``: ``Mode: leader``)."""
+        down = self._members_down_now()
+        for index, member in enumerate(self.members):
+            if index not in down and "Mode: leader" in four_letter(member.port, "srvr"):
+                return index
+        return None
+
+    def stop_member(self, index: int) -> bool:
+        """Kill -9 member ``index``: its connections break and the daemons' clients
+        reconnect to the others. False (nothing done) when it is down already or when one
+        more member down would leave no quorum."""
+        with self._members_lock:
+            if index in self.members_down or len(self.members_down) >= self.max_members_down:
+                return False
+            member = self.members[index]
+            pid = member.pid
+            if pid is None:
+                return False
+            self.members_down.add(index)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10.0, f"ZooKeeper member {index + 1} to die")
+        member.pid = None
+        self.calls.add(f"zk member {index + 1} (port {member.port}) killed")
+        return True
+
+    def start_member(self, index: int, timeout: float = 60.0) -> bool:
+        """Start member ``index`` again (same ports, same data) and wait until it serves
+        clients in the quorum. False when it was not down."""
+        with self._members_lock:
+            if index not in self.members_down:
+                return False
+            restarting = index in self._members_restarting
+            self._members_restarting.add(index)
+        member = self.members[index]
+        if restarting:  # by another thread: wait for it
+            wait_until(lambda: index not in self.members_down, timeout + 10.0, "a restart")
+            return False
+        try:
+            member.start(timeout)
+            wait_until(member.serving, timeout, f"ZooKeeper member {index + 1} to rejoin")
+        finally:
+            with self._members_lock:
+                self._members_restarting.discard(index)
+                if member.pid is not None:
+                    self.members_down.discard(index)
+        self.calls.add(f"zk member {index + 1} (port {member.port}) back")
         return True
 
     def boot(self, node: str) -> Incarnation:
@@ -1088,6 +1199,9 @@ class ChaosCluster:
         hypervisors; a crashed node the cluster has not rebooted within ``reboot_wait`` (fence
         window + session + 5 s) is power-cycled by hand. Returns what it did."""
         done: list[str] = []
+        for index in self._members_down_now():
+            if self.start_member(index):
+                done.append(f"start zk member {index + 1}")
         for slot in self.slots.values():
             inc = self.current(slot.name)
             if inc is not None and not slot.killed:

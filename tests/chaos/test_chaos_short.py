@@ -1,5 +1,6 @@
 """The short chaos budget `make test` runs: a few seeded trials (two fixed seeds and one
-random one, named in the test id) of 6 steps on 3 nodes, 10-30 s each. Each asserts no
+random one, named in the test id) of 6 steps on 3 nodes, 10-30 s each, and one fixed seed
+against a 3-member ZooKeeper ensemble, which loses its leader mid-trial. Each asserts no
 violated invariant and convergence; a failure prints the trial's report and the command
 that replays it (`make chaos TRIALS=N` runs the long budget)."""
 
@@ -7,15 +8,16 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from hypervisor import DomainSpec
 from schemas import RouterState
 from tests.chaos.harness import ChaosCluster
-from tests.chaos.trials import run_trial
+from tests.chaos.trials import make_plan, run_trial
 
 RANDOM_SEED = random.SystemRandom().randrange(1, 10**6)
 SEEDS = [
@@ -33,6 +35,32 @@ def test_chaos_trial(seed: int, zookeeper: ZooKeeperServer, tmp_path: Path) -> N
     print(result.report())
     assert result.ok, result.report()
     assert result.converge_seconds is not None
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ZooKeeperServer]]:
+    members = start_ensemble(tmp_path_factory.mktemp("ensemble"), 3)
+    yield members
+    for member in members:
+        member.stop()
+
+
+# 3 coordinators: v1's holder crashes; then the ensemble's leader is killed, v2 is migrated
+# while a new leader is elected (HTTP 503), and the leader comes back 3.6 s later.
+ENSEMBLE_SEED = 10
+
+
+def test_chaos_trial_zookeeper_member_loss(ensemble: list[ZooKeeperServer], tmp_path: Path) -> None:
+    plan = make_plan(ENSEMBLE_SEED, 6, 3, zk_members=3)
+    assert any(step.action == "zk_member_loss" for step in plan.steps)
+    result = run_trial(
+        ENSEMBLE_SEED, steps=6, nodes=3, zookeeper=ensemble, workdir=tmp_path / "trial"
+    )
+    print(result.report())
+    assert result.ok, result.report()
+    assert result.converge_seconds is not None
+    assert any("killed zk member" in line for line in result.log), result.log
+    assert any("serving again" in line for line in result.log), result.log
 
 
 def test_monitor_sees_two_holders_and_two_primaries(

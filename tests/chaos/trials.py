@@ -2,8 +2,11 @@
 ``ChaosCluster``, then every fault healed and the invariants checked.
 
 The plan (every VM, operation, node, duration and wait) depends only on the seed, the step
-count and the node count, so ``python -m tests.chaos --seed S --steps K --nodes N`` replays a
-trial's steps exactly; only a fault aimed at "the primary" is resolved when it runs.
+count, the node count and the number of ZooKeeper members, so ``python -m tests.chaos --seed S
+--steps K --nodes N [--zk-members Z]`` replays a trial's steps exactly; only a fault aimed at
+"the primary" (or the ensemble's leader) is resolved when it runs. On an ensemble of 3 or more,
+ZooKeeper member loss (kill -9 one member, a given one or the leader, start it again a few
+seconds later; never more than a minority down) is one of the faults, and every plan has one.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from tests.chaos.harness import ChaosCluster, ChaosTimings, Incarnation, vm_manifest
 
 log = logging.getLogger("chaos")
@@ -34,6 +37,10 @@ that node at that moment (kill: 0.3 s into the start; pause, partition: just bef
 HOLDER = "<holder of {}>"
 """A step's node resolved at run time to the node holding that VM then (else where it is
 placed): faults aimed where a VM is, or is being moved to or from."""
+ZK_LEADER = "<zk leader>"
+"""A member loss resolved at run time to the member that leads the ensemble then."""
+ZK_RESTART_ALLOWANCE = 4.0
+"""The plan's guess of how long a killed member takes to start and rejoin (a JVM start)."""
 
 
 @dataclass
@@ -58,6 +65,7 @@ class Plan:
     steps: list[Step]
     coordinators: int = 0
     """All nodes, or all but one (a node that can never be primary)."""
+    zk_members: int = 1
 
 
 @dataclass
@@ -65,6 +73,7 @@ class TrialResult:
     seed: int
     steps: int
     nodes: int
+    zk_members: int = 1
     failures: list[str] = field(default_factory=list)
     info: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
@@ -84,11 +93,14 @@ class TrialResult:
         return (
             f".venv/bin/python -m tests.chaos --seed {self.seed} "
             f"--steps {self.steps} --nodes {self.nodes}"
+            + (f" --zk-members {self.zk_members}" if self.zk_members != 1 else "")
         )
 
     def report(self) -> str:
         lines = [
-            f"trial seed={self.seed} steps={self.steps} nodes={self.nodes}: "
+            f"trial seed={self.seed} steps={self.steps} nodes={self.nodes}"
+            + (f" zk-members={self.zk_members}" if self.zk_members != 1 else "")
+            + ": "
             + ("ok" if self.ok else f"{len(self.failures)} FAILED")
             + f" ({self.seconds:.1f}s"
             + (f", converged in {self.converge_seconds:.1f}s" if self.converge_seconds else "")
@@ -113,8 +125,15 @@ class TrialResult:
         return "\n".join(lines)
 
 
-def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = None) -> Plan:
-    """Everything a trial does, from the seed alone."""
+def make_plan(
+    seed: int,
+    steps: int,
+    nodes: int,
+    timings: ChaosTimings | None = None,
+    zk_members: int = 1,
+) -> Plan:
+    """Everything a trial does, from the seed alone (on one ZooKeeper server the same plans
+    as before member loss existed: its choice is only added on an ensemble)."""
     t = timings or ChaosTimings()
     rng = random.Random(seed)
     names = [f"n{i}" for i in range(1, nodes + 1)]
@@ -131,6 +150,9 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
     # Faults under way, by the plan's own clock (waits only): at most nodes - 2 at once, so
     # two nodes are always healthy to fence and to run VMs.
     busy_until: list[float] = []
+    # Members down, by the same clock: at most a minority, so a quorum remains.
+    max_zk_down = (zk_members - 1) // 2
+    zk_down_until: list[float] = []
     clock = 0.0
     reboot = t.fence_after + t.session_timeout + 4.0
     plan: list[Step] = []
@@ -139,6 +161,7 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
         wait = round(rng.uniform(0.0, 0.3) if rng.random() < 0.4 else rng.uniform(0.3, 2.0), 2)
         clock += wait
         busy_until = [u for u in busy_until if u > clock]
+        zk_down_until = [u for u in zk_down_until if u > clock]
         fault_room = len(busy_until) < max(1, nodes - 2)
         choices: list[tuple[str, float]] = [
             ("apply", 1.0 if len(live) < MAX_VMS else 0.0),
@@ -172,6 +195,8 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
                 ("pause_at_start", 0.6),
                 ("partition_at_start", 0.4),
             ]
+        if len(zk_down_until) < max_zk_down:
+            choices.append(("zk_member_loss", 0.8))
         actions, weights = zip(*[(a, w) for a, w in choices if w > 0], strict=True)
         action = rng.choices(actions, weights)[0]
         node = rng.choice(names)
@@ -196,6 +221,9 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
             args = {"vm": vm, "seconds": round(rng.uniform(0.5, 6.0), 1)}
         elif action in ("flush", "ready"):
             args = {"node": node}
+        elif action == "zk_member_loss":
+            args = _member_loss(rng, zk_members)
+            zk_down_until.append(clock + args["seconds"] + ZK_RESTART_ALLOWANCE)
         elif action == "partition_all":
             args = {"seconds": round(rng.uniform(1.0, 6.0), 1)}
             busy_until += [clock + args["seconds"]] * nodes
@@ -221,7 +249,39 @@ def make_plan(seed: int, steps: int, nodes: int, timings: ChaosTimings | None = 
         plan.append(Step(index, wait, action, args))
     # Drawn apart from the rest, so adding this did not change the plans of earlier seeds.
     coordinators = nodes if random.Random(seed * 7919 + 1).random() < 0.5 else max(2, nodes - 1)
-    return Plan(seed, nodes, vms, plan, min(coordinators, nodes))
+    if max_zk_down and plan and not any(s.action == "zk_member_loss" for s in plan):
+        # Every trial on an ensemble loses a member: one VM operation (else any step) becomes
+        # a member loss, drawn apart again.
+        extra = random.Random(seed * 7919 + 2)
+        ops = [s for s in plan if s.action in _REPLACEABLE] or plan
+        chosen = extra.choice(ops)
+        plan[chosen.index - 1] = Step(
+            chosen.index, chosen.wait, "zk_member_loss", _member_loss(extra, zk_members)
+        )
+    return Plan(seed, nodes, vms, plan, min(coordinators, nodes), zk_members)
+
+
+_REPLACEABLE = frozenset(
+    {
+        "start",
+        "stop",
+        "migrate",
+        "unmigrate",
+        "move",
+        "flush",
+        "ready",
+        "guest_crash",
+        "guest_pause",
+    }
+)
+"""Steps whose loss changes nothing later in the plan (not apply or delete: later steps name
+their VMs)."""
+
+
+def _member_loss(rng: random.Random, zk_members: int) -> dict[str, Any]:
+    """Which member dies (1-based, or the leader then) and for how long."""
+    member: int | str = ZK_LEADER if rng.random() < 0.4 else rng.randint(1, zk_members)
+    return {"member": member, "seconds": round(rng.uniform(1.0, 6.0), 1)}
 
 
 class TrialRunner:
@@ -295,6 +355,35 @@ class TrialRunner:
         args = {"vm": vm, "node": node[0]} if node else {"vm": vm}
         return f"armed; {then} {' '.join(node)}: {self.run_step(Step(0, 0.0, then, args))}"
 
+    def member_loss(self, step: Step) -> str:
+        """Kill -9 one ZooKeeper member now; a timer starts it again after ``seconds``."""
+        c, member, seconds = self.cluster, step.args["member"], step.args["seconds"]
+        index = c.leader_member() if member == ZK_LEADER else int(member) - 1
+        if index is None:
+            return "skipped: no leader now"
+        leader = " (the leader)" if member == ZK_LEADER else ""
+        if not c.stop_member(index):
+            return f"skipped: zk member {index + 1}{leader} is down or would leave no quorum"
+        killed = time.monotonic()
+
+        def restart() -> None:
+            try:
+                c.start_member(index)
+            except Exception as exc:
+                self.result.failures.append(f"HARNESS: zk member {index + 1} restart: {exc!r}")
+                self.note(f"  zk member {index + 1} did not come back: {exc!r}")
+                return
+            self.note(
+                f"  zk member {index + 1} serving again "
+                f"({time.monotonic() - killed:.1f}s after it was killed)"
+            )
+
+        timer = threading.Timer(seconds, restart)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+        return f"killed zk member {index + 1}{leader}, restart in {seconds:g}s"
+
     def _dead(self, what: str) -> bool:
         """Whether the incarnation a timed heal names (``resume n1#2``) has died meanwhile."""
         name = what.split()[-1]
@@ -358,6 +447,8 @@ class TrialRunner:
             for inc in cut_off:
                 self.later(a["seconds"], f"heal partition {inc.name}", _heal(c, inc))
             return f"partitioned {', '.join(inc.name for inc in cut_off)}"
+        if step.action == "zk_member_loss":
+            return self.member_loss(step)
         if a.get("node") == NEXT_START:
             return self.at_next_start(step)
         resolved = self.resolve(a["node"])
@@ -396,33 +487,43 @@ def run_trial(
     steps: int = 12,
     nodes: int = 4,
     *,
-    zookeeper: ZooKeeperServer | None = None,
+    zookeeper: ZooKeeperServer | Sequence[ZooKeeperServer] | None = None,
+    zk_members: int = 1,
     workdir: Path | None = None,
     timings: ChaosTimings | None = None,
     keep: bool = False,
 ) -> TrialResult:
-    """One seeded trial. Starts its own ZooKeeper unless given one (one per run is enough:
+    """One seeded trial. Starts its own ZooKeeper (``zk_members`` of them: an ensemble when
+    more than one) unless given a server or an ensemble's members (one per run is enough:
     every trial has its own root). The trial's folder (daemon logs) is kept when it fails."""
     t = timings or ChaosTimings()
-    plan = make_plan(seed, steps, nodes, t)
-    result = TrialResult(seed, steps, nodes)
+    given: list[ZooKeeperServer] | None = None
+    if zookeeper is not None:
+        given = list(zookeeper) if isinstance(zookeeper, Sequence) else [zookeeper]
+        zk_members = len(given)
+    plan = make_plan(seed, steps, nodes, t, zk_members)
+    result = TrialResult(seed, steps, nodes, zk_members)
     base = Path(workdir or tempfile.mkdtemp(prefix=f"pvc-chaos-{seed}-"))
     base.mkdir(parents=True, exist_ok=True)
-    own_zk = zookeeper is None
-    zk = zookeeper or ZooKeeperServer(base / "zookeeper")
+    members: list[ZooKeeperServer] = given or []
     root_level = logging.getLogger().level
     handler = _log_to(base / "pvc.log")
     started = time.monotonic()
     try:
-        if own_zk:
-            zk.start()
-        _run(plan, zk, base / "cluster", t, result)
+        if given is None:
+            if zk_members > 1:
+                members = start_ensemble(base / "zookeeper", zk_members)
+            else:
+                members = [ZooKeeperServer(base / "zookeeper")]
+                members[0].start()
+        _run(plan, members, base / "cluster", t, result)
     finally:
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(root_level)
         handler.close()
-        if own_zk:
-            zk.stop()
+        if given is None:
+            for member in members:
+                member.stop()
         result.seconds = time.monotonic() - started
         if result.ok and not keep:
             shutil.rmtree(base, ignore_errors=True)
@@ -446,7 +547,11 @@ def _log_to(path: Path) -> logging.Handler:
 
 
 def _run(
-    plan: Plan, zk: ZooKeeperServer, workdir: Path, t: ChaosTimings, result: TrialResult
+    plan: Plan,
+    zk: list[ZooKeeperServer],
+    workdir: Path,
+    t: ChaosTimings,
+    result: TrialResult,
 ) -> None:
     cluster = ChaosCluster(zk, workdir, nodes=plan.nodes, coordinators=plan.coordinators, timings=t)
     runner: TrialRunner | None = None
@@ -456,6 +561,11 @@ def _run(
             runner.note(
                 f"cluster up: {plan.nodes} nodes, {plan.coordinators} coordinators, "
                 f"primary {cluster.primary()}"
+                + (
+                    f"; {len(zk)} ZooKeeper members, leader member {leader + 1}"
+                    if len(zk) > 1 and (leader := cluster.leader_member()) is not None
+                    else ""
+                )
             )
             for vm in plan.vms:
                 cluster.apply_vm(
