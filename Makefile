@@ -49,11 +49,13 @@ integration: venv
 e2e: venv
 	$(BIN)/python -m pytest -q tests/e2e
 
-# Randomized fault trials (tests/chaos): `make chaos TRIALS=N`, seeds printed, each failure
+# Randomized fault trials (tests/chaos): `make chaos TRIALS=N [SEED=S] [ZK_MEMBERS=3]` (3:
+# against a ZooKeeper ensemble, with member loss among the faults), seeds printed, each failure
 # printed with the one command that replays it.
 TRIALS ?= 200
+ZK_MEMBERS ?= 1
 chaos: setup
-	$(BIN)/python -m tests.chaos --trials $(TRIALS) $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m tests.chaos --trials $(TRIALS) $(if $(SEED),--seed $(SEED)) --zk-members $(ZK_MEMBERS)
 
 bench: setup
 	$(BIN)/python bench/apply_latency.py
