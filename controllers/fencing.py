@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from kazoo.exceptions import LockTimeout
@@ -320,8 +320,10 @@ class FenceController:
             return
         self._retry_at.pop(name, None)
 
-    def fence(self, node: Node, spec: ClusterSpec) -> None:
-        name = node.name
+    @contextlib.contextmanager
+    def _fence_lock(self) -> Iterator[None]:
+        """Hold the cluster-wide fence lock, in this primary's epoch (re-read after a sync):
+        a primary that was paused must not act on a node on a stale view."""
         lock = exclusive_lock(self.store, FENCE_LOCK, self.node)
         try:
             got = lock.acquire(timeout=60)
@@ -330,10 +332,16 @@ class FenceController:
         if not got:
             raise FenceStepFailed("another fence holds the fence lock")
         try:
-            # A primary that was paused must not power off a node on a stale view; nor
-            # may maintenance mode switched on since the last look be missed.
             if self.store.read_epoch(sync=True) != self.epoch:
                 raise EpochMoved(f"the epoch moved past {self.epoch}")
+            yield
+        finally:
+            lock.release()
+
+    def fence(self, node: Node, spec: ClusterSpec) -> None:
+        name = node.name
+        with self._fence_lock():
+            # Maintenance mode switched on since the last look must not be missed.
             cluster = self.store.get(Cluster, CLUSTER_NAME) if self._has_cluster() else None
             if cluster is not None and cluster.spec.maintenance:
                 raise FenceStepFailed("maintenance mode is on")
@@ -370,8 +378,6 @@ class FenceController:
                 name, FenceStep.FENCED, self.epoch, after=FenceStep.FENCING
             ):
                 raise FenceStepFailed("the fence record changed under this fence")
-        finally:
-            lock.release()
         self._finish(node, spec)
 
     def _has_cluster(self) -> bool:
@@ -383,16 +389,7 @@ class FenceController:
         it (maybe a primary that died since) may be long gone, and a node powered on again
         meanwhile may run its VMs, so it is fenced again instead."""
         name = node.name
-        lock = exclusive_lock(self.store, FENCE_LOCK, self.node)
-        try:
-            got = lock.acquire(timeout=60)
-        except LockTimeout:
-            got = False
-        if not got:
-            raise FenceStepFailed("another fence holds the fence lock")
-        try:
-            if self.store.read_epoch(sync=True) != self.epoch:
-                raise EpochMoved(f"the epoch moved past {self.epoch}")
+        with self._fence_lock():
             agent = self._agents(name, node.spec.fence)
             if agent is None:
                 raise FenceStepFailed("no fence agent to confirm the node is still off")
@@ -407,8 +404,6 @@ class FenceController:
                     f"power is {state.value} again before its VMs were recovered: fencing again"
                 )
             Holders(self.store).release_node(name)
-        finally:
-            lock.release()
         if spec.fencing.successful_fence == "migrate":
             self.recover(name)
         if not self.records.advance(name, FenceStep.RECOVERED, self.epoch, after=FenceStep.FENCED):
