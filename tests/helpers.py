@@ -8,6 +8,8 @@ from typing import TypeVar
 
 import pytest
 
+from zkstore import Store
+
 T = TypeVar("T")
 
 
@@ -36,3 +38,9 @@ def holds_for(check: Callable[[], bool], seconds: float, what: str, interval: fl
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+def node_of(store: Store, vm: str) -> str | None:
+    """The node a VM is placed on, as stored now (None when unplaced)."""
+    placement = store.read_placement(vm)
+    return placement.node if placement else None

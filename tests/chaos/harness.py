@@ -82,7 +82,15 @@ from hypervisor.errors import HypervisorUnavailable
 from hypervisor.faulty import HypervisorWorld, Timings
 from hypervisor.fence import FenceAgent, FenceError, PowerState
 from hypervisor.testdriver import write_test_host_xml
-from schemas import FenceConfig, Node, RouterState, RunStrategy, VirtualMachine
+from schemas import (
+    FenceConfig,
+    Node,
+    NodeStatus,
+    RouterState,
+    RunStrategy,
+    VirtualMachine,
+    VirtualMachineStatus,
+)
 from zkstore import NotFound, Store
 
 if TYPE_CHECKING:
@@ -1128,6 +1136,14 @@ class ChaosCluster:
             f"{vm} running" + (f" on {node}" if node else ""),
         )
         return str(found)
+
+    def vm_status(self, vm: str) -> VirtualMachineStatus:
+        """The VM's stored status as written (empty when it has none)."""
+        return VirtualMachineStatus.model_validate(self.store.read_status(VirtualMachine, vm) or {})
+
+    def node_status(self, node: str) -> NodeStatus:
+        """The Node's stored status as written (empty when it has none)."""
+        return NodeStatus.model_validate(self.store.read_status(Node, node) or {})
 
     def placement_of(self, vm: str) -> str | None:
         placement = self.store.read_placement(vm)

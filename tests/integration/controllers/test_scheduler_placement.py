@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from schemas import (
     parse_resource,
     set_condition,
 )
-from tests.helpers import wait_for
+from tests.helpers import node_of, wait_for
 from zkstore import Store, paths
 
 GIB = 2**30
@@ -59,19 +58,6 @@ def add_vm(store: Store, name: str, memory: str = "1Gi", **spec: Any) -> None:
             }
         )
     )
-
-
-def node_of(store: Store, vm: str) -> str | None:
-    placement = store.read_placement(vm)
-    return placement.node if placement else None
-
-
-@pytest.fixture
-def scheduler(store: Store) -> Iterator[Scheduler]:
-    sched = Scheduler(store, store.bump_epoch("test"))
-    sched.start()
-    yield sched
-    sched.stop()
 
 
 def test_mem_policy_picks_the_node_with_most_free_memory(

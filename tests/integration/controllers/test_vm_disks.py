@@ -25,7 +25,7 @@ from schemas import (
     parse_resource,
     set_condition,
 )
-from tests.helpers import wait_for
+from tests.helpers import node_of, wait_for
 from zkstore import Disks, Store, paths
 
 GIB = 2**30
@@ -181,19 +181,6 @@ def add_node(store: Store, name: str, disk_dir: str, shared: bool, memory_gib: i
     )
     store.write_status(Node, name, status)
     store.client.create(store.path(paths.node_lease(name)), b"{}", ephemeral=True, makepath=True)
-
-
-def node_of(store: Store, vm: str) -> str | None:
-    placement = store.read_placement(vm)
-    return placement.node if placement else None
-
-
-@pytest.fixture
-def scheduler(store: Store) -> Iterator[Scheduler]:
-    sched = Scheduler(store, store.bump_epoch("test"))
-    sched.start()
-    yield sched
-    sched.stop()
 
 
 def created_disk(store: Store, vm: str, node: str, path: str, shared: str | None) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.fence_records import FenceRecords, FenceStep
-from schemas import DaemonState, Node, NodeStatus
+from schemas import DaemonState
 from tests.chaos.harness import ChaosCluster
 from tests.helpers import holds_for, wait_for
 from zkstore import Holders, paths
@@ -22,11 +22,6 @@ from zkstore import Holders, paths
 def cluster(zookeeper: ZooKeeperServer, tmp_path: Path) -> Iterator[ChaosCluster]:
     with ChaosCluster(zookeeper, tmp_path / "cluster", nodes=3) as running:
         yield running
-
-
-def _daemon_state(cluster: ChaosCluster, node: str) -> DaemonState | None:
-    raw = cluster.store.read_status(Node, node) or {}
-    return NodeStatus.model_validate(raw).daemon_state
 
 
 def _other(cluster: ChaosCluster) -> str:
@@ -69,7 +64,8 @@ def test_a_missing_lease_alone_is_not_death(cluster: ChaosCluster) -> None:
     window = cluster.timings.fence_after + 2 * cluster.timings.keepalive_interval
     holds_for(
         lambda: (
-            _daemon_state(cluster, node) == DaemonState.RUN and cluster.running_on("fr2") == node
+            cluster.node_status(node).daemon_state == DaemonState.RUN
+            and cluster.running_on("fr2") == node
         ),
         window,
         f"{node} heartbeating without its lease is neither dead nor fenced",

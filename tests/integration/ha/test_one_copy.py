@@ -16,7 +16,6 @@ import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
 from hypervisor import DomainState
-from schemas import VirtualMachine, VirtualMachineStatus
 from tests.chaos.harness import ChaosCluster
 from tests.helpers import wait_for
 
@@ -29,10 +28,6 @@ def cluster(zookeeper: ZooKeeperServer, tmp_path: Path) -> Iterator[ChaosCluster
 
 def _others(cluster: ChaosCluster, *besides: str) -> list[str]:
     return [n for n in sorted(cluster.slots) if n not in besides]
-
-
-def _status(cluster: ChaosCluster, vm: str) -> VirtualMachineStatus:
-    return VirtualMachineStatus.model_validate(cluster.store.read_status(VirtualMachine, vm) or {})
 
 
 def _no_violation(cluster: ChaosCluster) -> None:
@@ -107,7 +102,7 @@ def test_4_two_moves_in_a_row_before_the_first_source_let_go(cluster: ChaosClust
 
 
 def _waiting(cluster: ChaosCluster, vm: str) -> bool:
-    return _status(cluster, vm).reason == "WaitingForSource"
+    return cluster.vm_status(vm).reason == "WaitingForSource"
 
 
 def test_5_a_node_in_use_is_not_deleted(cluster: ChaosCluster) -> None:
@@ -146,9 +141,9 @@ def test_a_move_away_and_back_keeps_the_guest_running(cluster: ChaosCluster) -> 
     wait_for(lambda: _waiting(cluster, "v7"), 10, "n2 to wait for n1")
     assert cluster.verb("vms", "v7", "unmigrate") == 200
     wait_for(lambda: cluster.world.holders("v7") == {"n1"}, 20, "n2 to let go")
-    wait_for(lambda: _status(cluster, "v7").phase == "Running", 10, "v7 Running again")
+    wait_for(lambda: cluster.vm_status("v7").phase == "Running", 10, "v7 Running again")
     assert cluster.world.domain_state("n1", "v7") == DomainState.RUNNING
-    assert _status(cluster, "v7").failures == 0
+    assert cluster.vm_status("v7").failures == 0
     stops = [line for line in cluster.calls.tail(400) if "v7" in line and "destroy" in line]
     assert stops == [], stops
     _no_violation(cluster)
