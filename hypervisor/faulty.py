@@ -7,6 +7,7 @@ on a node's test:/// host file (define() still validates the XML) and adds
 durations (Timings) and faults driven through the HypervisorWorld: crash,
 pause/resume, cut (the node's daemon lost its hypervisor connection) and
 power off/on (every domain on the host gone at once; it comes back empty).
+It live-migrates between its hosts as libvirt does (faulty_migration.py).
 
 HypervisorWorld records every transition of every simulated host under one
 lock; a VM becoming held on a node while another node holds it is a
@@ -42,119 +43,79 @@ Details a harness relies on:
   transition, define and undefine; libvirt's own events are not used.
 - on_power callbacks run in the thread that changed the power (the fence
   agent's caller), after the change, one power change at a time.
+
+Details a harness relies on, for live migration (migrate() on the source S,
+MigrationTarget.node naming the target T, whose uri and address are only
+recorded):
+
+- From the call T holds an incoming copy, reported PAUSED (state, info and
+  list_managed on T show it); S records migrating-out:T, T incoming:S. After
+  Timings.migrate seconds (or world.slow_migrations(vm, seconds)), at once
+  under the lock: S's copy goes off (off:migrated) and is undefined there,
+  stop_reason() on S saying MIGRATED until the name is defined there again;
+  T's copy runs and is defined on T with the spec S had. Events on both.
+- One-copy rule: an incoming copy beside the running source of its own
+  migration is no violation (holders() names both meanwhile); any other
+  second holder is, as before.
+- It fails with MigrationFailed, the domain running on S as before and
+  nothing on T, when: the domain is not running on S (DomainNotFound when
+  it is not defined there); T is unknown, off, S itself or already holds the
+  vm; abort_migration() on S; T loses power; the incoming copy is destroyed,
+  crashed or undefined on T; S's copy is destroyed or crashes (it is then off,
+  or going off, on S too); world.fail_migrations(vm, why) planned it (half-way).
+- S losing power ends both copies and migrate() raises HypervisorUnavailable;
+  so does a cut of S, after the migration ended on its own (either way). A cut
+  of T changes nothing. HypervisorWorld(live_migration=False), or
+  set_live_migration(node, False), makes migrate() raise MigrationUnsupported
+  at once. shutdown() of either copy raises OperationFailed while it runs
+  (libvirt's migration job holds the domain); start() of either is a no-op.
+- migration_progress() on S: the domain's memory as data_total, falling
+  linearly to the switch-over; None when no migration of it runs.
 """
 
 from __future__ import annotations
 
 import collections
-import enum
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import NamedTuple
 
-from hypervisor.domain import (
-    DiskSpec,
-    DomainDriver,
-    DomainInfo,
-    DomainSpec,
-    DomainState,
-    HostFacts,
-    LifecycleCallback,
-    StopReason,
-)
+from hypervisor.domain import DomainSpec, DomainState, StopReason
 from hypervisor.errors import (
     DomainNotFound,
     HypervisorError,
-    HypervisorUnavailable,
     OperationFailed,
 )
-from hypervisor.fence.base import FenceAgent, PowerState
+from hypervisor.faulty_driver import FaultyDriver, SimulatedPowerAgent
+from hypervisor.faulty_migration import Migrations
+from hypervisor.faulty_state import (
+    NODE_WIDE,
+    REPORTED,
+    TRANSITION_LOG_SIZE,
+    Held,
+    Host,
+    Phase,
+    Timings,
+    Transition,
+    Violation,
+    unavailable,
+)
+from hypervisor.fence.base import FenceAgent
 from hypervisor.libvirt_driver import LibvirtDriver
 
+__all__ = [
+    "NODE_WIDE",
+    "TRANSITION_LOG_SIZE",
+    "FaultyDriver",
+    "HypervisorWorld",
+    "SimulatedPowerAgent",
+    "Timings",
+    "Transition",
+    "Violation",
+]
+
 log = logging.getLogger(__name__)
-
-TRANSITION_LOG_SIZE = 2000
-"""How many transitions the world keeps for a failing trial to print."""
-
-NODE_WIDE = "*"
-"""The vm field of a transition that concerns a whole node (power, cut)."""
-
-
-@dataclass
-class Timings:
-    start: float = 0.6
-    """Seconds a start() takes (QEMU here: 0.5-0.8 s); the domain is held from the call."""
-    shutdown: float = 1.0
-    """Seconds a guest that honours ACPI takes to power off after shutdown()."""
-    destroy: float = 0.3
-    """Seconds destroy()/undefine() of a live domain takes (QEMU here: 1.4-2 s)."""
-
-
-@dataclass(frozen=True)
-class Violation:
-    vm: str
-    nodes: tuple[str, ...]
-    """The nodes that held it at once, sorted."""
-    at: float
-    """time.monotonic() of the transition that made the second holder."""
-    detail: str
-
-
-class Transition(NamedTuple):
-    t: float
-    """time.monotonic()"""
-    node: str
-    vm: str
-    """NODE_WIDE for power and cut changes."""
-    state: str
-    """starting, running, paused, shutting-down, destroying, acpi-ignored, off:<why>,
-    defined, undefined, power-off, power-on, cut, uncut."""
-
-
-class _Phase(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    PAUSED = "paused"
-    SHUTTING_DOWN = "shutting-down"
-
-
-_REPORTED = {
-    _Phase.STARTING: DomainState.PAUSED,
-    _Phase.RUNNING: DomainState.RUNNING,
-    _Phase.PAUSED: DomainState.PAUSED,
-    _Phase.SHUTTING_DOWN: DomainState.SHUTTING_DOWN,
-}
-
-
-class _Held:
-    """One domain held on one node; the object's identity is the token of that holding."""
-
-    def __init__(self, phase: _Phase) -> None:
-        self.phase = phase
-        self.interrupted = False
-        """Set by a destroy, crash or power loss: a start or ACPI shutdown under way ends."""
-        self.stopping = False
-        """A destroy is under way."""
-
-
-class _Host:
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.uri: str | None = None
-        self.inner: LibvirtDriver | None = None
-        self.powered = True
-        self.cut = False
-        self.power_cycles = 0
-        self.drivers: list[FaultyDriver] = []
-
-
-def _unavailable(operation: str, domain: str, why: str) -> HypervisorUnavailable:
-    what = f"{operation} domain {domain!r}" if domain else operation
-    return HypervisorUnavailable(f"{what}: {why}", operation=operation, domain=domain)
 
 
 class HypervisorWorld:
@@ -166,12 +127,20 @@ class HypervisorWorld:
     instant (never sampled).
     """
 
-    def __init__(self, timings: Timings | None = None, *, log_size: int = TRANSITION_LOG_SIZE):
+    def __init__(
+        self,
+        timings: Timings | None = None,
+        *,
+        log_size: int = TRANSITION_LOG_SIZE,
+        live_migration: bool = True,
+    ):
         self.timings = timings or Timings()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._hosts: dict[str, _Host] = {}
-        self._held: dict[tuple[str, str], _Held] = {}
+        self._hosts: dict[str, Host] = {}
+        self._held: dict[tuple[str, str], Held] = {}
+        self._specs: dict[tuple[str, str], DomainSpec] = {}
+        """What each domain is defined as on each node (a migration defines it on its target)."""
         self._stop_reasons: dict[tuple[str, str], StopReason] = {}
         self._ignore_acpi: set[str] = set()
         self._violations: list[Violation] = []
@@ -179,6 +148,7 @@ class HypervisorWorld:
         self._retired: list[LibvirtDriver] = []
         self._power_lock = threading.RLock()
         self._power_callbacks: list[Callable[[str, bool], None]] = []
+        self._migrations = Migrations(self, live_migration=live_migration)
 
     # -- the truth -----------------------------------------------------------------------
 
@@ -228,7 +198,7 @@ class HypervisorWorld:
         """What `node` holds of `vm` as a driver reports it; None when not held."""
         with self._lock:
             held = self._held.get((node, vm))
-            return None if held is None else _REPORTED[held.phase]
+            return None if held is None else REPORTED[held.phase]
 
     # -- faults --------------------------------------------------------------------------
 
@@ -244,14 +214,14 @@ class HypervisorWorld:
         """A running domain becomes PAUSED (still held); a no-op in any other state."""
         with self._lock:
             held = self._held.get((node, vm))
-            if held is not None and held.phase is _Phase.RUNNING and not held.stopping:
-                self._set_phase(node, vm, held, _Phase.PAUSED)
+            if held is not None and held.phase is Phase.RUNNING and not held.stopping:
+                self._set_phase(node, vm, held, Phase.PAUSED)
 
     def resume(self, node: str, vm: str) -> None:
         with self._lock:
             held = self._held.get((node, vm))
-            if held is not None and held.phase is _Phase.PAUSED:
-                self._set_phase(node, vm, held, _Phase.RUNNING)
+            if held is not None and held.phase is Phase.PAUSED:
+                self._set_phase(node, vm, held, Phase.RUNNING)
 
     def crash(self, node: str, vm: str) -> None:
         """A held domain goes off at once, stop reason CRASHED; a no-op when not held."""
@@ -261,7 +231,7 @@ class HypervisorWorld:
             if held is None:
                 return
             inner = self._hosts[node].inner
-            if inner is not None:
+            if inner is not None and held.phase is not Phase.INCOMING:
                 try:
                     inner.destroy(vm)
                 except HypervisorError as err:
@@ -270,6 +240,21 @@ class HypervisorWorld:
                     )
             self._stop_reasons[key] = StopReason.CRASHED
             self._unhold(node, vm, held, "crashed")
+
+    def fail_migrations(self, vm: str, why: str, count: int = 1) -> None:
+        """The next ``count`` live migrations of ``vm`` fail half-way, saying ``why``."""
+        with self._lock:
+            self._migrations.plan_failures(vm, why, count)
+
+    def slow_migrations(self, vm: str, seconds: float | None) -> None:
+        """Live migrations of ``vm`` take ``seconds`` (None: Timings.migrate again)."""
+        with self._lock:
+            self._migrations.set_duration(vm, seconds)
+
+    def set_live_migration(self, node: str, allowed: bool | None) -> None:
+        """Whether ``node`` can live-migrate (None: as the world's ``live_migration``)."""
+        with self._lock:
+            self._host(node).live_migration = allowed
 
     def cut(self, node: str) -> None:
         """Every driver call on `node` raises HypervisorUnavailable; domains stay as they are."""
@@ -301,10 +286,11 @@ class HypervisorWorld:
                 lost = sorted(name for (holder, name) in self._held if holder == node)
                 for name in lost:
                     held = self._held.pop((node, name))
-                    held.interrupted = True
                     self._record(node, name, "off:power-lost")
-                for key in [key for key in self._stop_reasons if key[0] == node]:
-                    del self._stop_reasons[key]
+                    self._interrupt(node, name, held, "lost power")
+                for records in (self._stop_reasons, self._specs):
+                    for key in [key for key in records if key[0] == node]:
+                        del records[key]
                 inner, host.inner = host.inner, None
                 self._record(node, NODE_WIDE, "power-off")
                 self._changed.notify_all()
@@ -370,7 +356,7 @@ class HypervisorWorld:
                     break
                 if current.stopping:  # libvirt runs one job at a time: the destroy first
                     self._wait_stopped(key, current)
-                elif current.phase is _Phase.STARTING:
+                elif current.phase is Phase.STARTING:
                     self._wait_started(key, current)
                 else:
                     return
@@ -379,13 +365,13 @@ class HypervisorWorld:
                 raise DomainNotFound(
                     f"start domain {name!r}: not defined on {node}", operation="start", domain=name
                 )
-            held = _Held(_Phase.STARTING)
+            held = Held(Phase.STARTING)
             cycle = host.power_cycles
             self._hold(node, name, held)
             self._changed.wait_for(lambda: held.interrupted, timeout=self.timings.start)
             if held.interrupted:
                 if host.power_cycles != cycle:
-                    raise _unavailable("start", name, f"host {node} lost power while starting it")
+                    raise unavailable("start", name, f"host {node} lost power while starting it")
                 raise OperationFailed(
                     f"start domain {name!r}: stopped while starting", operation="start", domain=name
                 )
@@ -394,11 +380,11 @@ class HypervisorWorld:
             except HypervisorError:
                 self._unhold(node, name, held, "start-failed")
                 raise
-            self._set_phase(node, name, held, _Phase.RUNNING)
+            self._set_phase(node, name, held, Phase.RUNNING)
 
-    def _wait_started(self, key: tuple[str, str], held: _Held) -> None:
+    def _wait_started(self, key: tuple[str, str], held: Held) -> None:
         self._changed.wait_for(
-            lambda: self._held.get(key) is not held or held.phase is not _Phase.STARTING
+            lambda: self._held.get(key) is not held or held.phase is not Phase.STARTING
         )
 
     def _stop(self, node: str, name: str, operation: str) -> bool:
@@ -415,8 +401,8 @@ class HypervisorWorld:
                 held = self._held.get(key)
             if held is not None:
                 held.stopping = True
-                held.interrupted = True
                 self._record(node, name, "destroying")
+                self._interrupt(node, name, held, "was destroyed")
                 self._changed.notify_all()
                 current = held
                 self._changed.wait_for(
@@ -431,10 +417,10 @@ class HypervisorWorld:
                         raise
                     self._unhold(node, name, held, "destroyed")
             if host.power_cycles != cycle:
-                raise _unavailable(operation, name, f"host {node} lost power")
+                raise unavailable(operation, name, f"host {node} lost power")
             return True
 
-    def _wait_stopped(self, key: tuple[str, str], held: _Held) -> None:
+    def _wait_stopped(self, key: tuple[str, str], held: Held) -> None:
         self._changed.wait_for(lambda: self._held.get(key) is not held or not held.stopping)
 
     def _shutdown(self, node: str, name: str) -> bool:
@@ -443,12 +429,18 @@ class HypervisorWorld:
             held = self._held.get((node, name))
             if held is None:
                 return False
-            if held.phase is not _Phase.RUNNING or held.stopping:
+            if held.migration is not None:  # libvirt: the migration job holds the domain
+                raise OperationFailed(
+                    f"shutdown domain {name!r}: a live migration of it is under way",
+                    operation="shutdown",
+                    domain=name,
+                )
+            if held.phase is not Phase.RUNNING or held.stopping:
                 return True
             if name in self._ignore_acpi:
                 self._record(node, name, "acpi-ignored")
                 return True
-            self._set_phase(node, name, held, _Phase.SHUTTING_DOWN)
+            self._set_phase(node, name, held, Phase.SHUTTING_DOWN)
         threading.Thread(
             target=self._finish_shutdown,
             args=(node, name, held),
@@ -457,11 +449,11 @@ class HypervisorWorld:
         ).start()
         return True
 
-    def _finish_shutdown(self, node: str, name: str, held: _Held) -> None:
+    def _finish_shutdown(self, node: str, name: str, held: Held) -> None:
         with self._lock:
             if self._changed.wait_for(lambda: held.interrupted, timeout=self.timings.shutdown):
                 return
-            if self._held.get((node, name)) is not held or held.phase is not _Phase.SHUTTING_DOWN:
+            if self._held.get((node, name)) is not held or held.phase is not Phase.SHUTTING_DOWN:
                 return
             inner = self._hosts[node].inner
             if inner is not None:
@@ -475,11 +467,20 @@ class HypervisorWorld:
             self._stop_reasons[(node, name)] = StopReason.GUEST_SHUTDOWN
             self._unhold(node, name, held, "guest-shutdown")
 
-    def _definition_changed(self, node: str, name: str, change: str) -> None:
+    def _defined(self, node: str, spec: DomainSpec) -> None:
+        key = (node, spec.name)
         with self._lock:
-            if change == "undefined":
-                self._stop_reasons.pop((node, name), None)
-            self._record(node, name, change)
+            self._specs[key] = spec
+            if self._stop_reasons.get(key) is StopReason.MIGRATED:
+                del self._stop_reasons[key]  # migrated away, undefined, and now new here
+            self._record(node, spec.name, "defined")
+            self._emit(node, spec.name)
+
+    def _undefined(self, node: str, name: str) -> None:
+        with self._lock:
+            self._specs.pop((node, name), None)
+            self._stop_reasons.pop((node, name), None)
+            self._record(node, name, "undefined")
             self._emit(node, name)
 
     def _reported(self, node: str, name: str, inner_state: DomainState) -> DomainState:
@@ -487,7 +488,7 @@ class HypervisorWorld:
         with self._lock:
             held = self._held.get((node, name))
             if held is not None:
-                return _REPORTED[held.phase]
+                return REPORTED[held.phase]
             if inner_state is DomainState.ABSENT:
                 return DomainState.ABSENT
             if self._stop_reasons.get((node, name)) is StopReason.CRASHED:
@@ -519,31 +520,36 @@ class HypervisorWorld:
 
     # -- under the lock --------------------------------------------------------------------
 
-    def _host(self, node: str) -> _Host:
+    def _host(self, node: str) -> Host:
         host = self._hosts.get(node)
         if host is None:
-            host = self._hosts[node] = _Host(node)
+            host = self._hosts[node] = Host(node)
         return host
 
-    def _check_up(self, host: _Host, operation: str, name: str) -> None:
+    def _check_up(self, host: Host, operation: str, name: str) -> None:
         if not host.powered:
-            raise _unavailable(operation, name, f"host {host.node} is powered off")
+            raise unavailable(operation, name, f"host {host.node} is powered off")
         if host.cut:
-            raise _unavailable(operation, name, f"node {host.node} cannot reach its hypervisor")
+            raise unavailable(operation, name, f"node {host.node} cannot reach its hypervisor")
 
-    def _inner(self, host: _Host, operation: str, name: str) -> LibvirtDriver:
+    def _inner(self, host: Host, operation: str, name: str) -> LibvirtDriver:
         if host.inner is None:
-            raise _unavailable(operation, name, f"host {host.node} is powered off")
+            raise unavailable(operation, name, f"host {host.node} is powered off")
         return host.inner
 
     def _holders(self, vm: str) -> set[str]:
         return {node for (node, name) in self._held if name == vm}
 
-    def _hold(self, node: str, vm: str, held: _Held) -> None:
+    def _hold(self, node: str, vm: str, held: Held, recorded: str | None = None) -> None:
         others = self._holders(vm) - {node}
+        migration = held.migration
+        if migration is not None and self._held.get((migration.source, vm)) is (
+            migration.source_held
+        ):
+            others.discard(migration.source)  # an incoming copy beside its running source
         self._held[(node, vm)] = held
         self._stop_reasons.pop((node, vm), None)
-        self._record(node, vm, held.phase.value)
+        self._record(node, vm, recorded or held.phase.value)
         if others:
             nodes = tuple(sorted({*others, node}))
             detail = f"{vm} became held on {node} while {','.join(sorted(others))} held it"
@@ -554,15 +560,24 @@ class HypervisorWorld:
         self._changed.notify_all()
         self._emit(node, vm)
 
-    def _unhold(self, node: str, vm: str, held: _Held, why: str) -> None:
+    def _unhold(self, node: str, vm: str, held: Held, why: str) -> None:
         if self._held.get((node, vm)) is held:
             del self._held[(node, vm)]
-        held.interrupted = True
         self._record(node, vm, f"off:{why}")
+        self._interrupt(node, vm, held, why)
         self._changed.notify_all()
         self._emit(node, vm)
 
-    def _set_phase(self, node: str, vm: str, held: _Held, phase: _Phase) -> None:
+    def _interrupt(self, node: str, vm: str, held: Held, why: str) -> None:
+        """A holding ends or begins to (destroy): a start, ACPI shutdown or live migration
+        under way ends."""
+        held.interrupted = True
+        migration = held.migration
+        if migration is not None:
+            side = "source" if held is migration.source_held else "incoming copy"
+            self._migrations.break_off(migration, f"the {side} on {node} {why}")
+
+    def _set_phase(self, node: str, vm: str, held: Held, phase: Phase) -> None:
         held.phase = phase
         self._record(node, vm, phase.value)
         self._changed.notify_all()
@@ -585,135 +600,3 @@ class HypervisorWorld:
                 callback(node, on)
             except Exception:
                 log.exception("event=power_callback_failed node=%s on=%s", node, on)
-
-
-class FaultyDriver(DomainDriver):
-    """Wraps a real LibvirtDriver on the node's test:/// URI and adds real durations and
-    faults. state() reports PAUSED while a start is in progress (as libvirt does for a QEMU
-    starting up), SHUTTING_DOWN while an ACPI shutdown runs, PAUSED when paused;
-    stop_reason() reports GUEST_SHUTDOWN after a completed ACPI shutdown and CRASHED after
-    crash(). start/destroy/undefine block the caller for their duration (the domain is held
-    throughout); shutdown returns at once. Made by HypervisorWorld.driver().
-    """
-
-    def __init__(self, world: HypervisorWorld, node: str) -> None:
-        self.node = node
-        self._world = world
-        self._closed = False
-        self._callback: LifecycleCallback | None = None
-        self._events: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._dispatcher: threading.Thread | None = None
-
-    def define(self, spec: DomainSpec) -> None:
-        self._inner("define", spec.name).define(spec)
-        self._world._definition_changed(self.node, spec.name, "defined")
-
-    def create_disk(self, disk: DiskSpec) -> None:
-        self._inner("create-disk", disk.path).create_disk(disk)
-
-    def disk_exists(self, path: str) -> bool:
-        return self._inner("disk-exists", path).disk_exists(path)
-
-    def start(self, name: str) -> None:
-        self._inner("start", name)
-        self._world._start(self.node, name)
-        self._world._check_after(self.node, "start", name)
-
-    def shutdown(self, name: str) -> None:
-        inner = self._inner("shutdown", name)
-        if not self._world._shutdown(self.node, name):
-            inner.shutdown(name)
-
-    def destroy(self, name: str) -> None:
-        inner = self._inner("destroy", name)
-        if not self._world._stop(self.node, name, "destroy"):
-            inner.destroy(name)
-        self._world._check_after(self.node, "destroy", name)
-
-    def undefine(self, name: str) -> None:
-        self._inner("undefine", name)
-        self._world._stop(self.node, name, "undefine")
-        self._inner("undefine", name).undefine(name)
-        self._world._definition_changed(self.node, name, "undefined")
-        self._world._check_after(self.node, "undefine", name)
-
-    def state(self, name: str) -> DomainState:
-        inner_state = self._inner("state", name).state(name)
-        return self._world._reported(self.node, name, inner_state)
-
-    def stop_reason(self, name: str) -> StopReason:
-        inner_reason = self._inner("stop-reason", name).stop_reason(name)
-        return self._world._reported_stop_reason(self.node, name, inner_reason)
-
-    def watch_lifecycle(self, callback: LifecycleCallback) -> None:
-        self._callback = callback
-        if self._dispatcher is None and not self._closed:
-            self._dispatcher = threading.Thread(
-                target=self._dispatch, name=f"faulty-events-{self.node}", daemon=True
-            )
-            self._dispatcher.start()
-
-    def info(self, name: str) -> DomainInfo | None:
-        found = self._inner("info", name).info(name)
-        if found is None:
-            return None
-        return replace(found, state=self._world._reported(self.node, name, found.state))
-
-    def list_managed(self) -> list[DomainInfo]:
-        return [
-            replace(found, state=self._world._reported(self.node, found.name, found.state))
-            for found in self._inner("list", "").list_managed()
-        ]
-
-    def host_facts(self) -> HostFacts:
-        return self._inner("host-facts", "").host_facts()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._world._detach(self)
-        self._events.put(None)
-
-    def _inner(self, operation: str, name: str) -> LibvirtDriver:
-        if self._closed:
-            raise _unavailable(operation, name, f"driver for {self.node} is closed")
-        return self._world._usable_inner(self.node, operation, name)
-
-    def _enqueue(self, name: str) -> None:
-        if self._callback is not None and not self._closed:
-            self._events.put(name)
-
-    def _dispatch(self) -> None:
-        while True:
-            name = self._events.get()
-            if name is None:
-                return
-            callback = self._callback
-            if callback is None:
-                continue
-            try:
-                callback(name)
-            except Exception:  # a callback bug must not end the event thread
-                log.exception("event=lifecycle_callback_failed node=%s vm=%s", self.node, name)
-
-
-class SimulatedPowerAgent(FenceAgent):
-    """A fence agent on a HypervisorWorld's simulated power switch of one node."""
-
-    def __init__(self, world: HypervisorWorld, node: str) -> None:
-        self._world = world
-        self.node = node
-
-    def power_off(self) -> None:
-        self._world.power_off(self.node)
-
-    def power_on(self) -> None:
-        self._world.power_on(self.node)
-
-    def power_status(self) -> PowerState:
-        return PowerState.ON if self._world.powered(self.node) else PowerState.OFF
-
-    @property
-    def description(self) -> str:
-        return f"simulated power of {self.node}"

@@ -77,7 +77,7 @@ from cli.localcluster.zookeeper import four_letter
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon
 from hypervisor import DiskSpec, DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
-from hypervisor.domain import LifecycleCallback, StopReason
+from hypervisor.domain import LifecycleCallback, MigrationProgress, MigrationTarget, StopReason
 from hypervisor.errors import HypervisorUnavailable
 from hypervisor.faulty import HypervisorWorld, Timings
 from hypervisor.fence import FenceAgent, FenceError, PowerState
@@ -485,6 +485,30 @@ class GatedDriver(DomainDriver):
 
     def host_facts(self) -> HostFacts:
         result: HostFacts = self._call("host_facts", None, lambda: self.inner.host_facts(), False)
+        return result
+
+    def live_migration_problem(self) -> str | None:
+        result: str | None = self._call(
+            "live_migration_problem", None, lambda: self.inner.live_migration_problem(), False
+        )
+        return result
+
+    def migrate(self, name: str, target: MigrationTarget, *, max_downtime_ms: int) -> None:
+        self.calls.add(f"{self.node}#{self.incarnation} migrate {name} to {target.node} begins")
+        self._call(
+            "migrate",
+            name,
+            lambda: self.inner.migrate(name, target, max_downtime_ms=max_downtime_ms),
+        )
+
+    def migration_progress(self, name: str) -> MigrationProgress | None:
+        result: MigrationProgress | None = self._call(
+            "migration_progress", name, lambda: self.inner.migration_progress(name), False
+        )
+        return result
+
+    def abort_migration(self, name: str) -> bool:
+        result: bool = self._call("abort_migration", name, lambda: self.inner.abort_migration(name))
         return result
 
     def close(self) -> None:
