@@ -215,7 +215,7 @@ def kvm_unavailable_reason() -> str | None:
     except KeyError:
         qemu = None
     if qemu is not None:
-        from hypervisor.libvirt_driver import qemu_kvm_access_problem
+        from hypervisor.domaintype import qemu_kvm_access_problem
 
         problem = qemu_kvm_access_problem(f"+{qemu.pw_uid}:+{qemu.pw_gid}")
         if problem is not None:

@@ -20,33 +20,17 @@ import click
 import yaml
 from click.shell_completion import CompletionItem
 
-from cli.client import API, ApiClient
+from cli.client import API
+from cli.common import Context, seconds, told
 from cli.errors import InputError, ServerError
 from cli.manifests import load_all
 from cli.output import FORMATS, condition, console, describe, render, render_events, watch_row
 from cli.progress import progress
-from cli.settings import context_names, resolve
+from cli.settings import context_names
+from cli.vm_commands import vm
 from cli.watch import State, wait_until
-from schemas import KINDS, kind_for, to_seconds
+from schemas import KINDS, kind_for
 from schemas.resource import Resource
-
-
-class Context:
-    def __init__(
-        self, server: str | None, config: str | None, context: str | None, token: str | None
-    ) -> None:
-        self._server = server
-        self._config = config
-        self._context = context
-        self._token = token
-        self._client: ApiClient | None = None
-
-    @property
-    def client(self) -> ApiClient:
-        if self._client is None:
-            settings = resolve(self._server, self._config, self._context, self._token)
-            self._client = ApiClient(settings.server, settings.token, ca=settings.ca)
-        return self._client
 
 
 def _kind(word: str) -> type[Resource]:
@@ -54,13 +38,6 @@ def _kind(word: str) -> type[Resource]:
         return kind_for(word)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
-
-
-def _seconds(timeout: str) -> float:
-    try:
-        return to_seconds(timeout)
-    except ValueError as exc:
-        raise InputError(f"--timeout: {exc}") from None
 
 
 def _complete_kinds(
@@ -264,7 +241,7 @@ def _watch(
     version: str | None,
     timeout: str | None,
 ) -> None:
-    deadline = time.monotonic() + _seconds(timeout) if timeout else None
+    deadline = time.monotonic() + seconds(timeout) if timeout else None
     while deadline is None or time.monotonic() < deadline:
         left = 3600.0 if deadline is None else deadline - time.monotonic()
         try:
@@ -341,7 +318,7 @@ def delete(
             raise InputError("usage: pvcctl delete KIND NAME... (or -f FILE)")
         cls = _kind(kind)
         targets = [(cls, n) for n in names]
-    limit = _seconds(timeout)
+    limit = seconds(timeout)
     out = console()
     for cls, name in targets:
         ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}")
@@ -372,7 +349,7 @@ def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None
     cls = _kind(kind)
     if bool(name) == all_:
         raise InputError("give KIND/NAME, or KIND with --all")
-    limit = _seconds(timeout)
+    limit = seconds(timeout)
     want_delete = for_ == "delete"
     cond_type, cond_status = "", ""
     if not want_delete:
@@ -415,54 +392,6 @@ def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None
 # -- verbs ----------------------------------------------------------------------------
 
 
-def _done(kind: str, name: str, what: str) -> None:
-    click.echo(f"{kind}/{name} {what}")
-
-
-@cli.group()
-def vm() -> None:
-    """Imperative verbs on VMs (each only writes spec, an annotation or the placement)."""
-
-
-def _vm_verb(verb: str, help_text: str) -> None:
-    @vm.command(name=verb, help=help_text)
-    @click.argument("name")
-    @click.pass_obj
-    def command(ctx: Context, name: str) -> None:
-        ctx.client.request("POST", f"{API}/vms/{name}/{verb}")
-        _done("vm", name, f"{verb} requested")
-
-
-_vm_verb("start", "Run the VM: runStrategy Always.")
-_vm_verb("stop", "Shut the VM down: runStrategy Halted (ACPI, then force off).")
-_vm_verb("force-stop", "Power the VM off at once, and keep it off.")
-_vm_verb("restart", "Restart the VM once (like kubectl rollout restart).")
-_vm_verb("unmigrate", "Return a migrated VM to where it came from (or its home node).")
-
-
-@vm.command()
-@click.argument("name")
-@click.option("--to", "node", required=True, metavar="NODE", help="the target node.")
-@click.option("--live", is_flag=True, help="live migration only: no shutdown fallback.")
-@click.option("--force", is_flag=True, help="allow a node outside the VM's node limit.")
-@click.pass_obj
-def migrate(ctx: Context, name: str, node: str, live: bool, force: bool) -> None:
-    """Move the VM to NODE for now (spec unchanged; unmigrate brings it back)."""
-    body = {"node": node, "live": live, "force": force}
-    ctx.client.request("POST", f"{API}/vms/{name}/migrate", json=body)
-    _done("vm", name, f"migrate to {node} requested{' (live)' if live else ''}")
-
-
-@vm.command()
-@click.argument("name")
-@click.option("--to", "node", required=True, metavar="NODE", help="the new home node.")
-@click.pass_obj
-def move(ctx: Context, name: str, node: str) -> None:
-    """Change the VM's home node for good (spec.placement.home) and place it there."""
-    ctx.client.request("POST", f"{API}/vms/{name}/move", json={"node": node})
-    _done("vm", name, f"moved to {node}")
-
-
 @cli.group()
 def node() -> None:
     """Imperative verbs on nodes."""
@@ -483,7 +412,7 @@ def _wait_for_node(
             ctx.client,
             "nodes",
             done,
-            _seconds(timeout),
+            seconds(timeout),
             name=name,
             on_change=lambda _s: update(seen.get("now", "-")),
         )
@@ -492,7 +421,7 @@ def _wait_for_node(
             f"timed out after {timeout} waiting for node/{name} {field} {value} "
             f"(still {seen.get('now', '-')}); {hint}"
         )
-    _done("node", name, f"{field} {value}")
+    told("node", name, f"{field} {value}")
 
 
 def _wait_for_primary(ctx: Context, name: str, want: bool, timeout: str) -> None:
@@ -517,12 +446,12 @@ def _wait_for_primary(ctx: Context, name: str, want: bool, timeout: str) -> None
             ctx.client,
             "nodes",
             done,
-            _seconds(timeout),
+            seconds(timeout),
             on_change=lambda _s: update(seen.get("now", "-")),
         )
     if not met:
         raise ServerError(f"timed out after {timeout}: the primary is still {seen.get('now', '-')}")
-    _done("node", name, "primary" if want else "not primary")
+    told("node", name, "primary" if want else "not primary")
 
 
 _WAIT_OPTIONS = [
@@ -544,7 +473,7 @@ def _with_wait(func: Any) -> Any:
 def flush(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
     """Drain NODE: move its VMs away (spec.drain true)."""
     ctx.client.request("POST", f"{API}/nodes/{name}/flush")
-    _done("node", name, "flush requested")
+    told("node", name, "flush requested")
     if wait_:
         _wait_for_node(
             ctx,
@@ -563,7 +492,7 @@ def flush(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
 def ready(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
     """Undrain NODE: it takes VMs again (spec.drain false)."""
     ctx.client.request("POST", f"{API}/nodes/{name}/ready")
-    _done("node", name, "ready requested")
+    told("node", name, "ready requested")
     if wait_:
         _wait_for_node(
             ctx,
@@ -582,7 +511,7 @@ def ready(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
 def primary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
     """Make NODE the preferred primary coordinator (a graceful switchover)."""
     ctx.client.request("POST", f"{API}/nodes/{name}/primary")
-    _done("node", name, "primary requested")
+    told("node", name, "primary requested")
     if wait_:
         _wait_for_primary(ctx, name, True, timeout)
 
@@ -594,7 +523,7 @@ def primary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
 def secondary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
     """Stop preferring NODE as primary."""
     ctx.client.request("POST", f"{API}/nodes/{name}/secondary")
-    _done("node", name, "secondary requested")
+    told("node", name, "secondary requested")
     if wait_:
         _wait_for_primary(ctx, name, False, timeout)
 
@@ -689,6 +618,9 @@ def local_status(state_dir: Path | None) -> None:
         sys.exit(1)
     for name, ok in cluster.running(state).items():
         click.echo(f"{name:<10} {'running' if ok else 'stopped'}")
+
+
+cli.add_command(vm)
 
 
 def main() -> None:

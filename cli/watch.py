@@ -14,6 +14,10 @@ from cli.client import API, ApiClient, Expired
 
 State = dict[str, dict[str, Any]]
 
+WATCH_SPAN = 300.0
+"""The longest one watch stream is asked to last; a longer wait (or one without a deadline:
+timeout inf) lists again and watches on."""
+
 
 def wait_until(
     client: ApiClient,
@@ -42,7 +46,7 @@ def wait_until(
         if left <= 0:
             return False
         try:
-            for event in client.watch(plural, version, left, None):
+            for event in client.watch(plural, version, min(left, WATCH_SPAN), None):
                 obj = event["object"]
                 if not relevant(obj):
                     continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -31,6 +32,26 @@ class LibvirtConfig(Model):
     reaches (NFS, a cluster filesystem, or one machine's folder for the local cluster):
     a VM's disks created there may then run on any of them. False: the folder is this
     node's own, and a disk created in it binds its VM to this node."""
+    migration_uri: str | None = None
+    """The libvirt URI other nodes' libvirtd reach this node's libvirtd on for live
+    migration (peer to peer: the source's libvirtd connects to it). Default: ``uri`` when
+    it names a host or a socket, else ``qemu+tcp://<this host's name>/system`` (libvirtd
+    must then listen on TCP); none on the test driver, which cannot live-migrate."""
+    migration_address: str | None = None
+    """Where live-migration data to this node goes, e.g. ``tcp://10.0.0.2`` on the cluster
+    network (so it stays between the two nodes); default: the hypervisor's choice (the
+    host's name)."""
+
+    def peer_uri(self, hypervisor_uri: str) -> str | None:
+        """The URI published for live migration to this node (``migrationUri``)."""
+        if self.migration_uri:
+            return self.migration_uri
+        if hypervisor_uri.startswith("test"):
+            return None
+        parts = urlsplit(hypervisor_uri)
+        if parts.hostname or "socket=" in parts.query:
+            return hypervisor_uri
+        return f"qemu+tcp://{socket.gethostname()}{parts.path or '/system'}"
 
 
 class CrashLoopConfig(Model):
@@ -84,6 +105,12 @@ class DaemonConfig(Model):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     fence: FenceConfig | None = None
     """The Node's fence agent, used when this daemon first registers the Node."""
+    flush_on_shutdown: bool = False
+    """On an orderly stop (SIGTERM, systemd stop), flush this node first (its VMs move as
+    their spec.migration.method says), keeping its keepalive until its last step; at the
+    next start the daemon unflushes the node it flushed."""
+    flush_timeout: Duration = "300s"
+    """How long an orderly stop waits for that flush before stopping anyway."""
 
     @property
     def resync_seconds(self) -> float:

@@ -88,6 +88,8 @@ class Daemon:
             hypervisor_uri=self.uri,
             disk_dir=config.libvirt.disk_dir,
             shared_disk_dir=config.libvirt.shared_disk_dir,
+            migration_uri=config.libvirt.peer_uri(self.uri),
+            migration_address=config.libvirt.migration_address,
             allocations=self.vms.allocations,
             lease_wait=config.session_seconds + 5.0,
             on_revived=lambda: self.vms.report_all(),

@@ -5,8 +5,16 @@ node the scheduler would choose without it, a few at a time
 (``Cluster.spec.migration.maxParallel``), records where each came from in
 ``placement.migration``, and marks the node ``flushed`` once nothing runs
 there. An unflush (drain false) brings those VMs back the same way and marks
-it ``ready``. Moves are shutdown moves: the target starts a VM only after the
-source has stopped it, so one VM never runs twice.
+it ``ready``. Each move goes as the VM's ``spec.migration.method`` says (live,
+shutdown, or live falling back to shutdown: controllers/departure.py); either way
+the target runs a VM only once the source has let go of it (docs/ha.md).
+
+A VM that can go nowhere (its node limit allows no other ready node) holds the
+flush, with a FlushBlocked event, unless ``spec.autostart`` is true: then it is
+shut down and unplaced, and the unflush starts it on this node again. A live move
+that failed for good (the VM placed back here) is tried again after
+FAILED_RETRY. An unflush stops the moves not yet begun at once; one in flight is
+aborted by its source, or completes and is brought back.
 
 Each step that writes placements holds the read side of the handover lock,
 so a flush requested during a takeover waits for the new primary, and a
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from kazoo.exceptions import LockTimeout
@@ -27,6 +36,7 @@ from schemas import (
     CLUSTER_NAME,
     DaemonState,
     DomainState,
+    MigrationState,
     Node,
     NodeStatus,
     Placement,
@@ -41,6 +51,9 @@ from zkstore import EpochMoved, NotFound, PlacementMoved, Store, handover_read_l
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
+
+FAILED_RETRY = 60.0
+"""Seconds before a flush tries again to move a VM whose live migration failed for good."""
 
 RESYNC = 5.0
 """Seconds between looks at a node whose flush or unflush is under way (VM events
@@ -78,6 +91,8 @@ class DrainController:
         scheduler.vms.add_listener(self._on_vm)
         # VMs told about in a FlushBlocked event (once per flush, not per retry).
         self._blocked: set[str] = set()
+        # (VM, start of its failed live migration) -> when a flush may try it again.
+        self._failed_until: dict[tuple[str, str], float] = {}
         self._written: dict[str, Placement] = {}
         self._lock = threading.Lock()
 
@@ -199,6 +214,12 @@ class DrainController:
         self._set_domain_state(
             node, DomainState.UNFLUSHING, "Unflushing", "bringing back the VMs a flush moved"
         )
+        # Moves the flush wrote whose VM still runs here (not begun, or a live migration in
+        # flight, which its source then aborts): undone at once, whatever the limits.
+        staying = [m for m in away if m.vm.status is not None and m.vm.status.node == node.name]
+        if staying:
+            self._cancel(node, staying)
+            away = [m for m in away if m not in staying]
         if away and node.name in self.scheduler.ready_nodes():
             if not self._step(node, away, moves, flush=False):
                 return 1.0
@@ -240,6 +261,53 @@ class DrainController:
         finally:
             release(lock, self.node)
 
+    def _cancel(self, node: Node, staying: list[_Move]) -> None:
+        lock = handover_read_lock(self.store, self.node)
+        try:
+            if not lock.acquire(timeout=2.0):
+                return
+        except LockTimeout:
+            return
+        try:
+            for move in staying:
+                back = Placement(node=node.name, reason=PLACEMENT_UNFLUSH, migration=None)
+                if self._write(move.vm, back, only_from=move.placement.node):
+                    self.events.record(
+                        VirtualMachine.KIND,
+                        move.vm.name,
+                        "FlushCancelled",
+                        f"unflush of {node.name}: stays there (its move to "
+                        f"{move.placement.node or 'no node'} had not completed)",
+                        source=self.node,
+                    )
+        except EpochMoved:
+            log.warning("event=drain_aborted reason=epoch_moved epoch=%d", self.epoch)
+        finally:
+            release(lock, self.node)
+
+    def _live_failed(self, node: Node, vm: VirtualMachine) -> bool:
+        """Its live migration away from ``node`` failed for good lately: not yet again."""
+        migration = vm.status.migration if vm.status is not None else None
+        if migration is None or migration.state != MigrationState.FAILED:
+            return False
+        if migration.source != node.name:
+            return False
+        key = (vm.name, migration.started)
+        now = time.monotonic()
+        until = self._failed_until.get(key)
+        if until is None:
+            until = self._failed_until[key] = now + FAILED_RETRY
+            self.events.record(
+                VirtualMachine.KIND,
+                vm.name,
+                "FlushBlocked",
+                f"cannot leave {node.name} now: {migration.last_error or 'live migration failed'}; "
+                f"trying again in {FAILED_RETRY:g}s",
+                type_="Warning",
+                source=self.node,
+            )
+        return now < until
+
     def _move_away(
         self, node: Node, move: _Move, in_flight: list[_Move], node_limit: int
     ) -> _Move | None:
@@ -247,11 +315,15 @@ class DrainController:
         vm = move.vm
         if vm.spec.run_strategy == RunStrategy.HALTED:
             target, why = None, "halted: unplaced until the node is back"
+        elif self._live_failed(node, vm):
+            return None
         else:
             target, why = self.scheduler.choose(vm, exclude=frozenset({node.name}))
             if target is not None and sum(1 for m in in_flight if target in _ends(m)) >= node_limit:
                 return None  # that node already takes as many moves as it may
-            if target is None:
+            if target is None and vm.spec.autostart:
+                target, why = None, f"{why}; autostart: shut down, started here after the unflush"
+            elif target is None:
                 if vm.name not in self._blocked:
                     self._blocked.add(vm.name)
                     self.events.record(
@@ -268,12 +340,18 @@ class DrainController:
         new = Placement(node=target, reason=PLACEMENT_FLUSH, migration=node.name)
         if not self._write(vm, new, only_from=move.placement.node):
             return None
+        how = (
+            f"a {vm.spec.migration.method.value} move"
+            if target is not None
+            else "shut down"
+            if vm.spec.run_strategy != RunStrategy.HALTED
+            else "stays off"
+        )
         self.events.record(
             VirtualMachine.KIND,
             vm.name,
             "Flushing",
-            f"flush of {node.name}: to {target or 'no node'} ({why}); "
-            "a shutdown move (live migration is not available yet)",
+            f"flush of {node.name}: to {target or 'no node'} ({why}); {how}",
             source=self.node,
         )
         return _Move(vm, new)

@@ -45,6 +45,8 @@ class NodeAgent:
         hypervisor_uri: str,
         disk_dir: str | None = None,
         shared_disk_dir: bool = False,
+        migration_uri: str | None = None,
+        migration_address: str | None = None,
         allocations: Callable[[], tuple[int, int, int, int]],
         lease_wait: float,
         on_revived: Callable[[], None] | None = None,
@@ -57,6 +59,8 @@ class NodeAgent:
         self.hypervisor_uri = hypervisor_uri
         self.disk_dir = disk_dir
         self.shared_disk_dir = shared_disk_dir
+        self.migration_uri = migration_uri
+        self.migration_address = migration_address
         self._allocations = allocations
         self._on_revived = on_revived or (lambda: None)
         self._lease_wait = lease_wait
@@ -196,6 +200,9 @@ class NodeAgent:
             vm_count=count,
         )
 
+        no_live = self.driver.live_migration_problem()
+        if no_live is None and self.migration_uri is None:
+            no_live = "no libvirt.migrationUri is known for it"
         revived = False
 
         def heartbeat(previous: object) -> NodeStatus:
@@ -221,6 +228,9 @@ class NodeAgent:
                 resources=resources,
                 disk_dir=self.disk_dir,
                 shared_disk_dir=self.shared_disk_dir,
+                migration_uri=self.migration_uri if no_live is None else None,
+                migration_address=self.migration_address,
+                live_migration_problem=no_live,
             )
 
         self.store.update_status(Node, self.node, heartbeat)

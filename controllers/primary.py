@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from kazoo.exceptions import CancelledError, LockTimeout
 from kazoo.protocol.states import KazooState, ZnodeStat
@@ -33,6 +33,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from controllers.drain import DrainController
 from controllers.fencing import AgentFactory, FenceController, configured_agent
 from controllers.floating import FloatingAddresses
+from controllers.migrations import MigrationController
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
 from schemas import CLUSTER_NAME, Cluster, ClusterStatus, RouterState
@@ -48,6 +49,11 @@ from zkstore import (
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
+
+_Worker: TypeAlias = (
+    "Scheduler | ClusterStatusController | FenceController | DrainController | MigrationController"
+)
+"""The controllers a primary runs."""
 
 
 def _lock_node(lock: Lock) -> str | None:
@@ -335,7 +341,7 @@ class PrimaryElection:
 
     def _serve(self, lock: Lock) -> bool:
         """Act as primary until told to stop; False when it failed (the caller backs off)."""
-        workers: list[Scheduler | ClusterStatusController | FenceController | DrainController] = []
+        workers: list[_Worker] = []
         handover = handover_write_lock(self.store, self.node)
         holding = took_over = False
         try:
@@ -369,6 +375,7 @@ class PrimaryElection:
                     self.store, self.node, self.epoch, scheduler, agents=self._fence_agents
                 ),
                 DrainController(self.store, self.node, self.epoch, scheduler),
+                MigrationController(self.store, self.node, self.epoch, scheduler),
             ]
             for worker in workers:
                 worker.start()
@@ -431,7 +438,7 @@ class PrimaryElection:
         lock: Lock,
         handover: WriteLock,
         holding: bool | None,
-        workers: list[Scheduler | ClusterStatusController | FenceController | DrainController],
+        workers: list[_Worker],
     ) -> None:
         """``holding`` None: the takeover never got the handover lock, so nothing to undo."""
         self._set_state(RouterState.RELINQUISH)

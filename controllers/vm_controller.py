@@ -20,9 +20,13 @@ from typing import Any
 from kazoo.recipe.watchers import DataWatch
 
 from controllers.crashloop import CrashLoopPolicy
-from controllers.domainspec import domain_spec, macs_of
+from controllers.departure import Departures
+from controllers.domainspec import domain_spec
+from controllers.live_migration import MoveOut
 from controllers.runtime import Controller
-from hypervisor import DomainDriver, DomainSpec, DomainState, HypervisorError, StopReason
+from controllers.vm_disks import disks_here
+from controllers.vm_status import StatusWriter
+from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
     Network,
     Placement,
@@ -30,12 +34,11 @@ from schemas import (
     VirtualMachine,
     VirtualMachineStatus,
     VMPhase,
-    set_condition,
     to_bytes,
     to_seconds,
     verbs,
 )
-from zkstore import DiskRecordLost, Disks, Holders, Informer, NotFound, Store, paths
+from zkstore import Disks, Holders, Informer, NotFound, Store, paths
 from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ class _Local:
     """Looks in a row at a holder set with other nodes in it (the back-off)."""
     spec_waits: int = 0
     """Looks in a row for a spec that was not there or not readable (the back-off)."""
+    move: MoveOut | None = None
+    """The move away from this node under way (placed elsewhere, the domain still here)."""
 
 
 class VMController:
@@ -97,9 +102,10 @@ class VMController:
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
         self._local: dict[str, _Local] = {}
-        # name -> (the status this daemon last wrote, the zxid of that write): reused only
-        # while nobody else (another node, the primary) wrote since.
-        self._last_status: dict[str, tuple[dict[str, Any], int]] = {}
+        self.statuses = StatusWriter(store, node)
+        self.departures = Departures(
+            store, driver, node, self.holders, self.statuses, self._enqueue
+        )
         self._self_fenced: set[str] = set()
         self.controller = Controller(
             f"vm@{node}",
@@ -178,7 +184,7 @@ class VMController:
             self._self_fenced.discard(name)
             self._claimed.discard(name)
         self._local.pop(name, None)
-        self._last_status.pop(name, None)
+        self.statuses.forget(name)
 
     def self_fenced(self, names: list[str]) -> None:
         """These domains are being destroyed on purpose (self-fence): not a guest failure."""
@@ -231,14 +237,22 @@ class VMController:
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, _Local())
         local.spec_waits = 0
-        status = self._status(name)
+        flying, migrated = self.departures.settle(name)
+        if flying:
+            return 0.5  # placed back here mid-migration: aborted, wait for it to end
+        if migrated:
+            # Live-migrated away and placed back since: its absence here is no crash.
+            local.started_at = None
+            local.stop_requested = True
+        local.move = None
+        status = self.statuses.read(name)
         try:
             if vm.spec.run_strategy == RunStrategy.HALTED:
                 return self._halt(vm, placement, local, status)
             return self._run(vm, placement, local, status)
         except HypervisorError as exc:
             # Say why in the status; the runtime retries with back-off.
-            self._write_status(vm, placement, VMPhase.FAILED, "HypervisorError", str(exc))
+            self.statuses.write(vm, placement, VMPhase.FAILED, "HypervisorError", str(exc))
             raise
 
     def _run(
@@ -258,7 +272,7 @@ class VMController:
             return self._start(vm, placement, local, status, restart)
         if state == DomainState.SHUTTING_DOWN:
             # The guest is powering itself off: its stop event decides what follows.
-            self._write_status(
+            self.statuses.write(
                 vm, placement, VMPhase.STOPPING, "GuestShuttingDown", "the guest is shutting down"
             )
             return 1.0
@@ -277,7 +291,7 @@ class VMController:
             # Moved away and back while the guest obeyed the shutdown we sent: no failure.
             local.started_at = None
             log.info("event=start_after_move_back vm=%s node=%s", name, self.node)
-        elif local.started_at is not None or self._was_running_here(status):
+        elif local.started_at is not None or self.statuses.was_running_here(status):
             # It ran and stopped without us asking: a crash, a guest power-off, a kill.
             local.started_at = None
             reason = self.driver.stop_reason(name) if state != DomainState.ABSENT else None
@@ -285,7 +299,7 @@ class VMController:
                 reason == StopReason.GUEST_SHUTDOWN
             ):
                 log.info("event=guest_shutdown vm=%s node=%s action=stay_stopped", name, self.node)
-                self._write_status(
+                self.statuses.write(
                     vm,
                     placement,
                     VMPhase.STOPPED,
@@ -313,7 +327,7 @@ class VMController:
 
         if local.next_start_at is not None and now < local.next_start_at:
             wait = local.next_start_at - now
-            self._write_status(
+            self.statuses.write(
                 vm,
                 placement,
                 VMPhase.FAILED,
@@ -335,7 +349,12 @@ class VMController:
         now: float,
     ) -> float | None:
         if local.started_at is None:
-            # Running, yet not started by this process: a daemon restart found it.
+            # Running, yet not started by this process: a daemon restart found it, or a live
+            # migration brought it. Ours only once no other node holds it (the source lets
+            # go when its copy is gone).
+            waiting = self._unless_sole_holder(vm, placement, local, status, "IncomingMigration")
+            if waiting is not None:
+                return waiting
             local.started_at = now
             log.info("event=domain_adopted vm=%s node=%s", vm.name, self.node)
         if local.defined_generation != vm.metadata.generation:
@@ -350,7 +369,7 @@ class VMController:
                 failures = 0
             else:
                 again = stable_at - now
-        self._write_status(
+        self.statuses.write(
             vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}", failures=failures
         )
         return again
@@ -364,40 +383,23 @@ class VMController:
         restart: str | None,
     ) -> float | None:
         name = vm.name
+        # One copy: start only as the sole holder, read after a sync (docs/ha.md). Nothing
+        # is defined before: a live migration to here brings its own definition.
+        again = self._unless_sole_holder(vm, placement, local, status, "WaitingForSource")
+        if again is not None:
+            return again
         if (
             local.defined_generation != vm.metadata.generation
             or self.driver.state(name) == DomainState.ABSENT
         ):
             if not self._define(vm, placement, local):
                 return 30.0
-        # One copy: start only as the sole holder, read after a sync (docs/ha.md).
-        holders = self.holders.read(name)
-        if self.node not in holders:
-            # Removed by the primary after a fence of this node: this daemon's memory is stale.
-            log.warning("event=holder_missing vm=%s node=%s", name, self.node)
-            with self._lock:
-                self._claimed.discard(name)
-            return 0.1
-        others = sorted(holders - {self.node})
-        if others:
-            self._write_status(
-                vm,
-                placement,
-                VMPhase.MIGRATING,
-                "WaitingForSource",
-                f"waiting for {', '.join(others)} to let go of it (the domain may still "
-                "exist there)",
-                failures=status.failures,
-            )
-            local.holder_waits += 1
-            return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0)
-        local.holder_waits = 0
         # Fencing token: start only for the placement ZooKeeper holds now, not a cached one.
         current = self.store.node_index_entry(self.node, name, sync=True)
         if current is None or current.epoch != placement.epoch:
             log.info("event=start_skipped vm=%s node=%s reason=placement_moved", name, self.node)
             return 0.1
-        self._write_status(
+        self.statuses.write(
             vm,
             placement,
             VMPhase.STARTING,
@@ -415,7 +417,7 @@ class VMController:
         extra: dict[str, Any] = {"failures": status.failures}
         if restart is not None:
             extra["restart_handled"] = restart
-        self._write_status(
+        self.statuses.write(
             vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}", **extra
         )
         return self.crash_loop.reset_after if status.failures else None
@@ -427,7 +429,7 @@ class VMController:
                 vm, {k: v for k, v in networks.items() if v}, self.disk_dir, self.owner_tag
             )
         except KeyError as exc:
-            self._write_status(
+            self.statuses.write(
                 vm,
                 placement,
                 VMPhase.FAILED,
@@ -435,11 +437,18 @@ class VMController:
                 f"network {exc.args[0]!r} does not exist",
             )
             return False
-        missing = self._disks_here(vm, spec)
+        missing = disks_here(
+            self.disks,
+            self.driver,
+            self.node,
+            self.disk_dir if self.shared_disk_dir else None,
+            vm,
+            spec,
+        )
         if missing is not None:
             # Waiting for a node that reaches the disk (or for its creator), not a failure
             # of the VM itself: the scheduler, drain and recovery place it only there.
-            self._write_status(vm, placement, VMPhase.PENDING, "DiskMissing", missing)
+            self.statuses.write(vm, placement, VMPhase.PENDING, "DiskMissing", missing)
             log.warning("event=disk_missing vm=%s node=%s why=%r", vm.name, self.node, missing)
             return False
         self.driver.define(spec)
@@ -451,42 +460,6 @@ class VMController:
             vm.metadata.generation,
         )
         return True
-
-    def _disks_here(self, vm: VirtualMachine, spec: DomainSpec) -> str | None:
-        """Create each new disk's image once, as its record in ZooKeeper says (zkstore/disks.py):
-        None when every image is here, else why the VM cannot be defined on this node.
-
-        A blank image never replaces one created before: a record read after a sync decides,
-        never a status or a cache."""
-        shared = self.disk_dir if self.shared_disk_dir else None
-        for disk, wanted in zip(vm.spec.disks, spec.disks, strict=True):
-            if wanted.size_bytes is None:
-                continue  # an operator's image (source): PVC neither creates nor tracks it
-            record = self.disks.read(vm.name, disk.name) or self.disks.begin(
-                vm.name, disk.name, self.node, wanted.path, shared
-            )
-            if not record.created and record.node != self.node:
-                return (
-                    f"disk {disk.name} ({record.path}) is being created on node {record.node}, "
-                    f"not on node {self.node} (if {record.node} is gone for good, delete "
-                    f"{self.store.path(paths.disk_record(vm.name, disk.name))})"
-                )
-            if record.path != wanted.path or (
-                record.created and not self.driver.disk_exists(wanted.path)
-            ):
-                return (
-                    f"disk {disk.name} ({record.path}) does not exist on node {self.node}; "
-                    f"it was {record.where()}"
-                )
-            if record.created:
-                continue
-            # This node's own creating record: a first start, or one that stopped half-way.
-            self.driver.create_disk(wanted)
-            try:
-                self.disks.finish(vm.name, disk.name, self.node)
-            except DiskRecordLost as exc:
-                return f"disk {disk.name} ({record.path}): {exc}; looking again"
-        return None
 
     def _halt(
         self, vm: VirtualMachine, placement: Placement, local: _Local, status: VirtualMachineStatus
@@ -501,7 +474,7 @@ class VMController:
             local.started_at = local.stop_deadline = None
             self._on_domains_changed()
             log.info("event=domain_forced_off vm=%s node=%s reason=force_stop", name, self.node)
-            self._write_status(
+            self.statuses.write(
                 vm,
                 placement,
                 VMPhase.STOPPED,
@@ -523,7 +496,9 @@ class VMController:
             reason = status.reason  # how it went off stays told after a daemon restart
         else:
             reason = "Halted"
-        self._write_status(vm, placement, VMPhase.STOPPED, reason, "runStrategy is Halted", **extra)
+        self.statuses.write(
+            vm, placement, VMPhase.STOPPED, reason, "runStrategy is Halted", **extra
+        )
         return None
 
     def _stop_gracefully(
@@ -542,7 +517,7 @@ class VMController:
             return None
         again = self._shut_down(vm, local)
         if again is None:
-            self._write_status(
+            self.statuses.write(
                 vm,
                 placement,
                 VMPhase.STOPPED,
@@ -550,7 +525,7 @@ class VMController:
                 f"the guest did not shut down within {vm.spec.shutdown_timeout}",
             )
             return None
-        self._write_status(
+        self.statuses.write(
             vm,
             placement,
             VMPhase.STOPPING,
@@ -592,11 +567,14 @@ class VMController:
         return None
 
     def _leave(self, name: str, vm: VirtualMachine | None) -> float | None:
-        """Placed elsewhere: shut the guest down as a stop would (ACPI, then force off at
+        """Placed elsewhere: move the domain there as the move's method says (departure.py):
+        live, or shut the guest down as a stop would (ACPI, then force off at
         shutdownTimeout) before the domain goes; the new node waits for that. Returns the
-        requeue delay while waiting, None once it is off."""
+        requeue delay while moving, None once the domain is off or gone."""
         info = self.driver.info(name)
         if info is None or info.owner_tag != self.owner_tag or info.state not in _UP_OR_STOPPING:
+            # Gone (a live migration's switch-over undefines it here) or off: let go.
+            self.departures.settle(name)
             return None
         if vm is None:
             # Not cached (a restarted daemon, a spec watch not yet delivered): read it.
@@ -606,7 +584,21 @@ class VMController:
                 return None  # deleted: nothing to keep, off at once
         elif not self.store.exists(VirtualMachine, name):
             return None
-        return self._shut_down(vm, self._local.setdefault(name, _Local()), "placed_elsewhere")
+        local = self._local.setdefault(name, _Local())
+        if (
+            info.state == DomainState.PAUSED
+            and local.started_at is None
+            and self.statuses.source_reports(self.statuses.read(name))
+        ):
+            # Another node's live migration to here, placed elsewhere since: this incoming
+            # copy never ran here; dropping it fails that migration, and the guest runs on.
+            self.driver.destroy(name)
+            log.info("event=incoming_migration_dropped vm=%s node=%s", name, self.node)
+            return None
+        delay, local.move = self.departures.leave(vm, local.move, info.state)
+        if delay is not None:
+            return delay
+        return self._shut_down(vm, local, "placed_elsewhere")
 
     def _remove_domain(self, name: str) -> None:
         info = self.driver.info(name)
@@ -615,6 +607,42 @@ class VMController:
         self.driver.undefine(name)
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
+
+    def _unless_sole_holder(
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        local: _Local,
+        status: VirtualMachineStatus,
+        reason: str,
+    ) -> float | None:
+        """None when this node is the VM's sole holder (read after a sync), else the requeue
+        delay: other nodes may still hold its domain (a change of the set wakes it)."""
+        name = vm.name
+        holders = self.holders.read(name)
+        if self.node not in holders:
+            # Removed by the primary after a fence of this node: this daemon's memory is stale.
+            log.warning("event=holder_missing vm=%s node=%s", name, self.node)
+            with self._lock:
+                self._claimed.discard(name)
+            return 0.1
+        others = sorted(holders - {self.node})
+        if not others:
+            local.holder_waits = 0
+            return None
+        self.departures.watch_holders(name)
+        if not self.statuses.source_reports(status):  # a live migration's source tells it
+            self.statuses.write(
+                vm,
+                placement,
+                VMPhase.MIGRATING,
+                reason,
+                f"waiting for {', '.join(others)} to let go of it (the domain may still "
+                "exist there)",
+                failures=status.failures,
+            )
+        local.holder_waits += 1
+        return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0)
 
     def _claim(self, name: str) -> bool:
         """Be among ``name``'s holders before defining or starting anything; False when the
@@ -639,74 +667,6 @@ class VMController:
             return self.store.get(Network, name)
         except NotFound:
             return None
-
-    # -- status ------------------------------------------------------------
-
-    def _was_running_here(self, status: VirtualMachineStatus) -> bool:
-        return status.node == self.node and status.phase in (VMPhase.RUNNING, VMPhase.STARTING)
-
-    def _status(self, name: str, own: dict[str, Any] | None = None) -> VirtualMachineStatus:
-        raw = own if own is not None else self._own_status(name)
-        if raw is None:
-            raw = self.store.read_status(VirtualMachine, name) or {}
-        try:
-            return VirtualMachineStatus.model_validate(raw)
-        except ValueError:
-            return VirtualMachineStatus()
-
-    def _own_status(self, name: str) -> dict[str, Any] | None:
-        """The status as this daemon last wrote it, if it is still the stored one."""
-        cached = self._last_status.get(name)
-        if cached is None:
-            return None
-        if self.store.status_zxid(VirtualMachine, name) != cached[1]:
-            del self._last_status[name]  # another writer since: read theirs
-            return None
-        return cached[0]
-
-    def _write_status(
-        self,
-        vm: VirtualMachine,
-        placement: Placement,
-        phase: VMPhase,
-        reason: str,
-        message: str,
-        **extra: Any,
-    ) -> None:
-        name = vm.name
-        own = self._own_status(name)
-        status = self._status(name, own)
-        last_node = status.node if status.node and status.node != self.node else status.last_node
-        conditions = set_condition(
-            status.conditions, "Scheduled", True, "Scheduled", f"placed on {self.node}"
-        )
-        conditions = set_condition(conditions, "Ready", phase == VMPhase.RUNNING, reason, message)
-        fields: dict[str, Any] = {
-            "failures": status.failures,
-            "restart_handled": status.restart_handled,
-            "force_stop_handled": status.force_stop_handled,
-        }
-        fields.update(extra)
-        new = VirtualMachineStatus(
-            observed_generation=vm.metadata.generation,
-            conditions=conditions,
-            phase=phase,
-            node=self.node,
-            last_node=last_node,
-            epoch=placement.epoch,
-            reason=reason,
-            domain_uuid=vm.metadata.uid,
-            macs=macs_of(vm),
-            **fields,
-        )
-        wire = new.wire()
-        if wire == own:
-            return
-        try:
-            zxid = self.store.write_status(VirtualMachine, name, new)
-        except NotFound:
-            return
-        self._last_status[name] = (wire, zxid)
 
     # -- accounting for the node's heartbeat ---------------------------------
 

@@ -12,6 +12,8 @@ from hypervisor.domain import (
     DomainState,
     HostFacts,
     LifecycleCallback,
+    MigrationProgress,
+    MigrationTarget,
     NicSpec,
     StopReason,
 )
@@ -26,6 +28,8 @@ from hypervisor.errors import (
     HypervisorError,
     HypervisorUnavailable,
     InvalidDomain,
+    MigrationFailed,
+    MigrationUnsupported,
     OperationFailed,
 )
 from hypervisor.faulty import (
@@ -55,6 +59,10 @@ __all__ = [
     "InvalidDomain",
     "LibvirtDriver",
     "LifecycleCallback",
+    "MigrationFailed",
+    "MigrationProgress",
+    "MigrationTarget",
+    "MigrationUnsupported",
     "NicSpec",
     "OperationFailed",
     "SimulatedPowerAgent",

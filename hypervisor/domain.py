@@ -78,6 +78,32 @@ class HostFacts:
     """Why this hypervisor can run no guests at all; None when it can."""
 
 
+@dataclass(frozen=True)
+class MigrationTarget:
+    """Where a live migration goes."""
+
+    node: str
+    """The target's PVC node name (for messages, and the simulated hypervisor)."""
+    uri: str
+    """The target hypervisor's libvirt URI as this node's hypervisor reaches it: libvirt
+    migrates peer to peer, the source's libvirtd connecting to this URI itself."""
+    address: str | None = None
+    """Where the guest's memory goes (libvirt's migrate URI, e.g. ``tcp://10.0.0.2``), so the
+    traffic stays between the two nodes on the network named; None lets the hypervisor choose
+    (the target's hostname)."""
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """An outgoing migration job as the hypervisor reports it (libvirt's job stats)."""
+
+    data_total: int | None = None
+    """Bytes to move in all (guest memory; grows if the guest dirties pages again)."""
+    data_processed: int | None = None
+    data_remaining: int | None = None
+    elapsed_ms: int | None = None
+
+
 class StopReason(enum.Enum):
     """Why a domain that is not running stopped, as far as the hypervisor knows."""
 
@@ -167,6 +193,33 @@ class DomainDriver(abc.ABC):
 
     @abc.abstractmethod
     def host_facts(self) -> HostFacts: ...
+
+    @abc.abstractmethod
+    def live_migration_problem(self) -> str | None:
+        """Why this hypervisor cannot live-migrate at all (e.g. libvirt's test driver); None
+        when it can."""
+
+    @abc.abstractmethod
+    def migrate(self, name: str, target: MigrationTarget, *, max_downtime_ms: int) -> None:
+        """Live-migrate the running domain ``name`` to ``target``, peer to peer, with at most
+        ``max_downtime_ms`` of pause at the switch-over. The persistent definition moves to
+        the target and is removed here. Blocks until the migration ends (seconds or more:
+        call it from a thread of its own).
+
+        Raises MigrationUnsupported when this hypervisor cannot live-migrate (nothing
+        changed), MigrationFailed when the migration failed or was aborted (the domain is
+        still here, running or paused, and not on the target), HypervisorUnavailable when the
+        connection was lost (the outcome is unknown: look at state() here)."""
+
+    @abc.abstractmethod
+    def migration_progress(self, name: str) -> MigrationProgress | None:
+        """The outgoing migration job of ``name`` now; None when none runs."""
+
+    @abc.abstractmethod
+    def abort_migration(self, name: str) -> bool:
+        """Abort the outgoing migration of ``name`` (libvirt's abortJob): migrate() then raises
+        MigrationFailed and the domain stays here. False when no migration was running; a
+        migration already past its switch-over completes."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

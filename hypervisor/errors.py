@@ -35,3 +35,11 @@ class InvalidDomain(HypervisorError):
 
 class OperationFailed(HypervisorError):
     """Any other failure: the hypervisor was reached but refused or failed."""
+
+
+class MigrationUnsupported(HypervisorError):
+    """This hypervisor cannot live-migrate at all (libvirt's test driver); nothing changed."""
+
+
+class MigrationFailed(OperationFailed):
+    """A live migration failed or was aborted: the domain is still on the source."""

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
-import pwd
-import stat
 import subprocess
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import libvirt
 
@@ -26,7 +20,15 @@ from hypervisor.domain import (
     DomainState,
     HostFacts,
     LifecycleCallback,
+    MigrationProgress,
+    MigrationTarget,
     StopReason,
+)
+from hypervisor.domaintype import (
+    DomainTypeChoice,
+    choose_domain_type,
+    default_domain_type,
+    is_local_uri,
 )
 from hypervisor.domainxml import find_owner_tag, render_domain_xml
 from hypervisor.errors import (
@@ -34,6 +36,8 @@ from hypervisor.errors import (
     HypervisorError,
     HypervisorUnavailable,
     InvalidDomain,
+    MigrationFailed,
+    MigrationUnsupported,
     OperationFailed,
 )
 from hypervisor.events import ensure_event_loop
@@ -43,7 +47,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 QEMU_IMG = "qemu-img"
-KVM_DEVICE = "/dev/kvm"
 
 _INVALID_CODES = frozenset(
     {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_XML_DETAIL}
@@ -67,6 +70,14 @@ _UNDEFINE_ALL = (
 _UNDEFINE_BASIC = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
 )
+
+_MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
+"""Live, libvirtd to libvirtd, the definition moved to the target (disks on shared storage)."""
 
 _STOP_REASONS = {
     libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: StopReason.GUEST_SHUTDOWN,
@@ -96,122 +107,6 @@ def _silence_libvirt(_ctx: object, _err: object) -> None:
 # libvirt's default handler prints every error to stderr as well as raising
 # it; drivers translate errors and the caller logs them once, structured.
 libvirt.registerErrorHandler(_silence_libvirt, None)
-
-
-@dataclass(frozen=True)
-class DomainTypeChoice:
-    """The type this driver gives domains, and why; type None: the host can run none."""
-
-    type: str | None
-    why: str
-
-
-def default_domain_type(uri: str) -> str | None:
-    """The type the URI alone decides ("test" for libvirt's test driver), else None:
-    then libvirt's capabilities decide, once connected (choose_domain_type)."""
-    # The scheme may carry a transport: test+unix:///... is the test driver too.
-    driver = uri.split(":", 1)[0].split("+", 1)[0]
-    return "test" if driver == "test" else None
-
-
-def is_local_uri(uri: str) -> bool:
-    """Whether the hypervisor behind ``uri`` runs on this machine (and so uses its /dev/kvm)."""
-    return urlsplit(uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
-
-
-def choose_domain_type(
-    capabilities_xml: str, *, local: bool, kvm_device: str = KVM_DEVICE
-) -> DomainTypeChoice:
-    """kvm if libvirt offers it for the host's architecture and (on this machine) QEMU's
-    user can open the KVM device; else qemu (TCG) if offered; else None.
-
-    ``capabilities_xml`` is libvirt's getCapabilities(): the guest domain types it can
-    run per architecture, from the same probe of QEMU as the domain capabilities, and
-    the user and group QEMU runs as (the DAC security label). libvirt offers kvm when
-    the device exists even where QEMU's user cannot open it (a host without udev's rule
-    has /dev/kvm root-only), and every kvm guest then fails to start ("Could not access
-    KVM kernel module: Permission denied"); hence the check of the device itself.
-    """
-    caps = ET.fromstring(capabilities_xml)
-    arch = caps.findtext("host/cpu/arch") or os.uname().machine
-    offered = {
-        str(domain.get("type"))
-        for guest in caps.iterfind("guest")
-        if guest.findtext("os_type") == "hvm"
-        for domain in guest.iterfind(f"arch[@name='{arch}']/domain")
-    }
-    if "kvm" in offered:
-        label = caps.findtext("host/secmodel[model='dac']/baselabel[@type='kvm']")
-        kvm_problem = qemu_kvm_access_problem(label, kvm_device) if local else None
-        if kvm_problem is None:
-            return DomainTypeChoice("kvm", f"libvirt offers kvm guests for {arch}")
-    else:
-        kvm_problem = f"libvirt offers no kvm guests for {arch}"
-    if "qemu" in offered:
-        return DomainTypeChoice("qemu", f"{kvm_problem}: guests are emulated (TCG), far slower")
-    return DomainTypeChoice(None, f"{kvm_problem}, nor qemu (TCG) guests")
-
-
-def qemu_kvm_access_problem(dac_label: str | None, kvm_device: str = KVM_DEVICE) -> str | None:
-    """Why QEMU, run as libvirt's DAC label ("+UID:+GID"), cannot open the KVM device
-    read-write; None when it can, or when that cannot be told from here."""
-    try:
-        uid, gid = (int(part.lstrip("+")) for part in (dac_label or "").split(":"))
-    except ValueError:
-        return None
-    try:
-        device = os.stat(kvm_device)
-    except FileNotFoundError:
-        return f"{kvm_device} does not exist"
-    except OSError:
-        return None
-    if uid == 0 or _has_acl(kvm_device):
-        return None  # root opens it; an ACL decides beyond the mode bits
-    # As libvirt sets them (virGetGroupList): the user's groups, with its primary group
-    # from passwd (on Debian, libvirt-qemu's is kvm), plus the label's group.
-    try:
-        entry = pwd.getpwuid(uid)
-        user, groups = entry.pw_name, {gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
-    except KeyError:
-        user, groups = str(uid), {gid}
-    if device.st_uid == uid:
-        shift = 6
-    elif device.st_gid in groups:
-        shift = 3
-    else:
-        shift = 0
-    if (device.st_mode >> shift) & 0o6 == 0o6:
-        return None
-    return (
-        f"QEMU runs as {user} (groups {_group_names(groups)}), which cannot open {kvm_device} "
-        f"({stat.filemode(device.st_mode)} {_user_name(device.st_uid)}:"
-        f"{_group_names({device.st_gid})}); Debian's udev rule makes it root:kvm 0660 "
-        "(on a host without it: scripts/setup-host.sh)"
-    )
-
-
-def _has_acl(path: str) -> bool:
-    try:
-        return "system.posix_acl_access" in os.listxattr(path)
-    except OSError:
-        return False
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group_names(gids: set[int]) -> str:
-    names = []
-    for gid in sorted(gids):
-        try:
-            names.append(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            names.append(str(gid))
-    return ",".join(names)
 
 
 class LibvirtDriver(DomainDriver):
@@ -459,6 +354,87 @@ class LibvirtDriver(DomainDriver):
             )
 
         return self._run("host-facts", "", host_facts)
+
+    def live_migration_problem(self) -> str | None:
+        if self._uri.startswith("test:"):
+            return f"libvirt's test driver ({self._uri}) cannot live-migrate"
+        return None
+
+    def migrate(self, name: str, target: MigrationTarget, *, max_downtime_ms: int) -> None:
+        problem = self.live_migration_problem()
+        if problem is not None:
+            raise MigrationUnsupported(
+                f"migrate domain {name!r} to {target.node}: {problem}",
+                operation="migrate",
+                domain=name,
+            )
+        # Not through _run: a migration is no idempotent call to repeat on a new connection.
+        conn = self._connection("migrate", name)
+        params: dict[str, object] = {}
+        if target.address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = target.address
+        try:
+            domain = conn.lookupByName(name)
+            try:
+                domain.migrateSetMaxDowntime(max_downtime_ms, 0)
+            except libvirt.libvirtError as err:
+                log.warning(
+                    "event=max_downtime_not_set vm=%s error=%s", name, err.get_error_message()
+                )
+            domain.migrateToURI3(target.uri, params, _MIGRATE_FLAGS)
+        except libvirt.libvirtError as err:
+            message = f"migrate domain {name!r} to {target.node}: {err.get_error_message()}"
+            if not _is_alive(conn):
+                raise HypervisorUnavailable(message, operation="migrate", domain=name) from err
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(message, operation="migrate", domain=name) from err
+            raise MigrationFailed(message, operation="migrate", domain=name) from err
+
+    def migration_progress(self, name: str) -> MigrationProgress | None:
+        def progress(conn: libvirt.virConnect) -> MigrationProgress | None:
+            try:
+                stats = conn.lookupByName(name).jobStats(0)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+            if not stats or stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) in (
+                libvirt.VIR_DOMAIN_JOB_NONE,
+                libvirt.VIR_DOMAIN_JOB_COMPLETED,
+            ):
+                return None
+
+            def number(key: str) -> int | None:
+                value = stats.get(key)
+                return int(value) if value is not None else None
+
+            return MigrationProgress(
+                data_total=number("data_total"),
+                data_processed=number("data_processed"),
+                data_remaining=number("data_remaining"),
+                elapsed_ms=number("time_elapsed"),
+            )
+
+        if self.live_migration_problem() is not None:
+            return None
+        return self._run("migration-progress", name, progress)
+
+    def abort_migration(self, name: str) -> bool:
+        def abort(conn: libvirt.virConnect) -> bool:
+            try:
+                conn.lookupByName(name).abortJob()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in (
+                    libvirt.VIR_ERR_NO_DOMAIN,
+                    libvirt.VIR_ERR_OPERATION_INVALID,
+                ):
+                    return False  # gone, or no job running
+                raise
+            return True
+
+        if self.live_migration_problem() is not None:
+            return False
+        return self._run("abort-migration", name, abort)
 
     def close(self) -> None:
         with self._conn_lock:

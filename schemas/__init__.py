@@ -30,6 +30,9 @@ from schemas.registry import KINDS, kind_by_name, kind_by_plural, kind_for, pars
 from schemas.resource import Resource
 from schemas.vm import (
     Disk,
+    MigrationMethod,
+    MigrationState,
+    MigrationStatus,
     Nic,
     Placement,
     PlacementPolicy,
@@ -58,6 +61,9 @@ __all__ = [
     "InvalidResource",
     "LoadedObject",
     "ManifestError",
+    "MigrationMethod",
+    "MigrationState",
+    "MigrationStatus",
     "Network",
     "NetworkSpec",
     "NetworkStatus",

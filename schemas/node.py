@@ -96,6 +96,14 @@ class NodeStatus(Status):
     """PVC domains the hypervisor reports running, as seen at the last heartbeat."""
     disk_dir: str | None = None
     """Where this node creates VM disks (its daemon's ``libvirt.diskDir``)."""
+    migration_uri: str | None = None
+    """The libvirt URI other nodes' hypervisors reach this one on, for live migration
+    (its daemon's ``libvirt.migrationUri``); None: it cannot take live migrations."""
+    migration_address: str | None = None
+    """Where live-migration data to this node goes (``tcp://ADDRESS``); None: the
+    hypervisor's choice (the host's name)."""
+    live_migration_problem: str | None = None
+    """Why this node's hypervisor cannot live-migrate; None when it can."""
     shared_disk_dir: bool = False
     """Whether that folder is declared shared: the scheduler places a VM whose disks were
     created in a shared folder on any node declaring the same folder shared."""

@@ -13,10 +13,6 @@ RESTART = "pvc.io/restart"
 FORCE_STOP = "pvc.io/force-stop"
 """With runStrategy Halted: power the VM off at once instead of waiting for ACPI."""
 
-MIGRATE_METHOD = "pvc.io/migrate-method"
-"""Set by ``vm migrate --live`` to ``live``: this migration must be live (no shutdown
-fallback), whatever spec.migration.method says; absent means spec.migration.method."""
-
 # The reason a verb writes into the placement record, so the primary can tell a
 # manual placement (which it must leave alone) from its own scheduling.
 PLACEMENT_MIGRATE = "migrate"

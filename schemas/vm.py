@@ -35,6 +35,17 @@ class MigrationMethod(StrEnum):
     AUTO = "auto"
 
 
+class MigrationState(StrEnum):
+    WAITING = "Waiting"
+    """The source waits for the target to claim the VM (docs/ha.md) before it begins."""
+    RUNNING = "Running"
+    FAILED = "Failed"
+    """Live migration failed and, being forced live (or the target being gone), falls back
+    to nothing: the VM keeps running on the source and the primary places it back there."""
+    FALLING_BACK = "FallingBack"
+    """``auto``: live migration failed; a shutdown move follows."""
+
+
 class VMPhase(StrEnum):
     PENDING = "Pending"
     SCHEDULING = "Scheduling"
@@ -98,8 +109,31 @@ class VMPlacement(Model):
 
 
 class VMMigration(Model):
-    method: MigrationMethod = MigrationMethod.LIVE
+    method: MigrationMethod = MigrationMethod.AUTO
+    """How the VM moves when it must (migrate, flush, unflush, move): ``live`` (libvirt live
+    migration: the guest keeps running; if that fails the VM stays where it is),
+    ``shutdown`` (shut down, then start on the target), ``auto`` (the default, as PVC has
+    always done: live; after failed attempts, or where a hypervisor cannot live-migrate, a
+    shutdown move, with a MigrationFallback event)."""
     max_downtime: Duration = "300ms"
+    """The longest pause of the guest at the switch-over of a live migration."""
+
+
+class MigrationStatus(Model):
+    """A move of a running VM, as its source node reports it while it runs (and a failed
+    live migration until the next move)."""
+
+    source: str
+    target: str
+    method: MigrationMethod
+    """The method asked for (``live`` when forced by ``vm migrate --live``)."""
+    state: MigrationState
+    started: str
+    attempts: int = 0
+    data_total: int | None = None
+    """Bytes to move (the guest's memory), from the hypervisor's job info."""
+    data_remaining: int | None = None
+    last_error: str | None = None
 
 
 class VirtualMachineSpec(Model):
@@ -126,7 +160,7 @@ class VirtualMachineStatus(Status):
     phase: VMPhase = VMPhase.PENDING
     node: str | None = None
     last_node: str | None = None
-    migration: str | None = None
+    migration: MigrationStatus | None = None
     epoch: int | None = None
     reason: str | None = None
     domain_uuid: str | None = None
@@ -146,6 +180,10 @@ class Placement(Model):
     epoch: int = 0
     reason: str = ""
     migration: str | None = None
+    """The node a temporary move came from (``vm unmigrate`` and unflush return it there)."""
+    method: MigrationMethod | None = None
+    """How this move goes; None: the VM's spec.migration.method. ``live`` from
+    ``vm migrate --live``: live only, never a shutdown."""
 
 
 class VirtualMachine(Resource):

@@ -24,16 +24,19 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import libvirt
 import pytest
 
 from cli.localcluster.libvirtd import LibvirtDaemon, find_program
-from hypervisor.libvirt_driver import LibvirtDriver, qemu_kvm_access_problem
+from hypervisor.domaintype import qemu_kvm_access_problem
+from hypervisor.libvirt_driver import LibvirtDriver
+from tests.localcluster_fixture import RunningCluster, start_cluster
 
 KVM_DEVICE = "/dev/kvm"
 QEMU_USER = "libvirt-qemu"  # whom Debian's libvirt runs QEMU as
@@ -159,3 +162,32 @@ def isolated_libvirtd_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     finally:
         for daemon in daemons:
             daemon.stop()
+
+
+def qemu_pids(name: str) -> list[int]:
+    """PIDs of QEMU processes running the guest ``name`` (its -name guest=NAME argument), on
+    any of this machine's libvirtd."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"qemu-system.*guest={name}[,\\s]"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def pair_cluster(
+    pair: LibvirtdPair, tmp_path_factory: pytest.TempPathFactory, label: str
+) -> Iterator[RunningCluster]:
+    """A 2-node local cluster whose daemons run against the pair's two libvirtd (node1 on
+    node-a, node2 on node-b): for a module-scoped fixture to yield from."""
+    clusters: Generator[RunningCluster, None, None] = start_cluster(  # type: ignore[assignment]
+        tmp_path_factory.mktemp(label),
+        nodes=2,
+        libvirt_uris={"node1": pair.a.uri, "node2": pair.b.uri},
+    )
+    running = next(clusters)
+    try:
+        yield running
+    finally:
+        clusters.close()

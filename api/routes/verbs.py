@@ -22,6 +22,7 @@ from schemas import (
     Cluster,
     DaemonState,
     FieldError,
+    MigrationMethod,
     Node,
     Placement,
     RouterState,
@@ -33,6 +34,7 @@ from schemas import (
 from schemas.meta import Model
 from schemas.registry import errors_from_validation
 from zkstore import AlreadyExists, Conflict, NotFound, Store
+from zkstore.moves import live_migration_problem, unreached_disks
 
 router = APIRouter()
 VMS = f"{API_PREFIX}/vms/{{name}}"
@@ -42,9 +44,10 @@ NODES = f"{API_PREFIX}/nodes/{{name}}"
 class MigrateRequest(Model):
     node: str = Field(min_length=1, max_length=63)
     live: bool = False
-    """Live migration only: no shutdown fallback."""
+    """Live migration only, whatever spec.migration.method says: never a shutdown; if it
+    fails, the VM keeps running where it is."""
     force: bool = False
-    """Allow a node outside spec.placement.nodes."""
+    """Allow a node outside spec.placement.nodes (the node limit); nothing else."""
 
 
 class MoveRequest(Model):
@@ -89,8 +92,11 @@ def _place(
     reason: str,
     migration: str | None,
     only_from: str | None = None,
+    method: MigrationMethod | None = None,
 ) -> None:
-    placement = Placement(node=node, epoch=store.read_epoch(), reason=reason, migration=migration)
+    placement = Placement(
+        node=node, epoch=store.read_epoch(), reason=reason, migration=migration, method=method
+    )
     # The API is not the primary: it writes no epoch check (epoch=None), and the
     # primary treats a manual reason as an order to carry out, not to undo. With
     # ``only_from``, a placement changed since it was read (a drain, a recovery) is a 409.
@@ -140,7 +146,12 @@ def vm_restart(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str,
 def vm_migrate(
     name: NameParam, body: MigrateRequest, store: StoreDep, events: EventsDep
 ) -> dict[str, Any]:
-    """Place the VM on another node for now; spec is untouched, ``unmigrate`` returns it."""
+    """Place the VM on another node for now; spec is untouched, ``unmigrate`` returns it.
+
+    It moves as spec.migration.method says (``live``, ``shutdown``, ``auto``); with
+    ``live: true`` it moves live only, never with a shutdown, and a live migration that
+    fails leaves it running where it is (its status and a MigrationFailed event say why).
+    """
     vm = store.get(VirtualMachine, name)
     _require_node(store, body.node)
     allowed = vm.spec.placement.nodes
@@ -157,16 +168,35 @@ def vm_migrate(
     current = store.read_placement(name)
     source = current.node if current else None
     if source == body.node:
-        raise ApiError(409, f"VirtualMachine {name!r} is already placed on {body.node!r}")
+        raise ApiError(
+            409,
+            f"VirtualMachine {name!r} is already placed on {body.node!r}: "
+            "a migration needs another node",
+        )
+    unreached = unreached_disks(store, vm, body.node)
+    if unreached:
+        raise ApiError(409, f"VirtualMachine {name!r} cannot run on {body.node!r}: {unreached}")
+    if body.live:
+        problem = live_migration_problem(store, vm, source, body.node)
+        if problem is not None:
+            raise ApiError(409, f"VirtualMachine {name!r} cannot be live-migrated: {problem}")
     # Keep the first source across repeated migrations, so unmigrate goes back there.
     origin = (current.migration if current and current.migration else None) or source
-    vm = _annotate(store, name, {verbs.MIGRATE_METHOD: "live" if body.live else None})
-    _place(store, name, body.node, verbs.PLACEMENT_MIGRATE, origin, only_from=source)
+    _place(
+        store,
+        name,
+        body.node,
+        verbs.PLACEMENT_MIGRATE,
+        origin,
+        only_from=source,
+        method=MigrationMethod.LIVE if body.live else None,
+    )
     events.record(
         VirtualMachine.KIND,
         name,
         "MigrateRequested",
-        f"to {body.node} from {source or '-'}{' (live)' if body.live else ''}",
+        f"to {body.node} from {source or '-'}"
+        + (" (live only)" if body.live else f" ({vm.spec.migration.method.value})"),
     )
     return vm.wire()
 
@@ -183,7 +213,6 @@ def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[st
         )
     if current is not None and current.node == target and not current.migration:
         raise ApiError(409, f"VirtualMachine {name!r} is already on {target!r}")
-    vm = _annotate(store, name, {verbs.MIGRATE_METHOD: None})
     _place(
         store,
         name,

@@ -15,19 +15,18 @@ at once, with QEMU's reason, where QEMU cannot use /dev/kvm.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import libvirt
 import pytest
 
 from hypervisor.events import ensure_event_loop
 from tests.helpers import wait_for
-from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair
-from tests.localcluster_fixture import RunningCluster, start_cluster
+from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, pair_cluster, qemu_pids
+from tests.localcluster_fixture import RunningCluster
 
 __all__ = ["isolated_libvirtd_pair"]  # a fixture, imported for pytest
 
@@ -36,17 +35,6 @@ pytestmark = pytest.mark.kvm
 SHUTDOWN_TIMEOUT_S = 6.0
 EVENT_STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
 EVENT_STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
-
-
-def qemu_processes(name: str) -> list[int]:
-    """PIDs of QEMU processes running the guest ``name`` (its -name guest=NAME argument)."""
-    found = subprocess.run(
-        ["pgrep", "-f", f"qemu-system.*guest={name}[,\\s]"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return [int(pid) for pid in found.stdout.split()]
 
 
 def active(conn: libvirt.virConnect, name: str) -> bool:
@@ -60,17 +48,7 @@ def active(conn: libvirt.virConnect, name: str) -> bool:
 def cluster(
     isolated_libvirtd_pair: LibvirtdPair, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningCluster]:
-    pair = isolated_libvirtd_pair
-    clusters: Generator[RunningCluster, None, None] = start_cluster(  # type: ignore[assignment]
-        tmp_path_factory.mktemp("kvm-one-copy"),
-        nodes=2,
-        libvirt_uris={"node1": pair.a.uri, "node2": pair.b.uri},
-    )
-    running = next(clusters)
-    try:
-        yield running
-    finally:
-        clusters.close()
+    yield from pair_cluster(isolated_libvirtd_pair, tmp_path_factory, "kvm-one-copy")
 
 
 def test_the_target_qemu_never_starts_before_the_source_qemu_is_gone(
@@ -96,12 +74,14 @@ def test_the_target_qemu_never_starts_before_the_source_qemu_is_gone(
             "memory": "64Mi",
             "shutdownTimeout": f"{SHUTDOWN_TIMEOUT_S:g}s",
             "placement": {"home": "node1"},
+            # A shutdown move (live ones: test_e2e_kvm_live_migration.py).
+            "migration": {"method": "shutdown"},
         },
     }
     try:
         assert cluster.api("POST", "/api/v1/apply", json=[doc]).status_code == 200
         wait_for(lambda: active(source, name), 60, f"{name} running on node1")
-        assert len(qemu_processes(name)) == 1
+        assert len(qemu_pids(name)) == 1
 
         both: list[str] = []
         samples = 0
@@ -112,7 +92,7 @@ def test_the_target_qemu_never_starts_before_the_source_qemu_is_gone(
         def watch() -> None:
             nonlocal samples, source_gone_at, target_up_at
             while not stop.wait(0.02):
-                pids = qemu_processes(name)
+                pids = qemu_pids(name)
                 on_source, on_target = active(source, name), active(target, name)
                 now = time.monotonic()
                 samples += 1
@@ -155,6 +135,6 @@ def test_the_target_qemu_never_starts_before_the_source_qemu_is_gone(
     finally:
         with contextlib.suppress(Exception):
             cluster.api("DELETE", f"/api/v1/vms/{name}")
-        wait_for(lambda: not qemu_processes(name), 60, f"{name}'s QEMU gone after delete")
+        wait_for(lambda: not qemu_pids(name), 60, f"{name}'s QEMU gone after delete")
         source.close()
         target.close()

@@ -9,7 +9,19 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import Settings
-from schemas import Cluster, ClusterStatus, DaemonState, Node, NodeStatus, RouterState, verbs
+from schemas import (
+    Cluster,
+    ClusterStatus,
+    DaemonState,
+    Node,
+    NodeStatus,
+    Placement,
+    RouterState,
+    VirtualMachine,
+    VirtualMachineStatus,
+    VMPhase,
+    verbs,
+)
 from tests.integration.api.api_helpers import assert_status, node, vm
 from zkstore import Store
 
@@ -49,11 +61,9 @@ def test_migrate_writes_placement_not_spec_and_unmigrate_returns(
     client: TestClient, store: Store
 ) -> None:
     client.post("/api/v1/vms", json=vm(placement={"home": "n1"}))
-    from schemas import Placement
-
     store.write_placement("web1", Placement(node="n1", epoch=0, reason="scheduled"), epoch=None)
     before = client.get("/api/v1/vms/web1").json()
-    migrated = post(client, "/api/v1/vms/web1/migrate", node="n2", live=True)
+    migrated = post(client, "/api/v1/vms/web1/migrate", node="n2")
     assert migrated["spec"] == before["spec"]
     assert migrated["metadata"]["generation"] == before["metadata"]["generation"]  # type: ignore[index]
     placement = store.read_placement("web1")
@@ -61,7 +71,7 @@ def test_migrate_writes_placement_not_spec_and_unmigrate_returns(
     assert (placement.node, placement.reason, placement.migration) == ("n2", "migrate", "n1")
     assert store.node_index_entry("n2", "web1") is not None
     assert store.node_index_entry("n1", "web1") is None
-    assert migrated["metadata"]["annotations"][verbs.MIGRATE_METHOD] == "live"  # type: ignore[index]
+    assert placement.method is None  # spec.migration.method decides
     # A second hop keeps the original source for unmigrate.
     post(client, "/api/v1/vms/web1/migrate", node="n3")
     assert store.read_placement("web1").migration == "n1"  # type: ignore[union-attr]
@@ -69,6 +79,81 @@ def test_migrate_writes_placement_not_spec_and_unmigrate_returns(
     placement = store.read_placement("web1")
     assert placement is not None
     assert (placement.node, placement.reason, placement.migration) == ("n1", "unmigrate", None)
+
+
+def _running_on(store: Store, name: str, node_name: str, **status: object) -> None:
+    store.write_placement(name, Placement(node=node_name, epoch=0, reason="scheduled"), epoch=None)
+    store.write_status(
+        VirtualMachine, name, VirtualMachineStatus(phase=VMPhase.RUNNING, node=node_name)
+    )
+    for each in ("n1", "n2", "n3"):
+        store.write_status(
+            Node,
+            each,
+            NodeStatus(
+                daemon_state=DaemonState.RUN,
+                conditions=[
+                    {"type": "Ready", "status": "True", "reason": "HeartbeatOK", "message": ""}
+                ],
+                **status,  # type: ignore[arg-type]
+            ),
+        )
+
+
+def test_migrate_to_the_node_it_is_on_is_a_conflict(client: TestClient, store: Store) -> None:
+    client.post("/api/v1/vms", json=vm(placement={"home": "n1"}))
+    _running_on(store, "web1", "n1")
+    before = store.read_placement("web1")
+    body = assert_status(
+        client.post("/api/v1/vms/web1/migrate", json={"node": "n1"}), 409, "Conflict"
+    )
+    assert "already placed on 'n1'" in body["message"]
+    assert store.read_placement("web1") == before
+
+
+def test_forced_live_migrate_is_refused_where_it_cannot_be_live(
+    client: TestClient, store: Store
+) -> None:
+    client.post("/api/v1/vms", json=vm(placement={"home": "n1"}))
+    _running_on(
+        store,
+        "web1",
+        "n1",
+        live_migration_problem="libvirt's test driver (test:///) cannot live-migrate",
+    )
+    before = store.read_placement("web1")
+    body = assert_status(
+        client.post("/api/v1/vms/web1/migrate", json={"node": "n2", "live": True}),
+        409,
+        "Conflict",
+    )
+    assert "cannot be live-migrated" in body["message"]
+    assert "test driver" in body["message"]
+    assert store.read_placement("web1") == before
+    # Without --live it may move (auto falls back to a shutdown move on such nodes).
+    post(client, "/api/v1/vms/web1/migrate", node="n2")
+    placement = store.read_placement("web1")
+    assert placement is not None and placement.node == "n2" and placement.method is None
+
+
+def test_forced_live_migrate_writes_method_live(client: TestClient, store: Store) -> None:
+    client.post("/api/v1/vms", json=vm(placement={"home": "n1"}))
+    _running_on(store, "web1", "n1", migration_uri="qemu+tcp://n2/system")
+    post(client, "/api/v1/vms/web1/migrate", node="n2", live=True)
+    placement = store.read_placement("web1")
+    assert placement is not None
+    assert (placement.node, placement.method) == ("n2", "live")
+
+
+def test_live_migrate_of_a_vm_not_running_is_refused(client: TestClient, store: Store) -> None:
+    client.post("/api/v1/vms", json=vm(placement={"home": "n1"}))
+    store.write_placement("web1", Placement(node="n1", epoch=0, reason="s"), epoch=None)
+    body = assert_status(
+        client.post("/api/v1/vms/web1/migrate", json={"node": "n2", "live": True}),
+        409,
+        "Conflict",
+    )
+    assert "not running on n1" in body["message"]
 
 
 def test_migrate_refuses_unknown_or_disallowed_nodes_unless_forced(client: TestClient) -> None:

@@ -179,7 +179,11 @@ def test_vm_verbs(api: Api, files: Path) -> None:
     assert api.pvcctl("vm", "force-stop", "vb-a").returncode == 0
     annotations = api.http("GET", "/api/v1/vms/vb-a").json()["metadata"]["annotations"]
     assert {"pvc.io/restart", "pvc.io/force-stop"} <= set(annotations)
-    migrated = api.pvcctl("vm", "migrate", "vb-a", "--to", "vn2", "--live")
+    # Forced live: refused at once where nothing runs to migrate, nothing written.
+    refused = api.pvcctl("vm", "migrate", "vb-a", "--to", "vn2", "--live")
+    assert refused.returncode == 1 and "cannot be live-migrated" in one_line_error(refused)
+    assert api.store.read_placement("vb-a") is None
+    migrated = api.pvcctl("vm", "migrate", "vb-a", "--to", "vn2")
     assert migrated.returncode == 0, migrated.stderr
     placement = api.store.read_placement("vb-a")
     assert placement is not None and (placement.node, placement.reason) == ("vn2", "migrate")

@@ -25,7 +25,7 @@ import pytest
 
 from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DiskSpec, DomainSpec, DomainState, LibvirtDriver
-from hypervisor.libvirt_driver import choose_domain_type
+from hypervisor.domaintype import choose_domain_type
 from tests.helpers import wait_for
 from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, system_libvirtd
 

@@ -1,4 +1,4 @@
-"""How LibvirtDriver chooses the domain type: libvirt's capabilities, and whether QEMU's
+"""How the domain type is chosen: libvirt's capabilities, and whether QEMU's
 user can open the KVM device (a file of the test's own stands in for /dev/kvm)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hypervisor.libvirt_driver import (
+from hypervisor.domaintype import (
     choose_domain_type,
     default_domain_type,
     is_local_uri,

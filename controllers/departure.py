@@ -1,0 +1,299 @@
+"""The source side of a move: a VM placed on another node while its domain runs here.
+
+A move goes as the placement's ``method`` says, else the VM's
+``spec.migration.method``:
+
+- ``shutdown``: shut the guest down (ACPI, then force off at shutdownTimeout); the
+  target starts it once this node has let go (docs/ha.md).
+- ``live``: once the target has claimed the VM (so both nodes hold it), libvirt
+  migrates it peer to peer; this node lets go only when its domain is gone. Failed
+  attempts are retried (MAX_ATTEMPTS); then the VM keeps running here, its status
+  says Failed, and the primary places it back here. Never a shutdown.
+- ``auto``: live, and when live migration fails (or this hypervisor cannot), a
+  shutdown move with an event saying why. A target that is not ready is no reason to
+  shut a guest down: then ``auto`` fails as ``live`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kazoo.exceptions import NoNodeError
+
+from controllers.live_migration import (
+    CLAIM_TIMEOUT,
+    MAX_ATTEMPTS,
+    RETRY_BASE,
+    MoveOut,
+    OutgoingMigrations,
+)
+from controllers.vm_status import StatusWriter
+from hypervisor import (
+    DomainDriver,
+    DomainNotFound,
+    DomainState,
+    HypervisorError,
+    MigrationTarget,
+    MigrationUnsupported,
+)
+from schemas import (
+    MigrationMethod,
+    MigrationState,
+    MigrationStatus,
+    Node,
+    Placement,
+    VirtualMachine,
+    VMPhase,
+    to_seconds,
+    utcnow,
+)
+from zkstore import Holders, Store, paths
+from zkstore.events import EventLog
+from zkstore.moves import node_live_problem, unreached_disks
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 1.0
+"""Seconds between looks at a live migration's progress (and writes of it to status)."""
+
+
+class Departures:
+    """Decides and carries out the moves away from one node (one object per VMController)."""
+
+    def __init__(
+        self,
+        store: Store,
+        driver: DomainDriver,
+        node: str,
+        holders: Holders,
+        statuses: StatusWriter,
+        wake: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.node = node
+        self.holders = holders
+        self.statuses = statuses
+        self.events = EventLog(store)
+        self._wake = wake
+        self.flights = OutgoingMigrations(driver, node, wake)
+        self._watching: set[str] = set()
+        self._lock = threading.Lock()
+
+    def leave(
+        self, vm: VirtualMachine, move: MoveOut | None, state: DomainState
+    ) -> tuple[float | None, MoveOut | None]:
+        """One look at a VM placed elsewhere whose domain is up here. Returns (the requeue
+        delay, the move's memory); a delay of None means: move it cold (shut it down)."""
+        name = vm.name
+        placement = self.store.read_placement(name)
+        target = placement.node if placement is not None else None
+        method = (placement.method if placement else None) or vm.spec.migration.method
+        if target is None or target == self.node or method == MigrationMethod.SHUTDOWN:
+            return self._cold_unless_flying(name), None
+        if move is None or move.target != target:
+            move = MoveOut(
+                target=target,
+                method=method,
+                forced=placement is not None and placement.method == MigrationMethod.LIVE,
+                started=utcnow(),
+            )
+        if move.cold:
+            return self._cold_unless_flying(name), move
+        if move.failed:
+            return 5.0, move  # the primary places it back here; nothing to do until then
+        flight = self.flights.get(name)
+        if flight is not None:
+            if flight.target.node != target:
+                # Placed on a third node meanwhile: end this one first, then go there.
+                self.flights.abort(name)
+                return 0.5, move
+            if not flight.done.is_set():
+                self._report(vm, placement, move, MigrationState.RUNNING, "migrating")
+                return PROGRESS_EVERY, move
+            self.flights.pop(name)
+            if flight.error is None:
+                return 0.1, move  # gone from here: the next look finds the domain absent
+            return self._attempt_failed(vm, placement, move, flight.error), move
+        if state == DomainState.SHUTTING_DOWN:
+            return None, move  # going off anyway (the guest, or a shutdown move begun)
+        now = time.monotonic()
+        if now < move.next_attempt_at:
+            return move.next_attempt_at - now, move
+        problem, permanent = self._problem(vm, target)
+        if problem is not None:
+            move.last_error = problem
+            return self._give_up(vm, placement, move, fallback=permanent), move
+        if target not in self.holders.read(name):
+            if now - move.since > CLAIM_TIMEOUT:
+                error = HypervisorError(f"node {target} did not claim {name} in {CLAIM_TIMEOUT:g}s")
+                return self._attempt_failed(vm, placement, move, error), move
+            self._report(
+                vm, placement, move, MigrationState.WAITING, f"waiting for {target} to claim it"
+            )
+            self.watch_holders(name)
+            return 1.0, move
+        node = self.store.get(Node, target)
+        status = node.status
+        assert status is not None and status.migration_uri is not None  # checked by _problem
+        move.attempts += 1
+        self.flights.begin(
+            name,
+            MigrationTarget(target, status.migration_uri, status.migration_address),
+            max_downtime_ms=max(1, round(to_seconds(vm.spec.migration.max_downtime) * 1000)),
+        )
+        self._report(vm, placement, move, MigrationState.RUNNING, "migrating")
+        return PROGRESS_EVERY, move
+
+    def settle(self, name: str) -> tuple[bool, bool]:
+        """The VM is placed here again: abort an outgoing migration. Returns (still flying:
+        look again shortly, migrated away: the domain left this host on purpose)."""
+        flight = self.flights.get(name)
+        if flight is None:
+            return False, False
+        if not flight.done.is_set():
+            self.flights.abort(name)
+            return True, False
+        self.flights.pop(name)
+        return False, flight.error is None
+
+    # -- decisions -------------------------------------------------------------------
+
+    def _cold_unless_flying(self, name: str) -> float | None:
+        flight = self.flights.get(name)
+        if flight is not None and not flight.done.is_set():
+            self.flights.abort(name)  # a shutdown waits for the migration to end first
+            return 0.5
+        self.flights.pop(name)
+        return None
+
+    def _problem(self, vm: VirtualMachine, target: str) -> tuple[str | None, bool]:
+        """Why a live migration to ``target`` cannot begin now, and whether that is about live
+        migration itself (``auto`` may then move it cold) rather than about the target."""
+        mine = self.driver.live_migration_problem()
+        if mine is not None:
+            return f"node {self.node} cannot live-migrate: {mine}", True
+        problem, permanent = node_live_problem(self.store, target, target=True)
+        if problem is not None:
+            return problem, permanent
+        return unreached_disks(self.store, vm, target), False
+
+    def _attempt_failed(
+        self, vm: VirtualMachine, placement: Placement | None, move: MoveOut, error: Exception
+    ) -> float | None:
+        move.last_error = str(error)
+        move.attempts = max(move.attempts, 1)
+        if isinstance(error, MigrationUnsupported):
+            return self._give_up(vm, placement, move, fallback=True)
+        if isinstance(error, DomainNotFound) or move.attempts >= MAX_ATTEMPTS:
+            return self._give_up(vm, placement, move, fallback=True)
+        problem, permanent = self._problem(vm, move.target)
+        if problem is not None and not permanent:
+            move.last_error = f"{error}; {problem}"
+            return self._give_up(vm, placement, move, fallback=False)
+        delay = RETRY_BASE * 2.0 ** (move.attempts - 1)
+        move.next_attempt_at = time.monotonic() + delay
+        move.since = move.next_attempt_at
+        self._report(
+            vm,
+            placement,
+            move,
+            MigrationState.WAITING,
+            f"attempt {move.attempts} failed; trying again in {delay:g}s",
+        )
+        return delay
+
+    def _give_up(
+        self, vm: VirtualMachine, placement: Placement | None, move: MoveOut, *, fallback: bool
+    ) -> float | None:
+        name = vm.name
+        tried = f"after {move.attempts} attempt(s)" if move.attempts else "before any attempt"
+        if fallback and move.method == MigrationMethod.AUTO and not move.forced:
+            move.cold = True
+            message = (
+                f"live migration to {move.target} failed {tried}: {move.last_error}; "
+                f"moving it with a shutdown instead (spec.migration.method auto)"
+            )
+            log.warning(
+                "event=migration_fallback vm=%s target=%s why=%r", name, move.target, message
+            )
+            self.events.record(
+                VirtualMachine.KIND,
+                name,
+                "MigrationFallback",
+                message,
+                type_="Warning",
+                source=self.node,
+            )
+            self._report(vm, placement, move, MigrationState.FALLING_BACK, message)
+            return None
+        move.failed = True
+        why = "forced live" if move.forced else f"spec.migration.method {move.method.value}"
+        message = (
+            f"live migration to {move.target} failed {tried}: {move.last_error}; it keeps "
+            f"running on {self.node} ({why}: no shutdown move)"
+        )
+        log.warning("event=migration_given_up vm=%s target=%s why=%r", name, move.target, message)
+        self.events.record(
+            VirtualMachine.KIND, name, "MigrationFailed", message, type_="Warning", source=self.node
+        )
+        self._report(vm, placement, move, MigrationState.FAILED, message)
+        return 5.0
+
+    # -- status ------------------------------------------------------------------------
+
+    def _report(
+        self,
+        vm: VirtualMachine,
+        placement: Placement | None,
+        move: MoveOut,
+        state: MigrationState,
+        message: str,
+    ) -> None:
+        progress = None
+        if state == MigrationState.RUNNING:
+            try:
+                progress = self.driver.migration_progress(vm.name)
+            except HypervisorError as exc:
+                log.debug("event=migration_progress_unavailable vm=%s error=%s", vm.name, exc)
+        record = MigrationStatus(
+            source=self.node,
+            target=move.target,
+            method=MigrationMethod.LIVE if move.forced else move.method,
+            state=state,
+            started=move.started,
+            attempts=move.attempts,
+            data_total=progress.data_total if progress else None,
+            data_remaining=progress.data_remaining if progress else None,
+            last_error=move.last_error,
+        )
+        failed = state == MigrationState.FAILED
+        self.statuses.write(
+            vm,
+            placement or Placement(node=move.target),
+            VMPhase.RUNNING if failed else VMPhase.MIGRATING,
+            "MigrationFailed" if failed else "Migrating",
+            message if failed else f"{message}: {self.node} -> {move.target}",
+            migration=record,
+        )
+
+    def watch_holders(self, name: str) -> None:
+        """Wake the VM's reconcile when its holder set changes (once per change)."""
+        with self._lock:
+            if name in self._watching:
+                return
+            self._watching.add(name)
+
+        def fired(_event: object) -> None:
+            with self._lock:
+                self._watching.discard(name)
+            self._wake(name)
+
+        try:
+            self.store.client.get_children(self.store.path(paths.holders(name)), watch=fired)
+        except NoNodeError:
+            with self._lock:
+                self._watching.discard(name)

@@ -1,0 +1,185 @@
+"""Live migration on real QEMU/KVM, between two libvirtd daemons as two hosts.
+
+A 2-node local cluster whose daemons each run against their own libvirtd (the
+``isolated_libvirtd_pair``: two daemons in their own mount namespaces with their own
+host UUIDs). Throughout each move a watcher reads, about fifty times a second, what the
+two hypervisors really hold: a sample where both report the guest *running* is a
+failure (during a live migration the target holds a paused incoming copy, which is not
+running; at the switch-over the source pauses, then the target resumes).
+
+The guest kept running, not booted again: the target's QEMU was started as a migration
+destination (``-incoming``, so its state came from the source), libvirt on the target
+reports a completed incoming migration job, and the tick counter the guest's firmware
+keeps in its memory (BIOS data area, 0x46C) never went back.
+
+Skips, saying why, without root, /dev/kvm, libvirtd or unshare (the fixture), and fails
+at once, with QEMU's reason, where QEMU cannot use /dev/kvm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+from tests.helpers import wait_for
+from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, pair_cluster, qemu_pids
+from tests.localcluster_fixture import RunningCluster
+
+__all__ = ["isolated_libvirtd_pair"]  # a fixture, imported for pytest
+
+pytestmark = pytest.mark.kvm
+
+TICKS = 0x46C
+"""The BIOS data area's timer tick counter (18.2 Hz), kept by the guest's firmware."""
+
+
+def cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [part.decode() for part in f.read().split(b"\0") if part]
+
+
+def running(conn: libvirt.virConnect, name: str) -> bool:
+    try:
+        state, _ = conn.lookupByName(name).state()
+    except libvirt.libvirtError:
+        return False
+    return bool(state == libvirt.VIR_DOMAIN_RUNNING)
+
+
+def ticks(conn: libvirt.virConnect, name: str) -> int | None:
+    try:
+        raw = conn.lookupByName(name).memoryPeek(TICKS, 4, libvirt.VIR_MEMORY_PHYSICAL)
+    except libvirt.libvirtError:
+        return None
+    return int(struct.unpack("<I", raw)[0])
+
+
+class HostWatcher:
+    """Samples both hypervisors until stopped: samples with two running copies, and the
+    tick counter wherever the guest runs."""
+
+    def __init__(self, a: libvirt.virConnect, b: libvirt.virConnect, name: str) -> None:
+        self.conns = {"node1": a, "node2": b}
+        self.name = name
+        self.both: list[str] = []
+        self.ticks: list[tuple[str, int]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HostWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            up = [node for node, conn in self.conns.items() if running(conn, self.name)]
+            self.samples += 1
+            if len(up) > 1:
+                self.both.append(f"{time.monotonic():.3f}: running on {up}")
+            for node in up:
+                value = ticks(self.conns[node], self.name)
+                if value is not None:
+                    self.ticks.append((node, value))
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    isolated_libvirtd_pair: LibvirtdPair, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningCluster]:
+    yield from pair_cluster(isolated_libvirtd_pair, tmp_path_factory, "kvm-live")
+
+
+@pytest.fixture(scope="module")
+def conns(isolated_libvirtd_pair: LibvirtdPair) -> Iterator[tuple[libvirt.virConnect, ...]]:
+    a = libvirt.open(isolated_libvirtd_pair.a.uri)
+    b = libvirt.open(isolated_libvirtd_pair.b.uri)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def vm_doc(name: str, method: str = "live", home: str = "node1") -> dict[str, object]:
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "memory": "64Mi",
+            "shutdownTimeout": "5s",
+            "placement": {"home": home},
+            "migration": {"method": method},
+        },
+    }
+
+
+def status_of(cluster: RunningCluster, name: str) -> dict[str, object]:
+    return dict(cluster.api("GET", f"/api/v1/vms/{name}").json().get("status") or {})
+
+
+def test_a_running_guest_migrates_live_there_and_back(
+    cluster: RunningCluster, conns: tuple[libvirt.virConnect, ...]
+) -> None:
+    a, b = conns
+    name = f"live-{uuid.uuid4().hex[:6]}"
+    cluster.apply(vm_doc(name))
+    try:
+        wait_for(lambda: running(a, name), 60, f"{name} running on node1")
+        wait_for(lambda: status_of(cluster, name).get("phase") == "Running", 30, "Running")
+        wait_for(lambda: (ticks(a, name) or 0) > 0, 30, "the guest's firmware ticking")
+        for there, back, conn in (("node2", "node1", b), ("node1", "node2", a)):
+            before = qemu_pids(name)
+            assert len(before) == 1
+            with HostWatcher(a, b, name) as watcher:
+                started = time.monotonic()
+                if there == "node2":
+                    result = cluster.pvcctl("vm", "migrate", name, "--to", there, "--wait")
+                else:
+                    result = cluster.pvcctl("vm", "unmigrate", name)
+                    assert result.returncode == 0, result.stderr
+                    wait_for(
+                        lambda there=there: (  # type: ignore[misc]
+                            status_of(cluster, name).get("node") == there
+                            and status_of(cluster, name).get("phase") == "Running"
+                        ),
+                        60,
+                        f"{name} Running on {there}",
+                    )
+                took = time.monotonic() - started
+                assert result.returncode == 0, result.stderr
+            assert watcher.both == [], "two running copies:\n" + "\n".join(watcher.both[:20])
+            assert running(conn, name) and not running(b if conn is a else a, name)
+            after = qemu_pids(name)
+            assert len(after) == 1 and after != before, (before, after)
+            assert "-incoming" in cmdline(after[0]), "the target's QEMU booted, not migrated"
+            job = conn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            assert job.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED, job
+            seen = [value for _node, value in watcher.ticks]
+            assert seen == sorted(seen), f"the guest's tick counter went back: {seen[:50]}"
+            assert {node for node, _ in watcher.ticks} == {back, there}, watcher.ticks[-5:]
+            status = status_of(cluster, name)
+            assert (status["node"], status["lastNode"]) == (there, back)
+            assert status.get("migration") is None
+            print(
+                f"\n{name} {back} -> {there}: {took:.2f}s from the request to Running on "
+                f"{there}; {watcher.samples} samples, none with two running"
+            )
+        events = cluster.pvcctl("events", "vm", name)
+        assert "MigrationFallback" not in events.stdout
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.api("DELETE", f"/api/v1/vms/{name}")
+        wait_for(lambda: not qemu_pids(name), 60, f"{name}'s QEMU gone after delete")

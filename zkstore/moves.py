@@ -1,0 +1,72 @@
+"""Checks before a VM moves, read from the store: can the target reach its disks, can the
+two nodes live-migrate it. The API answers a user's migrate with them (409), and the
+source node checks again before each live-migration attempt."""
+
+from __future__ import annotations
+
+from schemas import DaemonState, Node, VirtualMachine
+from zkstore.disks import Disks
+from zkstore.errors import NotFound
+from zkstore.store import Store
+
+
+def unreached_disks(store: Store, vm: VirtualMachine, node: str) -> str | None:
+    """Why ``node`` cannot reach the images of ``vm``'s disks created so far; None when it
+    reaches them all (or does not exist: the caller says so)."""
+    sized = {d.name for d in vm.spec.disks if d.size}
+    if not sized:
+        return None
+    try:
+        status = store.get(Node, node).status
+    except NotFound:
+        return None
+    records = [r for d, r in Disks(store).of(vm.name).items() if d in sized]
+    unreached = [
+        r
+        for r in records
+        if not r.reached_by(
+            node, status.disk_dir if status else None, bool(status and status.shared_disk_dir)
+        )
+    ]
+    if not unreached:
+        return None
+    return f"node {node} does not reach " + ", ".join(
+        f"disk {r.disk} ({r.path}, {r.where()})" for r in unreached
+    )
+
+
+def node_live_problem(store: Store, node: str, *, target: bool) -> tuple[str | None, bool]:
+    """Why ``node`` cannot take part in a live migration now, and whether that is about live
+    migration itself (its hypervisor cannot) rather than the node being unavailable."""
+    try:
+        status = store.get(Node, node).status
+    except NotFound:
+        return f"node {node} does not exist", False
+    if target:
+        ready = status is not None and any(
+            c.type == "Ready" and c.status == "True" for c in status.conditions
+        )
+        if status is None or status.daemon_state != DaemonState.RUN or not ready:
+            return f"node {node} is not ready", False
+    if status is not None and status.live_migration_problem is not None:
+        return f"node {node} cannot live-migrate: {status.live_migration_problem}", True
+    if target and (status is None or status.migration_uri is None):
+        return f"node {node} publishes no migration URI", True
+    return None, False
+
+
+def live_migration_problem(
+    store: Store, vm: VirtualMachine, source: str | None, target: str
+) -> str | None:
+    """Why ``vm`` cannot be live-migrated from ``source`` to ``target`` now; None when it can."""
+    if source is None:
+        return "it is placed on no node, so it runs nowhere to migrate from"
+    status = vm.status
+    if status is None or status.node != source or status.phase.value not in ("Running",):
+        phase = status.phase.value if status else "Pending"
+        return f"it is not running on {source} (phase {phase})"
+    for node, is_target in ((source, False), (target, True)):
+        problem, _ = node_live_problem(store, node, target=is_target)
+        if problem is not None:
+            return problem
+    return unreached_disks(store, vm, target)
