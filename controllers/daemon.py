@@ -7,9 +7,11 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
+from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
 from controllers.config import ConfigError, DaemonConfig, load_config
@@ -22,8 +24,8 @@ from controllers.self_fence import SelfFence
 from controllers.vm_controller import VMController
 from hypervisor import DomainDriver, HypervisorError, LibvirtDriver, write_test_host_xml
 from hypervisor.hostnet import HostNetworkError, NetlinkHostNetwork
-from schemas import to_mib, to_seconds
-from zkstore import LeaseHeld, Store
+from schemas import DomainState, Node, to_mib, to_seconds, utcnow, verbs
+from zkstore import LeaseHeld, Store, StoreError
 
 log = logging.getLogger("pvcnoded")
 
@@ -126,12 +128,15 @@ class Daemon:
         self.agent.start()
         if self.election is not None:
             self.election.start()
+        self._unflush_after_restart()
         log.info("event=running node=%s", self.config.node)
         self.stopped.wait()
         self.shutdown()
 
     def shutdown(self) -> None:
         log.info("event=stopping node=%s", self.config.node)
+        if self.config.flush_on_shutdown:
+            self._flush_before_stop()
         if self.election is not None:
             self.election.stop()
         self.vms.stop()
@@ -139,6 +144,67 @@ class Daemon:
         self.store.stop()
         self.driver.close()
         log.info("event=stopped node=%s", self.config.node)
+
+    def _flush_before_stop(self) -> None:
+        """Flush this node and wait (up to ``flushTimeout``) until nothing runs here, every
+        controller and the keepalive still running: the VMs move as a flush moves them, and
+        nobody fences a node that stops in order."""
+        node = self.config.node
+        limit = to_seconds(self.config.flush_timeout)
+        deadline = time.monotonic() + limit
+
+        def flush(obj: Node) -> None:
+            obj.spec.drain = True
+            obj.metadata.annotations = {
+                **obj.metadata.annotations,
+                verbs.FLUSHED_ON_SHUTDOWN: utcnow(),
+            }
+
+        try:
+            current = self.store.get(Node, node)
+            if current.spec.drain and verbs.FLUSHED_ON_SHUTDOWN not in current.metadata.annotations:
+                log.info("event=flush_on_shutdown node=%s state=already_drained", node)
+            else:
+                self.store.mutate_spec(Node, node, flush)
+            log.info("event=flush_on_shutdown node=%s state=requested timeout=%.0fs", node, limit)
+            while time.monotonic() < deadline:
+                status = self.store.get(Node, node).status
+                if status is not None and status.domain_state == DomainState.FLUSHED:
+                    log.info("event=flush_on_shutdown node=%s state=flushed", node)
+                    break
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            else:
+                log.warning(
+                    "event=flush_on_shutdown node=%s state=timed_out after=%.0fs "
+                    "action=stopping_anyway",
+                    node,
+                    limit,
+                )
+        except (StoreError, KazooException) as exc:
+            log.warning("event=flush_on_shutdown node=%s state=failed error=%r", node, exc)
+        # Migrations this node started: let them end (libvirt carries them on anyway).
+        if not self.vms.departures.flights.wait_all(max(1.0, deadline - time.monotonic())):
+            log.warning("event=flush_on_shutdown node=%s state=migrations_still_running", node)
+
+    def _unflush_after_restart(self) -> None:
+        """Unflush the node this daemon flushed as it stopped (``flushOnShutdown``)."""
+        node = self.config.node
+
+        def unflush(obj: Node) -> None:
+            obj.spec.drain = False
+            obj.metadata.annotations = {
+                k: v for k, v in obj.metadata.annotations.items() if k != verbs.FLUSHED_ON_SHUTDOWN
+            }
+
+        try:
+            current = self.store.get(Node, node)
+            if verbs.FLUSHED_ON_SHUTDOWN not in current.metadata.annotations:
+                return
+            self.store.mutate_spec(Node, node, unflush)
+        except (StoreError, KazooException) as exc:
+            log.warning("event=unflush_after_restart node=%s state=failed error=%r", node, exc)
+            return
+        log.info("event=unflush_after_restart node=%s", node)
 
 
 def setup_logging(level: str) -> None:

@@ -13,6 +13,10 @@ RESTART = "pvc.io/restart"
 FORCE_STOP = "pvc.io/force-stop"
 """With runStrategy Halted: power the VM off at once instead of waiting for ACPI."""
 
+FLUSHED_ON_SHUTDOWN = "pvc.io/flushed-on-shutdown"
+"""On a Node: its daemon flushed it as it stopped (``flushOnShutdown``) at this time; the
+daemon unflushes it when it starts again, and removes this."""
+
 # The reason a verb writes into the placement record, so the primary can tell a
 # manual placement (which it must leave alone) from its own scheduling.
 PLACEMENT_MIGRATE = "migrate"

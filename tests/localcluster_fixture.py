@@ -62,6 +62,7 @@ def start_cluster(
     disk_dir: Path | None = None,
     zookeeper_members: int = 1,
     node_networks: dict[str, dict[str, object]] | None = None,
+    node_config: dict[str, dict[str, object]] | None = None,
 ) -> Iterator[RunningCluster]:
     cluster = LocalCluster(
         state_dir,
@@ -73,6 +74,7 @@ def start_cluster(
         disk_dir=disk_dir,
         zookeeper_members=zookeeper_members,
         node_networks=node_networks,
+        node_config=node_config,
     )
     try:
         state, _ = cluster.up(timeout=90)

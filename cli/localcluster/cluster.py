@@ -68,8 +68,11 @@ class LocalCluster:
         disk_dir: Path | None = None,
         zookeeper_members: int = 1,
         node_networks: dict[str, dict[str, object]] | None = None,
+        node_config: dict[str, dict[str, object]] | None = None,
     ) -> None:
-        """``libvirt_uris`` maps node names to real libvirt URIs (e.g. qemu:///system);
+        """``node_config`` maps node names to more settings of their daemon's config file
+        (e.g. ``flushOnShutdown``).
+        ``libvirt_uris`` maps node names to real libvirt URIs (e.g. qemu:///system);
         nodes not named there simulate their host with libvirt's test driver.
         ``node_networks`` maps node names to their daemon's ``network`` settings (a
         namespace standing for the host's network, floating addresses)."""
@@ -83,6 +86,7 @@ class LocalCluster:
         self.zookeeper_members = zookeeper_members
         self.disk_dir = disk_dir
         self.node_networks = node_networks or {}
+        self.node_config = node_config or {}
 
     # -- state file ----------------------------------------------------------
 
@@ -284,6 +288,7 @@ class LocalCluster:
                     "sessionTimeout": self.session_timeout,
                     "resyncPeriod": "10s",
                     "logLevel": os.environ.get("PVC_LOG_LEVEL", "info"),
+                    **self.node_config.get(name, {}),
                 },
                 sort_keys=False,
             )
@@ -372,13 +377,15 @@ class LocalCluster:
             return "on" if alive else "off"
         raise LocalClusterError(f"unknown power action {action!r} (on, off, status)")
 
-    def kill_node(self, name: str) -> None:
+    def kill_node(self, name: str, signum: int = 9, timeout: float = 5.0) -> None:
+        """Send the node's daemon ``signum`` (SIGKILL: a crash; SIGTERM: an orderly stop,
+        as systemd's) and wait up to ``timeout`` for it to exit."""
         state = self.load_state()
         if state is None or name not in state.nodes:
             raise LocalClusterError(f"no local node {name!r}")
         with contextlib.suppress(ProcessLookupError):
-            os.kill(state.nodes[name], 9)
-        wait_until(lambda: not pid_alive(state.nodes[name]), 5.0, f"{name} to die")
+            os.kill(state.nodes[name], signum)
+        wait_until(lambda: not pid_alive(state.nodes[name]), timeout, f"{name} to exit")
 
     def start_node(self, name: str) -> None:
         state = self.load_state()
