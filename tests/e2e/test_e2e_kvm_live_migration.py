@@ -183,3 +183,76 @@ def test_a_running_guest_migrates_live_there_and_back(
         with contextlib.suppress(Exception):
             cluster.api("DELETE", f"/api/v1/vms/{name}")
         wait_for(lambda: not qemu_pids(name), 60, f"{name}'s QEMU gone after delete")
+
+
+def defined_on(conn: libvirt.virConnect, name: str) -> bool:
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def test_a_flush_moves_running_guests_live_two_at_a_time_and_unflush_brings_them_back(
+    cluster: RunningCluster, conns: tuple[libvirt.virConnect, ...]
+) -> None:
+    a, b = conns
+    names = [f"flush-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
+    cluster.apply(
+        {
+            "apiVersion": "pvc/v1",
+            "kind": "Cluster",
+            "metadata": {"name": "cluster"},
+            "spec": {"migration": {"maxParallel": {"cluster": 4, "perNode": 2}}},
+        },
+        *(vm_doc(name) for name in names),
+    )
+    in_flight: list[int] = []
+    both_running: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        # A migration in flight: the guest's domain exists on both hypervisors at once.
+        while not stop.wait(0.02):
+            in_flight.append(sum(1 for n in names if defined_on(a, n) and defined_on(b, n)))
+            both_running.extend(n for n in names if running(a, n) and running(b, n))
+
+    try:
+        wait_for(lambda: all(running(a, n) for n in names), 90, "all three running on node1")
+        pids = {n: qemu_pids(n) for n in names}
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            result = cluster.pvcctl("node", "flush", "node1", "--wait", "--timeout", "120s")
+            assert result.returncode == 0, result.stderr
+            assert all(running(b, n) and not running(a, n) for n in names)
+            moved = {n: qemu_pids(n) for n in names}
+            for n in names:
+                assert "-incoming" in cmdline(moved[n][0]), f"{n} was booted on node2, not moved"
+                assert moved[n] != pids[n]
+            events = cluster.pvcctl("events", "vm")
+            assert "MigrationFallback" not in events.stdout, events.stdout
+            result = cluster.pvcctl("node", "ready", "node1", "--wait", "--timeout", "120s")
+            assert result.returncode == 0, result.stderr
+            wait_for(lambda: all(running(a, n) for n in names), 60, "all three back on node1")
+        finally:
+            stop.set()
+            watcher.join(5)
+        assert both_running == [], both_running[:10]
+        assert max(in_flight) == 2, f"migrations in flight at once: max {max(in_flight)}"
+        print(
+            f"\nflush: at most {max(in_flight)} live migrations at once, {len(in_flight)} samples"
+        )
+    finally:
+        for name in names:
+            with contextlib.suppress(Exception):
+                cluster.api("DELETE", f"/api/v1/vms/{name}")
+        cluster.apply(
+            {
+                "apiVersion": "pvc/v1",
+                "kind": "Cluster",
+                "metadata": {"name": "cluster"},
+                "spec": {"migration": {"maxParallel": {"cluster": 4, "perNode": 1}}},
+            }
+        )
+        wait_for(lambda: not any(qemu_pids(n) for n in names), 60, "QEMUs gone after delete")
