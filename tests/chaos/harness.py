@@ -706,6 +706,7 @@ class ChaosCluster:
         timings: ChaosTimings | None = None,
         world: HypervisorWorld | None = None,
         node_memory_mib: int = 4096,
+        live_migration: bool = False,
     ) -> None:
         self.members: list[ZooKeeperServer] = (
             list(zookeeper) if isinstance(zookeeper, Sequence) else [zookeeper]
@@ -719,6 +720,9 @@ class ChaosCluster:
         self._members_restarting: set[int] = set()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.live_migration = live_migration
+        """Each node publishes a migrationUri, so moves may go live (the world migrates between
+        its hosts); without it every move is a shutdown move, as on the bare test driver."""
         self.timings = timings or ChaosTimings()
         self.root = f"/chaos-{uuid.uuid4().hex[:12]}"
         self.world = world or HypervisorWorld(Timings(start=0.6, shutdown=1.0, destroy=1.5))
@@ -815,7 +819,15 @@ class ChaosCluster:
                 "zookeeper": proxy.hosts,
                 "root": self.root,
                 "coordinator": slot.coordinator,
-                "libvirt": {"uri": slot.uri, "diskDir": str(self.workdir / "disks")},
+                "libvirt": {
+                    "uri": slot.uri,
+                    "diskDir": str(self.workdir / "disks"),
+                    **(
+                        {"migrationUri": f"qemu+tcp://{slot.name}/system"}
+                        if self.live_migration
+                        else {}
+                    ),
+                },
                 "workers": 2,
                 "resyncPeriod": f"{t.resync_period:g}s",
                 "sessionTimeout": f"{t.session_timeout:g}s",

@@ -7,6 +7,8 @@ count, the node count and the number of ZooKeeper members, so ``python -m tests.
 "the primary" (or the ensemble's leader) is resolved when it runs. On an ensemble of 3 or more,
 ZooKeeper member loss (kill -9 one member, a given one or the leader, start it again a few
 seconds later; never more than a minority down) is one of the faults, and every plan has one.
+Live migration (methods, forced live moves, faults aimed at a migration under way) is added
+from a stream of its own: tests/chaos/live.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
+from tests.chaos import live as live_migration
 from tests.chaos.harness import ChaosCluster, ChaosTimings, Incarnation, vm_manifest
 
 log = logging.getLogger("chaos")
@@ -66,6 +69,8 @@ class Plan:
     coordinators: int = 0
     """All nodes, or all but one (a node that can never be primary)."""
     zk_members: int = 1
+    no_live_node: str | None = None
+    """A node whose hypervisor cannot live-migrate (live_migration.extend)."""
 
 
 @dataclass
@@ -83,6 +88,9 @@ class TrialResult:
     seconds: float = 0.0
     converge_seconds: float | None = None
     log_file: str | None = None
+    migrations: int = 0
+    """Live migrations begun (driver migrate() calls), and completed."""
+    migrated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -102,7 +110,7 @@ class TrialResult:
             + (f" zk-members={self.zk_members}" if self.zk_members != 1 else "")
             + ": "
             + ("ok" if self.ok else f"{len(self.failures)} FAILED")
-            + f" ({self.seconds:.1f}s"
+            + f" ({self.seconds:.1f}s, {self.migrations} live migrations, {self.migrated} done"
             + (f", converged in {self.converge_seconds:.1f}s" if self.converge_seconds else "")
             + ")"
         ]
@@ -258,7 +266,9 @@ def make_plan(
         plan[chosen.index - 1] = Step(
             chosen.index, chosen.wait, "zk_member_loss", _member_loss(extra, zk_members)
         )
-    return Plan(seed, nodes, vms, plan, min(coordinators, nodes), zk_members)
+    made = Plan(seed, nodes, vms, plan, min(coordinators, nodes), zk_members)
+    live_migration.extend(made)
+    return made
 
 
 _REPLACEABLE = frozenset(
@@ -418,14 +428,21 @@ class TrialRunner:
         if step.action == "apply":
             if a["ignore_acpi"]:
                 c.world.ignore_acpi(a["vm"])
-            c.apply(vm_manifest(a["vm"], shutdown_timeout=a["shutdown_timeout"]))
+            live_migration.prepare_vm(c, a, a["vm"])
+            c.apply(
+                vm_manifest(
+                    a["vm"], shutdown_timeout=a["shutdown_timeout"], **live_migration.vm_spec(a)
+                )
+            )
             return "applied"
         if step.action == "delete":
             return f"HTTP {c.delete_vm(a['vm'])}"
         if step.action in ("start", "stop", "unmigrate"):
             return f"HTTP {c.verb('vms', a['vm'], step.action)}"
-        if step.action in ("migrate", "move"):
-            return f"HTTP {c.verb('vms', a['vm'], step.action, node=a['node'])}"
+        if step.action == "migrate":
+            return f"HTTP {c.verb('vms', a['vm'], 'migrate', **live_migration.migrate_body(a))}"
+        if step.action == "move":
+            return f"HTTP {c.verb('vms', a['vm'], 'move', node=a['node'])}"
         if step.action in ("flush", "ready"):
             return f"HTTP {c.verb('nodes', a['node'], step.action)}"
         if step.action == "guest_crash":
@@ -451,6 +468,8 @@ class TrialRunner:
             return self.member_loss(step)
         if a.get("node") == NEXT_START:
             return self.at_next_start(step)
+        if a.get("node") == live_migration.NEXT_MIGRATE:
+            return live_migration.at_next_migrate(self, step)
         resolved = self.resolve(a["node"])
         if resolved is None:
             return "skipped: no such node now"
@@ -553,7 +572,14 @@ def _run(
     t: ChaosTimings,
     result: TrialResult,
 ) -> None:
-    cluster = ChaosCluster(zk, workdir, nodes=plan.nodes, coordinators=plan.coordinators, timings=t)
+    cluster = ChaosCluster(
+        zk,
+        workdir,
+        nodes=plan.nodes,
+        coordinators=plan.coordinators,
+        timings=t,
+        live_migration=True,
+    )
     runner: TrialRunner | None = None
     try:
         with cluster:
@@ -567,16 +593,19 @@ def _run(
                     else ""
                 )
             )
+            runner.note(live_migration.prepare(cluster, plan, result))
             for vm in plan.vms:
+                live_migration.prepare_vm(cluster, vm, vm["name"])
                 cluster.apply_vm(
                     vm["name"],
                     ignore_acpi=vm["ignore_acpi"],
                     shutdown_timeout=vm["shutdown_timeout"],
+                    **live_migration.vm_spec(vm),
                 )
             runner.note(
                 "applied "
                 + ", ".join(
-                    f"{v['name']}(shutdownTimeout {v['shutdown_timeout']}"
+                    f"{v['name']}(shutdownTimeout {v['shutdown_timeout']}, {v.get('method')}"
                     + (", ignores ACPI)" if v["ignore_acpi"] else ")")
                     for v in plan.vms
                 )
