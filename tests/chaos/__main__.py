@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         members = [ZooKeeperServer(workdir / "zookeeper")]
         members[0].start()
     violations = 0
+    migrations = migrated = 0
     failed: list[str] = []
     started = time.monotonic()
     done = 0
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             done += 1
             violations += len(result.failures)
+            migrations += result.migrations
+            migrated += result.migrated
             print(f"[{i + 1}/{args.trials}] {result.report()}", flush=True)
             if args.verbose and result.ok:
                 print("\n".join(f"  {line}" for line in result.log), flush=True)
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failing trials ({len(failed)}), replay with:")
         for command in failed:
             print(f"  {command}")
-    print(f"({time.monotonic() - started:.0f}s)")
+    print(
+        f"({time.monotonic() - started:.0f}s; {migrations} live migrations, {migrated} completed)"
+    )
     print(f"{done} trials, {violations} violations", flush=True)
     return 1 if violations else 0
 

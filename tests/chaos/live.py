@@ -5,7 +5,9 @@ migration existed stay the same steps; only their details change:
 
 - each VM gets a ``spec.migration.method`` (mostly ``auto``, else ``live`` or ``shutdown``)
   and a migration duration (1-5 s, ``world.slow_migrations``), so faults land mid-migration;
-- a ``migrate`` step may be forced live (``live: true``, never a shutdown move);
+- a ``migrate`` step may be forced live (``live: true``, never a shutdown move), and some
+  starts, stops and guest pauses become migrates; a migrate to where the VM is placed
+  already goes to the next node instead (at run time);
 - a crash, pause or partition may instead wait for the next live migration anywhere and hit
   its source or its target a moment into it (a crash there may be a power loss instead);
 - some trials have a node whose hypervisor cannot live-migrate (``auto`` moves go cold).
@@ -34,6 +36,8 @@ METHODS = (("auto", 0.6), ("live", 0.25), ("shutdown", 0.15))
 MIGRATE_SECONDS = (1.0, 5.0)
 FORCED_LIVE = 0.4
 """Share of migrate steps forced live."""
+MORE_MIGRATES = 0.3
+"""Share of start, stop and guest pause steps that become migrates instead."""
 AT_MIGRATE = 0.35
 """Share of crash, pause and partition faults aimed at the next live migration instead."""
 POWER_LOSS = 0.5
@@ -53,6 +57,11 @@ def extend(plan: Plan) -> None:
             step.args.update(_vm_draw(rng))
         elif step.action == "migrate" and rng.random() < FORCED_LIVE:
             step.args["live"] = True
+        elif step.action in ("start", "stop", "guest_pause") and rng.random() < MORE_MIGRATES:
+            step.action = "migrate"
+            step.args = {"vm": step.args["vm"], "node": rng.choice(names)}
+            if rng.random() < FORCED_LIVE:
+                step.args["live"] = True
         elif step.action in ("kill", "pause", "partition") and rng.random() < AT_MIGRATE:
             target = rng.choice(names)
             then = f"migrate {_live_vm(plan, step)} {target}"
@@ -119,8 +128,13 @@ def prepare(cluster: ChaosCluster, plan: Plan, result: TrialResult) -> str:
     return f"{plan.no_live_node} cannot live-migrate"
 
 
-def migrate_body(args: dict[str, Any]) -> dict[str, Any]:
-    return {"node": args["node"], **({"live": True} if args.get("live") else {})}
+def migrate_body(cluster: ChaosCluster, vm: str, node: str, live: bool) -> dict[str, Any]:
+    """A migrate's request: to ``node``, or the next one when the VM is placed there already
+    (a migration, not a 409)."""
+    if cluster.placement_of(vm) == node:
+        names = sorted(cluster.slots)
+        node = names[(names.index(node) + 1) % len(names)]
+    return {"node": node, **({"live": True} if live else {})}
 
 
 def at_next_migrate(runner: TrialRunner, step: Step) -> str:
@@ -145,9 +159,11 @@ def at_next_migrate(runner: TrialRunner, step: Step) -> str:
 
     runner._hooks.append(c.hooks.before("migrate", hit))
     _, vm, node, *live = a["then"].split()
-    body = {"node": node, **({"live": True} if live else {})}
+    body = migrate_body(c, vm, node, bool(live))
     response = c.api("POST", f"/api/v1/vms/{vm}/migrate", json=body)
-    return f"armed; migrate {vm} {node}{' live' if live else ''}: HTTP {response.status_code}"
+    return (
+        f"armed; migrate {vm} {body['node']}{' live' if live else ''}: HTTP {response.status_code}"
+    )
 
 
 def _hit(runner: TrialRunner, action: str, node: str, args: dict[str, Any]) -> str:

@@ -440,7 +440,8 @@ class TrialRunner:
         if step.action in ("start", "stop", "unmigrate"):
             return f"HTTP {c.verb('vms', a['vm'], step.action)}"
         if step.action == "migrate":
-            return f"HTTP {c.verb('vms', a['vm'], 'migrate', **live_migration.migrate_body(a))}"
+            body = live_migration.migrate_body(c, a["vm"], a["node"], a.get("live", False))
+            return f"to {body['node']}: HTTP {c.verb('vms', a['vm'], 'migrate', **body)}"
         if step.action == "move":
             return f"HTTP {c.verb('vms', a['vm'], 'move', node=a['node'])}"
         if step.action in ("flush", "ready"):
