@@ -89,32 +89,39 @@ class Departures:
         """One look at a VM placed elsewhere whose domain is up here. Returns (the requeue
         delay, the move's memory); a delay of None means: move it cold (shut it down)."""
         name = vm.name
-        placement = self.store.read_placement(name)
+        placement, version = self.store.read_placement_versioned(name)
         target = placement.node if placement is not None else None
         method = (placement.method if placement else None) or vm.spec.migration.method
         if target is None or target == self.node or method == MigrationMethod.SHUTDOWN:
             return self._cold_unless_flying(name), None
-        if move is None or move.target != target:
+        if move is None or move.target != target or move.version != version:
             move = MoveOut(
                 target=target,
+                version=version,
                 method=method,
                 forced=placement is not None and placement.method == MigrationMethod.LIVE,
                 started=utcnow(),
             )
-        if move.cold:
-            return self._cold_unless_flying(name), move
-        if move.failed:
-            return 5.0, move  # the primary places it back here; nothing to do until then
         flight = self.flights.get(name)
-        if flight is not None:
-            if flight.target.node != target:
+        if flight is not None and flight.target.node != target:
+            if not flight.done.is_set():
                 # Placed on a third node meanwhile: end this one first, then go there.
                 self.flights.abort(name)
                 return 0.5, move
+            self._pop_done(name)
+            flight = None
+        if move.cold:
+            return self._cold_unless_flying(name), move
+        if move.failed:
+            # The primary places it back here; until then the Failed report stands (again,
+            # should a write of the target's have come in between).
+            self._report(vm, placement, move, MigrationState.FAILED, move.failed_message)
+            return 5.0, move
+        if flight is not None:
             if not flight.done.is_set():
                 self._report(vm, placement, move, MigrationState.RUNNING, "migrating")
                 return PROGRESS_EVERY, move
-            self.flights.pop(name)
+            self._pop_done(name)
             if flight.error is None:
                 return 0.1, move  # gone from here: the next look finds the domain absent
             return self._attempt_failed(vm, placement, move, flight.error), move
@@ -127,6 +134,7 @@ class Departures:
         if problem is not None:
             move.last_error = problem
             return self._give_up(vm, placement, move, fallback=permanent), move
+        self.watch_holders(name)  # before the read: a claim between the two still wakes us
         if target not in self.holders.read(name):
             if now - move.since > CLAIM_TIMEOUT:
                 error = HypervisorError(f"node {target} did not claim {name} in {CLAIM_TIMEOUT:g}s")
@@ -134,40 +142,56 @@ class Departures:
             self._report(
                 vm, placement, move, MigrationState.WAITING, f"waiting for {target} to claim it"
             )
-            self.watch_holders(name)
             return 1.0, move
         node = self.store.get(Node, target)
         status = node.status
         assert status is not None and status.migration_uri is not None  # checked by _problem
+        destination = MigrationTarget(target, status.migration_uri, status.migration_address)
         move.attempts += 1
-        self.flights.begin(
-            name,
-            MigrationTarget(target, status.migration_uri, status.migration_address),
-            max_downtime_ms=max(1, round(to_seconds(vm.spec.migration.max_downtime) * 1000)),
-        )
+        if self.driver.migration_progress(name) is not None:
+            # A migration job libvirt still runs, begun before this daemon (re)started: follow
+            # it to its end rather than start another (which would fail) or shut it down.
+            log.info("event=migration_followed vm=%s source=%s", name, self.node)
+            self.flights.follow(name, destination)
+        else:
+            self.flights.begin(
+                name,
+                destination,
+                max_downtime_ms=max(1, round(to_seconds(vm.spec.migration.max_downtime) * 1000)),
+            )
         self._report(vm, placement, move, MigrationState.RUNNING, "migrating")
         return PROGRESS_EVERY, move
 
     def settle(self, name: str) -> tuple[bool, bool]:
-        """The VM is placed here again: abort an outgoing migration. Returns (still flying:
-        look again shortly, migrated away: the domain left this host on purpose)."""
+        """The VM is placed here again, or its domain is gone from here: abort an outgoing
+        migration. Returns (still flying: look again shortly, migrated away: the domain left
+        this host on purpose)."""
         flight = self.flights.get(name)
         if flight is None:
             return False, False
         if not flight.done.is_set():
             self.flights.abort(name)
             return True, False
-        self.flights.pop(name)
+        self._pop_done(name)
         return False, flight.error is None
 
     # -- decisions -------------------------------------------------------------------
+
+    def _pop_done(self, name: str) -> None:
+        """Forget a finished migration. One that moved the domain hands the VM over: its
+        target is made a holder (again), before this node may let go, so the node that runs
+        it holds it even if it let go of its claim meanwhile (placed elsewhere while the
+        migration ran, with nothing defined there yet)."""
+        flight = self.flights.pop(name)
+        if flight is not None and flight.error is None:
+            self.holders.ensure(name, flight.target.node)
 
     def _cold_unless_flying(self, name: str) -> float | None:
         flight = self.flights.get(name)
         if flight is not None and not flight.done.is_set():
             self.flights.abort(name)  # a shutdown waits for the migration to end first
             return 0.5
-        self.flights.pop(name)
+        self._pop_done(name)
         return None
 
     def _problem(self, vm: VirtualMachine, target: str) -> tuple[str | None, bool]:
@@ -186,6 +210,7 @@ class Departures:
     ) -> float | None:
         move.last_error = str(error)
         move.attempts = max(move.attempts, 1)
+        move.since = time.monotonic()
         if isinstance(error, MigrationUnsupported):
             return self._give_up(vm, placement, move, fallback=True)
         if isinstance(error, DomainNotFound) or move.attempts >= MAX_ATTEMPTS:
@@ -236,6 +261,7 @@ class Departures:
             f"live migration to {move.target} failed {tried}: {move.last_error}; it keeps "
             f"running on {self.node} ({why}: no shutdown move)"
         )
+        move.failed_message = message
         log.warning("event=migration_given_up vm=%s target=%s why=%r", name, move.target, message)
         self.events.record(
             VirtualMachine.KIND, name, "MigrationFailed", message, type_="Warning", source=self.node
@@ -269,6 +295,7 @@ class Departures:
             data_total=progress.data_total if progress else None,
             data_remaining=progress.data_remaining if progress else None,
             last_error=move.last_error,
+            placement_version=move.version,
         )
         failed = state == MigrationState.FAILED
         self.statuses.write(

@@ -47,7 +47,15 @@ from schemas import (
     to_bytes,
 )
 from schemas.verbs import PLACEMENT_FLUSH, PLACEMENT_MIGRATE, PLACEMENT_UNFLUSH
-from zkstore import EpochMoved, NotFound, PlacementMoved, Store, handover_read_lock, release
+from zkstore import (
+    EpochMoved,
+    Holders,
+    NotFound,
+    PlacementMoved,
+    Store,
+    handover_read_lock,
+    release,
+)
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -185,6 +193,12 @@ class DrainController:
             else ()
         )
         if not here and not leaving and not still_running:
+            # The truth, not a heartbeat (which lists running domains only, not one still
+            # shutting down): no VM held there any more.
+            held = Holders(self.store).held_by(node.name)
+            if held:
+                log.info("event=flush_waiting node=%s held=%s", node.name, ",".join(held[:10]))
+                return 1.0
             self._set_domain_state(node, DomainState.FLUSHED, "Flushed", "no VMs left")
             return None
         self._set_domain_state(

@@ -36,6 +36,8 @@ class MoveOut:
     daemon starts the move afresh, which libvirt makes safe)."""
 
     target: str
+    version: int
+    """The placement record's version this move carries out (a new write: a new move)."""
     method: MigrationMethod
     forced: bool
     """Live only (``vm migrate --live``): never a shutdown move."""
@@ -49,6 +51,7 @@ class MoveOut:
     """Decided: a shutdown move."""
     failed: bool = False
     """Given up, no fallback: the VM stays here until the primary places it back."""
+    failed_message: str = ""
 
 
 @dataclass
@@ -82,11 +85,7 @@ class OutgoingMigrations:
             return self._flights.pop(name)
 
     def begin(self, name: str, target: MigrationTarget, max_downtime_ms: int) -> Outgoing:
-        flight = Outgoing(name, target)
-        with self._lock:
-            if name in self._flights:
-                raise RuntimeError(f"a migration of {name!r} is already under way")
-            self._flights[name] = flight
+        flight = self._register(name, target)
         log.info(
             "event=migration_started vm=%s source=%s target=%s uri=%s address=%s",
             name,
@@ -100,6 +99,16 @@ class OutgoingMigrations:
             args=(flight, max_downtime_ms),
             name=f"migrate-{name}",
             daemon=True,
+        ).start()
+        return flight
+
+    def follow(self, name: str, target: MigrationTarget) -> Outgoing:
+        """Track a migration job of ``name`` that libvirt already runs (begun before this
+        daemon restarted) until it ends: it moved the domain when the domain is gone from
+        here then."""
+        flight = self._register(name, target)
+        threading.Thread(
+            target=self._follow, args=(flight,), name=f"follow-{name}", daemon=True
         ).start()
         return flight
 
@@ -123,6 +132,37 @@ class OutgoingMigrations:
         with self._lock:
             flights = list(self._flights.values())
         return all(flight.done.wait(max(0.0, deadline - time.monotonic())) for flight in flights)
+
+    def _register(self, name: str, target: MigrationTarget) -> Outgoing:
+        flight = Outgoing(name, target)
+        with self._lock:
+            if name in self._flights:
+                raise RuntimeError(f"a migration of {name!r} is already under way")
+            self._flights[name] = flight
+        return flight
+
+    def _follow(self, flight: Outgoing) -> None:
+        delay = 0.1
+        try:
+            while self.driver.migration_progress(flight.name) is not None:
+                time.sleep(delay)  # libvirt tells no end of another client's job: poll it
+                delay = min(delay * 2, 1.0)
+            if self.driver.info(flight.name) is not None:
+                flight.error = HypervisorError(
+                    f"the migration of {flight.name!r} under way when this daemon started "
+                    "ended with the domain still here"
+                )
+        except HypervisorError as exc:
+            flight.error = exc
+        except Exception as exc:
+            flight.error = HypervisorError(f"follow the migration of {flight.name!r}: {exc!r}")
+            log.exception("event=migration_follow_crashed vm=%s", flight.name)
+        finally:
+            log.info(
+                "event=migration_follow_done vm=%s moved=%s", flight.name, flight.error is None
+            )
+            flight.done.set()
+            self._wake(flight.name)
 
     def _run(self, flight: Outgoing, max_downtime_ms: int) -> None:
         try:

@@ -49,16 +49,21 @@ class MigrationController:
             return None
         if status.node != migration.source or status.phase != VMPhase.RUNNING:
             return None
-        raw = self.scheduler.vms.placement_raw(name)
-        placement = Placement.model_validate(raw) if raw is not None else None
+        # Fresh, with its version: only the very decision that failed is undone (a user's
+        # retry to the same node is a new one).
+        placement, version = self.store.read_placement_versioned(name)
         if placement is None or placement.node != migration.target:
             return None  # placed back already, or moved on since
+        if migration.placement_version is not None and version != migration.placement_version:
+            return None
         origin = placement.migration if placement.migration != migration.source else None
         back = Placement(
             node=migration.source, epoch=self.epoch, reason=PLACEMENT_MIGRATE, migration=origin
         )
         try:
-            self.store.write_placement(name, back, epoch=self.epoch, only_from=migration.target)
+            self.store.write_placement(
+                name, back, epoch=self.epoch, only_from=migration.target, only_version=version
+            )
         except (NotFound, PlacementMoved) as exc:
             log.info("event=migration_revert_skipped vm=%s reason=%r", name, str(exc))
             return None

@@ -356,6 +356,7 @@ class VMController:
             if waiting is not None:
                 return waiting
             local.started_at = now
+            local.forced_off = local.stop_requested = False
             log.info("event=domain_adopted vm=%s node=%s", vm.name, self.node)
         if local.defined_generation != vm.metadata.generation:
             # Redefining a running domain is safe: libvirt applies it at the next boot.
@@ -540,8 +541,8 @@ class VMController:
         name = vm.name
         now = time.monotonic()
         if local.stop_deadline is None:
+            self.driver.shutdown(name)  # a refusal (a migration job) is retried: no deadline yet
             local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
-            self.driver.shutdown(name)
             log.info(
                 "event=domain_shutdown vm=%s node=%s reason=%s timeout=%s",
                 name,
@@ -573,7 +574,11 @@ class VMController:
         requeue delay while moving, None once the domain is off or gone."""
         info = self.driver.info(name)
         if info is None or info.owner_tag != self.owner_tag or info.state not in _UP_OR_STOPPING:
-            # Gone (a live migration's switch-over undefines it here) or off: let go.
+            # Gone (a live migration's switch-over undefines it here) or off: let go, once
+            # a migration that moved it has ended (its end hands the VM over to its target).
+            flight = self.departures.flights.get(name)
+            if flight is not None and not flight.done.is_set():
+                return 0.1
             self.departures.settle(name)
             return None
         if vm is None:
@@ -585,16 +590,15 @@ class VMController:
         elif not self.store.exists(VirtualMachine, name):
             return None
         local = self._local.setdefault(name, _Local())
-        if (
-            info.state == DomainState.PAUSED
-            and local.started_at is None
-            and self.statuses.source_reports(self.statuses.read(name))
-        ):
-            # Another node's live migration to here, placed elsewhere since: this incoming
-            # copy never ran here; dropping it fails that migration, and the guest runs on.
-            self.driver.destroy(name)
-            log.info("event=incoming_migration_dropped vm=%s node=%s", name, self.node)
-            return None
+        if local.started_at is None and self.departures.flights.get(name) is None:
+            # Never ours (not started nor adopted here): another node's migration to here may
+            # still be arriving. While a node other than the new target holds the VM, wait: it
+            # ends with the domain gone from here, or with this node its only other holder.
+            placement = self.store.read_placement(name)
+            others = self.holders.read(name) - {self.node}
+            if others - {placement.node if placement else None}:
+                self.departures.watch_holders(name)
+                return 1.0
         delay, local.move = self.departures.leave(vm, local.move, info.state)
         if delay is not None:
             return delay
@@ -619,6 +623,8 @@ class VMController:
         """None when this node is the VM's sole holder (read after a sync), else the requeue
         delay: other nodes may still hold its domain (a change of the set wakes it)."""
         name = vm.name
+        # The watch before the read: a release between the two still wakes this VM.
+        self.departures.watch_holders(name)
         holders = self.holders.read(name)
         if self.node not in holders:
             # Removed by the primary after a fence of this node: this daemon's memory is stale.
@@ -630,17 +636,15 @@ class VMController:
         if not others:
             local.holder_waits = 0
             return None
-        self.departures.watch_holders(name)
-        if not self.statuses.source_reports(status):  # a live migration's source tells it
-            self.statuses.write(
-                vm,
-                placement,
-                VMPhase.MIGRATING,
-                reason,
-                f"waiting for {', '.join(others)} to let go of it (the domain may still "
-                "exist there)",
-                failures=status.failures,
-            )
+        current = self.store.node_index_entry(self.node, name, sync=True)
+        if current is None or current.epoch != placement.epoch:
+            return 0.1  # placed elsewhere since: no stale status over the others' word
+        self.statuses.write_waiting(  # unless a live migration's source reports it
+            vm,
+            placement,
+            reason,
+            f"waiting for {', '.join(others)} to let go of it (the domain may still exist there)",
+        )
         local.holder_waits += 1
         return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0)
 

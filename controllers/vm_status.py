@@ -20,6 +20,9 @@ from schemas import (
 )
 from zkstore import NotFound, Store
 
+_WAITED = ("WaitingForSource", "IncomingMigration")
+"""Reasons a move's target writes while it waits: the VM did not run there."""
+
 
 class StatusWriter:
     def __init__(self, store: Store, node: str) -> None:
@@ -45,15 +48,16 @@ class StatusWriter:
         return status.node == self.node and status.phase in (VMPhase.RUNNING, VMPhase.STARTING)
 
     def source_reports(self, status: VirtualMachineStatus) -> bool:
-        """Another node is live-migrating the VM to this one and reports it meanwhile: this
-        node, waiting for it, must not write over that."""
+        """Another node is live-migrating the VM to this one, or failed to and keeps it, and
+        reports that: this node, waiting for it, must not write over that (the primary
+        places a VM back on its source from that Failed record)."""
         migration = status.migration
         return (
-            status.phase == VMPhase.MIGRATING
-            and status.node != self.node
+            status.node != self.node
             and migration is not None
             and migration.target == self.node
-            and migration.state in (MigrationState.WAITING, MigrationState.RUNNING)
+            and migration.state
+            in (MigrationState.WAITING, MigrationState.RUNNING, MigrationState.FAILED)
         )
 
     def _own(self, name: str) -> dict[str, Any] | None:
@@ -77,8 +81,61 @@ class StatusWriter:
     ) -> None:
         name = vm.name
         own = self._own(name)
-        status = self.read(name, own)
-        last_node = status.node if status.node and status.node != self.node else status.last_node
+        new = self._build(self.read(name, own), vm, placement, phase, reason, message, extra)
+        wire = new.wire()
+        if wire == own:
+            return
+        try:
+            zxid = self.store.write_status(VirtualMachine, name, new)
+        except NotFound:
+            return
+        self._last[name] = (wire, zxid)
+
+    def write_waiting(
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        reason: str,
+        message: str,
+        **extra: Any,
+    ) -> None:
+        """Write that this node waits for the VM (a move's target), unless the stored status
+        is a live migration's source reporting to this node: decided on the stored status
+        itself, compare-and-set, so a report written meanwhile is never lost."""
+
+        def change(raw: Any) -> VirtualMachineStatus | None:
+            try:
+                stored = VirtualMachineStatus.model_validate(raw or {})
+            except ValueError:
+                stored = VirtualMachineStatus()
+            if self.source_reports(stored):
+                return None
+            new = self._build(stored, vm, placement, VMPhase.MIGRATING, reason, message, extra)
+            return None if new.wire() == (raw or {}) else new
+
+        self._last.pop(vm.name, None)
+        try:
+            self.store.update_status(VirtualMachine, vm.name, change)
+        except NotFound:
+            return
+
+    def _build(
+        self,
+        status: VirtualMachineStatus,
+        vm: VirtualMachine,
+        placement: Placement,
+        phase: VMPhase,
+        reason: str,
+        message: str,
+        extra: dict[str, Any],
+    ) -> VirtualMachineStatus:
+        # The last node it ran on: not one that only waited for it (a move's target).
+        ran_there = status.phase != VMPhase.PENDING and status.reason not in _WAITED
+        last_node = (
+            status.node
+            if status.node and status.node != self.node and ran_there
+            else status.last_node
+        )
         conditions = set_condition(
             status.conditions, "Scheduled", True, "Scheduled", f"placed on {placement.node}"
         )
@@ -96,7 +153,7 @@ class StatusWriter:
             "migration": failed,
         }
         fields.update(extra)
-        new = VirtualMachineStatus(
+        return VirtualMachineStatus(
             observed_generation=vm.metadata.generation,
             conditions=conditions,
             phase=phase,
@@ -108,11 +165,3 @@ class StatusWriter:
             macs=macs_of(vm),
             **fields,
         )
-        wire = new.wire()
-        if wire == own:
-            return
-        try:
-            zxid = self.store.write_status(VirtualMachine, name, new)
-        except NotFound:
-            return
-        self._last[name] = (wire, zxid)

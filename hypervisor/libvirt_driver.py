@@ -368,8 +368,18 @@ class LibvirtDriver(DomainDriver):
                 operation="migrate",
                 domain=name,
             )
-        # Not through _run: a migration is no idempotent call to repeat on a new connection.
-        conn = self._connection("migrate", name)
+        # A connection of its own, not through _run: a migration is no idempotent call to
+        # repeat, and it holds one of libvirtd's per-client request slots (5 by default) for
+        # its whole length, which the shared connection's other calls must not wait for.
+        with self._conn_lock:
+            closed = self._closed
+        if closed:
+            raise HypervisorUnavailable(
+                f"migrate domain {name!r}: driver for {self._uri} is closed",
+                operation="migrate",
+                domain=name,
+            )
+        conn = self._connect("migrate", name)
         params: dict[str, object] = {}
         if target.address:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = target.address
@@ -389,6 +399,8 @@ class LibvirtDriver(DomainDriver):
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise DomainNotFound(message, operation="migrate", domain=name) from err
             raise MigrationFailed(message, operation="migrate", domain=name) from err
+        finally:
+            _close_quietly(conn)
 
     def migration_progress(self, name: str) -> MigrationProgress | None:
         def progress(conn: libvirt.virConnect) -> MigrationProgress | None:
@@ -524,9 +536,10 @@ class LibvirtDriver(DomainDriver):
             self._conn = self._open(operation, domain)
             return self._conn
 
-    def _open(self, operation: str, domain: str) -> libvirt.virConnect:
+    def _connect(self, operation: str, domain: str) -> libvirt.virConnect:
+        """A new bare connection (no events, no domain type chosen)."""
         try:
-            conn = libvirt.open(self._uri)
+            return libvirt.open(self._uri)
         except libvirt.libvirtError as err:
             raise HypervisorUnavailable(
                 f"{_describe(operation, domain)}: cannot connect to {self._uri}: "
@@ -534,6 +547,9 @@ class LibvirtDriver(DomainDriver):
                 operation=operation,
                 domain=domain,
             ) from err
+
+    def _open(self, operation: str, domain: str) -> libvirt.virConnect:
+        conn = self._connect(operation, domain)
         try:
             self._choose_domain_type(conn)
         except libvirt.libvirtError as err:

@@ -134,6 +134,9 @@ class MigrationStatus(Model):
     """Bytes to move (the guest's memory), from the hypervisor's job info."""
     data_remaining: int | None = None
     last_error: str | None = None
+    placement_version: int | None = None
+    """The version of the placement record this move carries out: a failure is undone
+    (placed back on the source) only while the placement is still that decision."""
 
 
 class VirtualMachineSpec(Model):

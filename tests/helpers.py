@@ -44,3 +44,20 @@ def node_of(store: Store, vm: str) -> str | None:
     """The node a VM is placed on, as stored now (None when unplaced)."""
     placement = store.read_placement(vm)
     return placement.node if placement else None
+
+
+def vm_manifest(
+    name: str, *, method: str = "auto", home: str = "node1", **spec: object
+) -> dict[str, object]:
+    """A 64 MiB VirtualMachine manifest placed on ``home`` that moves by ``method``."""
+    return {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "memory": "64Mi",
+            "placement": {"home": home},
+            "migration": {"method": method},
+            **spec,
+        },
+    }

@@ -83,6 +83,16 @@ class Holders:
         except NoNodeError:
             return frozenset()
 
+    def ensure(self, vm: str, node: str) -> None:
+        """Make ``node`` a holder of ``vm`` whatever its placement: called by a live
+        migration's source once libvirt moved the domain to ``node``, before the source lets
+        go, so the node that runs it always holds it."""
+        try:
+            self.client.create(self.store.path(paths.holder(vm, node)), b"", makepath=True)
+        except NodeExistsError:
+            return
+        log.info("event=holder_handed_over vm=%s node=%s", vm, node)
+
     def holds(self, vm: str, node: str) -> bool:
         return self.client.exists(self.store.path(paths.holder(vm, node))) is not None
 

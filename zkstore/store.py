@@ -369,6 +369,11 @@ class Store:
     def read_placement(self, vm: str) -> Placement | None:
         return self._get_placement_raw(vm)[0]
 
+    def read_placement_versioned(self, vm: str) -> tuple[Placement | None, int]:
+        """The placement and its znode's version (-1 when there is none): every write of
+        the placement makes a new version, so it names one decision to move."""
+        return self._get_placement_raw(vm)
+
     def write_placement(
         self,
         vm: str,
@@ -377,13 +382,15 @@ class Store:
         epoch: int | None,
         only_if_unplaced: bool = False,
         only_from: str | None = None,
+        only_version: int | None = None,
     ) -> None:
         """Set where a VM runs, moving its node-index entry in the same transaction.
 
         With ``epoch`` the write only succeeds while the cluster epoch is still
         that value, so a deposed primary's writes fail (EpochMoved). With
         ``only_from`` it only succeeds while the VM is still placed on that node
-        (PlacementMoved otherwise): compare-and-set against the decision's read.
+        (PlacementMoved otherwise): compare-and-set against the decision's read; with
+        ``only_version`` only while the placement is still that version.
         """
         for _ in range(_CAS_RETRIES):
             old, version = self._get_placement_raw(vm)
@@ -391,6 +398,8 @@ class Store:
                 raise AlreadyPlaced(vm, old.node)
             if only_from is not None and (old is None or old.node != only_from):
                 raise PlacementMoved(vm, only_from, old.node if old else None)
+            if only_version is not None and version != only_version:
+                raise PlacementMoved(vm, only_from or "-", old.node if old else None)
             txn = self.client.transaction()
             if epoch is not None:
                 txn.check(self.path(paths.EPOCH), version=epoch)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import vm_manifest, wait_for
 from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, pair_cluster, qemu_pids
 from tests.localcluster_fixture import RunningCluster
 
@@ -112,20 +112,6 @@ def conns(isolated_libvirtd_pair: LibvirtdPair) -> Iterator[tuple[libvirt.virCon
         b.close()
 
 
-def vm_doc(name: str, method: str = "live", home: str = "node1") -> dict[str, object]:
-    return {
-        "apiVersion": "pvc/v1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "memory": "64Mi",
-            "shutdownTimeout": "5s",
-            "placement": {"home": home},
-            "migration": {"method": method},
-        },
-    }
-
-
 def status_of(cluster: RunningCluster, name: str) -> dict[str, object]:
     return dict(cluster.api("GET", f"/api/v1/vms/{name}").json().get("status") or {})
 
@@ -135,7 +121,7 @@ def test_a_running_guest_migrates_live_there_and_back(
 ) -> None:
     a, b = conns
     name = f"live-{uuid.uuid4().hex[:6]}"
-    cluster.apply(vm_doc(name))
+    cluster.apply(vm_manifest(name, method="live", shutdownTimeout="5s"))
     try:
         wait_for(lambda: running(a, name), 60, f"{name} running on node1")
         wait_for(lambda: status_of(cluster, name).get("phase") == "Running", 30, "Running")
@@ -185,14 +171,6 @@ def test_a_running_guest_migrates_live_there_and_back(
         wait_for(lambda: not qemu_pids(name), 60, f"{name}'s QEMU gone after delete")
 
 
-def defined_on(conn: libvirt.virConnect, name: str) -> bool:
-    try:
-        conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return False
-    return True
-
-
 def test_a_flush_moves_running_guests_live_two_at_a_time_and_unflush_brings_them_back(
     cluster: RunningCluster, conns: tuple[libvirt.virConnect, ...]
 ) -> None:
@@ -205,17 +183,25 @@ def test_a_flush_moves_running_guests_live_two_at_a_time_and_unflush_brings_them
             "metadata": {"name": "cluster"},
             "spec": {"migration": {"maxParallel": {"cluster": 4, "perNode": 2}}},
         },
-        *(vm_doc(name) for name in names),
+        *(vm_manifest(name, method="live", shutdownTimeout="5s") for name in names),
     )
     in_flight: list[int] = []
     both_running: list[str] = []
     stop = threading.Event()
 
+    def listed(conn: libvirt.virConnect) -> tuple[set[str], set[str]]:
+        """(defined, running) of our guests, from one listing: a snapshot, not a
+        name-by-name walk that a slow machine would smear over several migrations."""
+        domains = [d for d in conn.listAllDomains(0) if d.name() in names]
+        return {d.name() for d in domains}, {d.name() for d in domains if d.isActive()}
+
     def watch() -> None:
         # A migration in flight: the guest's domain exists on both hypervisors at once.
         while not stop.wait(0.02):
-            in_flight.append(sum(1 for n in names if defined_on(a, n) and defined_on(b, n)))
-            both_running.extend(n for n in names if running(a, n) and running(b, n))
+            with contextlib.suppress(libvirt.libvirtError):
+                (defined_a, up_a), (defined_b, up_b) = listed(a), listed(b)
+                in_flight.append(len(defined_a & defined_b))
+                both_running.extend(n for n in up_a & up_b if running(a, n) and running(b, n))
 
     try:
         wait_for(lambda: all(running(a, n) for n in names), 90, "all three running on node1")

@@ -1,6 +1,6 @@
 """Adversarial review of live migration (2abcef2, 97bc3d5): interleavings that break it.
 
-Each test is one finding, marked xfail(strict=True) with its name until it is fixed. Real
+Each test is one finding (each fixed now, and kept so it stays fixed). Real
 daemons over a real ZooKeeper (tests/chaos/harness.py) with the fault-injecting hypervisor
 live-migrating between its hosts; the invariant is what the world's hosts held, checked at
 every transition. Hooks on the driver calls (``cluster.hooks``) stand in for a busy node: a
@@ -85,11 +85,6 @@ def _stops(c: ChaosCluster, vm: str, node: str, since: float) -> list[str]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="third-node-stuck: departure.py leave() never pops a finished flight whose "
-    "target is no longer the placement, so the source loops every 0.5 s forever",
-)
 def test_migrate_to_a_third_node_mid_migration(c: ChaosCluster) -> None:
     """n4 -> n2 under way, then `vm migrate n3`: the VM must end up on n3."""
     vm = "r1"
@@ -104,11 +99,6 @@ def test_migrate_to_a_third_node_mid_migration(c: ChaosCluster) -> None:
     assert _violations(c) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stale-failed-revert: migrations.py reverts a new move to the same target on the "
-    "status.migration Failed left by the previous one, before the source writes anew",
-)
 def test_live_retry_to_the_same_node_after_a_failure(c: ChaosCluster) -> None:
     """`vm migrate --live n2` fails for good (the VM is placed back on n4); the user tries
     again once n2 can take it: the retry must not be undone by the last failure's status."""
@@ -146,12 +136,6 @@ def test_live_retry_to_the_same_node_after_a_failure(c: ChaosCluster) -> None:
     assert _violations(c) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restart-kills-migration: a restarted source does not adopt libvirt's migration "
-    "job still running; its 3 new attempts fail at once and auto falls back to a shutdown "
-    "that ends as a forced power-off of the migrating guest",
-)
 def test_a_restarted_source_lets_the_running_migration_finish(c: ChaosCluster) -> None:
     """pvcnoded on the source restarts while libvirt migrates the guest (the job survives
     the daemon): the migration must complete, the guest never stopped."""
