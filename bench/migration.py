@@ -83,35 +83,29 @@ def kvm_pair_cluster(label: str, keep_state: bool) -> Iterator[tuple[LocalRun, d
     the way out (the daemons destroy what domains are left); the dirs are kept after a
     failed run or with ``keep_state``."""
     from cli.localcluster.cluster import LocalCluster
-    from cli.localcluster.libvirtd import LibvirtDaemon
+    from cli.localcluster.libvirtd import isolated_daemons
 
     state_dir = Path(tempfile.mkdtemp(prefix=f"pvc-bench-{label}-"))
     # Not inside the cluster's dir: its stop looks for processes naming that dir.
     libvirt_dir = Path(tempfile.mkdtemp(prefix=f"pvc-bench-{label}-libvirtd-"))
-    daemons = {node: LibvirtDaemon.isolated(libvirt_dir / node) for node in PAIR}
     failed = True
+    started = time.monotonic()
     try:
-        started = time.monotonic()
-        for daemon in daemons.values():  # both first, so their QEMU probes overlap
-            daemon.launch()
-        for daemon in daemons.values():
-            daemon.wait_ready()
-        print(f"  isolated libvirtd pair answered after {time.monotonic() - started:.1f} s")
-        uris = {node: daemon.uri for node, daemon in daemons.items()}
-        cluster = LocalCluster(
-            state_dir, nodes=len(PAIR), api_port=0, node_memory="8Gi", libvirt_uris=uris
-        )
-        try:
-            started = time.monotonic()
-            state, _ = cluster.up(timeout=120)
-            print(f"  local cluster up in {time.monotonic() - started:.1f} s ({state_dir})")
-            yield LocalRun(cluster, state, LocalCluster.server_url(state), state_dir), uris
-            failed = False
-        finally:
-            cluster.down()
+        with isolated_daemons(libvirt_dir, tuple(PAIR)) as daemons:
+            print(f"  isolated libvirtd pair answered after {time.monotonic() - started:.1f} s")
+            uris = {node: daemon.uri for node, daemon in daemons.items()}
+            cluster = LocalCluster(
+                state_dir, nodes=len(PAIR), api_port=0, node_memory="8Gi", libvirt_uris=uris
+            )
+            try:
+                started = time.monotonic()
+                state, _ = cluster.up(timeout=120)
+                print(f"  local cluster up in {time.monotonic() - started:.1f} s ({state_dir})")
+                yield LocalRun(cluster, state, LocalCluster.server_url(state), state_dir), uris
+                failed = False
+            finally:
+                cluster.down()
     finally:
-        for daemon in daemons.values():
-            daemon.stop()
         if keep_state or failed:
             print(f"  state dirs (logs) kept at {state_dir} and {libvirt_dir}")
         else:

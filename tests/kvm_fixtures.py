@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import libvirt
 import pytest
 
-from cli.localcluster.libvirtd import LibvirtDaemon, find_program
+from cli.localcluster.libvirtd import LibvirtDaemon, find_program, isolated_daemons
 from hypervisor.domaintype import qemu_kvm_access_problem
 from hypervisor.libvirt_driver import LibvirtDriver
 from tests.localcluster_fixture import RunningCluster, start_cluster
@@ -147,21 +147,11 @@ def isolated_libvirtd_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     if reason is not None:
         pytest.skip(reason)
     fail_if_qemu_cannot_open_kvm()
-    base = tmp_path_factory.mktemp("libvirtd-pair")
-    daemons = [LibvirtDaemon.isolated(base / name) for name in ("node-a", "node-b")]
     started = time.monotonic()
-    try:
-        # Launch both before waiting, so the two QEMU probes (when not cached) overlap.
-        for daemon in daemons:
-            daemon.launch()
-        for daemon in daemons:
-            daemon.wait_ready()
+    with isolated_daemons(tmp_path_factory.mktemp("libvirtd-pair"), ("node-a", "node-b")) as pair:
         print(f"\nisolated libvirtd pair answered after {time.monotonic() - started:.2f}s")
-        fail_without_kvm_guests(*(daemon.uri for daemon in daemons))
-        yield LibvirtdPair(a=daemons[0], b=daemons[1])
-    finally:
-        for daemon in daemons:
-            daemon.stop()
+        fail_without_kvm_guests(*(daemon.uri for daemon in pair.values()))
+        yield LibvirtdPair(a=pair["node-a"], b=pair["node-b"])
 
 
 def qemu_pids(name: str) -> list[int]:

@@ -33,6 +33,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -497,6 +498,23 @@ class LibvirtDaemon:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def isolated_daemons(base: Path, names: tuple[str, ...]) -> Iterator[dict[str, LibvirtDaemon]]:
+    """Isolated libvirtd daemons, one per name under ``base`` (as separate hosts a domain can
+    live-migrate between), ready on entry and stopped on the way out. All are launched before
+    any is waited for, so their QEMU probes (when not cached) overlap."""
+    daemons = {name: LibvirtDaemon.isolated(base / name) for name in names}
+    try:
+        for daemon in daemons.values():
+            daemon.launch()
+        for daemon in daemons.values():
+            daemon.wait_ready()
+        yield daemons
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
 
 
 def _skip_host_definitions(relative: Path) -> bool:
