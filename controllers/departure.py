@@ -28,6 +28,7 @@ from controllers.live_migration import (
     MAX_ATTEMPTS,
     RETRY_BASE,
     MoveOut,
+    Outgoing,
     OutgoingMigrations,
 )
 from controllers.vm_status import StatusWriter
@@ -36,6 +37,7 @@ from hypervisor import (
     DomainNotFound,
     DomainState,
     HypervisorError,
+    HypervisorUnavailable,
     MigrationTarget,
     MigrationUnsupported,
 )
@@ -103,12 +105,16 @@ class Departures:
                 started=utcnow(),
             )
         flight = self.flights.get(name)
+        if flight is None:
+            flight = self._follow_job(name)
         if flight is not None and flight.target.node != target:
             if not flight.done.is_set():
                 # Placed on a third node meanwhile: end this one first, then go there.
                 self.flights.abort(name)
                 return 0.5, move
             self._pop_done(name)
+            if flight.error is None:
+                return 0.1, move  # it moved: the next look finds the domain gone
             flight = None
         if move.cold:
             return self._cold_unless_flying(name), move
@@ -148,25 +154,25 @@ class Departures:
         assert status is not None and status.migration_uri is not None  # checked by _problem
         destination = MigrationTarget(target, status.migration_uri, status.migration_address)
         move.attempts += 1
-        if self.driver.migration_progress(name) is not None:
-            # A migration job libvirt still runs, begun before this daemon (re)started: follow
-            # it to its end rather than start another (which would fail) or shut it down.
-            log.info("event=migration_followed vm=%s source=%s", name, self.node)
-            self.flights.follow(name, destination)
-        else:
-            self.flights.begin(
-                name,
-                destination,
-                max_downtime_ms=max(1, round(to_seconds(vm.spec.migration.max_downtime) * 1000)),
-            )
+        # Where it goes, on this node's holder entry, before libvirt starts: a daemon that
+        # restarts meanwhile finds the job and follows it there (_follow_job).
+        self.holders.set_migrating(name, self.node, target)
+        self.flights.begin(
+            name,
+            destination,
+            max_downtime_ms=max(1, round(to_seconds(vm.spec.migration.max_downtime) * 1000)),
+        )
         self._report(vm, placement, move, MigrationState.RUNNING, "migrating")
         return PROGRESS_EVERY, move
 
-    def settle(self, name: str) -> tuple[bool, bool]:
+    def settle(self, name: str, *, look: bool = False) -> tuple[bool, bool]:
         """The VM is placed here again, or its domain is gone from here: abort an outgoing
-        migration. Returns (still flying: look again shortly, migrated away: the domain left
-        this host on purpose)."""
+        migration (with ``look``, also one libvirt runs that this daemon did not start: it
+        restarted meanwhile). Returns (still flying: look again shortly, migrated away: the
+        domain left this host on purpose)."""
         flight = self.flights.get(name)
+        if flight is None and look:
+            flight = self._follow_job(name)
         if flight is None:
             return False, False
         if not flight.done.is_set():
@@ -179,12 +185,36 @@ class Departures:
 
     def _pop_done(self, name: str) -> None:
         """Forget a finished migration. One that moved the domain hands the VM over: its
-        target is made a holder (again), before this node may let go, so the node that runs
-        it holds it even if it let go of its claim meanwhile (placed elsewhere while the
-        migration ran, with nothing defined there yet)."""
-        flight = self.flights.pop(name)
-        if flight is not None and flight.error is None:
+        target is made a holder (again), before this node may let go (and before the flight
+        is forgotten, so a failed write is tried again), so the node that runs it holds it
+        even if it let go of its claim meanwhile (placed elsewhere while the migration ran,
+        with nothing defined there yet)."""
+        flight = self.flights.get(name)
+        if flight is None or not flight.done.is_set():
+            return
+        moved = flight.error is None or (
+            # The connection was lost: libvirtd went on; the domain gone from here says moved.
+            isinstance(flight.error, HypervisorUnavailable) and self.driver.info(name) is None
+        )
+        if moved and self.store.exists(VirtualMachine, name):
             self.holders.ensure(name, flight.target.node)
+        self.holders.set_migrating(name, self.node, None)
+        self.flights.pop(name)
+
+    def _follow_job(self, name: str) -> Outgoing | None:
+        """An outgoing migration job libvirt runs that this daemon did not start (begun before
+        it restarted): followed to its end when its target is known (recorded before it
+        began), else aborted: a guest never lands where nobody knows to hand it over."""
+        progress = self.driver.migration_progress(name)
+        if progress is None or not progress.outgoing:
+            return None
+        target = self.holders.migrating_to(name, self.node)
+        if target is None:
+            log.warning("event=migration_unknown_aborted vm=%s source=%s", name, self.node)
+            self.driver.abort_migration(name)
+            return None
+        log.info("event=migration_followed vm=%s source=%s target=%s", name, self.node, target)
+        return self.flights.follow(name, MigrationTarget(target, "", None))
 
     def _cold_unless_flying(self, name: str) -> float | None:
         flight = self.flights.get(name)

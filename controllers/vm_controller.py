@@ -237,7 +237,7 @@ class VMController:
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, _Local())
         local.spec_waits = 0
-        flying, migrated = self.departures.settle(name)
+        flying, migrated = self.departures.settle(name, look=local.started_at is None)
         if flying:
             return 0.5  # placed back here mid-migration: aborted, wait for it to end
         if migrated:
@@ -590,15 +590,13 @@ class VMController:
         elif not self.store.exists(VirtualMachine, name):
             return None
         local = self._local.setdefault(name, _Local())
-        if local.started_at is None and self.departures.flights.get(name) is None:
-            # Never ours (not started nor adopted here): another node's migration to here may
-            # still be arriving. While a node other than the new target holds the VM, wait: it
-            # ends with the domain gone from here, or with this node its only other holder.
-            placement = self.store.read_placement(name)
-            others = self.holders.read(name) - {self.node}
-            if others - {placement.node if placement else None}:
-                self.departures.watch_holders(name)
-                return 1.0
+        progress = self.driver.migration_progress(name)
+        if progress is not None and not progress.outgoing:
+            # Another node's live migration to here, placed elsewhere since: this copy is
+            # arriving, not ours. Its source aborts the job or completes it (then hands it over
+            # here, and this node moves it on); a source that dies takes the copy with it.
+            self.departures.watch_holders(name)
+            return 1.0
         delay, local.move = self.departures.leave(vm, local.move, info.state)
         if delay is not None:
             return delay

@@ -102,6 +102,8 @@ class MigrationProgress:
     data_processed: int | None = None
     data_remaining: int | None = None
     elapsed_ms: int | None = None
+    outgoing: bool = True
+    """True on the migration's source, False for the incoming copy on its destination."""
 
 
 class StopReason(enum.Enum):
@@ -213,7 +215,9 @@ class DomainDriver(abc.ABC):
 
     @abc.abstractmethod
     def migration_progress(self, name: str) -> MigrationProgress | None:
-        """The outgoing migration job of ``name`` now; None when none runs."""
+        """The migration job of ``name`` here now, outgoing (this host is the source, whoever
+        started it: a job survives its caller) or incoming (the copy arriving here); None when
+        no migration runs (another kind of job is no migration)."""
 
     @abc.abstractmethod
     def abort_migration(self, name: str) -> bool:

@@ -123,6 +123,16 @@ class Migrations:
     def progress(self, node: str, name: str) -> MigrationProgress | None:
         with self._world._lock:
             migration = self._running.get((node, name))
+            outgoing = migration is not None
+            if migration is None:  # the destination sees its incoming job too
+                migration = next(
+                    (
+                        m
+                        for (_source, vm), m in self._running.items()
+                        if vm == name and m.target.node == node
+                    ),
+                    None,
+                )
         if migration is None:
             return None
         elapsed = time.monotonic() - migration.began
@@ -134,6 +144,7 @@ class Migrations:
             data_processed=total - remaining,
             data_remaining=remaining,
             elapsed_ms=round(elapsed * 1000),
+            outgoing=outgoing,
         )
 
     def abort(self, node: str, name: str) -> bool:

@@ -79,6 +79,9 @@ _MIGRATE_FLAGS = (
 )
 """Live, libvirtd to libvirtd, the definition moved to the target (disks on shared storage)."""
 
+_JOB_MIGRATION_IN = libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN
+_JOB_MIGRATION_OUT = libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT
+
 _STOP_REASONS = {
     libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: StopReason.GUEST_SHUTDOWN,
     libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: StopReason.DESTROYED,
@@ -415,6 +418,9 @@ class LibvirtDriver(DomainDriver):
                 libvirt.VIR_DOMAIN_JOB_COMPLETED,
             ):
                 return None
+            operation = stats.get("operation")
+            if operation not in (_JOB_MIGRATION_IN, _JOB_MIGRATION_OUT):
+                return None  # a save, dump, snapshot: no migration
 
             def number(key: str) -> int | None:
                 value = stats.get(key)
@@ -425,6 +431,7 @@ class LibvirtDriver(DomainDriver):
                 data_processed=number("data_processed"),
                 data_remaining=number("data_remaining"),
                 elapsed_ms=number("time_elapsed"),
+                outgoing=operation == _JOB_MIGRATION_OUT,
             )
 
         if self.live_migration_problem() is not None:

@@ -93,6 +93,21 @@ class Holders:
             return
         log.info("event=holder_handed_over vm=%s node=%s", vm, node)
 
+    def set_migrating(self, vm: str, node: str, target: str | None) -> None:
+        """Record on ``node``'s own holder entry where its domain of ``vm`` is being
+        live-migrated to (None: nowhere), so a restarted daemon knows where a job libvirt
+        still runs goes."""
+        with contextlib.suppress(NoNodeError):  # no longer a holder: nothing to record
+            self.client.set(self.store.path(paths.holder(vm, node)), (target or "").encode())
+
+    def migrating_to(self, vm: str, node: str) -> str | None:
+        """What ``set_migrating`` recorded; None when nothing (or no entry)."""
+        try:
+            data, _ = self.client.get(self.store.path(paths.holder(vm, node)))
+        except NoNodeError:
+            return None
+        return data.decode() or None
+
     def holds(self, vm: str, node: str) -> bool:
         return self.client.exists(self.store.path(paths.holder(vm, node))) is not None
 

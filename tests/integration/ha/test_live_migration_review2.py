@@ -1,7 +1,7 @@
 """Second adversarial review of live migration (the fixes of 9d171f9): interleavings that
 still break it.
 
-Each test is one finding, xfail (strict) until it is fixed. Real daemons over a real
+Each test is one finding, fixed now and kept so it stays fixed. Real daemons over a real
 ZooKeeper (tests/chaos/harness.py) with the fault-injecting hypervisor live-migrating between
 its hosts; what a user would notice is read from the world's hosts and the holder sets.
 A slow migration (``world.slow_migrations``) stands in for a guest whose migration does not
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-
-import pytest
 
 from hypervisor import DomainState
 from schemas import VirtualMachine
@@ -45,14 +43,6 @@ def _stop_daemon(c: ChaosCluster, node: str) -> Incarnation:
     return inc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restarted-source-never-aborts: a source restarted mid-migration that finds the "
-    "VM placed back on itself aborts nothing (settle knows no flight; _unless_sole_holder "
-    "waits for the target's incoming copy), while the target, the source now its only other "
-    "holder, runs departures.leave on its incoming copy, gives up ('node n4 is not ready') "
-    "with a false MigrationFailed, and the primary places the VM on the target",
-)
 def test_a_restarted_source_aborts_when_placed_back(c: ChaosCluster) -> None:
     """n4 -> n2 under way (a long one); pvcnoded on n4 restarts and meanwhile the user
     migrates the VM back to n4: docs/ha.md says the source aborts the job and keeps the
@@ -75,13 +65,6 @@ def test_a_restarted_source_aborts_when_placed_back(c: ChaosCluster) -> None:
         c.world.slow_migrations(vm, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="follow-hands-over-a-deleted-vm: OutgoingMigrations._follow takes 'the domain is "
-    "gone from here' for 'moved', so a VM deleted while a restarted source follows its job "
-    "(the source's own undefine fails the job) makes _pop_done Holders.ensure the target "
-    "after it released: a holder with no domain that nothing ever removes",
-)
 def test_a_vm_deleted_while_its_migration_is_followed_leaves_no_holder(c: ChaosCluster) -> None:
     """n4 -> n2 under way; pvcnoded on n4 restarts and follows libvirt's job; the user
     deletes the VM. Every node must let go of it (a VM created again under the name, or a

@@ -127,7 +127,8 @@ def test_a_migration_moves_the_running_domain_and_its_definition(hosts: Hosts) -
     )
     assert [info.name for info in n2.list_managed()] == ["vm1"]
     assert n2.stop_reason("vm1") is StopReason.NOT_STOPPED
-    assert n2.migration_progress("vm1") is None  # the job is the source's
+    incoming = n2.migration_progress("vm1")  # the destination sees the job, as incoming
+    assert incoming is not None and incoming.outgoing is False
     n2.start("vm1")  # the incoming copy is active already: a no-op
     assert n2.state("vm1") is DomainState.PAUSED
 
