@@ -410,7 +410,12 @@ class LibvirtDriver(DomainDriver):
             try:
                 stats = conn.lookupByName(name).jobStats(0)
             except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                # Absent, or not running (QEMU refuses job stats of an inactive domain): no
+                # migration either way.
+                if err.get_error_code() in (
+                    libvirt.VIR_ERR_NO_DOMAIN,
+                    libvirt.VIR_ERR_OPERATION_INVALID,
+                ):
                     return None
                 raise
             if not stats or stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) in (
