@@ -241,9 +241,10 @@ class Departures:
         move.last_error = str(error)
         move.attempts = max(move.attempts, 1)
         move.since = time.monotonic()
-        if isinstance(error, MigrationUnsupported):
-            return self._give_up(vm, placement, move, fallback=True)
-        if isinstance(error, DomainNotFound) or move.attempts >= MAX_ATTEMPTS:
+        if (
+            isinstance(error, MigrationUnsupported | DomainNotFound)
+            or move.attempts >= MAX_ATTEMPTS
+        ):
             return self._give_up(vm, placement, move, fallback=True)
         problem, permanent = self._problem(vm, move.target)
         if problem is not None and not permanent:

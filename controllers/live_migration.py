@@ -61,7 +61,6 @@ class Outgoing:
     started_at: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     error: HypervisorError | None = None
-    aborted: bool = False
 
 
 class OutgoingMigrations:
@@ -117,7 +116,6 @@ class OutgoingMigrations:
         flight = self.get(name)
         if flight is None or flight.done.is_set():
             return False
-        flight.aborted = True
         try:
             aborted = self.driver.abort_migration(name)
         except HypervisorError as exc:
