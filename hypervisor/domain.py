@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from hypervisor.storage.base import RbdSource
+
 
 class DomainState(enum.Enum):
     RUNNING = "running"
@@ -33,6 +35,10 @@ class DiskSpec:
     format: str = "qcow2"
     size_bytes: int | None = None
     """The size of a new image, for create_disk(); define() never creates images."""
+    rbd: RbdSource | None = None
+    """When set, the disk is this RBD image (a libvirt network disk, its key in the libvirt
+    secret ``rbd.secret_uuid``: see ensure_ceph_secret); ``path`` then names it for
+    messages only."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,12 @@ class DomainDriver(abc.ABC):
     @abc.abstractmethod
     def disk_exists(self, path: str) -> bool:
         """Whether anything is at ``path`` on this host (a dangling symlink counts)."""
+
+    def ensure_ceph_secret(self, uuid: str, usage: str, key: str) -> None:
+        """Define (or update) the libvirt secret ``uuid`` of usage type ``ceph`` named
+        ``usage``, holding the cephx ``key`` (base64, as Ceph prints it), so domains with
+        RBD disks naming it can start. Private: libvirt never shows its value again."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def start(self, name: str) -> None:

@@ -10,6 +10,9 @@ PACKAGES=(
   libvirt-daemon-system qemu-system-x86 qemu-utils
   # host networking (floating addresses: ip, arping), DHCP and fencing
   iproute2 iputils-ping dnsmasq busybox arping ipmitool
+  # storage pools of type rbd: the rbd/ceph commands, QEMU's rbd block driver, libvirt's
+  # secrets; and the daemons the tests' single-host Ceph runs (none starts by itself)
+  ceph-common qemu-block-extra ceph-mon ceph-mgr ceph-osd
 )
 
 KVM_DEVICE=/dev/kvm
