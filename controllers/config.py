@@ -54,6 +54,14 @@ class LibvirtConfig(Model):
         return f"qemu+tcp://{socket.gethostname()}{parts.path or '/system'}"
 
 
+class StorageConfig(Model):
+    """How this node looks at the cluster's StoragePools."""
+
+    probe_interval: Duration = "15s"
+    """Between looks at every pool (reachable, space) for Node.status.storage; a pool
+    added or changed is looked at at once."""
+
+
 class CrashLoopConfig(Model):
     """Restart back-off of VMs that keep stopping unexpectedly (KubeVirt's CrashLoopBackOff).
 
@@ -102,6 +110,7 @@ class DaemonConfig(Model):
     log_level: str = "info"
     state_dir: str = "/var/lib/pvc"
     crash_loop: CrashLoopConfig = Field(default_factory=CrashLoopConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     fence: FenceConfig | None = None
     """The Node's fence agent, used when this daemon first registers the Node."""

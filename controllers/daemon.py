@@ -21,6 +21,7 @@ from controllers.floating import FloatingAddresses
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
 from controllers.self_fence import SelfFence
+from controllers.storage import PoolProber
 from controllers.vm_controller import VMController
 from hypervisor import DomainDriver, HypervisorError, LibvirtDriver, write_test_host_xml
 from hypervisor.hostnet import HostNetworkError, NetlinkHostNetwork
@@ -81,6 +82,13 @@ class Daemon:
             ),
             on_domains_changed=lambda: self.agent.poke(),
         )
+        self.pools = PoolProber(
+            self.store,
+            self.driver,
+            config.node,
+            on_change=lambda: self.agent.poke(),
+            interval=to_seconds(config.storage.probe_interval),
+        )
         self.agent = NodeAgent(
             self.store,
             self.driver,
@@ -95,6 +103,7 @@ class Daemon:
             allocations=self.vms.allocations,
             lease_wait=config.session_seconds + 5.0,
             on_revived=lambda: self.vms.report_all(),
+            pools=self.pools.latest,
         )
         self.self_fence = SelfFence(
             self.store,
@@ -124,6 +133,7 @@ class Daemon:
         )
         self.store.start()
         self.agent.register()
+        self.pools.start()
         self.vms.start()
         self.agent.start()
         if self.election is not None:
@@ -141,6 +151,7 @@ class Daemon:
             self.election.stop()
         self.vms.stop()
         self.agent.stop()
+        self.pools.stop()
         self.store.stop()
         self.driver.close()
         log.info("event=stopped node=%s", self.config.node)

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from hypervisor import DiskSpec, DomainSpec, NicSpec
+from hypervisor.storage import DiskSource, FileSource, RbdSource
 from schemas import Network, VirtualMachine, to_bytes, to_mib
 
 
@@ -26,19 +27,38 @@ def macs_of(vm: VirtualMachine) -> list[str]:
     return [nic.mac or derived_mac(vm.name, i) for i, nic in enumerate(vm.spec.nics)]
 
 
+def disk_target(index: int) -> str:
+    return f"vd{chr(ord('a') + index)}"
+
+
 def domain_spec(
-    vm: VirtualMachine, networks: dict[str, Network], disk_dir: str, owner_tag: str
+    vm: VirtualMachine,
+    networks: dict[str, Network],
+    disk_dir: str,
+    owner_tag: str,
+    volumes: dict[str, DiskSource] | None = None,
 ) -> DomainSpec:
-    """Raises KeyError naming a network the VM uses that does not exist."""
+    """Raises KeyError naming a network the VM uses that does not exist. ``volumes``: where
+    each disk in a storage pool is on this node (controllers/vm_disks.py)."""
     disks = []
     for i, disk in enumerate(vm.spec.disks):
-        path = disk.source or str(Path(disk_dir) / f"{vm.name}-{disk.name}.{disk.format}")
+        found = (volumes or {}).get(disk.name) if disk.pool is not None else None
+        if isinstance(found, RbdSource):
+            disks.append(
+                DiskSpec(target=disk_target(i), path=found.image, format=found.format, rbd=found)
+            )
+            continue
+        if isinstance(found, FileSource):
+            disks.append(DiskSpec(target=disk_target(i), path=found.path, format=found.format))
+            continue
+        fmt = disk.format or "qcow2"
+        path = disk.source or str(Path(disk_dir) / f"{vm.name}-{disk.name}.{fmt}")
         disks.append(
             DiskSpec(
-                target=f"vd{chr(ord('a') + i)}",
+                target=disk_target(i),
                 path=path,
-                format=disk.format,
-                size_bytes=to_bytes(disk.size) if disk.size else None,
+                format=fmt,
+                size_bytes=to_bytes(disk.size) if disk.size and disk.pool is None else None,
             )
         )
     nics = []

@@ -16,6 +16,7 @@ from schemas import (
     DaemonState,
     FenceConfig,
     Node,
+    NodePool,
     NodeResources,
     NodeSpec,
     NodeStatus,
@@ -50,6 +51,7 @@ class NodeAgent:
         allocations: Callable[[], tuple[int, int, int, int]],
         lease_wait: float,
         on_revived: Callable[[], None] | None = None,
+        pools: Callable[[], list[NodePool]] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -63,6 +65,7 @@ class NodeAgent:
         self.migration_address = migration_address
         self._allocations = allocations
         self._on_revived = on_revived or (lambda: None)
+        self._pools = pools or (lambda: [])
         self._lease_wait = lease_wait
         self.lease = Lease(store, paths.node_lease(node), {"node": node})
         self.daemon_state = DaemonState.INIT
@@ -231,6 +234,7 @@ class NodeAgent:
                 migration_uri=self.migration_uri if no_live is None else None,
                 migration_address=self.migration_address,
                 live_migration_problem=no_live,
+                storage=self._pools(),
             )
 
         self.store.update_status(Node, self.node, heartbeat)

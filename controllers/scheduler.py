@@ -39,6 +39,7 @@ from zkstore import (
     Store,
     paths,
 )
+from zkstore.volumes import unreached
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +191,19 @@ class Scheduler:
         allowed = set(vm.spec.placement.nodes)
         reasons: list[str] = []
         candidates: list[NodeLoad] = []
-        # Disks created before bind the VM to the nodes that reach them (zkstore/disks.py):
-        # their records, read fresh, not a cache. The VM controller checks again anyway.
-        sized = {d.name for d in vm.spec.disks if d.size}
-        disks = [r for d, r in Disks(self.store).of(vm.name).items() if d in sized] if sized else []
+        # Pools and the volumes created before bind the VM to the nodes that reach them
+        # (zkstore/volumes.py): records read fresh, not a cache. The VM controller checks
+        # again anyway.
+        creates = any(d.creates for d in vm.spec.disks)
+        records = list(Disks(self.store).of(vm.name).values()) if creates else []
         for name in sorted(self.nodes.keys()):
             status = nodes[name].status if name in nodes else None
             if allowed and name not in allowed:
                 reasons.append(f"{name}: not in placement.nodes")
             elif name not in nodes or status is None:
                 reasons.append(f"{name}: not ready")
-            elif unreached := [
-                r for r in disks if not r.reached_by(name, status.disk_dir, status.shared_disk_dir)
-            ]:
-                reasons.append(
-                    f"{name}: does not reach "
-                    + ", ".join(f"disk {r.disk} ({r.path}, {r.where()})" for r in unreached)
-                )
+            elif unreached_volumes := unreached(vm, records, name, status):
+                reasons.append(f"{name}: does not reach " + ", ".join(unreached_volumes))
             elif loads[name].memory_free < memory:
                 free_mib = loads[name].memory_free // 2**20
                 reasons.append(f"{name}: {free_mib} MiB free, needs {memory // 2**20} MiB")

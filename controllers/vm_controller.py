@@ -21,10 +21,10 @@ from kazoo.recipe.watchers import DataWatch
 
 from controllers.crashloop import CrashLoopPolicy
 from controllers.departure import Departures
-from controllers.domainspec import domain_spec
+from controllers.domainspec import disk_target, domain_spec
 from controllers.live_migration import MoveOut
 from controllers.runtime import Controller
-from controllers.vm_disks import disks_here
+from controllers.vm_disks import disks_here, volumes_here
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
@@ -40,6 +40,7 @@ from schemas import (
 )
 from zkstore import Disks, Holders, Informer, NotFound, Store, paths
 from zkstore.codec import decode
+from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class VMController:
         self.disk_dir = disk_dir
         self.shared_disk_dir = shared_disk_dir
         self.disks = Disks(store)
+        self.events = EventLog(store)
         self.owner_tag = store.root
         self.crash_loop = crash_loop or CrashLoopPolicy()
         self._on_domains_changed = on_domains_changed or (lambda: None)
@@ -424,10 +426,29 @@ class VMController:
         return self.crash_loop.reset_after if status.failures else None
 
     def _define(self, vm: VirtualMachine, placement: Placement, local: _Local) -> bool:
+        targets = {d.name: disk_target(i) for i, d in enumerate(vm.spec.disks)}
+        volumes = volumes_here(self.disks, self.driver, self.events, self.node, vm, targets)
+        if volumes.reason is not None:
+            # Waiting for a pool, a volume or its creator, not a failure of the VM itself.
+            self.statuses.write(
+                vm, placement, VMPhase.PENDING, volumes.reason, volumes.problem or ""
+            )
+            log.warning(
+                "event=volumes_not_ready vm=%s node=%s reason=%s why=%r",
+                vm.name,
+                self.node,
+                volumes.reason,
+                volumes.problem,
+            )
+            return False
         try:
             networks = {n: self._network(n) for n in {nic.network for nic in vm.spec.nics}}
             spec = domain_spec(
-                vm, {k: v for k, v in networks.items() if v}, self.disk_dir, self.owner_tag
+                vm,
+                {k: v for k, v in networks.items() if v},
+                self.disk_dir,
+                self.owner_tag,
+                volumes.sources,
             )
         except KeyError as exc:
             self.statuses.write(
@@ -454,6 +475,7 @@ class VMController:
             return False
         self.driver.define(spec)
         local.defined_generation = vm.metadata.generation
+        self.statuses.set_volumes(vm.name, volumes.statuses)
         log.info(
             "event=domain_defined vm=%s node=%s generation=%s",
             vm.name,

@@ -16,6 +16,7 @@ from schemas import (
     VirtualMachine,
     VirtualMachineStatus,
     VMPhase,
+    VolumeStatus,
     set_condition,
 )
 from zkstore import NotFound, Store
@@ -31,9 +32,16 @@ class StatusWriter:
         # name -> (the status this daemon last wrote, the zxid of that write): reused only
         # while nobody else (another node, the primary) wrote since.
         self._last: dict[str, tuple[dict[str, Any], int]] = {}
+        # name -> its volumes as this node's last define found them (status.volumes).
+        self._volumes: dict[str, list[VolumeStatus]] = {}
 
     def forget(self, name: str) -> None:
         self._last.pop(name, None)
+        self._volumes.pop(name, None)
+
+    def set_volumes(self, name: str, volumes: list[VolumeStatus]) -> None:
+        """Report these volumes in ``name``'s status from the next write on."""
+        self._volumes[name] = volumes
 
     def read(self, name: str, own: dict[str, Any] | None = None) -> VirtualMachineStatus:
         raw = own if own is not None else self._own(name)
@@ -151,6 +159,7 @@ class StatusWriter:
             "restart_handled": status.restart_handled,
             "force_stop_handled": status.force_stop_handled,
             "migration": failed,
+            "volumes": self._volumes.get(vm.name, status.volumes),
         }
         fields.update(extra)
         return VirtualMachineStatus(

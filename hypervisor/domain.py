@@ -156,6 +156,12 @@ class DomainDriver(abc.ABC):
     def disk_exists(self, path: str) -> bool:
         """Whether anything is at ``path`` on this host (a dangling symlink counts)."""
 
+    def block_resize(self, name: str, target: str, size: int) -> bool:
+        """Grow disk ``target`` of running domain ``name`` to ``size`` bytes through the
+        hypervisor, so the guest sees it at once; False when this hypervisor does not (the
+        caller grows the volume in its pool instead)."""
+        return False
+
     def ensure_ceph_secret(self, uuid: str, usage: str, key: str) -> None:
         """Define (or update) the libvirt secret ``uuid`` of usage type ``ceph`` named
         ``usage``, holding the cephx ``key`` (base64, as Ceph prints it), so domains with

@@ -20,6 +20,7 @@ from schemas.node import (
     DomainState,
     FenceConfig,
     Node,
+    NodePool,
     NodeResources,
     NodeSpec,
     NodeStatus,
@@ -28,6 +29,14 @@ from schemas.node import (
 from schemas.quantity import format_bytes, to_bytes, to_mib, to_seconds
 from schemas.registry import KINDS, kind_by_name, kind_by_plural, kind_for, parse_resource
 from schemas.resource import Resource
+from schemas.storage import (
+    PoolNodeState,
+    PoolType,
+    RbdConfig,
+    StoragePool,
+    StoragePoolSpec,
+    StoragePoolStatus,
+)
 from schemas.vm import (
     Disk,
     MigrationMethod,
@@ -41,6 +50,7 @@ from schemas.vm import (
     VirtualMachineSpec,
     VirtualMachineStatus,
     VMPhase,
+    VolumeStatus,
 )
 
 __all__ = [
@@ -69,20 +79,28 @@ __all__ = [
     "NetworkStatus",
     "Nic",
     "Node",
+    "NodePool",
     "NodeResources",
     "NodeSpec",
     "NodeStatus",
     "ObjectMeta",
     "Placement",
     "PlacementPolicy",
+    "PoolNodeState",
+    "PoolType",
+    "RbdConfig",
     "Resource",
     "RouterState",
     "RunStrategy",
     "Status",
+    "StoragePool",
+    "StoragePoolSpec",
+    "StoragePoolStatus",
     "VMPhase",
     "VirtualMachine",
     "VirtualMachineSpec",
     "VirtualMachineStatus",
+    "VolumeStatus",
     "condition_is_true",
     "format_bytes",
     "get_condition",

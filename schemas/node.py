@@ -81,6 +81,20 @@ class NodeResources(Model):
     vm_count: int = 0
 
 
+class NodePool(Model):
+    """A storage pool as this node sees it."""
+
+    pool: str
+    type: str
+    reachable: bool
+    capacity: int | None = None
+    free: int | None = None
+    message: str | None = None
+    """Why it is not reachable."""
+    checked: str | None = None
+    """When the node last looked (RFC 3339)."""
+
+
 class NodeStatus(Status):
     daemon_state: DaemonState = DaemonState.INIT
     domain_state: DomainState = DomainState.READY
@@ -104,6 +118,9 @@ class NodeStatus(Status):
     hypervisor's choice (the host's name)."""
     live_migration_problem: str | None = None
     """Why this node's hypervisor cannot live-migrate; None when it can."""
+    storage: list[NodePool] = Field(default_factory=list)
+    """Every StoragePool as this node reaches it (or not): the scheduler places a VM only on
+    nodes that reach all its pools."""
     shared_disk_dir: bool = False
     """Whether that folder is declared shared: the scheduler places a VM whose disks were
     created in a shared folder on any node declaring the same folder shared."""

@@ -11,9 +11,10 @@ from schemas.errors import FieldError, InvalidResource
 from schemas.network import Network
 from schemas.node import Node
 from schemas.resource import Resource
+from schemas.storage import StoragePool
 from schemas.vm import VirtualMachine
 
-KINDS: tuple[type[Resource], ...] = (VirtualMachine, Node, Network, Cluster)
+KINDS: tuple[type[Resource], ...] = (VirtualMachine, Node, Network, StoragePool, Cluster)
 
 _BY_KIND: dict[str, type[Resource]] = {k.KIND: k for k in KINDS}
 _BY_PLURAL: dict[str, type[Resource]] = {k.PLURAL: k for k in KINDS}

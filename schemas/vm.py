@@ -58,21 +58,65 @@ class VMPhase(StrEnum):
     UNKNOWN = "Unknown"
 
 
+_VOLUME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
 class Disk(Model):
     name: DnsLabel
+    pool: DnsLabel | None = None
+    """The StoragePool the disk's volume lives in. Without it: the legacy forms, ``size``
+    (an image in the node's ``libvirt.diskDir``) or ``source`` (an operator's image)."""
     size: Size | None = None
-    """Create a new image of this size on the node when it does not exist yet."""
+    """A new volume of this size (``<vm>-<disk>`` in the pool), created once, before the VM
+    is first defined; growing it later grows the volume (never shrinks). With ``from``:
+    the clone's size (at least the origin's)."""
+    volume: str | None = None
+    """An existing volume in ``pool`` (not created, never deleted by PVC)."""
+    from_: str | None = Field(default=None, alias="from")
+    """Clone this volume of ``pool`` (a qcow2 overlay, an RBD clone) into the new volume, e.g.
+    a cloud image."""
     source: str | None = None
-    """Path of an existing image on the node."""
-    format: Literal["qcow2", "raw"] = "qcow2"
+    """Path of an existing image on the node (legacy; no pool)."""
+    format: Literal["qcow2", "raw"] | None = None
+    """The image format; None: qcow2 in folders, raw in RBD (which holds raw images only)."""
+
+    @field_validator("volume", "from_")
+    @classmethod
+    def _volume_name(cls, value: str | None) -> str | None:
+        if value is not None and not _VOLUME.fullmatch(value):
+            raise ValueError(
+                f"invalid volume name {value!r}: letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit, at most 128"
+            )
+        return value
 
     @model_validator(mode="after")
-    def _size_or_source(self) -> Disk:
-        if (self.size is None) == (self.source is None):
-            raise ValueError("a disk needs exactly one of 'size' (a new image) or 'source'")
-        if self.source is not None and not self.source.startswith("/"):
-            raise ValueError(f"disk source {self.source!r} must be an absolute path")
+    def _one_form(self) -> Disk:
+        if self.source is not None:
+            if self.pool or self.volume or self.from_ or self.size:
+                raise ValueError("'source' is an image path: no 'pool', 'volume', 'from' or 'size'")
+            if not self.source.startswith("/"):
+                raise ValueError(f"disk source {self.source!r} must be an absolute path")
+            return self
+        if self.pool is None:
+            if self.volume is not None or self.from_ is not None:
+                raise ValueError("'volume' and 'from' name volumes of a pool: give 'pool'")
+            if self.size is None:
+                raise ValueError(
+                    "a disk needs 'pool' with 'size', 'volume' or 'from' (or, without a pool, "
+                    "'size' or 'source')"
+                )
+            return self
+        if self.volume is not None and (self.size is not None or self.from_ is not None):
+            raise ValueError("'volume' names an existing volume: no 'size' or 'from' with it")
+        if self.volume is None and self.size is None and self.from_ is None:
+            raise ValueError("a disk in a pool needs 'size' (a new volume), 'volume' or 'from'")
         return self
+
+    @property
+    def creates(self) -> bool:
+        """Whether PVC creates (and tracks) this disk's volume: a size or a clone."""
+        return self.source is None and self.volume is None
 
 
 class Nic(Model):
@@ -159,6 +203,20 @@ class VirtualMachineSpec(Model):
         return self
 
 
+class VolumeStatus(Model):
+    disk: str
+    pool: str
+    volume: str
+    size: int | None = None
+    """Bytes, as the pool reports the volume."""
+    origin: str | None = None
+    """The volume it was cloned from."""
+    created_by: str | None = None
+    """The node that created it (None: an existing volume, not PVC's)."""
+    reached_by: str | None = None
+    """``every node that reaches the pool`` or, for a local pool, the one node that holds it."""
+
+
 class VirtualMachineStatus(Status):
     phase: VMPhase = VMPhase.PENDING
     node: str | None = None
@@ -174,6 +232,8 @@ class VirtualMachineStatus(Status):
     """The last pvc.io/restart annotation value the node carried out."""
     force_stop_handled: str | None = None
     """The last pvc.io/force-stop annotation value the node carried out."""
+    volumes: list[VolumeStatus] = Field(default_factory=list)
+    """The VM's disks in storage pools, as the node that defined it last found them."""
 
 
 class Placement(Model):

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.client import TransactionRequest
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from zkstore import paths
 from zkstore.codec import decode, encode
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 CREATING = "creating"
 CREATED = "created"
+DELETING = "deleting"
+"""Its VM was deleted with ``--delete-volumes``: the volume goes, then the record (the
+volume reaper, controllers/volume_reaper.py); no node uses or creates it meanwhile."""
 
 _RETRIES = 8
 
@@ -69,24 +74,55 @@ class DiskRecord:
     """The creator's diskDir when it is declared shared (every node declaring the same
     folder shared reaches the image); None when only ``node`` reaches it."""
     state: str
-    """``creating`` or ``created``."""
+    """``creating``, ``created`` or ``deleting``."""
+    pool: str | None = None
+    """The StoragePool of the volume; None for an image in a node's ``diskDir`` (legacy)."""
+    pool_type: str | None = None
+    """``shared``, ``rbd`` or ``local``: a local pool's volume is reached by ``node`` only."""
+    volume: str | None = None
+    """The volume's name in the pool."""
+    size: int | None = None
+    """Bytes, as last created or grown (growing ``size`` grows it; it never shrinks)."""
+    origin: str | None = None
+    """The volume it was cloned from."""
 
     @property
     def created(self) -> bool:
         return self.state == CREATED
 
+    @property
+    def deleting(self) -> bool:
+        return self.state == DELETING
+
     def reached_by(self, node: str, disk_dir: str | None, shared: bool) -> bool:
-        """Whether ``node``, with its ``disk_dir`` (shared or not), reaches this image."""
+        """Whether ``node``, with its ``disk_dir`` (shared or not), reaches this image
+        (legacy records; pool records: see zkstore/volumes.py)."""
         return node == self.node or (shared and self.shared is not None and disk_dir == self.shared)
 
     def where(self) -> str:
         """Where the image lives, for messages."""
+        if self.pool is not None:
+            if self.pool_type == "local":
+                return f"in local pool {self.pool} on {self.node}"
+            return f"in pool {self.pool}"
         if self.shared is not None:
             return f"created on {self.node} in the shared folder {self.shared}"
         return f"created on {self.node}, in its own folder"
 
+    def with_state(self, state: str, **changes: Any) -> DiskRecord:
+        return replace(self, state=state, **changes)
+
     def wire(self) -> dict[str, Any]:
-        return {"node": self.node, "path": self.path, "shared": self.shared, "state": self.state}
+        out: dict[str, Any] = {
+            "node": self.node,
+            "path": self.path,
+            "shared": self.shared,
+            "state": self.state,
+        }
+        for key in ("pool", "pool_type", "volume", "size", "origin"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
     @classmethod
     def from_wire(cls, vm: str, disk: str, raw: dict[str, Any]) -> DiskRecord:
@@ -97,6 +133,11 @@ class DiskRecord:
             path=str(raw["path"]),
             shared=raw.get("shared"),
             state=str(raw.get("state", CREATING)),
+            pool=raw.get("pool"),
+            pool_type=raw.get("pool_type"),
+            volume=raw.get("volume"),
+            size=raw.get("size"),
+            origin=raw.get("origin"),
         )
 
 
@@ -132,11 +173,20 @@ class Disks:
                 records[disk] = DiskRecord.from_wire(vm, disk, decode(read.get()[0]))
         return records
 
-    def begin(self, vm: str, disk: str, node: str, path: str, shared: str | None) -> DiskRecord:
+    def begin(
+        self,
+        vm: str,
+        disk: str,
+        node: str,
+        path: str,
+        shared: str | None,
+        mine: DiskRecord | None = None,
+    ) -> DiskRecord:
         """Claim the creation of ``vm``'s ``disk`` for ``node``: the record as stored now, this
-        node's new ``creating`` record when it won, else the one that was there."""
+        node's new ``creating`` record (``mine`` when given) when it won, else the one that
+        was there."""
         znode = self.store.path(paths.disk_record(vm, disk))
-        mine = DiskRecord(vm, disk, node, path, shared, CREATING)
+        mine = mine or DiskRecord(vm, disk, node, path, shared, CREATING)
         for _ in range(_RETRIES):
             try:
                 self.client.create(znode, encode(mine.wire()), makepath=True)
@@ -151,8 +201,9 @@ class Disks:
             return mine
         raise RuntimeError(f"creating the record of disk {disk!r} of {vm!r} kept racing; gave up")
 
-    def finish(self, vm: str, disk: str, node: str) -> DiskRecord:
-        """``node`` created the image of its ``creating`` record: mark it ``created``."""
+    def finish(self, vm: str, disk: str, node: str, size: int | None = None) -> DiskRecord:
+        """``node`` created the image of its ``creating`` record (or grew a created one to
+        ``size``): mark it ``created``."""
         znode = self.store.path(paths.disk_record(vm, disk))
         for _ in range(_RETRIES):
             self.client.sync(znode)
@@ -165,9 +216,11 @@ class Disks:
                 raise DiskRecordLost(
                     f"the record of disk {disk!r} of {vm!r} is {record.node}'s now, not {node}'s"
                 )
-            if record.created:
+            if record.deleting:
+                raise DiskRecordLost(f"the volume of disk {disk!r} of {vm!r} is being deleted")
+            if record.created and (size is None or record.size == size):
                 return record
-            done = DiskRecord(vm, disk, node, record.path, record.shared, CREATED)
+            done = record.with_state(CREATED, size=size if size is not None else record.size)
             try:
                 self.client.set(znode, encode(done.wire()), version=stat.version)
             except (BadVersionError, NoNodeError):
@@ -177,3 +230,54 @@ class Disks:
             )
             return done
         raise RuntimeError(f"marking disk {disk!r} of {vm!r} created kept racing; gave up")
+
+    def deletion_ops(self, vm: str, disks: list[str]) -> Callable[[TransactionRequest], None]:
+        """Operations, for the transaction that deletes ``vm``, that mark its records of
+        ``disks`` ``deleting`` (compare-and-set) and list it for the volume reaper. Images
+        in a node's ``diskDir`` (legacy) are never deleted."""
+
+        def add(txn: TransactionRequest) -> None:
+            marked = 0
+            for disk in disks:
+                znode = self.store.path(paths.disk_record(vm, disk))
+                try:
+                    data, stat = self.client.get(znode)
+                except NoNodeError:
+                    continue
+                record = DiskRecord.from_wire(vm, disk, decode(data))
+                if record.pool is None or record.deleting:
+                    continue
+                txn.set_data(znode, encode(record.with_state(DELETING).wire()), stat.version)
+                marked += 1
+            deletion = self.store.path(paths.volume_deletion(vm))
+            if marked and not self.client.exists(deletion):
+                txn.create(deletion, b"")
+
+        return add
+
+    def deletions(self) -> list[str]:
+        """VMs whose volumes are to be deleted (after a sync)."""
+        root = self.store.path(paths.VOLUME_DELETIONS)
+        self.client.sync(root)
+        try:
+            return sorted(self.client.get_children(root))
+        except NoNodeError:
+            return []
+
+    def deletion_pending(self, vm: str) -> bool:
+        return self.client.exists(self.store.path(paths.volume_deletion(vm))) is not None
+
+    def deletion_done(self, vm: str) -> None:
+        """The reaper deleted every volume of ``vm`` marked ``deleting``: drop the mark."""
+        with contextlib.suppress(NoNodeError):
+            self.client.delete(self.store.path(paths.volume_deletion(vm)))
+
+    def remove(self, record: DiskRecord) -> None:
+        """Drop a ``deleting`` record whose volume is gone (and ``/disks/<vm>`` when empty)."""
+        znode = self.store.path(paths.disk_record(record.vm, record.disk))
+        with contextlib.suppress(NoNodeError):
+            data, stat = self.client.get(znode)
+            if DiskRecord.from_wire(record.vm, record.disk, decode(data)).deleting:
+                self.client.delete(znode, version=stat.version)
+        with contextlib.suppress(NoNodeError, NotEmptyError):
+            self.client.delete(self.store.path(paths.vm_disks(record.vm)))

@@ -8,31 +8,24 @@ from schemas import DaemonState, Node, VirtualMachine
 from zkstore.disks import Disks
 from zkstore.errors import NotFound
 from zkstore.store import Store
+from zkstore.volumes import unreached
 
 
 def unreached_disks(store: Store, vm: VirtualMachine, node: str) -> str | None:
-    """Why ``node`` cannot reach the images of ``vm``'s disks created so far; None when it
-    reaches them all (or does not exist: the caller says so)."""
-    sized = {d.name for d in vm.spec.disks if d.size}
-    if not sized:
+    """Why ``node`` cannot reach ``vm``'s volumes (its pools, a local volume on another node,
+    a legacy image made elsewhere); None when it reaches them all (or does not exist: the
+    caller says so)."""
+    if not vm.spec.disks:
         return None
     try:
         status = store.get(Node, node).status
     except NotFound:
         return None
-    records = [r for d, r in Disks(store).of(vm.name).items() if d in sized]
-    unreached = [
-        r
-        for r in records
-        if not r.reached_by(
-            node, status.disk_dir if status else None, bool(status and status.shared_disk_dir)
-        )
-    ]
-    if not unreached:
+    records = Disks(store).of(vm.name).values() if any(d.creates for d in vm.spec.disks) else ()
+    reasons = unreached(vm, records, node, status)
+    if not reasons:
         return None
-    return f"node {node} does not reach " + ", ".join(
-        f"disk {r.disk} ({r.path}, {r.where()})" for r in unreached
-    )
+    return f"node {node} does not reach " + ", ".join(reasons)
 
 
 def node_live_problem(store: Store, node: str, *, target: bool) -> tuple[str | None, bool]:

@@ -14,6 +14,7 @@ EVENTS = "/events"
 HOLDERS = "/holders"
 FENCING = "/fencing"
 DISKS = "/disks"
+VOLUME_DELETIONS = "/volume-deletions"
 
 STATUS = "status"
 PLACEMENT = "placement"
@@ -75,3 +76,9 @@ def vm_disks(vm: str) -> str:
 
 def disk_record(vm: str, disk: str) -> str:
     return f"{DISKS}/{vm}/{disk}"
+
+
+def volume_deletion(vm: str) -> str:
+    """Marks a deleted VM whose volumes are to go (``--delete-volumes``): the volume reaper's
+    work list, so it never scans every record."""
+    return f"{VOLUME_DELETIONS}/{vm}"

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     BadVersionError,
     NodeExistsError,
@@ -99,6 +99,7 @@ class Store:
             paths.HOLDERS,
             paths.FENCING,
             paths.DISKS,
+            paths.VOLUME_DELETIONS,
         ):
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:
@@ -266,8 +267,15 @@ class Store:
                 continue
         raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up after {_CAS_RETRIES} tries")
 
-    def delete(self, cls: type[Resource], name: str, resource_version: str | None = None) -> None:
-        """Delete the object with its status, placement and node-index entry, atomically."""
+    def delete(
+        self,
+        cls: type[Resource],
+        name: str,
+        resource_version: str | None = None,
+        also: Callable[[TransactionRequest], None] | None = None,
+    ) -> None:
+        """Delete the object with its status, placement and node-index entry, atomically;
+        ``also`` adds operations to the same transaction (read anew on each try)."""
         path = self.path(paths.resource(cls.PLURAL, name))
         for _ in range(_CAS_RETRIES):
             try:
@@ -287,6 +295,8 @@ class Store:
                 if child != paths.PLACEMENT:
                     txn.delete(f"{path}/{child}")
             txn.delete(path, version=stat.version)
+            if also is not None:
+                also(txn)
             results = txn.commit()
             if not any(isinstance(r, Exception) for r in results):
                 return

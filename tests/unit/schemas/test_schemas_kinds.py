@@ -131,16 +131,39 @@ def test_placement_node_names_must_be_dns_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    "disk",
+    ("disk", "says"),
     [
-        {"name": "root"},
-        {"name": "root", "size": "10Gi", "source": "/var/lib/pvc/root.qcow2"},
+        ({"name": "root"}, "a disk needs 'pool' with 'size', 'volume' or 'from'"),
+        (
+            {"name": "root", "size": "10Gi", "source": "/var/lib/pvc/root.qcow2"},
+            "'source' is an image path: no 'pool', 'volume', 'from' or 'size'",
+        ),
+        ({"name": "root", "volume": "x"}, "'volume' and 'from' name volumes of a pool"),
+        ({"name": "root", "pool": "p"}, "a disk in a pool needs 'size'"),
+        ({"name": "root", "pool": "p", "volume": "v", "size": "1Gi"}, "no 'size' or 'from'"),
+        ({"name": "root", "pool": "p", "volume": "a/b"}, "invalid volume name 'a/b'"),
+        ({"name": "root", "pool": "p", "from": "../x"}, "invalid volume name '../x'"),
     ],
 )
-def test_a_disk_needs_exactly_one_of_size_or_source(disk: dict[str, str]) -> None:
+def test_a_disk_takes_one_form(disk: dict[str, str], says: str) -> None:
     data = vm(disks=[{"name": "ok", "size": "1Gi"}, disk])
-    assert fields_of(data) == ["spec.disks[1]"]
-    assert "exactly one of 'size'" in message_of(data)
+    assert fields_of(data)[0].startswith("spec.disks[1]")
+    assert says in message_of(data)
+
+
+@pytest.mark.parametrize(
+    "disk",
+    [
+        {"name": "a", "pool": "p", "size": "1Gi"},
+        {"name": "a", "pool": "p", "volume": "debian-12.qcow2"},
+        {"name": "a", "pool": "p", "from": "debian-12", "size": "20Gi"},
+        {"name": "a", "pool": "p", "from": "debian-12"},
+    ],
+)
+def test_disks_in_pools_are_accepted(disk: dict[str, str]) -> None:
+    obj = parse_resource(vm(disks=[disk]))
+    assert isinstance(obj, VirtualMachine)
+    assert obj.wire()["spec"]["disks"][0] == disk
 
 
 def test_disk_with_size_or_absolute_source_is_accepted() -> None:
