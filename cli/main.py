@@ -298,6 +298,13 @@ def events(ctx: Context, kind: str | None, name: str | None, limit: int) -> None
 @click.option("-f", "--filename", "files", multiple=True, help="delete what these manifests name.")
 @click.option("--wait", "wait_", is_flag=True, help="return only once the objects are gone.")
 @click.option("--timeout", default="60s", show_default=True, help="with --wait: give up after.")
+@click.option(
+    "--delete-volumes",
+    is_flag=True,
+    help="VMs only: also delete the volumes PVC created for them in storage pools, once "
+    "their domains are gone (volumes a VM named with 'volume:' are kept). Without it, "
+    "volumes are kept and a VM created again under the same name gets them back.",
+)
 @click.pass_obj
 def delete(
     ctx: Context,
@@ -306,6 +313,7 @@ def delete(
     files: tuple[str, ...],
     wait_: bool,
     timeout: str,
+    delete_volumes: bool,
 ) -> None:
     """Delete objects: KIND NAME... or -f FILE."""
     targets: list[tuple[type[Resource], str]] = []
@@ -318,11 +326,15 @@ def delete(
             raise InputError("usage: pvcctl delete KIND NAME... (or -f FILE)")
         cls = _kind(kind)
         targets = [(cls, n) for n in names]
+    if delete_volumes and any(cls.KIND != "VirtualMachine" for cls, _ in targets):
+        raise InputError("--delete-volumes is for VMs only")
     limit = seconds(timeout)
     out = console()
     for cls, name in targets:
-        ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}")
-        out.print(f"{cls.KIND.lower()}/{name} deleted", markup=False)
+        query = "?deleteVolumes=true" if delete_volumes else ""
+        ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}{query}")
+        told = " (its volumes are deleted once its domain is gone)" if delete_volumes else ""
+        out.print(f"{cls.KIND.lower()}/{name} deleted{told}", markup=False)
     if wait_:
         for cls, name in targets:
             with progress(f"waiting for {cls.KIND.lower()}/{name} to go"):

@@ -111,6 +111,29 @@ def _network_row(obj: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _pool_row(obj: dict[str, Any], wide: bool) -> list[str]:
+    spec, status = obj["spec"], obj.get("status") or {}
+    nodes = status.get("nodes") or []
+    reaching = sum(1 for n in nodes if n.get("reachable"))
+    where = spec.get("path") or "{pool}@{mons}".format(
+        pool=(spec.get("rbd") or {}).get("pool", "-"),
+        mons=",".join((spec.get("rbd") or {}).get("monitors", [])),
+    )
+    free, capacity = status.get("free"), status.get("capacity")
+    row = [
+        obj["metadata"]["name"],
+        spec["type"],
+        f"{reaching}/{len(nodes)}",
+        format_bytes(free) if free is not None else "-",
+        format_bytes(capacity) if capacity is not None else "-",
+        age(obj["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        unreached = [f"{n['node']}: {n.get('message') or '?'}" for n in nodes if not n["reachable"]]
+        row += [where, "; ".join(unreached) or "-"]
+    return row
+
+
 def _cluster_row(obj: dict[str, Any], wide: bool) -> list[str]:
     spec, status = obj["spec"], obj.get("status") or {}
     fencing = spec.get("fencing", {})
@@ -142,6 +165,11 @@ COLUMNS: dict[str, tuple[list[str], list[str], Callable[[dict[str, Any], bool], 
         _node_row,
     ),
     "Network": (["NAME", "TYPE", "VLAN/VNI", "IPV4", "AGE"], ["GATEWAY", "MTU"], _network_row),
+    "StoragePool": (
+        ["NAME", "TYPE", "REACHED-BY", "FREE", "CAPACITY", "AGE"],
+        ["WHERE", "UNREACHABLE"],
+        _pool_row,
+    ),
     "Cluster": (
         ["NAME", "MAINTENANCE", "PRIMARY", "EPOCH", "AGE"],
         ["KEEPALIVE", "FENCE-INTERVALS", "SAVING-THROWS"],

@@ -23,6 +23,7 @@ from controllers.primary import PrimaryElection
 from controllers.self_fence import SelfFence
 from controllers.storage import PoolProber
 from controllers.vm_controller import VMController
+from controllers.volume_reaper import VolumeReaper
 from hypervisor import DomainDriver, HypervisorError, LibvirtDriver, write_test_host_xml
 from hypervisor.hostnet import HostNetworkError, NetlinkHostNetwork
 from schemas import DomainState, Node, to_mib, to_seconds, utcnow, verbs
@@ -89,6 +90,7 @@ class Daemon:
             on_change=lambda: self.agent.poke(),
             interval=to_seconds(config.storage.probe_interval),
         )
+        self.reaper = VolumeReaper(self.store, config.node, primary=False)
         self.agent = NodeAgent(
             self.store,
             self.driver,
@@ -134,6 +136,7 @@ class Daemon:
         self.store.start()
         self.agent.register()
         self.pools.start()
+        self.reaper.start()
         self.vms.start()
         self.agent.start()
         if self.election is not None:
@@ -152,6 +155,7 @@ class Daemon:
         self.vms.stop()
         self.agent.stop()
         self.pools.stop()
+        self.reaper.stop()
         self.store.stop()
         self.driver.close()
         log.info("event=stopped node=%s", self.config.node)

@@ -331,6 +331,13 @@ class DrainController:
             target, why = None, "halted: unplaced until the node is back"
         elif self._live_failed(node, vm):
             return None
+        elif (bound := self.scheduler.bound_to(vm)) is not None and bound.node == node.name:
+            why = (
+                f"its disk {bound.disk} is volume {bound.volume} in local pool {bound.pool} "
+                f"on {node.name}: stop it (runStrategy Halted) or delete it to complete the flush"
+            )
+            self._hold(vm, node, why)
+            return None
         else:
             target, why = self.scheduler.choose(vm, exclude=frozenset({node.name}))
             if target is not None and sum(1 for m in in_flight if target in _ends(m)) >= node_limit:
@@ -338,17 +345,7 @@ class DrainController:
             if target is None and vm.spec.autostart:
                 target, why = None, f"{why}; autostart: shut down, started here after the unflush"
             elif target is None:
-                if vm.name not in self._blocked:
-                    self._blocked.add(vm.name)
-                    self.events.record(
-                        VirtualMachine.KIND,
-                        vm.name,
-                        "FlushBlocked",
-                        f"cannot leave {node.name}: {why}",
-                        type_="Warning",
-                        source=self.node,
-                    )
-                log.info("event=flush_blocked vm=%s node=%s why=%r", vm.name, node.name, why)
+                self._hold(vm, node, why)
                 return None
         self._blocked.discard(vm.name)
         new = Placement(node=target, reason=PLACEMENT_FLUSH, migration=node.name)
@@ -369,6 +366,20 @@ class DrainController:
             source=self.node,
         )
         return _Move(vm, new)
+
+    def _hold(self, vm: VirtualMachine, node: Node, why: str) -> None:
+        """``vm`` cannot leave ``node``: it holds the flush (one FlushBlocked event)."""
+        if vm.name not in self._blocked:
+            self._blocked.add(vm.name)
+            self.events.record(
+                VirtualMachine.KIND,
+                vm.name,
+                "FlushBlocked",
+                f"cannot leave {node.name}: {why}",
+                type_="Warning",
+                source=self.node,
+            )
+        log.info("event=flush_blocked vm=%s node=%s why=%r", vm.name, node.name, why)
 
     def _bring_back(self, node: Node, move: _Move) -> _Move | None:
         vm = move.vm

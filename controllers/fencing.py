@@ -471,6 +471,17 @@ class FenceController:
                 continue
             if vm.spec.run_strategy == RunStrategy.HALTED:
                 target, why = None, "halted VMs are not recovered"
+            elif (bound := self.scheduler.bound_to(vm)) is not None and bound.node == dead:
+                why = (
+                    f"its disk {bound.disk} is volume {bound.volume} in local pool "
+                    f"{bound.pool} on {dead}: it stays placed there and starts when {dead} "
+                    "is back"
+                )
+                log.warning("event=vm_not_recovered vm=%s node=%s why=%r", name, dead, why)
+                self.events.record(
+                    "VirtualMachine", name, "NotRecovered", why, type_="Warning", source=self.node
+                )
+                continue
             else:
                 target, why = self.scheduler.choose(vm, exclude=frozenset({dead}))
             new = Placement(

@@ -34,8 +34,10 @@ from controllers.drain import DrainController
 from controllers.fencing import AgentFactory, FenceController, configured_agent
 from controllers.floating import FloatingAddresses
 from controllers.migrations import MigrationController
+from controllers.pool_status import PoolStatusController
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
+from controllers.volume_reaper import VolumeReaper
 from schemas import CLUSTER_NAME, Cluster, ClusterStatus, RouterState
 from zkstore import (
     EpochMoved,
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _Worker: TypeAlias = (
     "Scheduler | ClusterStatusController | FenceController | DrainController | MigrationController"
+    " | PoolStatusController | VolumeReaper"
 )
 """The controllers a primary runs."""
 
@@ -376,6 +379,8 @@ class PrimaryElection:
                 ),
                 DrainController(self.store, self.node, self.epoch, scheduler),
                 MigrationController(self.store, self.node, self.epoch, scheduler),
+                PoolStatusController(self.store, self.node, self.epoch, scheduler),
+                VolumeReaper(self.store, self.node, primary=True),
             ]
             for worker in workers:
                 worker.start()

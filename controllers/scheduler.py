@@ -39,7 +39,8 @@ from zkstore import (
     Store,
     paths,
 )
-from zkstore.volumes import unreached
+from zkstore.disks import DiskRecord
+from zkstore.volumes import bound_to, unreached
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,13 @@ class Scheduler:
                 load.vcpus_allocated += vm.spec.vcpus
                 load.vms += 1
         return loads
+
+    def bound_to(self, vm: VirtualMachine) -> DiskRecord | None:
+        """The record of a volume in a local pool that binds ``vm`` to its node (read fresh):
+        flush, migrate and recovery leave such a VM where it is."""
+        if not any(d.pool is not None and d.creates for d in vm.spec.disks):
+            return None
+        return bound_to(Disks(self.store).of(vm.name).values())
 
     def default_policy(self) -> PlacementPolicy:
         cluster = self.clusters.get(CLUSTER_NAME)

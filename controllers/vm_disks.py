@@ -93,7 +93,8 @@ def _one(
                 pool=pool.name,
                 volume=disk.volume,
                 size=backend.size(disk.volume),
-                reached_by=_reached_by(pool, node),
+                pool_type=pool.spec.type.value,
+                created_by=node if pool.spec.type == PoolType.LOCAL else None,
             )
         )
         return None
@@ -178,8 +179,8 @@ def _one(
             volume=volume,
             size=size,
             origin=disk.from_,
+            pool_type=pool.spec.type.value,
             created_by=record.node,
-            reached_by=_reached_by(pool, record.node),
         )
     )
     return None
@@ -209,12 +210,6 @@ def _grow(
     )
     log.info("event=volume_grown vm=%s disk=%s size=%d", vm.name, disk.name, size)
     return size
-
-
-def _reached_by(pool: StoragePool, node: str) -> str:
-    if pool.spec.type == PoolType.LOCAL:
-        return f"node {node} only (local pool)"
-    return "every node that reaches the pool"
 
 
 def disks_here(

@@ -148,6 +148,28 @@ class StatusWriter:
             status.conditions, "Scheduled", True, "Scheduled", f"placed on {placement.node}"
         )
         conditions = set_condition(conditions, "Ready", phase == VMPhase.RUNNING, reason, message)
+        volumes = self._volumes.get(vm.name, status.volumes)
+        local = [v for v in volumes if v.pool_type == "local"]
+        if local:
+            conditions = set_condition(
+                conditions,
+                "Movable",
+                False,
+                "LocalVolume",
+                "; ".join(
+                    f"disk {v.disk} is volume {v.volume} in local pool {v.pool} on {v.created_by}"
+                    for v in local
+                )
+                + ": flush, migrate and recovery leave it there",
+            )
+        elif volumes:
+            conditions = set_condition(
+                conditions,
+                "Movable",
+                True,
+                "SharedVolumes",
+                "its volumes are reached by every node reaching their pools",
+            )
         # A live migration that failed here stays told until the next move.
         failed = status.migration
         if failed is not None and not (
@@ -159,7 +181,7 @@ class StatusWriter:
             "restart_handled": status.restart_handled,
             "force_stop_handled": status.force_stop_handled,
             "migration": failed,
-            "volumes": self._volumes.get(vm.name, status.volumes),
+            "volumes": volumes,
         }
         fields.update(extra)
         return VirtualMachineStatus(

@@ -99,8 +99,6 @@ class StoragePoolStatus(Status):
     capacity: int | None = None
     """For shared and rbd pools: bytes, as the reaching nodes report (None: unknown)."""
     free: int | None = None
-    volumes: int = 0
-    """Volumes PVC created in the pool (records), deleted ones excepted."""
 
 
 class StoragePool(Resource):

@@ -211,10 +211,10 @@ class VolumeStatus(Model):
     """Bytes, as the pool reports the volume."""
     origin: str | None = None
     """The volume it was cloned from."""
+    pool_type: str | None = None
+    """``shared``, ``rbd`` or ``local`` (a local volume binds the VM to its node)."""
     created_by: str | None = None
     """The node that created it (None: an existing volume, not PVC's)."""
-    reached_by: str | None = None
-    """``every node that reaches the pool`` or, for a local pool, the one node that holds it."""
 
 
 class VirtualMachineStatus(Status):

@@ -27,6 +27,7 @@ from api.routes.resources import (
 )
 from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
 from zkstore import NotFound, Selector, Store, parse_selector
+from zkstore.admission import admit
 from zkstore.planning import plan_write
 
 router = APIRouter()
@@ -129,6 +130,7 @@ def _apply_one(
     dry_run: bool,
     written: list[tuple[Resource, Resource]],
 ) -> dict[str, Any]:
+    admit(store, obj)
     if dry_run:
         plan = plan_write(store, obj, create=True, update=True)
         return _result(

@@ -30,8 +30,18 @@ from api.deps import (
 )
 from api.errors import ApiError, invalid
 from api.patch import merge_patch
-from schemas import KINDS, FieldError, InvalidResource, Node, Resource, parse_resource
-from zkstore import Conflict, Store, node_in_use, parse_selector
+from schemas import (
+    KINDS,
+    FieldError,
+    InvalidResource,
+    Node,
+    Resource,
+    StoragePool,
+    VirtualMachine,
+    parse_resource,
+)
+from zkstore import Conflict, Disks, Store, node_in_use, parse_selector
+from zkstore.admission import admit, pool_in_use
 from zkstore.events import EventLog
 from zkstore.planning import plan_write
 
@@ -44,8 +54,10 @@ CACHE_LOAD_WAIT_SECONDS = 60.0
 
 
 def refuse_if_in_use(store: Store, cls: type[Resource], name: str) -> None:
-    """A Node in use is not deleted (409, saying what to do first)."""
+    """A Node or a StoragePool in use is not deleted (409, saying what to do first)."""
     if cls is Node and (why := node_in_use(store, name)) is not None:
+        raise Conflict(why)
+    if cls is StoragePool and (why := pool_in_use(store, name)) is not None:
         raise Conflict(why)
 
 
@@ -62,6 +74,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "VirtualMachine": {"metadata": {"name": "web1"}, "spec": {"memory": "512Mi", "vcpus": 1}},
     "Node": {"metadata": {"name": "node1"}, "spec": {"coordinator": True}},
     "Network": {"metadata": {"name": "lan"}, "spec": {"type": "bridged", "vlan": 100}},
+    "StoragePool": {"metadata": {"name": "shared"}, "spec": {"type": "shared", "path": "/srv/vms"}},
     "Cluster": {"metadata": {"name": "cluster"}, "spec": {"maintenance": False}},
 }
 
@@ -137,6 +150,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 DryRun = Annotated[bool, Query(description="validate and report, write nothing")]
+ResourceVersion = Annotated[
+    str | None, Query(description="delete only at this resourceVersion (else 409)")
+]
+DeleteVolumes = Annotated[
+    bool,
+    Query(
+        description="also delete the volumes PVC created for the VM in storage pools, once "
+        "its domain is gone (existing volumes it named are kept); without it they are kept"
+    ),
+]
 
 
 def json_response(body: Any, status_code: int = 200) -> Response:
@@ -271,6 +294,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         dryRun: DryRun = False,
     ) -> Response:
         obj = await parse_one(request, settings, cls)
+        await run_in_threadpool(admit, store, obj)
         if dryRun:
             plan = await run_in_threadpool(plan_write, store, obj, create=True, update=False)
             return json_response(plan.result.wire(), 201)
@@ -313,26 +337,57 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
             write_patch, store, cache, events, cls, name, patch[0], dryRun
         )
 
+    def delete(
+        name: str,
+        store: Store,
+        cache: ApiCache,
+        events: EventLog,
+        resource_version: str | None,
+        dry_run: bool,
+        delete_volumes: bool = False,
+    ) -> dict[str, Any]:
+        obj = store.get(cls, name)
+        refuse_if_in_use(store, cls, name)
+        if dry_run:
+            if resource_version and resource_version != obj.metadata.resource_version:
+                raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
+            return obj.wire()
+        disks = Disks(store)
+        also = disks.deletion_ops(name, sorted(disks.of(name))) if delete_volumes else None
+        store.delete(cls, name, resource_version, also=also)
+        events.record(cls.KIND, name, "Deleted", "deleted through the API")
+        if delete_volumes and disks.deletion_pending(name):
+            events.record(
+                cls.KIND,
+                name,
+                "VolumesDeleting",
+                "its volumes in storage pools are deleted once its domain is gone",
+            )
+        settle(cache.of(cls), name, None)
+        return obj.wire()
+
     def delete_object(
         name: NameParam,
         store: StoreDep,
         cache: CacheDep,
         events: EventsDep,
-        resourceVersion: Annotated[
-            str | None, Query(description="delete only at this resourceVersion (else 409)")
-        ] = None,
+        resourceVersion: ResourceVersion = None,
         dryRun: DryRun = False,
     ) -> dict[str, Any]:
-        obj = store.get(cls, name)
-        refuse_if_in_use(store, cls, name)
-        if dryRun:
-            if resourceVersion and resourceVersion != obj.metadata.resource_version:
-                raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
-            return obj.wire()
-        store.delete(cls, name, resourceVersion)
-        events.record(cls.KIND, name, "Deleted", "deleted through the API")
-        settle(cache.of(cls), name, None)
-        return obj.wire()
+        return delete(name, store, cache, events, resourceVersion, dryRun)
+
+    def delete_vm(
+        name: NameParam,
+        store: StoreDep,
+        cache: CacheDep,
+        events: EventsDep,
+        resourceVersion: ResourceVersion = None,
+        dryRun: DryRun = False,
+        deleteVolumes: DeleteVolumes = False,
+    ) -> dict[str, Any]:
+        return delete(name, store, cache, events, resourceVersion, dryRun, deleteVolumes)
+
+    delete_vm.__name__ = "delete_object"  # one operation name per kind, as before
 
     common = error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
     handlers: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = [
@@ -341,7 +396,12 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         (f"{base}/{{name}}", "GET", get_object, {}),
         (f"{base}/{{name}}", "PUT", replace_object, {"openapi_extra": kind_body_doc(cls)}),
         (f"{base}/{{name}}", "PATCH", patch_object, {"openapi_extra": _PATCH_DOC}),
-        (f"{base}/{{name}}", "DELETE", delete_object, {}),
+        (
+            f"{base}/{{name}}",
+            "DELETE",
+            delete_vm if cls is VirtualMachine else delete_object,
+            {},
+        ),
         (f"{base}/{{name}}/status", "GET", get_status, {}),
     ]
     for path, method, handler, extra in handlers:
@@ -360,6 +420,7 @@ def write_replace(
     store: Store, cache: ApiCache, events: EventLog, obj: Resource, dry_run: bool
 ) -> dict[str, Any]:
     cls = type(obj)
+    admit(store, obj)
     if dry_run:
         return plan_write(store, obj, create=False, update=True).result.wire()
     updated = store.update(obj)
@@ -403,6 +464,7 @@ def write_patch(
             str(pinned) if pinned else current.metadata.resource_version
         )
         obj = validate_one(merged, cls, name)
+        admit(store, obj)
         if dry_run:
             return plan_write(store, obj, create=False, update=True).result.wire()
         try:
