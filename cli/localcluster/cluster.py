@@ -182,10 +182,31 @@ class LocalCluster:
                 f"{self.node_count} Ready nodes (see {self.dir}/node*.log)",
                 0.2,
             )
+            self._ensure_shared_pool(state)
         except BaseException:
             self.down()
             raise
         return state, False
+
+    def shared_pool_dir(self) -> Path:
+        """The folder of the local cluster's ``shared`` StoragePool: one folder every node
+        reaches, as an NFS mount would be (inside the disk folder, which QEMU may read)."""
+        return Path(self.disk_dir or self.dir / "disks") / "pool-shared"
+
+    def _ensure_shared_pool(self, state: LocalState) -> None:
+        """Create StoragePool ``shared`` (type shared) when there is none."""
+        folder = self.shared_pool_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        pool = {
+            "apiVersion": "pvc/v1",
+            "kind": "StoragePool",
+            "metadata": {"name": "shared"},
+            "spec": {"type": "shared", "path": str(folder)},
+        }
+        url = f"{self.server_url(state)}/api/v1/storagepools"
+        answer = httpx.post(url, json=pool, timeout=10.0)
+        if answer.status_code not in (201, 409):
+            raise LocalClusterError(f"creating StoragePool shared: {answer.text}")
 
     def _start_api(self, state: LocalState, timeout: float) -> None:
         # A port we picked that another process took before uvicorn bound it: pick again.
