@@ -31,7 +31,8 @@ class VolumeMissing(StorageError):
 
 
 class VolumeInUse(StorageError):
-    """The volume cannot be deleted: other volumes are clones of it."""
+    """The volume cannot be deleted: other volumes are clones of it, or (RBD) a client such
+    as a running guest has it open."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class VolumeStore(ABC):
     @abstractmethod
     def delete(self, volume: str) -> None:
         """Remove the volume; nothing when it does not exist; VolumeInUse when clones of it
-        exist (then nothing is changed)."""
+        exist or (RBD) it is open (then nothing is changed)."""
 
     @abstractmethod
     def source(self, volume: str, fmt: str | None) -> DiskSource:
