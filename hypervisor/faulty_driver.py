@@ -56,6 +56,9 @@ class FaultyDriver(DomainDriver):
     def create_disk(self, disk: DiskSpec) -> None:
         self._inner("create-disk", disk.path).create_disk(disk)
 
+    def ensure_ceph_secret(self, uuid: str, usage: str, key: str) -> None:
+        self._inner("ensure-ceph-secret", uuid).ensure_ceph_secret(uuid, usage, key)
+
     def disk_exists(self, path: str) -> bool:
         return self._inner("disk-exists", path).disk_exists(path)
 
