@@ -62,6 +62,9 @@ class FaultyDriver(DomainDriver):
     def disk_exists(self, path: str) -> bool:
         return self._inner("disk-exists", path).disk_exists(path)
 
+    def block_resize(self, name: str, target: str, size: int) -> bool:
+        return self._inner("block-resize", name).block_resize(name, target, size)
+
     def start(self, name: str) -> None:
         self._inner("start", name)
         self._world._start(self.node, name)
