@@ -6,7 +6,6 @@ import base64
 import contextlib
 import logging
 import os
-import subprocess
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -43,12 +42,12 @@ from hypervisor.errors import (
     OperationFailed,
 )
 from hypervisor.events import ensure_event_loop
+from hypervisor.images import create_image
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-QEMU_IMG = "qemu-img"
 
 _INVALID_CODES = frozenset(
     {libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_XML_DETAIL}
@@ -518,34 +517,8 @@ class LibvirtDriver(DomainDriver):
             _close_quietly(conn)
 
     def create_disk(self, disk: DiskSpec) -> None:
-        def failed(why: str) -> OperationFailed:
-            return OperationFailed(f"creating disk {disk.path}: {why}", operation="create-disk")
-
-        if disk.size_bytes is None:
-            raise failed("no size given")
         with self._disk_lock:
-            # lexists: a dangling symlink is an operator's doing; never write through it.
-            if os.path.lexists(disk.path):
-                return
-            folder, base = os.path.split(disk.path)
-            partial = os.path.join(folder, f".{base}.creating")
-            try:
-                os.makedirs(folder, exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(partial)  # left by a crash half-way: never used
-            except OSError as err:
-                raise failed(f"cannot prepare its folder: {err.strerror}") from None
-            command = [QEMU_IMG, "create", "-q", "-f", disk.format, partial, str(disk.size_bytes)]
-            try:
-                subprocess.run(command, check=True, capture_output=True, text=True)
-                os.rename(partial, disk.path)
-            except FileNotFoundError as err:
-                raise failed(f"{QEMU_IMG} not found") from err
-            except subprocess.CalledProcessError as err:
-                raise failed(err.stderr.strip()) from err
-            except OSError as err:
-                raise failed(f"cannot rename it into place: {err.strerror}") from None
-        log.info("event=disk_image_created path=%s size=%d", disk.path, disk.size_bytes)
+            create_image(disk)
 
     def disk_exists(self, path: str) -> bool:
         return os.path.lexists(path)
