@@ -21,7 +21,9 @@ from schemas import (
     Node,
     Placement,
     PlacementPolicy,
+    PoolType,
     RunStrategy,
+    StoragePool,
     VirtualMachine,
     VirtualMachineStatus,
     VMPhase,
@@ -39,8 +41,7 @@ from zkstore import (
     Store,
     paths,
 )
-from zkstore.disks import DiskRecord
-from zkstore.volumes import bound_to, unreached
+from zkstore.volumes import Binding, bound_to, unreached
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,21 @@ class Scheduler:
                 load.vms += 1
         return loads
 
-    def bound_to(self, vm: VirtualMachine) -> DiskRecord | None:
-        """The record of a volume in a local pool that binds ``vm`` to its node (read fresh):
+    def bound_to(self, vm: VirtualMachine) -> Binding | None:
+        """The volume in a local pool that binds ``vm`` to its node (records read fresh):
         flush, migrate and recovery leave such a VM where it is."""
-        if not any(d.pool is not None and d.creates for d in vm.spec.disks):
+        pools = {d.pool for d in vm.spec.disks if d.pool is not None}
+        if not pools:
             return None
-        return bound_to(Disks(self.store).of(vm.name).values())
+        local = set()
+        for name in pools:
+            try:
+                if self.store.get(StoragePool, name).spec.type == PoolType.LOCAL:
+                    local.add(name)
+            except NotFound:
+                continue
+        records = Disks(self.store).of(vm.name).values() if local else ()
+        return bound_to(vm, records, local)
 
     def default_policy(self) -> PlacementPolicy:
         cluster = self.clusters.get(CLUSTER_NAME)

@@ -111,10 +111,12 @@ def _one(
         pool_type=pool.spec.type.value,
         volume=volume,
         origin=disk.from_,
+        format=fmt,
     )
-    record = disks.read(vm.name, disk.name) or disks.begin(
-        vm.name, disk.name, node, mine.path, None, mine
-    )
+    found_record = disks.read(vm.name, disk.name)
+    record = found_record or disks.begin(vm.name, disk.name, node, mine.path, None, mine)
+    # This node's record, created just now: a volume already there is not its own.
+    fresh = found_record is None and record is mine
     if record.deleting:
         return "VolumeDeleting", (
             f"disk {disk.name}: volume {record.path} of a deleted VM of this name is being "
@@ -122,8 +124,8 @@ def _one(
         )
     if record.pool != pool.name or record.volume != volume:
         return "VolumeMismatch", (
-            f"disk {disk.name}: its volume is {record.path}, {record.where()}; the spec names "
-            f"pool {pool.name}: a volume never moves between pools"
+            f"disk {disk.name}: its volume is {record.path}, {record.where()}; the spec now "
+            f"asks for {pool.name}/{volume}: a volume never moves between pools or formats"
         )
     if record.node != node and (not record.created or record.pool_type == PoolType.LOCAL):
         if record.created:
@@ -148,20 +150,35 @@ def _one(
             disks.finish(vm.name, disk.name, record.node, size=size)
     else:
         # This node's own creating record: a first start, or one stopped half-way.
+        made = False
         try:
             if disk.from_ is not None:
                 backend.clone(volume, disk.from_, wanted, fmt)
             else:
                 assert wanted is not None  # the schema's rule: a size or a clone
                 backend.create(volume, wanted, fmt)
+            made = True
         except VolumeExists:
-            pass  # whole (created whole or not at all): made by an earlier try of ours
+            if fresh:
+                # Not made for this disk by PVC (an operator's, or a left-over): never taken
+                # over, and the record goes, so no later look takes it for an earlier try.
+                disks.abandon(vm.name, disk.name, node)
+                return "VolumeExists", (
+                    f"disk {disk.name}: a volume {volume} is in pool {pool.name} already, not "
+                    "created by PVC for this disk: it is not taken over (name it with "
+                    "'volume:' to use it, or remove it)"
+                )
+            # Else whole (created whole or not at all): made by an earlier try of ours.
         except VolumeMissing as exc:
+            if fresh:
+                disks.abandon(vm.name, disk.name, node)
             return "VolumeMissing", f"disk {disk.name}: {exc}"
         size = backend.size(volume)
         try:
             disks.finish(vm.name, disk.name, node, size=size)
         except DiskRecordLost as exc:
+            if made:  # just made, never used: its record went (deleted, or an operator's)
+                _drop(backend, volume, vm, disk)
             return "DiskMissing", f"disk {disk.name} ({record.path}): {exc}; looking again"
         origin = f" from {disk.from_}" if disk.from_ else ""
         events.record(
@@ -178,12 +195,22 @@ def _one(
             pool=pool.name,
             volume=volume,
             size=size,
-            origin=disk.from_,
+            origin=record.origin,
             pool_type=pool.spec.type.value,
             created_by=record.node,
         )
     )
     return None
+
+
+def _drop(backend: VolumeStore, volume: str, vm: VirtualMachine, disk: Disk) -> None:
+    try:
+        backend.delete(volume)
+        log.info("event=volume_dropped vm=%s disk=%s volume=%s", vm.name, disk.name, volume)
+    except StorageError as exc:
+        log.warning(
+            "event=volume_left vm=%s disk=%s volume=%s error=%r", vm.name, disk.name, volume, exc
+        )
 
 
 def _grow(

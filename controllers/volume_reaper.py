@@ -117,6 +117,13 @@ class VolumeReaper:
             )
             return False
         try:
+            users = [
+                vm.name
+                for vm in self.store.list(VirtualMachine)
+                if any(d.pool == record.pool and d.volume == record.volume for d in vm.spec.disks)
+            ]
+            if users:  # named by another VM with 'volume:' (admission refuses that now)
+                raise VolumeInUse(f"volume {record.volume} is VM {users[0]}'s disk")
             volume_store(pool).delete(record.volume)
         except VolumeInUse as exc:
             self.events.record(

@@ -67,7 +67,7 @@ class Disk(Model):
     """The StoragePool the disk's volume lives in. Without it: the legacy forms, ``size``
     (an image in the node's ``libvirt.diskDir``) or ``source`` (an operator's image)."""
     size: Size | None = None
-    """A new volume of this size (``<vm>-<disk>`` in the pool), created once, before the VM
+    """A new volume of this size (``<vm>_<disk>`` in the pool), created once, before the VM
     is first defined; growing it later grows the volume (never shrinks). With ``from``:
     the clone's size (at least the origin's)."""
     volume: str | None = None

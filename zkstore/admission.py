@@ -20,13 +20,25 @@ from zkstore.disks import Disks
 from zkstore.errors import Conflict, NotFound
 from zkstore.store import Store
 
+Batch = dict[tuple[str, str], Resource]
+"""Objects written together (one apply), by (kind, name): admitted as a whole, so a VM may
+name a pool that comes in the same apply."""
 
-def admit(store: Store, obj: Resource) -> None:
+
+def admit(store: Store, obj: Resource, batch: Batch | None = None) -> None:
     """Raise when writing ``obj`` (created, replaced or applied) must not happen."""
     if isinstance(obj, VirtualMachine):
-        _vm(store, obj)
+        _vm(store, obj, batch or {})
     elif isinstance(obj, StoragePool):
         _pool(store, obj)
+
+
+def admit_all(store: Store, objs: list[Resource]) -> None:
+    """Admit every object of one apply before any is written (nothing is written unless
+    every one may be)."""
+    batch: Batch = {(o.kind, o.name): o for o in objs}
+    for obj in objs:
+        admit(store, obj, batch)
 
 
 def _current(store: Store, cls: type[Resource], name: str) -> Resource | None:
@@ -36,15 +48,16 @@ def _current(store: Store, cls: type[Resource], name: str) -> Resource | None:
         return None
 
 
-def _vm(store: Store, vm: VirtualMachine) -> None:
+def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
     current = _current(store, VirtualMachine, vm.name)
     assert current is None or isinstance(current, VirtualMachine)
-    if current is None and any(d.pool for d in vm.spec.disks):
-        if Disks(store).deletion_pending(vm.name):
-            raise Conflict(
-                f"the volumes of a deleted VM named {vm.name!r} are still being deleted "
-                "(--delete-volumes); create it again once they are gone"
-            )
+    disks = Disks(store)
+    if any(d.pool and d.creates for d in vm.spec.disks) and disks.deletion_pending(vm.name):
+        raise Conflict(
+            f"the volumes of a deleted VM named {vm.name!r} are still being deleted "
+            "(--delete-volumes; a volume that other volumes are clones of is kept until they "
+            "are gone: see its VolumeKept event); give this VM its pool disks once they are"
+        )
     pools: dict[str, StoragePool | None] = {}
     errors: list[FieldError] = []
     before = {d.name: d for d in current.spec.disks} if current is not None else {}
@@ -54,7 +67,9 @@ def _vm(store: Store, vm: VirtualMachine) -> None:
         if disk.pool is None:
             continue
         if disk.pool not in pools:
-            found = _current(store, StoragePool, disk.pool)
+            found = batch.get((StoragePool.KIND, disk.pool)) or _current(
+                store, StoragePool, disk.pool
+            )
             pools[disk.pool] = found if isinstance(found, StoragePool) else None
         pool = pools[disk.pool]
         if pool is None:
@@ -65,6 +80,9 @@ def _vm(store: Store, vm: VirtualMachine) -> None:
             errors.append(FieldError((*at, "format"), "rbd pools hold raw images only"))
         if not rbd and disk.from_ is not None and disk.format == "raw":
             errors.append(FieldError((*at, "format"), "a clone in a folder is a qcow2 overlay"))
+        if disk.volume is not None:
+            errors.extend(_existing_volume(store, vm, disk.volume, pool, at))
+            continue
         record = records.get(disk.name)
         if record is not None and disk.creates and record.pool not in (None, disk.pool):
             errors.append(
@@ -72,6 +90,15 @@ def _vm(store: Store, vm: VirtualMachine) -> None:
                     (*at, "pool"),
                     f"its volume {record.path} is in pool {record.pool}: a volume never moves "
                     "between pools",
+                )
+            )
+            continue
+        fmt = disk.format or ("raw" if rbd else "qcow2")
+        if record is not None and record.format is not None and record.format != fmt:
+            errors.append(
+                FieldError(
+                    (*at, "format"),
+                    f"its volume {record.path} is {record.format}: a volume's format never changes",
                 )
             )
             continue
@@ -107,11 +134,57 @@ def _vm(store: Store, vm: VirtualMachine) -> None:
         raise InvalidResource(errors)
 
 
+def _existing_volume(
+    store: Store, vm: VirtualMachine, volume: str, pool: StoragePool, at: tuple[str | int, ...]
+) -> list[FieldError]:
+    """A disk naming an existing volume: not one PVC created for another VM's disk (deleting
+    that VM with its volumes would delete it under this one), not one another VM names (one
+    disk in two guests corrupts it), and in a local pool only with the VM pinned to the one
+    node that holds it."""
+    errors = []
+    owner, _, rest = volume.partition("_")
+    owner_disk = rest.rsplit(".", 1)[0] if rest.endswith((".qcow2", ".raw")) else rest
+    if owner and owner_disk and owner != vm.name:
+        record = Disks(store).read(owner, owner_disk)
+        if record is not None and record.pool == pool.name and record.volume == volume:
+            errors.append(
+                FieldError(
+                    (*at, "volume"),
+                    f"volume {volume} is VM {owner}'s disk {owner_disk}: clone it with "
+                    "'from:' instead",
+                )
+            )
+    users = [
+        other.name
+        for other in store.list(VirtualMachine)
+        if other.name != vm.name
+        and any(d.pool == pool.name and d.volume == volume for d in other.spec.disks)
+    ]
+    if users:
+        errors.append(
+            FieldError(
+                (*at, "volume"),
+                f"volume {volume} of pool {pool.name} is VM {users[0]}'s disk already: one "
+                "volume is one guest's disk",
+            )
+        )
+    if pool.spec.type == PoolType.LOCAL and len(vm.spec.placement.nodes) != 1:
+        errors.append(
+            FieldError(
+                (*at, "volume"),
+                f"an existing volume in local pool {pool.name} is on one node: pin the VM to "
+                "it with placement.nodes: [NODE]",
+            )
+        )
+    return errors
+
+
 def _pool(store: Store, pool: StoragePool) -> None:
     current = _current(store, StoragePool, pool.name)
     assert current is None or isinstance(current, StoragePool)
     rbd = pool.spec.rbd
-    if current is None and rbd is not None and rbd.key.get_secret_value() == SECRET_MASK:
+    had_key = current is not None and current.spec.rbd is not None
+    if not had_key and rbd is not None and rbd.key.get_secret_value() == SECRET_MASK:
         raise InvalidResource(
             [FieldError(("spec", "rbd", "key"), "give the key itself, not its mask")]
         )
@@ -133,6 +206,8 @@ def _pool(store: Store, pool: StoragePool) -> None:
     if not changed:
         return
     users = pool_users(store, pool.name)
+    if not users and (why := pool_in_use(store, pool.name)) is not None:
+        raise Conflict(why)
     if users:
         raise InvalidResource(
             [
@@ -157,6 +232,17 @@ def pool_in_use(store: Store, pool: str) -> str | None:
     """Why StoragePool ``pool`` must not be deleted now; None when it may."""
     users = pool_users(store, pool)
     if not users:
+        disks = Disks(store)
+        pending = [
+            vm
+            for vm in disks.deletions()
+            if any(r.pool == pool and r.deleting for r in disks.of(vm).values())
+        ]
+        if pending:
+            return (
+                f"storage pool {pool!r} still holds volumes being deleted (of deleted VMs "
+                f"{', '.join(pending[:5])}): delete it once they are gone"
+            )
         return None
     more = f" and {len(users) - 5} more" if len(users) > 5 else ""
     return (

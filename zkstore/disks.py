@@ -85,6 +85,8 @@ class DiskRecord:
     """Bytes, as last created or grown (growing ``size`` grows it; it never shrinks)."""
     origin: str | None = None
     """The volume it was cloned from."""
+    format: str | None = None
+    """``qcow2`` or ``raw`` (pool volumes)."""
 
     @property
     def created(self) -> bool:
@@ -119,7 +121,7 @@ class DiskRecord:
             "shared": self.shared,
             "state": self.state,
         }
-        for key in ("pool", "pool_type", "volume", "size", "origin"):
+        for key in ("pool", "pool_type", "volume", "size", "origin", "format"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -138,6 +140,7 @@ class DiskRecord:
             volume=raw.get("volume"),
             size=raw.get("size"),
             origin=raw.get("origin"),
+            format=raw.get("format"),
         )
 
 
@@ -230,6 +233,16 @@ class Disks:
             )
             return done
         raise RuntimeError(f"marking disk {disk!r} of {vm!r} created kept racing; gave up")
+
+    def abandon(self, vm: str, disk: str, node: str) -> None:
+        """Remove ``node``'s own ``creating`` record of ``vm``'s ``disk`` (nothing was made
+        for it), so a later look starts afresh."""
+        znode = self.store.path(paths.disk_record(vm, disk))
+        with contextlib.suppress(NoNodeError, BadVersionError):
+            data, stat = self.client.get(znode)
+            record = DiskRecord.from_wire(vm, disk, decode(data))
+            if record.node == node and record.state == CREATING:
+                self.client.delete(znode, version=stat.version)
 
     def deletion_ops(self, vm: str, disks: list[str]) -> Callable[[TransactionRequest], None]:
         """Operations, for the transaction that deletes ``vm``, that mark its records of

@@ -5,6 +5,7 @@ only there (docs/storage.md). Read from each node's own report of its pools
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from schemas import NodePool, NodeStatus, VirtualMachine
 from zkstore.disks import DiskRecord
@@ -17,9 +18,30 @@ def pool_on(status: NodeStatus | None, pool: str) -> NodePool | None:
     return next((p for p in status.storage if p.pool == pool), None)
 
 
-def bound_to(records: Iterable[DiskRecord]) -> DiskRecord | None:
-    """A volume in a local pool binds its VM to the node that holds it: that record."""
-    return next((r for r in records if r.pool_type == "local" and not r.deleting), None)
+@dataclass(frozen=True)
+class Binding:
+    """A volume in a local pool that binds its VM to the node holding it."""
+
+    disk: str
+    volume: str
+    pool: str
+    node: str
+
+
+def bound_to(
+    vm: VirtualMachine, records: Iterable[DiskRecord], local_pools: set[str]
+) -> Binding | None:
+    """What binds ``vm`` to one node: a volume PVC made in a local pool (its record names
+    the node), or an existing volume of a local pool (the VM is pinned to the node that
+    holds it: admission wants ``placement.nodes`` of one node)."""
+    for record in records:
+        if record.pool_type == "local" and not record.deleting and record.volume:
+            return Binding(record.disk, record.volume, str(record.pool), record.node)
+    pinned = vm.spec.placement.nodes
+    for disk in vm.spec.disks:
+        if disk.volume and disk.pool in local_pools and len(pinned) == 1:
+            return Binding(disk.name, disk.volume, disk.pool, pinned[0])
+    return None
 
 
 def unreached(
@@ -34,6 +56,14 @@ def unreached(
             reasons.append(f"pool {pool} (not reported by the node)")
         elif not seen.reachable:
             reasons.append(f"pool {pool} ({seen.message or 'unreachable'})")
+        elif seen.type == "local" and vm.spec.placement.nodes[:1] not in ([], [node]):
+            # An existing volume of a local pool is on the one node the VM is pinned to.
+            named = [d for d in vm.spec.disks if d.pool == pool and d.volume]
+            if named:
+                reasons.append(
+                    f"disk {named[0].name} (volume {named[0].volume} in local pool {pool} "
+                    f"on {vm.spec.placement.nodes[0]})"
+                )
     created = {d.name for d in vm.spec.disks if d.creates}
     for record in records:
         if record.disk not in created:

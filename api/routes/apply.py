@@ -110,6 +110,16 @@ async def apply(
         objects.append(obj)
 
     def run() -> list[dict[str, Any]]:
+        # Every document admitted, and a prune checked, before anything is written: a
+        # refusal (422, 409) leaves the cluster as it was.
+        batch = {(o.kind, o.name): o for o in objects}
+        for index, obj in enumerate(objects):
+            try:
+                admit(store, obj, batch)
+            except InvalidResource as exc:
+                raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
+        if selector is not None and not dryRun:
+            _prune(store, cache, events, objects, selector, True)
         written: list[tuple[Resource, Resource]] = []
         results = [_apply_one(store, events, obj, dryRun, written) for obj in objects]
         # Wait for the cache once, after all the writes: by then most have arrived.
@@ -130,7 +140,6 @@ def _apply_one(
     dry_run: bool,
     written: list[tuple[Resource, Resource]],
 ) -> dict[str, Any]:
-    admit(store, obj)
     if dry_run:
         plan = plan_write(store, obj, create=True, update=True)
         return _result(

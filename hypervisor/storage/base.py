@@ -75,8 +75,9 @@ class VolumeStore(ABC):
 
     @abstractmethod
     def volume_name(self, vm: str, disk: str, fmt: str) -> str:
-        """The name of the volume PVC creates for ``vm``'s ``disk`` (e.g. ``web-root.qcow2``
-        in a folder, ``web-root`` in RBD)."""
+        """The name of the volume PVC creates for ``vm``'s ``disk`` (e.g. ``web_root.qcow2``
+        in a folder, ``web_root`` in RBD): ``_`` is in no VM or disk name (DNS labels), so
+        two VMs' volumes never share a name (``ab`` + ``c-d`` and ``ab-c`` + ``d`` would)."""
 
     @abstractmethod
     def probe(self) -> PoolUsage:

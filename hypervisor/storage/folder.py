@@ -38,7 +38,7 @@ class FolderVolumes(VolumeStore):
         self.timeout = timeout
 
     def volume_name(self, vm: str, disk: str, fmt: str) -> str:
-        return f"{vm}-{disk}.{fmt}"
+        return f"{vm}_{disk}.{fmt}"
 
     def _path(self, volume: str) -> Path:
         if "/" in volume or volume in ("", ".", ".."):

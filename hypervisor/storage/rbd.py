@@ -147,7 +147,7 @@ class RbdVolumes(VolumeStore):
         return self._pool
 
     def volume_name(self, vm: str, disk: str, fmt: str) -> str:
-        return f"{vm}-{disk}"
+        return f"{vm}_{disk}"
 
     def probe(self) -> PoolUsage:
         # Reaching the pool with this user's OSD caps: `ceph df` alone asks only the monitor.

@@ -142,13 +142,13 @@ def test_a_volume_follows_its_vm_through_a_migrate_and_a_failover(
     cluster.apply(cluster_object())
     cluster.apply(vm("follow", [{"name": "data", "pool": "shared", "size": "64Mi"}], "node2"))
     wait_for(lambda: running_on(cluster, "follow", "node2"), 30, "follow to run on node2")
-    volume = shared / "follow-data.qcow2"
+    volume = shared / "follow_data.qcow2"
     seen = status(cluster, "follow")["volumes"]
     assert seen == [
         {
             "disk": "data",
             "pool": "shared",
-            "volume": "follow-data.qcow2",
+            "volume": "follow_data.qcow2",
             "size": 64 * MIB,
             "poolType": "shared",
             "createdBy": "node2",
@@ -172,7 +172,7 @@ def test_a_volume_follows_its_vm_through_a_migrate_and_a_failover(
     )
     assert has_pattern(volume, 0xAB)
     assert sorted(p.name for p in shared.iterdir() if p.name.startswith("follow")) == [
-        "follow-data.qcow2"
+        "follow_data.qcow2"
     ], "no other volume was created for it"
     wait_for(
         lambda: all(n["status"]["daemonState"] == "run" for n in cluster.items("nodes")),
@@ -194,7 +194,7 @@ def test_a_clone_starts_from_an_image_and_grows_never_shrinks(
         )
     )
     wait_for(lambda: running_on(cluster, "cloned"), 30, "cloned to run")
-    clone = shared / "cloned-root.qcow2"
+    clone = shared / "cloned_root.qcow2"
     details = info(clone)
     assert details["virtual-size"] == 48 * MIB
     assert details["full-backing-filename"] == str(base)
@@ -234,7 +234,7 @@ def test_a_plain_delete_keeps_volumes_and_delete_volumes_deletes_them(
     disks = [{"name": "data", "pool": "shared", "size": "32Mi"}]
     cluster.apply(vm("keep", disks))
     wait_for(lambda: running_on(cluster, "keep"), 30, "keep to run")
-    volume = shared / "keep-data.qcow2"
+    volume = shared / "keep_data.qcow2"
     assert qemu_io(volume, "write -P 0x11 0 1M").returncode == 0
 
     assert cluster.pvcctl("delete", "vm", "keep", "--wait").returncode == 0
@@ -328,4 +328,4 @@ def test_a_vm_bound_to_a_dead_node_is_reported_not_recovered(
     # The fence powers node3 on again: the VM starts there, and ran nowhere else meanwhile.
     wait_for(back_on_node3, 90, "stuck to run on node3 again")
     assert not seen_elsewhere, seen_elsewhere
-    assert sorted(p.name for p in local.iterdir()) == ["stuck-data.qcow2"]
+    assert sorted(p.name for p in local.iterdir()) == ["stuck_data.qcow2"]

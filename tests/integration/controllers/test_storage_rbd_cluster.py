@@ -127,25 +127,25 @@ def test_an_rbd_volume_is_created_once_and_follows_its_vm(
 ) -> None:
     cluster.apply(vm("rbdvm", {"size": "32Mi"}))
     wait_for(lambda: running_on(cluster, "rbdvm", "node1"), 60, "rbdvm to run on node1")
-    assert "rbdvm-data" in images(ceph)
+    assert "rbdvm_data" in images(ceph)
     status = cluster.api("GET", "/api/v1/vms/rbdvm").json()["status"]
     assert status["volumes"] == [
         {
             "disk": "data",
             "pool": "ceph",
-            "volume": "rbdvm-data",
+            "volume": "rbdvm_data",
             "size": 32 * MIB,
             "poolType": "rbd",
             "createdBy": "node1",
         }
     ]
-    assert rbd_io(ceph, "rbdvm-data", "write -P 0xcd 0 64k").returncode == 0
+    assert rbd_io(ceph, "rbdvm_data", "write -P 0xcd 0 64k").returncode == 0
 
     moved = cluster.pvcctl("vm", "migrate", "rbdvm", "--to", "node3", "--wait")
     assert moved.returncode == 0, moved.stderr
     assert running_on(cluster, "rbdvm", "node3")
-    assert has_pattern(ceph, "rbdvm-data", 0xCD)
-    assert [i for i in images(ceph) if i.startswith("rbdvm")] == ["rbdvm-data"]
+    assert has_pattern(ceph, "rbdvm_data", 0xCD)
+    assert [i for i in images(ceph) if i.startswith("rbdvm")] == ["rbdvm_data"]
 
     qcow = vm("rbdbad", {"size": "32Mi", "format": "qcow2"})
     refused = cluster.api("POST", "/api/v1/vms", json=qcow)
@@ -153,7 +153,7 @@ def test_an_rbd_volume_is_created_once_and_follows_its_vm(
 
     gone = cluster.pvcctl("delete", "vm", "rbdvm", "--delete-volumes")
     assert gone.returncode == 0, gone.stderr
-    wait_for(lambda: "rbdvm-data" not in images(ceph), 60, "the RBD image to be deleted")
+    wait_for(lambda: "rbdvm_data" not in images(ceph), 60, "the RBD image to be deleted")
 
 
 def test_a_clone_starts_from_an_rbd_image(
@@ -165,14 +165,14 @@ def test_a_clone_starts_from_an_rbd_image(
     assert rbd_io(ceph, "golden", "write -P 0x77 0 64k").returncode == 0
     cluster.apply(vm("rbdclone", {"from": "golden", "size": "48Mi"}, home="node2"))
     wait_for(lambda: running_on(cluster, "rbdclone", "node2"), 60, "rbdclone to run")
-    assert has_pattern(ceph, "rbdclone-data", 0x77)
+    assert has_pattern(ceph, "rbdclone_data", 0x77)
     info = json.loads(
-        ceph.admin("info", f"{ceph.pool}/rbdclone-data", "--format", "json", program="rbd")
+        ceph.admin("info", f"{ceph.pool}/rbdclone_data", "--format", "json", program="rbd")
     )
     assert info["size"] == 48 * MIB
     assert info["parent"]["image"] == "golden"
     assert cluster.pvcctl("delete", "vm", "rbdclone", "--delete-volumes").returncode == 0
-    wait_for(lambda: "rbdclone-data" not in images(ceph), 60, "the clone to be deleted")
+    wait_for(lambda: "rbdclone_data" not in images(ceph), 60, "the clone to be deleted")
     assert "golden" in images(ceph), "the origin is not PVC's to delete"
 
 
@@ -187,10 +187,10 @@ def test_growing_the_size_grows_the_image(
 
     def grown() -> bool:
         info = json.loads(
-            ceph.admin("info", f"{ceph.pool}/rbdgrow-data", "--format", "json", program="rbd")
+            ceph.admin("info", f"{ceph.pool}/rbdgrow_data", "--format", "json", program="rbd")
         )
         return bool(info["size"] == 40 * MIB)
 
     wait_for(grown, 60, "the image to grow to 40Mi")
     assert cluster.pvcctl("delete", "vm", "rbdgrow", "--delete-volumes").returncode == 0
-    wait_for(lambda: "rbdgrow-data" not in images(ceph), 60, "the image to be deleted")
+    wait_for(lambda: "rbdgrow_data" not in images(ceph), 60, "the image to be deleted")

@@ -59,18 +59,11 @@ def delete_volumes(cluster: RunningCluster, name: str) -> None:
     assert gone.status_code == 200, gone.text
 
 
-@pytest.mark.xfail(
-    reason="volume names run together: VM 'ab' disk 'c-d' and VM 'ab-c' disk 'd' both get "
-    "volume ab-c-d.qcow2 (FolderVolumes.volume_name); the second VM's create meets "
-    "VolumeExists, which vm_disks._one takes for its own earlier try, so both VMs use one "
-    "volume and --delete-volumes of one deletes the other's volume in use",
-    strict=True,
-)
 def test_vms_whose_names_run_together_never_share_a_volume(
     cluster: RunningCluster, shared: Path
 ) -> None:
     started(cluster, "ab", [{"name": "c-d", "pool": "shared", "size": "32Mi"}], "node1")
-    volume = shared / "ab-c-d.qcow2"
+    volume = shared / "ab_c-d.qcow2"
     assert qemu_io(volume, "write -P 0x3c 0 1M").returncode == 0
 
     other = vm("ab-c", [{"name": "d", "pool": "shared", "size": "32Mi"}], "node2")
@@ -92,13 +85,6 @@ def test_vms_whose_names_run_together_never_share_a_volume(
     assert running_on(cluster, "ab", "node1")
 
 
-@pytest.mark.xfail(
-    reason="a disk naming an existing 'volume:' in a local pool does not bind its VM to its "
-    "node: zkstore/volumes.py unreached() and bound_to() look only at create-once records, "
-    "which 'volume:' disks have none of, so migrate (and flush, recovery) move it to a node "
-    "whose own folder holds another file or none, while status says Movable False",
-    strict=True,
-)
 def test_a_vm_on_an_existing_local_volume_is_not_migrated(
     cluster: RunningCluster, shared: Path, tmp_path: Path
 ) -> None:
@@ -108,28 +94,31 @@ def test_a_vm_on_an_existing_local_volume_is_not_migrated(
         ["qemu-img", "create", "-q", "-f", "qcow2", str(folder / "kept.qcow2"), "16M"], check=True
     )
     cluster.apply(pool("lv", type="local", path=str(folder)))
-    started(cluster, "onlocal", [{"name": "data", "pool": "lv", "volume": "kept.qcow2"}], "node2")
+    disks = [{"name": "data", "pool": "lv", "volume": "kept.qcow2"}]
+    unpinned = cluster.api("POST", "/api/v1/apply", json=[vm("onlocal", disks, "node2")])
+    assert unpinned.status_code == 422, unpinned.text
+    assert "pin the VM to it with placement.nodes" in unpinned.text
+    pinned = vm("onlocal", disks, "node2")
+    pinned["spec"]["placement"]["nodes"] = ["node2"]
+    cluster.apply(pinned)
+    wait_for(lambda: running_on(cluster, "onlocal", "node2"), 30, "onlocal to run on node2")
     movable = next(c for c in status(cluster, "onlocal")["conditions"] if c["type"] == "Movable")
     assert movable["status"] == "False", movable
 
-    moved = cluster.api("POST", "/api/v1/vms/onlocal/migrate", json={"node": "node1"})
+    moved = cluster.api(
+        "POST", "/api/v1/vms/onlocal/migrate", json={"node": "node1", "force": True}
+    )
     assert moved.status_code == 409, f"a local volume's VM was moved: {moved.text}"
+    assert "volume kept.qcow2 in local pool lv on node2" in moved.text
 
 
-@pytest.mark.xfail(
-    reason="a volume another VM names with 'volume:' is deleted with its creator's "
-    "--delete-volumes: the reaper (controllers/volume_reaper.py reap) checks only that no VM "
-    "of the creator's name exists, not that no VM uses the volume (and admission lets a VM "
-    "name a volume PVC created for another)",
-    strict=True,
-)
 def test_a_volume_another_vm_uses_is_not_deleted_with_its_creator(
     cluster: RunningCluster, shared: Path
 ) -> None:
     started(cluster, "owner", [{"name": "d", "pool": "shared", "size": "32Mi"}], "node1")
-    volume = shared / "owner-d.qcow2"
+    volume = shared / "owner_d.qcow2"
     assert qemu_io(volume, "write -P 0x42 0 1M").returncode == 0
-    user = vm("borrower", [{"name": "d", "pool": "shared", "volume": "owner-d.qcow2"}], "node3")
+    user = vm("borrower", [{"name": "d", "pool": "shared", "volume": "owner_d.qcow2"}], "node3")
     if cluster.api("POST", "/api/v1/apply", json=[user]).status_code != 200:
         return  # refusing to name another VM's volume is a fix too
     wait_for(lambda: running_on(cluster, "borrower", "node3"), 30, "borrower to run")
@@ -144,13 +133,6 @@ def test_a_volume_another_vm_uses_is_not_deleted_with_its_creator(
     assert has_pattern(volume, 0x42)
 
 
-@pytest.mark.xfail(
-    reason="the 409 for a VM created while its namesake's volumes are being deleted is "
-    "bypassed by creating it without pool disks and adding them by PATCH (zkstore/admission.py "
-    "_vm checks deletion_pending only when the VM does not exist): the VM then waits "
-    "VolumeDeleting while the reaper waits for the VM to be gone, forever",
-    strict=True,
-)
 def test_a_pool_disk_added_to_a_namesake_of_a_vm_being_reaped_is_refused(
     cluster: RunningCluster, shared: Path
 ) -> None:
@@ -158,7 +140,7 @@ def test_a_pool_disk_added_to_a_namesake_of_a_vm_being_reaped_is_refused(
     root = [{"name": "root", "pool": "shared", "size": "32Mi"}]
     started(cluster, "base", root, "node1")
     started(
-        cluster, "kid", [{"name": "root", "pool": "shared", "from": "base-root.qcow2"}], "node2"
+        cluster, "kid", [{"name": "root", "pool": "shared", "from": "base_root.qcow2"}], "node2"
     )
     delete_volumes(cluster, "base")
     wait_for(lambda: "VolumeKept" in reasons(cluster, "base"), 60, "base's volume to be kept")
@@ -176,12 +158,6 @@ def test_a_pool_disk_added_to_a_namesake_of_a_vm_being_reaped_is_refused(
     assert patched.status_code == 409, f"the pool disk was admitted: {patched.text}"
 
 
-@pytest.mark.xfail(
-    reason="changing a created volume's format is admitted (zkstore/admission.py checks a "
-    "pool change only) though the volume's name holds its format: on its next define the "
-    "VM stays Pending VolumeMismatch, told that 'a volume never moves between pools'",
-    strict=True,
-)
 def test_changing_the_format_of_a_created_volume_is_refused(
     cluster: RunningCluster, shared: Path
 ) -> None:
@@ -193,12 +169,6 @@ def test_changing_the_format_of_a_created_volume_is_refused(
     assert fields(changed) == ["spec.disks[0].format"]
 
 
-@pytest.mark.xfail(
-    reason="apply admits (zkstore/admission.py) each document just before writing it "
-    "(api/routes/apply.py _apply_one): a later document refused with 422 leaves the earlier "
-    "ones written, though apply promises nothing is written unless every document is valid",
-    strict=True,
-)
 def test_an_apply_refused_by_admission_writes_nothing(
     cluster: RunningCluster, shared: Path, tmp_path: Path
 ) -> None:
@@ -239,15 +209,9 @@ def test_a_pool_in_use_is_neither_deleted_nor_pruned_nor_moved(
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert moved.status_code == 422, moved.text
-    holds_for(lambda: (folder / "user1-d.qcow2").exists(), 1, "the volume to stay")
+    holds_for(lambda: (folder / "user1_d.qcow2").exists(), 1, "the volume to stay")
 
 
-@pytest.mark.xfail(
-    reason="a pool changed to rbd by PUT with the key's mask stores the mask as its key "
-    "(StoragePool.keep_secrets finds no old key; zkstore/admission.py _pool refuses the mask "
-    "on create only): 200, and every node then fails to use the pool",
-    strict=True,
-)
 def test_a_pool_turned_rbd_with_the_mask_for_its_key_is_refused(
     cluster: RunningCluster, shared: Path, tmp_path: Path
 ) -> None:
@@ -258,3 +222,20 @@ def test_a_pool_turned_rbd_with_the_mask_for_its_key_is_refused(
     answer = cluster.api("PUT", "/api/v1/storagepools/flip", json=masked)
     assert answer.status_code == 422, f"the mask was taken for the key: {answer.text}"
     assert fields(answer) == ["spec.rbd.key"]
+
+
+def test_a_file_already_under_a_new_volumes_name_is_not_taken_over(
+    cluster: RunningCluster, shared: Path
+) -> None:
+    stray = shared / "stray_d.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(stray), "8M"], check=True)
+    assert qemu_io(stray, "write -P 0x66 0 1M").returncode == 0
+    cluster.apply(vm("stray", [{"name": "d", "pool": "shared", "size": "32Mi"}]))
+    wait_for(
+        lambda: status(cluster, "stray").get("reason") == "VolumeExists",
+        30,
+        "stray to wait, saying a volume of that name exists",
+    )
+    holds_for(lambda: not running_on(cluster, "stray"), 2, "stray not to start on it")
+    assert has_pattern(stray, 0x66)
+    assert "not taken over" in str(status(cluster, "stray")["conditions"])

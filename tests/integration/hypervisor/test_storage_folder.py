@@ -46,7 +46,7 @@ def holds(path: Path, pattern: int) -> bool:
 def test_create_never_replaces_and_leaves_nothing_half_made(tmp_path: Path) -> None:
     pool = FolderVolumes(str(tmp_path))
     name = pool.volume_name("web", "data", "qcow2")
-    assert name == "web-data.qcow2"
+    assert name == "web_data.qcow2"
     pool.create(name, 8 * MIB, "qcow2")
     assert pool.exists(name) and pool.size(name) == 8 * MIB
     write(tmp_path / name, 0x42)

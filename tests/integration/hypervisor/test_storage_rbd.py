@@ -122,7 +122,7 @@ def test_create_makes_an_image_of_that_size(
     assert volumes.exists(volume)
     assert volumes.size(volume) == 4 * MIB + BLOCK
     assert admin_size(ceph, volume) == 4 * MIB + BLOCK
-    assert volumes.volume_name("web", "root", "raw") == "web-root"
+    assert volumes.volume_name("web", "root", "raw") == "web_root"
 
 
 def test_create_twice_refuses_and_keeps_the_data(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from schemas import NodePool, NodeStatus, VirtualMachine, parse_resource
 from zkstore.disks import CREATED, DELETING, DiskRecord
-from zkstore.volumes import bound_to, unreached
+from zkstore.volumes import Binding, bound_to, unreached
 
 
 def vm(*disks: dict[str, str]) -> VirtualMachine:
@@ -37,12 +37,12 @@ def record(
         "web",
         disk,
         node_name,
-        f"{pool}/web-{disk}",
+        f"{pool}/web_{disk}",
         None,
         state,
         pool=pool,
         pool_type=pool_type,
-        volume=f"web-{disk}",
+        volume=f"web_{disk}",
     )
 
 
@@ -69,10 +69,21 @@ def test_a_local_volume_is_reached_by_its_node_only() -> None:
     status = node(("disk", True))
     assert unreached(web, [local], "n2", status) == []
     assert unreached(web, [local], "n1", status) == [
-        "disk a (volume web-a in local pool disk on n2)"
+        "disk a (volume web_a in local pool disk on n2)"
     ]
-    assert bound_to([local]) == local
+    assert bound_to(web, [local], {"disk"}) == Binding("a", "web_a", "disk", "n2")
     shared = record("a", "disk", "shared", "n2")
     assert unreached(web, [shared], "n1", status) == []
-    assert bound_to([shared]) is None
-    assert bound_to([record("a", "disk", "local", "n2", DELETING)]) is None
+    assert bound_to(web, [shared], set()) is None
+    assert bound_to(web, [record("a", "disk", "local", "n2", DELETING)], {"disk"}) is None
+
+
+def test_an_existing_local_volume_binds_its_vm_to_the_node_it_is_pinned_to() -> None:
+    web = vm({"name": "a", "pool": "disk", "volume": "kept.qcow2"})
+    web.spec.placement.nodes = ["n2"]
+    status = NodeStatus(storage=[NodePool(pool="disk", type="local", reachable=True)])
+    assert unreached(web, [], "n2", status) == []
+    assert unreached(web, [], "n1", status) == [
+        "disk a (volume kept.qcow2 in local pool disk on n2)"
+    ]
+    assert bound_to(web, [], {"disk"}) == Binding("a", "kept.qcow2", "disk", "n2")
