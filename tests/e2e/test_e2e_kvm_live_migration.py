@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import subprocess
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import libvirt
 import pytest
 
+from tests.ceph import SingleHostCeph, ceph
 from tests.helpers import vm_manifest, wait_for
 from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, pair_cluster, qemu_pids
 from tests.localcluster_fixture import RunningCluster
 
-__all__ = ["isolated_libvirtd_pair"]  # a fixture, imported for pytest
+__all__ = ["ceph", "isolated_libvirtd_pair"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.kvm
 
@@ -242,3 +245,78 @@ def test_a_flush_moves_running_guests_live_two_at_a_time_and_unflush_brings_them
             }
         )
         wait_for(lambda: not any(qemu_pids(n) for n in names), 60, "QEMUs gone after delete")
+
+
+def disk_source(conn: libvirt.virConnect, name: str) -> tuple[str | None, str | None]:
+    """(protocol, name) of the domain's first disk's source, as its hypervisor holds it."""
+    xml = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+    source = xml.find("./devices/disk/source")
+    if source is None:
+        return None, None
+    return source.get("protocol"), source.get("name")
+
+
+def test_a_guest_on_an_rbd_volume_migrates_live_with_its_disk(
+    cluster: RunningCluster,
+    conns: tuple[libvirt.virConnect, ...],
+    ceph: SingleHostCeph,
+) -> None:
+    """A volume in Ceph (a network disk, which libvirt migrates live as shared storage)
+    cloned from an image: after the move the target's QEMU has the same image, its size
+    and its bytes."""
+    a, b = conns
+    name = f"vol-{uuid.uuid4().hex[:6]}"
+    golden = f"golden-{name}"
+    ceph.admin("create", "--size", "16", f"{ceph.pool}/{golden}", program="rbd")
+    write = ["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 64k"]
+    subprocess.run([*write, f"rbd:{ceph.pool}/{golden}:conf={ceph.conf}"], check=True)
+    pool = {
+        "apiVersion": "pvc/v1",
+        "kind": "StoragePool",
+        "metadata": {"name": "ceph"},
+        "spec": {
+            "type": "rbd",
+            "rbd": {
+                "monitors": ceph.monitors,
+                "pool": ceph.pool,
+                "user": ceph.user,
+                "key": ceph.key,
+            },
+        },
+    }
+    disks = [{"name": "root", "pool": "ceph", "from": golden, "size": "64Mi"}]
+    image = f"{ceph.pool}/{name}_root"
+    try:
+        cluster.apply(pool)
+        cluster.apply(vm_manifest(name, method="live", shutdownTimeout="5s", disks=disks))
+        wait_for(lambda: running(a, name), 90, f"{name} running on node1")
+        assert disk_source(a, name) == ("rbd", image)
+        with HostWatcher(a, b, name) as watcher:
+            result = cluster.pvcctl("vm", "migrate", name, "--to", "node2", "--wait")
+            assert result.returncode == 0, result.stderr + result.stdout
+        assert watcher.both == [], watcher.both[:10]
+        assert running(b, name) and not running(a, name)
+        assert "-incoming" in cmdline(qemu_pids(name)[0]), "booted on node2, not migrated"
+        assert disk_source(b, name) == ("rbd", image), "node2's guest has the same image"
+        assert b.lookupByName(name).blockInfo("vda")[0] == 64 * 2**20
+        read = ["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x5a 0 64k"]
+        done = subprocess.run(
+            [*read, f"rbd:{image}:conf={ceph.conf}"], capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "verification failed" not in done.stdout, done.stdout
+        assert "MigrationFallback" not in cluster.pvcctl("events", "vm", name).stdout
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.api("DELETE", f"/api/v1/vms/{name}", params={"deleteVolumes": "true"})
+        wait_for(lambda: not qemu_pids(name), 60, f"{name}'s QEMU gone after delete")
+        listed = ["ls", "-p", ceph.pool]
+        wait_for(
+            lambda: f"{name}_root" not in ceph.admin(*listed, program="rbd"),
+            60,
+            "its image deleted",
+        )
+        ceph.admin(
+            "snap", "unprotect", f"{ceph.pool}/{golden}@pvc-clone-base", program="rbd", check=False
+        )
+        ceph.admin("snap", "purge", f"{ceph.pool}/{golden}", program="rbd", check=False)
+        ceph.admin("rm", f"{ceph.pool}/{golden}", program="rbd", check=False)
