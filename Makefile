@@ -37,8 +37,10 @@ lint: venv
 	$(BIN)/mypy schemas zkstore hypervisor controllers api cli bench
 	$(BIN)/lint-imports
 
+# Two workers: each module on one worker, host-wide ones together (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -113,10 +113,10 @@ def _one(
         origin=disk.from_,
         format=fmt,
     )
-    found_record = disks.read(vm.name, disk.name)
-    record = found_record or disks.begin(vm.name, disk.name, node, mine.path, None, mine)
+    # Create-only: the record this node made just now, else the one that was there.
+    record = disks.begin(vm.name, disk.name, node, mine.path, None, mine)
     # This node's record, created just now: a volume already there is not its own.
-    fresh = found_record is None and record is mine
+    fresh = record is mine
     if record.deleting:
         return "VolumeDeleting", (
             f"disk {disk.name}: volume {record.path} of a deleted VM of this name is being "
@@ -173,9 +173,10 @@ def _one(
             if fresh:
                 disks.abandon(vm.name, disk.name, node)
             return "VolumeMissing", f"disk {disk.name}: {exc}"
-        size = backend.size(volume)
+        # Made just now at the size asked for: no need to ask the pool (a subprocess).
+        size = wanted if made and wanted is not None else backend.size(volume)
         try:
-            disks.finish(vm.name, disk.name, node, size=size)
+            disks.finish(vm.name, disk.name, node, size=size, fresh=record if fresh else None)
         except DiskRecordLost as exc:
             if made:  # just made, never used: its record went (deleted, or an operator's)
                 _drop(backend, volume, vm, disk)

@@ -2,10 +2,8 @@
 OSD as plain root processes with cephx on, everything (config, keyrings, logs, data) in one
 folder, on loopback only. From nothing to a pool that takes ``rbd create`` in ~8 s.
 
-Test modules import the session fixture by name (pytest finds fixtures only in conftest.py
-files and in the module itself):
-
-    from tests.ceph import ceph  # noqa: F401
+The session fixture ``ceph`` is registered once, in tests/conftest.py: a module that
+imported it would define a fixture of its own, and start a Ceph of its own.
 
 It skips, saying why, when a Ceph program is missing or the cluster is not up within
 ``START_TIMEOUT_S`` (naming the step and the last line of the daemon's log).
@@ -25,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +76,16 @@ class SingleHostCeph:
     key: str = ""
     """``client.pvc``'s cephx key, base64."""
     pids: dict[str, int] = field(default_factory=dict)
+
+    def storage_pool(self, name: str) -> dict[str, Any]:
+        """A StoragePool manifest of type rbd for this cluster's pool, as client.pvc."""
+        rbd = {"monitors": self.monitors, "pool": self.pool, "user": self.user, "key": self.key}
+        return {
+            "apiVersion": "pvc/v1",
+            "kind": "StoragePool",
+            "metadata": {"name": name},
+            "spec": {"type": "rbd", "rbd": rbd},
+        }
 
     def admin(self, *args: str, program: str = "ceph", check: bool = True) -> str:
         """Run ``ceph``/``rbd`` as client.admin; returns stdout."""

@@ -9,7 +9,28 @@ from pathlib import Path
 import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
+from tests.ceph import ceph  # noqa: F401 (one session Ceph for all modules that use it)
 from zkstore import Store
+
+# Modules that use what the whole host shares: the system libvirtd (started and stopped by
+# one worker's session), network namespaces and IPMI ports, real QEMU guests whose timing
+# the tests measure. With pytest-xdist (`make test`) they run one after another on one
+# worker; every other module runs whole on one worker, in parallel with them.
+HOST_WIDE = (
+    "tests/e2e/",
+    "tests/integration/hypervisor/test_libvirt_kvm.py",
+    "tests/integration/hypervisor/test_hostnet_netlink.py",
+    "tests/integration/ha/test_ha_handover.py",
+)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Group tests for ``--dist loadgroup``: by module (module fixtures are set up once, and
+    a module's tests keep their order), host-wide modules all in one group. Marked as each
+    test is collected, before pytest-xdist reads the marks."""
+    module = item.nodeid.split("::")[0]
+    group = "host-wide" if module.startswith(HOST_WIDE) else module
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

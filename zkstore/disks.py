@@ -204,10 +204,27 @@ class Disks:
             return mine
         raise RuntimeError(f"creating the record of disk {disk!r} of {vm!r} kept racing; gave up")
 
-    def finish(self, vm: str, disk: str, node: str, size: int | None = None) -> DiskRecord:
+    def finish(
+        self,
+        vm: str,
+        disk: str,
+        node: str,
+        size: int | None = None,
+        fresh: DiskRecord | None = None,
+    ) -> DiskRecord:
         """``node`` created the image of its ``creating`` record (or grew a created one to
-        ``size``): mark it ``created``."""
+        ``size``): mark it ``created``. ``fresh``: the record as ``begin`` created it, when it
+        did just now (then it is still at version 0 unless someone changed it since)."""
         znode = self.store.path(paths.disk_record(vm, disk))
+        if fresh is not None and fresh.node == node and fresh.state == CREATING:
+            # The record this node created just now (version 0): one compare-and-set, no read.
+            done = fresh.with_state(CREATED, size=size if size is not None else fresh.size)
+            with contextlib.suppress(BadVersionError, NoNodeError):
+                self.client.set(znode, encode(done.wire()), version=0)
+                log.info(
+                    "event=disk_created vm=%s disk=%s node=%s path=%s", vm, disk, node, done.path
+                )
+                return done
         for _ in range(_RETRIES):
             self.client.sync(znode)
             try:

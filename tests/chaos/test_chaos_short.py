@@ -6,6 +6,7 @@ that replays it (`make chaos TRIALS=N` runs the long budget)."""
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,12 @@ from schemas import RouterState
 from tests.chaos.harness import ChaosCluster
 from tests.chaos.trials import make_plan, run_trial
 
-RANDOM_SEED = random.SystemRandom().randrange(1, 10**6)
+# One seed for the whole run: pytest-xdist's workers each collect the tests, and must
+# collect the same ones, so they derive it from the run's id.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+RANDOM_SEED = (
+    random.Random(_RUN).randrange(1, 10**6) if _RUN else random.SystemRandom().randrange(1, 10**6)
+)
 SEEDS = [
     # 3 coordinators: the holder of v2 crashes, then v2 is migrated, stopped, deleted.
     pytest.param(14, id="seed-14"),

@@ -30,12 +30,12 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
-from tests.ceph import SingleHostCeph, ceph
+from tests.ceph import SingleHostCeph
 from tests.helpers import vm_manifest, wait_for
 from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, pair_cluster, qemu_pids
 from tests.localcluster_fixture import RunningCluster
 
-__all__ = ["ceph", "isolated_libvirtd_pair"]  # fixtures, imported for pytest
+__all__ = ["isolated_libvirtd_pair"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.kvm
 
@@ -270,26 +270,23 @@ def test_a_guest_on_an_rbd_volume_migrates_live_with_its_disk(
     ceph.admin("create", "--size", "16", f"{ceph.pool}/{golden}", program="rbd")
     write = ["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 64k"]
     subprocess.run([*write, f"rbd:{ceph.pool}/{golden}:conf={ceph.conf}"], check=True)
-    pool = {
-        "apiVersion": "pvc/v1",
-        "kind": "StoragePool",
-        "metadata": {"name": "ceph"},
-        "spec": {
-            "type": "rbd",
-            "rbd": {
-                "monitors": ceph.monitors,
-                "pool": ceph.pool,
-                "user": ceph.user,
-                "key": ceph.key,
-            },
-        },
-    }
+    pool = ceph.storage_pool("ceph")
     disks = [{"name": "root", "pool": "ceph", "from": golden, "size": "64Mi"}]
     image = f"{ceph.pool}/{name}_root"
     try:
         cluster.apply(pool)
+
+        def reached_by_both() -> bool:
+            seen = cluster.api("GET", "/api/v1/storagepools/ceph").json().get("status") or {}
+            return sum(1 for n in seen.get("nodes", []) if n["reachable"]) == 2
+
+        # Else the first node to reach the new pool gets the VM, not necessarily its home.
+        wait_for(reached_by_both, 60, "both nodes to reach pool ceph")
         cluster.apply(vm_manifest(name, method="live", shutdownTimeout="5s", disks=disks))
-        wait_for(lambda: running(a, name), 90, f"{name} running on node1")
+        try:
+            wait_for(lambda: running(a, name), 90, f"{name} running on node1")
+        except pytest.fail.Exception:
+            pytest.fail(f"{name} did not run on node1: status {status_of(cluster, name)}")
         assert disk_source(a, name) == ("rbd", image)
         with HostWatcher(a, b, name) as watcher:
             result = cluster.pvcctl("vm", "migrate", name, "--to", "node2", "--wait")
@@ -305,6 +302,18 @@ def test_a_guest_on_an_rbd_volume_migrates_live_with_its_disk(
         )
         assert done.returncode == 0 and "verification failed" not in done.stdout, done.stdout
         assert "MigrationFallback" not in cluster.pvcctl("events", "vm", name).stdout
+
+        # Grown while it runs: through the hypervisor, so the running guest sees it at once.
+        grown = vm_manifest(name, method="live", shutdownTimeout="5s", disks=disks)
+        grown["spec"]["disks"][0]["size"] = "96Mi"  # type: ignore[index]
+        pid = qemu_pids(name)
+        cluster.apply(grown)
+        wait_for(
+            lambda: b.lookupByName(name).blockInfo("vda")[0] == 96 * 2**20,
+            60,
+            "the running guest's disk to grow to 96Mi",
+        )
+        assert qemu_pids(name) == pid, "grown without a restart"
     finally:
         with contextlib.suppress(Exception):
             cluster.api("DELETE", f"/api/v1/vms/{name}", params={"deleteVolumes": "true"})

@@ -23,10 +23,10 @@ from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DiskSpec, DomainSpec, DomainState, LibvirtDriver
 from hypervisor.storage.base import VolumeInUse
 from hypervisor.storage.rbd import RbdVolumes
-from tests.ceph import SingleHostCeph, ceph
+from tests.ceph import SingleHostCeph
 from tests.kvm_fixtures import qemu_pids, system_libvirtd
 
-__all__ = ["ceph", "system_libvirtd"]  # fixtures, imported for pytest
+__all__ = ["system_libvirtd"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.kvm
 

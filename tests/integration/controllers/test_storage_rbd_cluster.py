@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.ceph import SingleHostCeph, ceph  # noqa: F401 (the session fixture)
+from tests.ceph import SingleHostCeph
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
@@ -22,29 +22,14 @@ MIB = 2**20
 @pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
-    ceph: SingleHostCeph,  # noqa: F811
+    ceph: SingleHostCeph,
 ) -> Iterator[RunningCluster]:
     yield from start_cluster(tmp_path_factory.mktemp("rbd-cluster"), nodes=3)
 
 
 @pytest.fixture(scope="module")
-def pool(cluster: RunningCluster, ceph: SingleHostCeph) -> str:  # noqa: F811
-    cluster.apply(
-        {
-            "apiVersion": "pvc/v1",
-            "kind": "StoragePool",
-            "metadata": {"name": "ceph"},
-            "spec": {
-                "type": "rbd",
-                "rbd": {
-                    "monitors": ceph.monitors,
-                    "pool": ceph.pool,
-                    "user": ceph.user,
-                    "key": ceph.key,
-                },
-            },
-        }
-    )
+def pool(cluster: RunningCluster, ceph: SingleHostCeph) -> str:
+    cluster.apply(ceph.storage_pool("ceph"))
 
     def reached_by_all() -> bool:
         status = cluster.api("GET", "/api/v1/storagepools/ceph").json().get("status") or {}
@@ -75,11 +60,11 @@ def running_on(cluster: RunningCluster, name: str, node: str | None = None) -> b
     return status.get("phase") == "Running" and (node is None or status.get("node") == node)
 
 
-def images(ceph: SingleHostCeph) -> list[str]:  # noqa: F811
+def images(ceph: SingleHostCeph) -> list[str]:
     return sorted(json.loads(ceph.admin("ls", "-p", ceph.pool, "--format", "json", program="rbd")))
 
 
-def rbd_io(ceph: SingleHostCeph, image: str, command: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
+def rbd_io(ceph: SingleHostCeph, image: str, command: str) -> subprocess.CompletedProcess[str]:
     # As client.admin through its ceph.conf (which names its keyring): no key on a command line.
     return subprocess.run(
         ["qemu-io", "-f", "raw", "-c", command, f"rbd:{ceph.pool}/{image}:conf={ceph.conf}"],
@@ -89,7 +74,7 @@ def rbd_io(ceph: SingleHostCeph, image: str, command: str) -> subprocess.Complet
     )
 
 
-def has_pattern(ceph: SingleHostCeph, image: str, pattern: int) -> bool:  # noqa: F811
+def has_pattern(ceph: SingleHostCeph, image: str, pattern: int) -> bool:
     read = rbd_io(ceph, image, f"read -P {pattern:#x} 0 64k")
     return read.returncode == 0 and "Pattern verification failed" not in read.stdout
 
@@ -97,7 +82,7 @@ def has_pattern(ceph: SingleHostCeph, image: str, pattern: int) -> bool:  # noqa
 def test_the_key_never_leaves_the_store(
     cluster: RunningCluster,
     pool: str,
-    ceph: SingleHostCeph,  # noqa: F811
+    ceph: SingleHostCeph,
 ) -> None:
     for answer in (
         cluster.api("GET", "/api/v1/storagepools/ceph").text,
@@ -123,7 +108,7 @@ def test_the_key_never_leaves_the_store(
 def test_an_rbd_volume_is_created_once_and_follows_its_vm(
     cluster: RunningCluster,
     pool: str,
-    ceph: SingleHostCeph,  # noqa: F811
+    ceph: SingleHostCeph,
 ) -> None:
     cluster.apply(vm("rbdvm", {"size": "32Mi"}))
     wait_for(lambda: running_on(cluster, "rbdvm", "node1"), 60, "rbdvm to run on node1")
@@ -159,7 +144,7 @@ def test_an_rbd_volume_is_created_once_and_follows_its_vm(
 def test_a_clone_starts_from_an_rbd_image(
     cluster: RunningCluster,
     pool: str,
-    ceph: SingleHostCeph,  # noqa: F811
+    ceph: SingleHostCeph,
 ) -> None:
     ceph.admin("create", "--size", "16", f"{ceph.pool}/golden", program="rbd")
     assert rbd_io(ceph, "golden", "write -P 0x77 0 64k").returncode == 0
@@ -179,7 +164,7 @@ def test_a_clone_starts_from_an_rbd_image(
 def test_growing_the_size_grows_the_image(
     cluster: RunningCluster,
     pool: str,
-    ceph: SingleHostCeph,  # noqa: F811
+    ceph: SingleHostCeph,
 ) -> None:
     cluster.apply(vm("rbdgrow", {"size": "16Mi"}))
     wait_for(lambda: running_on(cluster, "rbdgrow"), 60, "rbdgrow to run")

@@ -32,9 +32,7 @@ from hypervisor.storage.base import (
     VolumeMissing,
 )
 from hypervisor.storage.rbd import CLONE_SNAPSHOT, RbdVolumes
-from tests.ceph import SingleHostCeph, ceph, new_key
-
-__all__ = ["ceph"]  # a fixture, imported for pytest
+from tests.ceph import SingleHostCeph, new_key
 
 MIB = 1024 * 1024
 CONNECT_TIMEOUT_S = 2.0
