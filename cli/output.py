@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from schemas import format_bytes
+from schemas import approx_bytes, format_bytes
 
 Row = Callable[[dict[str, Any]], list[str]]
 FORMATS = ("table", "wide", "yaml", "json", "name")
@@ -124,8 +124,8 @@ def _pool_row(obj: dict[str, Any], wide: bool) -> list[str]:
         obj["metadata"]["name"],
         spec["type"],
         f"{reaching}/{len(nodes)}",
-        format_bytes(free) if free is not None else "-",
-        format_bytes(capacity) if capacity is not None else "-",
+        approx_bytes(free) if free is not None else "-",
+        approx_bytes(capacity) if capacity is not None else "-",
         age(obj["metadata"].get("creationTimestamp")),
     ]
     if wide:

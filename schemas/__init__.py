@@ -26,7 +26,7 @@ from schemas.node import (
     NodeStatus,
     RouterState,
 )
-from schemas.quantity import format_bytes, to_bytes, to_mib, to_seconds
+from schemas.quantity import approx_bytes, format_bytes, to_bytes, to_mib, to_seconds
 from schemas.registry import KINDS, kind_by_name, kind_by_plural, kind_for, parse_resource
 from schemas.resource import Resource
 from schemas.storage import (
@@ -101,6 +101,7 @@ __all__ = [
     "VirtualMachineSpec",
     "VirtualMachineStatus",
     "VolumeStatus",
+    "approx_bytes",
     "condition_is_true",
     "format_bytes",
     "get_condition",

@@ -64,6 +64,16 @@ def format_bytes(value: int) -> str:
     return str(value)
 
 
+def approx_bytes(value: int) -> str:
+    """Rounded to one decimal in the largest binary unit it reaches, for people reading
+    space: 83053731840 -> ``"77.3Gi"`` (exact values: format_bytes)."""
+    for unit in ("Ti", "Gi", "Mi", "Ki"):
+        size = _SIZE_UNITS[unit]
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
+
+
 def _check_size(value: str) -> str:
     if to_bytes(value) <= 0:
         raise ValueError(f"size {value!r} must be greater than zero")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import InvalidResource, format_bytes, parse_resource, to_bytes, to_mib, to_seconds
+from schemas import (
+    InvalidResource,
+    approx_bytes,
+    format_bytes,
+    parse_resource,
+    to_bytes,
+    to_mib,
+    to_seconds,
+)
 
 
 def vm_with(**spec: object) -> dict[str, object]:
@@ -72,6 +80,20 @@ def test_to_mib_rounds_up(text: str, mib: int) -> None:
 def test_format_bytes_is_the_shortest_exact_binary_form(value: int, text: str) -> None:
     assert format_bytes(value) == text
     assert to_bytes(text) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (83053731840, "77.3Gi"),
+        (2**30, "1.0Gi"),
+        (1536, "1.5Ki"),
+        (999, "999"),
+        (5 * 2**40, "5.0Ti"),
+    ],
+)
+def test_approx_bytes_reads_as_a_person_would_say_it(value: int, text: str) -> None:
+    assert approx_bytes(value) == text
 
 
 @pytest.mark.parametrize(
