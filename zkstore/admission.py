@@ -12,6 +12,7 @@ from schemas import (
     Resource,
     StoragePool,
     VirtualMachine,
+    approx_bytes,
     format_bytes,
     to_bytes,
 )
@@ -127,7 +128,7 @@ def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
             errors.append(
                 FieldError(
                     (*at, "size"),
-                    f"{disk.size} does not fit in pool {pool.name} ({format_bytes(free)} free)",
+                    f"{disk.size} does not fit in pool {pool.name} ({approx_bytes(free)} free)",
                 )
             )
     if errors:
