@@ -179,26 +179,31 @@ COLUMNS: dict[str, tuple[list[str], list[str], Callable[[dict[str, Any], bool], 
 
 
 def render(kind: str, items: list[dict[str, Any]], fmt: str, out: Console) -> None:
+    # Machine output is the data, byte for byte: written straight to the file, never through
+    # rich, whose emoji codes would turn a MAC's ":ab:" into an emoji.
     if fmt == "json":
         doc: Any = (
             items[0]
             if len(items) == 1
             else {"apiVersion": "pvc/v1", "kind": "List", "items": items}
         )
-        out.print(json.dumps(doc, indent=2), markup=False, soft_wrap=True)
+        _write(out, json.dumps(doc, indent=2) + "\n")
         return
     if fmt == "yaml":
-        text = yaml.safe_dump_all(items, sort_keys=False) if items else ""
-        out.print(text.rstrip("\n"), markup=False, soft_wrap=True)
+        _write(out, yaml.safe_dump_all(items, sort_keys=False) if items else "")
         return
     if fmt == "name":
-        for item in items:
-            out.print(f"{kind.lower()}/{item['metadata']['name']}", markup=False)
+        _write(out, "".join(f"{kind.lower()}/{item['metadata']['name']}\n" for item in items))
         return
     base, extra, row = COLUMNS[kind]
     wide = fmt == "wide"
     headers = base + (extra if wide else [])
     out.file.write(plain_table(headers, [row(item, wide) for item in items]))
+    out.file.flush()
+
+
+def _write(out: Console, text: str) -> None:
+    out.file.write(text)
     out.file.flush()
 
 

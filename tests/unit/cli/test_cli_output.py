@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import json
 
+import yaml
 from rich.console import Console
 
-from cli.output import render_events, watch_row
+from cli.output import render, render_events, watch_row
 
 VM = {
     "metadata": {"name": "web1", "creationTimestamp": "2020-01-01T00:00:00.000000Z"},
@@ -40,3 +41,18 @@ def test_event_table() -> None:
     header, row = out.getvalue().splitlines()
     assert header.split() == ["AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     assert row.split()[1:] == ["Normal", "RestartRequested", "virtualmachine/web1", "m"]
+
+
+def test_json_and_yaml_are_the_data_byte_for_byte() -> None:
+    """A MAC holds ':ab:' (an emoji code to rich) and labels may hold '[prod]' (markup)."""
+    vm = {
+        "apiVersion": "pvc/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": "web1", "labels": {"env": "[prod]"}, "annotations": {"a": ":smile:"}},
+        "spec": {"memory": "1Gi", "nics": [{"network": "lan", "mac": "52:54:00:ab:cd:ef"}]},
+    }
+    for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
+        buffer = io.StringIO()
+        render("VirtualMachine", [vm], fmt, Console(file=buffer, width=80))
+        assert load(buffer.getvalue()) == vm, buffer.getvalue()
+        assert "52:54:00:ab:cd:ef" in buffer.getvalue()
