@@ -11,8 +11,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from hypervisor import DomainDriver, HypervisorError
-from hypervisor.storage import PoolUnreachable, StorageError, VolumeStore
+from hypervisor.storage import StorageError, VolumeStore
 from hypervisor.storage.folder import FolderVolumes
+from hypervisor.storage.rbd import RbdVolumes
 from schemas import NodePool, PoolType, StoragePool, utcnow
 from zkstore import ResourceInformer, Store
 
@@ -36,8 +37,6 @@ def volume_store(pool: StoragePool, timeout: float = PROBE_TIMEOUT) -> VolumeSto
     """The backend of ``pool`` on this node."""
     spec = pool.spec
     if spec.type == PoolType.RBD:
-        from hypervisor.storage.rbd import RbdVolumes
-
         assert spec.rbd is not None  # the schema's rule
         return RbdVolumes(
             list(spec.rbd.monitors),
@@ -153,7 +152,7 @@ class PoolProber:
             usage = volume_store(pool, self.timeout).probe()
             ensure_secret(self.driver, pool)
         except (StorageError, HypervisorError, OSError) as exc:
-            message = str(exc) if isinstance(exc, PoolUnreachable) else f"{exc}"
+            message = str(exc)
             return NodePool(
                 pool=pool.name,
                 type=pool.spec.type.value,

@@ -16,6 +16,7 @@ import pytest
 
 from cli.localcluster import LocalCluster, LocalState
 from cli.localcluster.process import processes_naming
+from tests.helpers import wait_for
 
 PVCCTL = str(Path(sys.executable).parent / "pvcctl")
 
@@ -47,6 +48,16 @@ class RunningCluster:
         response = self.api("GET", f"/api/v1/{plural}")
         response.raise_for_status()
         return list(response.json()["items"])
+
+    def wait_pool_reached(self, pool: str, nodes: int, timeout: float = 60) -> None:
+        """Wait until ``nodes`` nodes reach StoragePool ``pool`` (its status, from the
+        primary); a VM applied before may go to whichever node reported it first."""
+
+        def reached() -> bool:
+            status = self.api("GET", f"/api/v1/storagepools/{pool}").json().get("status") or {}
+            return sum(1 for n in status.get("nodes") or [] if n["reachable"]) == nodes
+
+        wait_for(reached, timeout, f"{nodes} nodes to reach pool {pool}")
 
     def get_json(self, kind: str, name: str) -> dict[str, Any]:
         result = self.pvcctl("get", kind, name, "-o", "json")

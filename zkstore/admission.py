@@ -107,10 +107,7 @@ def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
             continue
         size = to_bytes(disk.size)
         had = before.get(disk.name)
-        known = max(
-            [to_bytes(had.size)] if had is not None and had.size and had.pool else [],
-            default=0,
-        )
+        known = to_bytes(had.size) if had is not None and had.size and had.pool else 0
         if record is not None and record.size:
             known = max(known, record.size)
         if size < known:

@@ -276,12 +276,8 @@ def test_a_guest_on_an_rbd_volume_migrates_live_with_its_disk(
     try:
         cluster.apply(pool)
 
-        def reached_by_both() -> bool:
-            seen = cluster.api("GET", "/api/v1/storagepools/ceph").json().get("status") or {}
-            return sum(1 for n in seen.get("nodes", []) if n["reachable"]) == 2
-
         # Else the first node to reach the new pool gets the VM, not necessarily its home.
-        wait_for(reached_by_both, 60, "both nodes to reach pool ceph")
+        cluster.wait_pool_reached("ceph", 2, 60)
         cluster.apply(vm_manifest(name, method="live", shutdownTimeout="5s", disks=disks))
         try:
             wait_for(lambda: running(a, name), 90, f"{name} running on node1")

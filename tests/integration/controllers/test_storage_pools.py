@@ -31,12 +31,7 @@ def shared(cluster: RunningCluster) -> Path:
     """The ``shared`` pool `local up` made, reached by every node."""
     folder = cluster.cluster.shared_pool_dir()
 
-    def reached_by_all() -> bool:
-        status = cluster.api("GET", "/api/v1/storagepools/shared").json().get("status") or {}
-        nodes = status.get("nodes") or []
-        return len(nodes) == 3 and all(n["reachable"] for n in nodes)
-
-    wait_for(reached_by_all, 30, "every node to reach pool shared")
+    cluster.wait_pool_reached("shared", 3, 30)
     return folder
 
 

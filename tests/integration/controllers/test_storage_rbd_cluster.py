@@ -31,12 +31,7 @@ def cluster(
 def pool(cluster: RunningCluster, ceph: SingleHostCeph) -> str:
     cluster.apply(ceph.storage_pool("ceph"))
 
-    def reached_by_all() -> bool:
-        status = cluster.api("GET", "/api/v1/storagepools/ceph").json().get("status") or {}
-        nodes = status.get("nodes") or []
-        return len(nodes) == 3 and all(n["reachable"] for n in nodes)
-
-    wait_for(reached_by_all, 60, "every node to reach pool ceph")
+    cluster.wait_pool_reached("ceph", 3, 60)
     return "ceph"
 
 

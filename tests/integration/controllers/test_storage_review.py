@@ -35,12 +35,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 def shared(cluster: RunningCluster) -> Path:
     folder = cluster.cluster.shared_pool_dir()
 
-    def reached_by_all() -> bool:
-        seen = cluster.api("GET", "/api/v1/storagepools/shared").json().get("status") or {}
-        nodes = seen.get("nodes") or []
-        return len(nodes) == 3 and all(n["reachable"] for n in nodes)
-
-    wait_for(reached_by_all, 30, "every node to reach pool shared")
+    cluster.wait_pool_reached("shared", 3, 30)
     return folder
 
 

@@ -280,7 +280,7 @@ def test_the_key_is_never_on_a_command_line(ceph: SingleHostCeph) -> None:
                 seen["keyfiles"].add(keyfile)
                 with contextlib.suppress(OSError):
                     seen["modes"].add(os.stat(keyfile).st_mode & 0o777)
-            time.sleep(0.05)
+            stop.wait(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
