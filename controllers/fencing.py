@@ -482,6 +482,10 @@ class FenceController:
                     "VirtualMachine", name, "NotRecovered", why, type_="Warning", source=self.node
                 )
                 continue
+            elif (still := self._live_holder(name, dead)) is not None:
+                # Its move to the dead node never finished (a live migration whose target
+                # lost power): it runs there still. Anywhere else would stop a running guest.
+                target, why = still, f"it still runs on {still} (its move to {dead} never finished)"
             else:
                 target, why = self.scheduler.choose(vm, exclude=frozenset({dead}))
             new = Placement(
@@ -508,6 +512,19 @@ class FenceController:
             )
             if target is None:
                 self.scheduler.controller.enqueue(name)
+
+    def _live_holder(self, vm: str, dead: str) -> str | None:
+        """A node other than ``dead`` that holds ``vm`` and is not itself dead or fenced."""
+        for holder in sorted(Holders(self.store).read(vm) - {dead}):
+            raw = self.store.read_status(Node, holder)
+            if raw is None:
+                continue
+            if NodeStatus.model_validate(raw).daemon_state not in (
+                DaemonState.DEAD,
+                DaemonState.FENCED,
+            ):
+                return holder
+        return None
 
     def _mark_dead(self, node: Node, why: str) -> bool:
         """Record the node as dead, unless its fresh status says it stopped in order (the

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.process import pid_alive, spawn
+from cli.localcluster.process import pid_alive, signal_ours, spawn
 
 PROGRAMS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "rbd", "ceph-authtool", "monmaptool")
 INSTALL_HINT = "apt-get install --no-install-recommends ceph-mon ceph-mgr ceph-osd ceph-common"
@@ -94,8 +93,7 @@ class SingleHostCeph:
     def stop(self) -> None:
         """Kill this cluster's daemons (by PID, nothing else) and remove its folder."""
         for pid in self.pids.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            signal_ours(pid, signal.SIGKILL, str(self.conf))
         deadline = time.monotonic() + 10
         while any(pid_alive(pid) for pid in self.pids.values()) and time.monotonic() < deadline:
             time.sleep(0.05)

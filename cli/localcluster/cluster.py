@@ -3,7 +3,6 @@ one pvcapid. Every process is started detached and stopped by the PID it recorde
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -15,8 +14,10 @@ import yaml
 
 from cli.localcluster.process import (
     free_port,
+    is_ours,
     pid_alive,
     processes_naming,
+    signal_ours,
     spawn,
     stop_pid,
     wait_until,
@@ -118,13 +119,42 @@ class LocalCluster:
 
     def _ours(self, pid: int, marker: str) -> bool:
         """A recorded PID counts only if it is still our process (PIDs get reused)."""
-        if not pid or not pid_alive(pid):
-            return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            return False
-        return marker in cmdline
+        return is_ours(pid, marker)
+
+    def marker(self, component: str) -> str:
+        """What the command line of ``component`` (a node, ``api``, ``zookeeper[N]``) names."""
+        if component == "api":
+            return str(self.api_config)
+        if component.startswith("zookeeper"):
+            return str(self.dir / component)
+        return str(self.dir / f"{component}.yaml")
+
+    def pid(self, component: str) -> int:
+        """The PID of a running ``component`` of this cluster, checked to be still ours."""
+        state = self.load_state()
+        if state is None:
+            raise LocalClusterError(f"no local cluster in {self.dir}")
+        if component == "api":
+            pid = state.api_pid
+        elif component == "zookeeper":
+            pid = state.zookeeper_pid
+        elif component.startswith("zookeeper") and state.zookeeper_pids:
+            index = int(component.removeprefix("zookeeper") or "1")
+            pid = state.zookeeper_pids[index - 1]
+        elif component in state.nodes:
+            pid = state.nodes[component]
+        else:
+            raise LocalClusterError(f"no local component {component!r}")
+        if not self._ours(pid, self.marker(component)):
+            raise LocalClusterError(f"{component} does not run (pid {pid} is not ours)")
+        return pid
+
+    def signal(self, component: str, signum: int) -> int:
+        """Send ``signum`` to ``component``'s process if it is still ours; returns its PID."""
+        pid = self.pid(component)
+        if not signal_ours(pid, signum, self.marker(component)):
+            raise LocalClusterError(f"{component} (pid {pid}) exited before the signal")
+        return pid
 
     def running(self, state: LocalState) -> dict[str, bool]:
         health = {"api": self._ours(state.api_pid, str(self.api_config))}
@@ -327,16 +357,16 @@ class LocalCluster:
             return stopped
         health = self.running(state)
         if health.get("api"):
-            stop_pid(state.api_pid)
+            stop_pid(state.api_pid, marker=self.marker("api"))
             stopped.append("api")
         for name, pid in state.nodes.items():
             if health.get(name):
-                stop_pid(pid)
+                stop_pid(pid, marker=self.marker(name))
                 stopped.append(name)
         for i, pid in enumerate(state.zookeeper_pids or [state.zookeeper_pid], start=1):
             key = f"zookeeper{i}" if state.zookeeper_pids else "zookeeper"
             if health.get(key):
-                stop_pid(pid)
+                stop_pid(pid, marker=self.marker(key))
                 stopped.append(key)
         self.state_file.unlink(missing_ok=True)
         # A node the fence agent powered on while we were stopping is in no record yet.
@@ -349,7 +379,7 @@ class LocalCluster:
         stopped = []
         for pid, cmdline in processes_naming(self.dir).items():
             if "controllers.daemon" in cmdline or "api.server" in cmdline:
-                stop_pid(pid)
+                stop_pid(pid, marker=f"{self.dir}/")
                 stopped.append(f"stray pid {pid}")
         return stopped
 
@@ -404,9 +434,9 @@ class LocalCluster:
         state = self.load_state()
         if state is None or name not in state.nodes:
             raise LocalClusterError(f"no local node {name!r}")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.nodes[name], signum)
-        wait_until(lambda: not pid_alive(state.nodes[name]), timeout, f"{name} to exit")
+        pid = state.nodes[name]
+        if signal_ours(pid, signum, self.marker(name)):
+            wait_until(lambda: not pid_alive(pid), timeout, f"{name} to exit")
 
     def start_node(self, name: str) -> None:
         state = self.load_state()

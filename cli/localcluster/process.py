@@ -70,22 +70,46 @@ def processes_naming(folder: Path) -> dict[int, str]:
     return found
 
 
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL."""
-    if not pid_alive(pid):
-        return
+def cmdline(pid: int) -> str:
+    """The process's command line, words joined by spaces; "" when there is none."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def is_ours(pid: int, marker: str | None) -> bool:
+    """``pid`` runs and is still the process recorded: its command line names ``marker``
+    (a folder or config file of its own). A PID is reused once its process was reaped (by
+    ``pid_alive``, say), maybe by another cluster's daemon: a recorded PID alone is no proof.
+    ``marker`` None trusts the PID (a child not yet reaped cannot be reused)."""
+    if not pid or not pid_alive(pid):
+        return False
+    return marker is None or marker in cmdline(pid)
+
+
+def signal_ours(pid: int, signum: int, marker: str | None) -> bool:
+    """Send ``signum`` to ``pid`` only if it is still ours (``is_ours``); True if sent."""
+    if not is_ours(pid, marker):
+        return False
+    try:
+        os.kill(pid, signum)
     except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_pid(pid: int, timeout: float = 10.0, marker: str | None = None) -> None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; nothing is sent to a PID whose
+    command line no longer names ``marker`` (see ``is_ours``)."""
+    if not signal_ours(pid, signal.SIGTERM, marker):
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid):
             return
         time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
+    if not signal_ours(pid, signal.SIGKILL, marker):
         return
     wait_until(lambda: not pid_alive(pid), 5.0, f"process {pid} to die")
 

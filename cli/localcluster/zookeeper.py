@@ -151,7 +151,7 @@ class ZooKeeperServer:
 
     def stop(self) -> None:
         if self.pid is not None:
-            stop_pid(self.pid)
+            stop_pid(self.pid, marker=str(self.workdir))
             self.pid = None
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import select
 import signal
 import socket
@@ -72,7 +71,7 @@ from kazoo.client import KazooClient
 
 from api.app import create_app
 from api.config import Settings
-from cli.localcluster.process import pid_alive, wait_until
+from cli.localcluster.process import pid_alive, signal_ours, wait_until
 from cli.localcluster.zookeeper import four_letter
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon
@@ -1058,9 +1057,8 @@ class ChaosCluster:
             if pid is None:
                 return False
             self.members_down.add(index)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not pid_alive(pid), 10.0, f"ZooKeeper member {index + 1} to die")
+        if signal_ours(pid, signal.SIGKILL, str(member.workdir)):
+            wait_until(lambda: not pid_alive(pid), 10.0, f"ZooKeeper member {index + 1} to die")
         member.pid = None
         self.calls.add(f"zk member {index + 1} (port {member.port}) killed")
         return True

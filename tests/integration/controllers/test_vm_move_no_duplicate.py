@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli.localcluster.process import signal_ours
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
@@ -59,7 +60,6 @@ def test_a_placement_change_waits_for_the_source_to_stop(cluster: RunningCluster
 
 
 def test_the_target_waits_while_the_source_cannot_stop_it(cluster: RunningCluster) -> None:
-    import os
     import signal
 
     vm = {
@@ -74,10 +74,8 @@ def test_the_target_waits_while_the_source_cannot_stop_it(cluster: RunningCluste
         20,
         "frozen on node1",
     )
-    state = cluster.cluster.load_state()
-    assert state is not None
-    source = state.nodes["node1"]
-    os.kill(source, signal.SIGSTOP)  # node1 still runs the domain but cannot act
+    # node1 still runs the domain but cannot act
+    source = cluster.cluster.signal("node1", signal.SIGSTOP)
     try:
         response = cluster.api("POST", "/api/v1/vms/frozen/migrate", json={"node": "node2"})
         assert response.status_code == 200, response.text
@@ -93,7 +91,7 @@ def test_the_target_waits_while_the_source_cannot_stop_it(cluster: RunningCluste
         assert status["phase"] == "Migrating"
         assert "frozen" not in cluster.api("GET", "/api/v1/nodes/node2").json()["status"]["domains"]
     finally:
-        os.kill(source, signal.SIGCONT)
+        signal_ours(source, signal.SIGCONT, cluster.cluster.marker("node1"))
     wait_for(
         lambda: cluster.api("GET", "/api/v1/vms/frozen").json()["status"].get("phase") == "Running",
         20,

@@ -3,7 +3,6 @@ recovery, maintenance mode, failed fences. Invariants are checked all along."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.process import pid_alive
+from cli.localcluster.process import pid_alive, signal_ours
 from tests.ha_invariants import Invariants
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, wait_for
@@ -73,9 +72,8 @@ def setup_vms(cluster: RunningCluster, **cluster_spec: Any) -> tuple[str, list[s
 
 
 def pid_of(cluster: RunningCluster, node: str) -> int:
-    state = cluster.cluster.load_state()
-    assert state is not None
-    return state.nodes[node]
+    """The PID of ``node``'s daemon, checked to be still this cluster's (PIDs get reused)."""
+    return cluster.cluster.pid(node)
 
 
 def recovered_elsewhere(cluster: RunningCluster, victim_vms: list[str], victim: str) -> bool:
@@ -91,7 +89,7 @@ def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) 
     specs = {n: v["spec"] for n, v in vms(cluster).items()}
     with Invariants(cluster) as checks:
         killed = time.monotonic()
-        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        cluster.cluster.signal(victim, signal.SIGKILL)
         wait_for(
             lambda: recovered_elsewhere(cluster, victim_vms, victim),
             30,
@@ -128,7 +126,7 @@ def test_a_node_paused_for_less_than_its_saving_throws_is_not_fenced(
     victim, victim_vms = setup_vms(cluster)
     pid = pid_of(cluster, victim)
     with Invariants(cluster):
-        os.kill(pid, signal.SIGSTOP)
+        signal_ours(pid, signal.SIGSTOP, cluster.cluster.marker(victim))
         try:
             wait_for(
                 lambda: node_status(cluster, victim).get("daemonState") == "dead",
@@ -136,7 +134,7 @@ def test_a_node_paused_for_less_than_its_saving_throws_is_not_fenced(
                 f"{victim} declared dead",
             )
         finally:
-            os.kill(pid, signal.SIGCONT)
+            signal_ours(pid, signal.SIGCONT, cluster.cluster.marker(victim))
         wait_for(
             lambda: node_status(cluster, victim).get("daemonState") == "run", 10, f"{victim} back"
         )
@@ -149,7 +147,7 @@ def test_a_node_paused_past_its_saving_throws_is_fenced(cluster: RunningCluster)
     victim, victim_vms = setup_vms(cluster)
     pid = pid_of(cluster, victim)
     with Invariants(cluster):
-        os.kill(pid, signal.SIGSTOP)
+        signal_ours(pid, signal.SIGSTOP, cluster.cluster.marker(victim))
         wait_for(lambda: not pid_alive(pid), 30, f"{victim} powered off by the fence")
         wait_for(
             lambda: recovered_elsewhere(cluster, victim_vms, victim),
@@ -161,7 +159,7 @@ def test_a_node_paused_past_its_saving_throws_is_fenced(cluster: RunningCluster)
 def test_no_fence_in_maintenance_mode(cluster: RunningCluster) -> None:
     victim, victim_vms = setup_vms(cluster, maintenance=True)
     with Invariants(cluster):
-        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        cluster.cluster.signal(victim, signal.SIGKILL)
         cond = wait_for(
             lambda: condition(node_status(cluster, victim), "Fenced") or None,
             30,
@@ -184,7 +182,7 @@ def test_a_failed_fence_recovers_nothing(cluster: RunningCluster) -> None:
     node["spec"]["fence"] = {"agent": "exec", "command": ["/bin/false"]}
     assert cluster.api("PUT", f"/api/v1/nodes/{victim}", json=node).status_code == 200
     with Invariants(cluster):
-        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        cluster.cluster.signal(victim, signal.SIGKILL)
         cond = wait_for(
             lambda: (
                 (c := condition(node_status(cluster, victim), "Fenced")).get("reason")

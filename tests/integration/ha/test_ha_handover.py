@@ -27,6 +27,7 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.recipe.lock import ReadLock
 
+from cli.localcluster.process import signal_ours
 from tests.ha_invariants import Invariants
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, wait_for
@@ -228,10 +229,8 @@ def test_a_primary_killed_during_its_takeover_is_replaced(
         30,
         "one VM Running on each node",
     )
-    state = cluster.cluster.load_state()
-    assert state is not None
     with Invariants(cluster), drain_step_in_flight(cluster) as step:
-        os.kill(state.nodes[first], signal.SIGKILL)
+        cluster.cluster.signal(first, signal.SIGKILL)
         # The next winner bumps the epoch and then waits in takeover for the handover lock.
         second = wait_for(
             lambda: next((n for n, s in router_states(cluster).items() if s == "takeover"), None),
@@ -242,7 +241,7 @@ def test_a_primary_killed_during_its_takeover_is_replaced(
         # A killed process leaves its last routerState behind; no live node is primary.
         live = {n: s for n, s in router_states(cluster).items() if n != first}
         assert "primary" not in live.values(), live
-        os.kill(state.nodes[second], signal.SIGKILL)
+        cluster.cluster.signal(second, signal.SIGKILL)
         third = next(n for n in NODES if n not in (first, second))
         wait_for(lambda: router_states(cluster)[third] == "takeover", 30, f"{third} in takeover")
         step.release()
@@ -267,8 +266,7 @@ def test_a_primary_cut_off_from_zookeeper_drops_the_address_before_its_session_e
     cluster.apply(cluster_object(maintenance=True))  # an outage must fence nobody anyway
     first = settled_primary(cluster)
     wait_for(lambda: holders(namespaces) == [first], 20, f"{FLOATING} on {first}")
-    zookeeper = cluster.state.zookeeper_pid
-    os.kill(zookeeper, signal.SIGSTOP)
+    zookeeper = cluster.cluster.signal("zookeeper", signal.SIGSTOP)
     paused = time.monotonic()
     try:
         # kazoo suspends after 2/3 of the 4 s session; another node could take the
@@ -276,7 +274,7 @@ def test_a_primary_cut_off_from_zookeeper_drops_the_address_before_its_session_e
         wait_for(lambda: holders(namespaces) == [], 4.0, "the address dropped")
         dropped_after = time.monotonic() - paused
     finally:
-        os.kill(zookeeper, signal.SIGCONT)
+        signal_ours(zookeeper, signal.SIGCONT, cluster.cluster.marker("zookeeper"))
     assert dropped_after < 4.0
     primary = settled_primary(cluster)
     wait_for(lambda: holders(namespaces) == [primary], 20, f"{FLOATING} back on {primary}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cli.localcluster.process import signal_ours
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
@@ -55,9 +55,8 @@ def settled_primary(cluster: RunningCluster) -> tuple[str, int]:
 
 
 def pid_of(cluster: RunningCluster, node: str) -> int:
-    state = cluster.cluster.load_state()
-    assert state is not None
-    return state.nodes[node]
+    """The PID of ``node``'s daemon, checked to be still this cluster's (PIDs get reused)."""
+    return cluster.cluster.pid(node)
 
 
 def test_graceful_switchover_to_the_preferred_node(cluster: RunningCluster) -> None:
@@ -93,7 +92,7 @@ def test_a_killed_primary_is_replaced_and_fenced(cluster: RunningCluster) -> Non
         20,
         "p1 Running on the primary",
     )
-    os.kill(pid_of(cluster, old), signal.SIGKILL)
+    cluster.cluster.signal(old, signal.SIGKILL)
     _new, new_epoch = wait_for(
         lambda: (p := primary(cluster))[0] not in (None, old) and p, 30, "a new primary"
     )
@@ -112,13 +111,13 @@ def test_a_paused_primary_past_its_session_steps_down_on_return(
     apply_cluster(cluster, maintenance=True)  # no fencing: the old primary must come back
     old, epoch = settled_primary(cluster)
     pid = pid_of(cluster, old)
-    os.kill(pid, signal.SIGSTOP)
+    signal_ours(pid, signal.SIGSTOP, cluster.cluster.marker(old))
     try:
         new, new_epoch = wait_for(
             lambda: (p := primary(cluster))[0] not in (None, old) and p, 30, "a new primary"
         )
     finally:
-        os.kill(pid, signal.SIGCONT)
+        signal_ours(pid, signal.SIGCONT, cluster.cluster.marker(old))
     assert new_epoch is not None and new_epoch > epoch
     name, final_epoch = settled_primary(cluster)
     assert (name, final_epoch) == (new, new_epoch)
@@ -158,7 +157,7 @@ def test_a_new_primary_moves_nothing_that_is_placed(cluster: RunningCluster) -> 
         }
 
     before = wait_for(lambda: (p := placements()) and all(p.values()) and p, 30, "all placed")
-    os.kill(pid_of(cluster, old), signal.SIGKILL)
+    cluster.cluster.signal(old, signal.SIGKILL)
     wait_for(lambda: (p := primary(cluster))[0] not in (None, old) and p, 30, "a new primary")
 
     holds_for(lambda: placements() == before, 5.0, "every placement as before", 0.2)

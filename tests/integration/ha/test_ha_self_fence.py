@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli.localcluster.process import signal_ours
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
@@ -43,8 +43,7 @@ def test_a_node_cut_off_from_zookeeper_destroys_its_domains(cluster: RunningClus
     assert cluster.api("POST", "/api/v1/apply", json=objects).status_code == 200
     wait_for(lambda: "sf" in cluster.items("nodes")[0]["status"]["domains"], 20, "sf running")
     log = cluster.cluster.dir / "node1.log"
-    zookeeper = cluster.state.zookeeper_pid
-    os.kill(zookeeper, signal.SIGSTOP)
+    zookeeper = cluster.cluster.signal("zookeeper", signal.SIGSTOP)
     try:
         wait_for(
             lambda: "event=self_fence node=node1 destroyed=sf" in log.read_text(),
@@ -52,7 +51,7 @@ def test_a_node_cut_off_from_zookeeper_destroys_its_domains(cluster: RunningClus
             "the node to destroy its domain while cut off",
         )
     finally:
-        os.kill(zookeeper, signal.SIGCONT)
+        signal_ours(zookeeper, signal.SIGCONT, cluster.cluster.marker("zookeeper"))
 
     # Back in touch, and still placed here: it runs again, not counted as a guest failure.
     wait_for(

@@ -359,6 +359,30 @@ def test_f_target_loses_power_mid_migration(c: ChaosCluster) -> None:
     no_violation(c)
 
 
+def test_f_recovery_keeps_a_vm_where_its_failed_migration_left_it(c: ChaosCluster) -> None:
+    """The target loses power mid-migration while pvcnoded on the source is stopped (so it
+    cannot report the failure and have the VM placed back): the recovery after the target's
+    fence must place the VM on the source, where it still runs, not on a third node (a move
+    of a running guest) nor nowhere (a shutdown)."""
+    source, target, since = migrating(c, "lf2")
+    inc = c.current(source)
+    assert inc is not None and inc.daemon is not None
+    inc.daemon.stopped.set()  # systemctl stop pvcnoded: libvirtd and the guest carry on
+    try:
+        wait_for(lambda: inc.ended, 30, f"{source}'s daemon to stop")
+        c.world.power_off(target)
+        assert c.world.holders("lf2") == {source}
+        wait_for(lambda: c.placement_of("lf2") != target, FENCED, "lf2 recovered from the target")
+        assert c.placement_of("lf2") == source, events(c, "lf2")
+        recovered = [m for r, m in events(c, "lf2") if r == "Recovered"]
+        assert recovered and f"still runs on {source}" in recovered[0], recovered
+    finally:
+        c.boot(source)
+    assert running_once(c, "lf2") == source
+    assert stops(c, "lf2", source, since) == [], states(c, "lf2", since=since)
+    no_violation(c)
+
+
 def test_g_source_loses_power_mid_migration(c: ChaosCluster) -> None:
     source, target, since = migrating(c, "lg")
     c.world.power_off(source)
