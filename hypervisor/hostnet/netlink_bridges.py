@@ -257,14 +257,12 @@ class _Ensure:
             raise self._fail(problem)
         if found.kind != "bridge":
             raise self._fail(f"{found.name} is a {found.kind} link, not a bridge")
-        if found.data.get("IFLA_BR_STP_STATE") != 0 or found.data.get("IFLA_BR_FORWARD_DELAY"):
-            self._set(
-                found,
-                "turn off STP and the forward delay",
-                kind="bridge",
-                br_stp_state=0,
-                br_forward_delay=0,
-            )
+        # Two requests: the kernel refuses a forward delay under 2 s while STP is on, and
+        # applies the delay before the STP state within one request.
+        if found.data.get("IFLA_BR_STP_STATE") != 0:
+            self._set(found, "turn off STP", kind="bridge", br_stp_state=0)
+        if found.data.get("IFLA_BR_FORWARD_DELAY") != 0:
+            self._set(found, "set forward delay 0", kind="bridge", br_forward_delay=0)
         return found
 
     def _uplink(self, underlay: _Link | None) -> _Link | None:

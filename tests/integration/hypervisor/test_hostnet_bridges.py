@@ -393,3 +393,37 @@ def test_calls_from_many_threads(bridges: NetlinkHostBridges, host: str) -> None
     assert not errors
     assert sorted(bridges.list()) == sorted(f"vmbr{n}" for n in range(1, 9))
     assert {f"vxlan{n}" for n in range(1, 9)} <= link_names(host)
+
+
+def test_an_ipv6_underlay(bridges: NetlinkHostBridges, host: str) -> None:
+    """Over IPv6 the VXLAN headers take 70 bytes, and peers must be IPv6 too."""
+    ip("-n", host, "addr", "add", "fd00:77::1/64", "dev", "pvcv0", "nodad")
+    spec = vxlan_spec(local="fd00:77:0::1")
+    assert bridges.ensure(spec) is True
+    uplink = link(host, UPLINK)
+    assert uplink is not None and uplink["mtu"] == 1430
+    assert uplink["linkinfo"]["info_data"]["local6"] == "fd00:77::1"
+    assert bridges.ensure(spec) is False
+
+    assert bridges.set_peers(spec, ["fd00:77::2", "fd00:77:0:0::1"]) is True
+    assert flood_peers(host) == {"fd00:77::2"}
+    with pytest.raises(HostNetworkError, match=r"peer 10\.77\.0\.2 is IPv4"):
+        bridges.set_peers(spec, [PEER])
+
+
+def test_ensure_corrects_what_was_changed_behind_its_back(
+    bridges: NetlinkHostBridges, host: str
+) -> None:
+    bridges.ensure(vxlan_spec())
+    ip("-n", host, "link", "set", UPLINK, "nomaster")
+    ip("-n", host, "link", "set", UPLINK, "down")
+    ip("-n", host, "link", "set", BRIDGE, "down", "type", "bridge", "stp_state", "1")
+    ip("-n", host, "link", "set", BRIDGE, "type", "bridge", "forward_delay", "1500")
+
+    assert bridges.ensure(vxlan_spec()) is True
+    bridge, uplink = link(host, BRIDGE), link(host, UPLINK)
+    assert bridge is not None and uplink is not None
+    assert "UP" in bridge["flags"] and "UP" in uplink["flags"] and uplink["master"] == BRIDGE
+    info = bridge["linkinfo"]["info_data"]
+    assert (info["stp_state"], info["forward_delay"]) == (0, 0)
+    assert bridges.ensure(vxlan_spec()) is False
