@@ -394,12 +394,18 @@ class Dnsmasq:
         quietly answer no one (it binds no socket to the address, so it cannot fail)."""
         config = self._config
         argv = ["ip", "-j", *(("-n", self._netns) if self._netns else ()), "addr", "show"]
-        result = subprocess.run(
-            [*argv, "dev", config.interface],
-            capture_output=True,
-            text=True,
-            timeout=IP_COMMAND_TIMEOUT,
-        )
+        try:
+            result = subprocess.run(
+                [*argv, "dev", config.interface],
+                capture_output=True,
+                text=True,
+                timeout=IP_COMMAND_TIMEOUT,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DnsmasqError(
+                f"dnsmasq for network {config.network}: cannot run `ip` to read the "
+                f"addresses of {config.interface}: {exc}"
+            ) from exc
         if result.returncode != 0:
             raise DnsmasqError(
                 f"dnsmasq for network {config.network}: cannot read the addresses of "

@@ -96,19 +96,44 @@ def build_segment(
     return Segment(server=server, bridge=bridge, gateway=gateway, clients=tuple(made))
 
 
-def dhcp_client(netns: str) -> str | None:
-    """Run udhcpc once on the client's eth0; the address it was given, or None."""
+def udhcpc(netns: str, script: Path | str = "/bin/true") -> str:
+    """Run udhcpc once on the client's eth0 with ``script``; its output (and the script's)."""
     result = subprocess.run(
         [
             *("ip", "netns", "exec", netns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q"),
-            *("-t", str(UDHCPC_TRIES), "-T", "1", "-s", "/bin/true"),
+            *("-t", str(UDHCPC_TRIES), "-T", "1", "-s", str(script)),
         ],
         capture_output=True,
         text=True,
         timeout=UDHCPC_COMMAND_TIMEOUT,
     )
-    found = LEASE_OBTAINED.search(result.stdout + result.stderr)
+    return result.stdout + result.stderr
+
+
+def dhcp_client(netns: str) -> str | None:
+    """The address the client is given, or None."""
+    found = LEASE_OBTAINED.search(udhcpc(netns))
     return found.group(1) if found else None
+
+
+def dhcp_domain(netns: str, folder: Path) -> str | None:
+    """The domain name (DHCP option 15) the client is given, or None."""
+    script = folder / "print-domain.sh"
+    script.write_text('#!/bin/sh\n[ "$1" = bound ] && echo "pvc-domain=$domain"\nexit 0\n')
+    script.chmod(0o755)
+    found = re.search(r"pvc-domain=(\S*)", udhcpc(netns, script))
+    return (found.group(1) or None) if found else None
+
+
+def resolve(netns: str, name: str, server: str) -> str:
+    """busybox nslookup's answer (and errors) for ``name`` from the DNS server ``server``."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, "busybox", "nslookup", name, server],
+        capture_output=True,
+        text=True,
+        timeout=UDHCPC_COMMAND_TIMEOUT,
+    )
+    return result.stdout + result.stderr
 
 
 def network_config(segment: Segment, name: str, **fields: object) -> DnsmasqConfig:
@@ -238,7 +263,7 @@ def test_client_gets_an_address_in_the_range_and_the_lease_shows_it(
 
 
 def test_reservations_apply_and_a_new_one_applies_without_a_restart(
-    segment_of: SegmentFactory, serve: Callable[[DnsmasqConfig], Dnsmasq]
+    segment_of: SegmentFactory, serve: Callable[[DnsmasqConfig], Dnsmasq], tmp_path: Path
 ) -> None:
     segment = segment_of("vmbr78", "10.77.2.1", clients=2, macs=(MAC_ONE, MAC_TWO))
     first, second = segment.clients
@@ -254,6 +279,12 @@ def test_reservations_apply_and_a_new_one_applies_without_a_restart(
     assert dnsmasq.pid == pid  # reloaded by SIGHUP, not restarted
     assert dhcp_client(second) == "10.77.2.51"
     assert dhcp_client(first) == "10.77.2.50"
+
+    # Without DNS, the domain is a DHCP option that a SIGHUP applies too.
+    assert dhcp_domain(first, tmp_path) is None
+    dnsmasq.update(replace(dnsmasq.config, domain="net78.example"))
+    assert dnsmasq.pid == pid
+    assert dhcp_domain(first, tmp_path) == "net78.example"
 
 
 def test_reservations_only_network_serves_reserved_clients_alone(
@@ -288,13 +319,14 @@ def test_dns_is_bound_on_the_gateway_address_only(
     assert ours == [("0.0.0.0", 67), ("10.77.4.1", 53)]
 
     assert dhcp_client(segment.clients[0]) == "10.77.4.60"
-    answer = subprocess.run(
-        ["ip", "netns", "exec", server, "busybox", "nslookup", "vm1.net80.example", "10.77.4.1"],
-        capture_output=True,
-        text=True,
-        timeout=UDHCPC_COMMAND_TIMEOUT,
-    )
-    assert "10.77.4.60" in answer.stdout, answer.stdout + answer.stderr
+    assert "10.77.4.60" in resolve(server, "vm1.net80.example", "10.77.4.1")
+
+    # With DNS, the domain also names the clients in DNS: changing it restarts dnsmasq.
+    pid = dnsmasq.pid
+    dnsmasq.update(replace(dnsmasq.config, domain="renamed.example"))
+    assert dnsmasq.running() and dnsmasq.pid != pid
+    assert dhcp_client(segment.clients[0]) == "10.77.4.60"
+    assert "10.77.4.60" in resolve(server, "vm1.renamed.example", "10.77.4.1")
 
 
 def test_stop_leaves_no_process_and_never_signals_a_stranger(
@@ -328,6 +360,19 @@ def test_stop_leaves_no_process_and_never_signals_a_stranger(
     finally:
         stranger.kill()
         stranger.wait()
+
+    # A dnsmasq whose pid file is lost (a crash between spawn and pid file, say) is found
+    # by its command line: the next start replaces it rather than running beside it.
+    dnsmasq.start()
+    lost = dnsmasq.pid
+    (rundir / "net81.pid").unlink()
+    fresh = Dnsmasq(config, rundir, netns=server)
+    assert not fresh.adopt()
+    fresh.start()
+    assert lost is not None and not alive(lost)
+    assert stale_instances(rundir) == [fresh.pid]
+    fresh.stop()
+    assert stale_instances(rundir) == []
 
 
 def test_an_address_the_bridge_does_not_hold_fails_and_starts_nothing(
