@@ -321,6 +321,8 @@ def delete(
         if kind or names:
             raise InputError("give either -f FILE or KIND NAME, not both")
         targets = [(type(o.resource), o.resource.name) for o in load_all(files)]
+        # VMs first: a network or a pool is refused (409) while a VM uses it.
+        targets.sort(key=lambda t: t[0].KIND != "VirtualMachine")
     else:
         if not kind or not names:
             raise InputError("usage: pvcctl delete KIND NAME... (or -f FILE)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -90,12 +91,44 @@ class FloatingAddressConfig(Model):
         return FloatingAddress(interface=self.interface, address=self.address)
 
 
+class ClusterInterfaceConfig(Model):
+    """This host's address on the cluster network: managed networks' VXLAN tunnels run
+    between these addresses (head-end replication to every other node's)."""
+
+    address: str
+    """The node's own cluster address (IPv4, no prefix), e.g. 10.0.0.11; it must already be
+    configured on the host (PVC does not move the host's own addresses)."""
+    device: str | None = None
+    """The device that address is on (the VXLAN's underlay, which also gives the default
+    MTU of managed networks: its MTU - 50); None: the kernel's route decides."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> ClusterInterfaceConfig:
+        ipaddress.IPv4Address(self.address)  # ValueError naming it
+        return self
+
+
 class NetworkConfig(Model):
     namespace: str | None = None
     """The network namespace that stands for this host's network (several simulated
     nodes on one machine); None: the daemon's own namespace."""
     floating_addresses: list[FloatingAddressConfig] = Field(default_factory=list)
     """Held by whichever coordinator is primary; give every coordinator the same list."""
+    manage: bool = True
+    """Build the bridges, VLAN and VXLAN ports of every Network on this host (and, on the
+    primary, the managed networks' gateways and DHCP servers). False: this host builds none
+    and reports every network ready (a simulated node on the libvirt test driver, which
+    attaches no NICs); documented for that use only."""
+    cluster: ClusterInterfaceConfig | None = None
+    """Needed for managed (VXLAN) networks; without it they are not ready on this node."""
+    bridge_device: str | None = None
+    """The device bridged networks' VLANs sit on (a NIC or bond, not a VLAN interface);
+    needed for bridged networks with a vlan, and for an untagged one."""
+    run_dir: str = "/run/pvc"
+    """Where the primary keeps its DHCP servers' configs, leases and logs."""
+    dns_port: int = Field(default=0, ge=0, le=65535)
+    """The port the managed networks' dnsmasq serves DNS for their ``domain`` on, on the
+    gateway address only; 0: DHCP only (no DNS)."""
 
 
 class DaemonConfig(Model):

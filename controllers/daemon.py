@@ -17,7 +17,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from controllers.config import ConfigError, DaemonConfig, load_config
 from controllers.crashloop import CrashLoopPolicy
 from controllers.fencing import AgentFactory, configured_agent
-from controllers.floating import FloatingAddresses
+from controllers.floating import FloatingAddresses, HeldGroup
+from controllers.gateways import NetworkGateways
+from controllers.network_agent import NetworkAgent
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
 from controllers.self_fence import SelfFence
@@ -25,7 +27,7 @@ from controllers.storage import PoolProber
 from controllers.vm_controller import VMController
 from controllers.volume_reaper import VolumeReaper
 from hypervisor import DomainDriver, HypervisorError, LibvirtDriver, write_test_host_xml
-from hypervisor.hostnet import HostNetworkError, NetlinkHostNetwork
+from hypervisor.hostnet import HostNetworkError, NetlinkHostBridges, NetlinkHostNetwork
 from schemas import DomainState, Node, to_mib, to_seconds, utcnow, verbs
 from zkstore import LeaseHeld, Store, StoreError
 
@@ -91,6 +93,13 @@ class Daemon:
             interval=to_seconds(config.storage.probe_interval),
         )
         self.reaper = VolumeReaper(self.store, config.node, primary=False)
+        self.networks = NetworkAgent(
+            self.store,
+            config.node,
+            config.network,
+            NetlinkHostBridges(config.network.namespace) if config.network.manage else None,
+            on_change=lambda: self.agent.poke(),
+        )
         self.agent = NodeAgent(
             self.store,
             self.driver,
@@ -106,6 +115,16 @@ class Daemon:
             lease_wait=config.session_seconds + 5.0,
             on_revived=lambda: self.vms.report_all(),
             pools=self.pools.latest,
+            networks=self.networks.latest,
+            cluster_address=config.network.cluster.address if config.network.cluster else None,
+        )
+        self.gateways = NetworkGateways(
+            self.store,
+            config.node,
+            config.network,
+            NetlinkHostNetwork(config.network.namespace, announce_interval=0.2)
+            if config.coordinator and config.network.manage
+            else None,
         )
         self.self_fence = SelfFence(
             self.store,
@@ -119,7 +138,7 @@ class Daemon:
                 self.store,
                 config.node,
                 self.agent.set_router_state,
-                addresses=floating_addresses(config),
+                addresses=HeldGroup(floating_addresses(config), self.gateways),
                 fence_agents=fence_agents,
             )
             if config.coordinator
@@ -137,6 +156,9 @@ class Daemon:
         self.agent.register()
         self.pools.start()
         self.reaper.start()
+        self.networks.start()
+        if self.election is not None:
+            self.gateways.start()
         self.vms.start()
         self.agent.start()
         if self.election is not None:
@@ -156,6 +178,7 @@ class Daemon:
         self.agent.stop()
         self.pools.stop()
         self.reaper.stop()
+        self.networks.stop()
         self.store.stop()
         self.driver.close()
         log.info("event=stopped node=%s", self.config.node)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hypervisor import DiskSpec, DomainSpec, NicSpec
 from hypervisor.storage import DiskSource, FileSource, RbdSource
-from schemas import Network, VirtualMachine, to_bytes, to_mib
+from schemas import Network, VirtualMachine, bridge_name, to_bytes, to_mib
 
 
 def derived_mac(vm: str, index: int) -> str:
@@ -18,9 +18,7 @@ def derived_mac(vm: str, index: int) -> str:
 
 def bridge_for(network: Network) -> str:
     """Linux limits interface names to 15 characters, so bridges are named by number."""
-    if network.spec.type == "managed":
-        return f"vmbr{network.spec.vni}"
-    return f"vmbr{network.spec.vlan or 0}"
+    return bridge_name(network.spec)
 
 
 def macs_of(vm: VirtualMachine) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 
 from hypervisor.hostnet import FloatingAddress, HostNetwork, HostNetworkError
 
@@ -81,3 +82,37 @@ class FloatingAddresses:
     def close(self) -> None:
         if self.network is not None:
             self.network.close()
+
+
+class Held(Protocol):
+    """What a primary holds on the host while it is primary (addresses, DHCP servers)."""
+
+    def take(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class HeldGroup:
+    """Several ``Held`` taken in order and released in reverse: the floating addresses
+    first (a takeover fails without them), then the networks' gateways."""
+
+    def __init__(self, *parts: Held) -> None:
+        self.parts = parts
+
+    def take(self) -> None:
+        try:
+            for part in self.parts:
+                part.take()
+        except Exception:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        for part in reversed(self.parts):
+            part.release()
+
+    def close(self) -> None:
+        for part in reversed(self.parts):
+            part.close()

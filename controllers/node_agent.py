@@ -16,6 +16,7 @@ from schemas import (
     DaemonState,
     FenceConfig,
     Node,
+    NodeNetwork,
     NodePool,
     NodeResources,
     NodeSpec,
@@ -52,6 +53,8 @@ class NodeAgent:
         lease_wait: float,
         on_revived: Callable[[], None] | None = None,
         pools: Callable[[], list[NodePool]] | None = None,
+        networks: Callable[[], list[NodeNetwork]] | None = None,
+        cluster_address: str | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -66,6 +69,8 @@ class NodeAgent:
         self._allocations = allocations
         self._on_revived = on_revived or (lambda: None)
         self._pools = pools or (lambda: [])
+        self._networks = networks or (lambda: [])
+        self.cluster_address = cluster_address
         self._lease_wait = lease_wait
         self.lease = Lease(store, paths.node_lease(node), {"node": node})
         self.daemon_state = DaemonState.INIT
@@ -235,6 +240,8 @@ class NodeAgent:
                 migration_address=self.migration_address,
                 live_migration_problem=no_live,
                 storage=self._pools(),
+                cluster_address=self.cluster_address,
+                networks=self._networks(),
             )
 
         self.store.update_status(Node, self.node, heartbeat)

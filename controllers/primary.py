@@ -32,7 +32,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from controllers.drain import DrainController
 from controllers.fencing import AgentFactory, FenceController, configured_agent
-from controllers.floating import FloatingAddresses
+from controllers.floating import FloatingAddresses, Held
 from controllers.migrations import MigrationController
 from controllers.pool_status import PoolStatusController
 from controllers.runtime import Controller
@@ -79,7 +79,7 @@ class PrimaryElection:
         node: str,
         on_state: Callable[[RouterState], None],
         *,
-        addresses: FloatingAddresses | None = None,
+        addresses: Held | None = None,
         retry_interval: float = 1.0,
         handover_timeout: float = 30.0,
         fence_agents: AgentFactory = configured_agent,
@@ -88,7 +88,7 @@ class PrimaryElection:
         self._fence_agents = fence_agents
         self.node = node
         self._on_state = on_state
-        self.addresses = addresses or FloatingAddresses(None, [])
+        self.addresses: Held = addresses or FloatingAddresses(None, [])
         self._retry_interval = retry_interval
         self._handover_timeout = handover_timeout
         self._stop = threading.Event()

@@ -18,6 +18,7 @@ from schemas import (
     Cluster,
     ConditionStatus,
     DaemonState,
+    Network,
     Node,
     Placement,
     PlacementPolicy,
@@ -41,6 +42,7 @@ from zkstore import (
     Store,
     paths,
 )
+from zkstore.moves import unready_networks
 from zkstore.volumes import Binding, bound_to, unreached
 
 log = logging.getLogger(__name__)
@@ -222,6 +224,8 @@ class Scheduler:
                 reasons.append(f"{name}: not ready")
             elif unreached_volumes := unreached(vm, records, name, status):
                 reasons.append(f"{name}: does not reach " + ", ".join(unreached_volumes))
+            elif unready := unready_networks(vm, status):
+                reasons.append(f"{name}: " + "; ".join(unready))
             elif loads[name].memory_free < memory:
                 free_mib = loads[name].memory_free // 2**20
                 reasons.append(f"{name}: {free_mib} MiB free, needs {memory // 2**20} MiB")
@@ -250,6 +254,14 @@ class Scheduler:
             return None
         if vm.spec.run_strategy == RunStrategy.HALTED:
             self._write_unplaced_status(vm, VMPhase.STOPPED, "Halted", "runStrategy is Halted")
+            return None
+        missing = sorted(
+            n for n in {nic.network for nic in vm.spec.nics} if not self.store.exists(Network, n)
+        )
+        if missing:
+            why = f"network {', '.join(repr(n) for n in missing)} does not exist"
+            self._write_unplaced_status(vm, VMPhase.PENDING, "NetworkNotFound", why)
+            log.info("event=unschedulable vm=%s why=%r", name, why)
             return None
         target, why = self.choose(vm)
         if target is None:

@@ -14,12 +14,20 @@ from schemas.meta import (
     set_condition,
     utcnow,
 )
-from schemas.network import Network, NetworkSpec, NetworkStatus
+from schemas.network import (
+    DhcpLease,
+    Network,
+    NetworkSpec,
+    NetworkStatus,
+    bridge_name,
+    network_number,
+)
 from schemas.node import (
     DaemonState,
     DomainState,
     FenceConfig,
     Node,
+    NodeNetwork,
     NodePool,
     NodeResources,
     NodeSpec,
@@ -63,6 +71,7 @@ __all__ = [
     "Condition",
     "ConditionStatus",
     "DaemonState",
+    "DhcpLease",
     "Disk",
     "DomainState",
     "FenceConfig",
@@ -79,6 +88,7 @@ __all__ = [
     "NetworkStatus",
     "Nic",
     "Node",
+    "NodeNetwork",
     "NodePool",
     "NodeResources",
     "NodeSpec",
@@ -102,6 +112,7 @@ __all__ = [
     "VirtualMachineStatus",
     "VolumeStatus",
     "approx_bytes",
+    "bridge_name",
     "condition_is_true",
     "format_bytes",
     "get_condition",
@@ -109,6 +120,7 @@ __all__ = [
     "kind_by_plural",
     "kind_for",
     "load_manifests",
+    "network_number",
     "parse_resource",
     "set_condition",
     "to_bytes",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from schemas.meta import DnsLabel, Model, ObjectMeta, Status
 from schemas.resource import Resource
@@ -38,6 +38,9 @@ class IPv4Config(Model):
                 raise ValueError(f"{field} {text!r} is not an IPv4 address") from None
             if addr not in net:
                 raise ValueError(f"{field} {text} is outside {net}")
+            if net.prefixlen < 31 and addr in (net.network_address, net.broadcast_address):
+                what = "network" if addr == net.network_address else "broadcast"
+                raise ValueError(f"{field} {text} is the {what} address of {net}")
         if self.dhcp and ipaddress.IPv4Address(self.dhcp.start) > ipaddress.IPv4Address(
             self.dhcp.end
         ):
@@ -65,6 +68,35 @@ class NetworkSpec(Model):
     domain: str | None = None
     ipv4: IPv4Config | None = None
     reservations: list[Reservation] = Field(default_factory=list)
+    """Fixed addresses by MAC, handed out by the network's DHCP server (managed only)."""
+
+    @field_validator("reservations")
+    @classmethod
+    def _reservations_fit(
+        cls, reservations: list[Reservation], info: ValidationInfo
+    ) -> list[Reservation]:
+        ipv4 = info.data.get("ipv4")
+        net = ipaddress.IPv4Network(ipv4.network) if isinstance(ipv4, IPv4Config) else None
+        macs: dict[str, int] = {}
+        ips: dict[str, int] = {}
+        for i, r in enumerate(reservations):
+            mac, addr = r.mac.lower(), ipaddress.IPv4Address(r.ip)
+            if net is not None and addr not in net:
+                raise ValueError(f"reservations[{i}].ip {r.ip} is outside {net}")
+            if net is not None and addr in (net.network_address, net.broadcast_address):
+                raise ValueError(f"reservations[{i}].ip {r.ip} is not a host address of {net}")
+            if isinstance(ipv4, IPv4Config) and r.ip == ipv4.gateway:
+                raise ValueError(f"reservations[{i}].ip {r.ip} is the gateway's address")
+            if mac in macs:
+                raise ValueError(
+                    f"reservations[{i}].mac {r.mac} is reserved twice (also [{macs[mac]}])"
+                )
+            if str(addr) in ips:
+                raise ValueError(
+                    f"reservations[{i}].ip {r.ip} is reserved twice (also [{ips[str(addr)]}])"
+                )
+            macs[mac], ips[str(addr)] = i, i
+        return reservations
 
     @model_validator(mode="after")
     def _type_fields(self) -> NetworkSpec:
@@ -83,10 +115,34 @@ class NetworkSpec(Model):
         return self
 
 
+class DhcpLease(Model):
+    """An address the network's DHCP server handed out."""
+
+    mac: str
+    ip: str
+    hostname: str | None = None
+    expires: str | None = None
+    """RFC 3339; None: never."""
+
+
 class NetworkStatus(Status):
     ready_nodes: list[str] = Field(default_factory=list)
+    """Nodes whose bridge for this network is up (and, for managed, its VXLAN port): VMs
+    with a NIC on it are placed only there."""
     gateway_node: str | None = None
-    leases: list[Reservation] = Field(default_factory=list)
+    """Where the gateway address and the DHCP server run: the primary coordinator."""
+    leases: list[DhcpLease] = Field(default_factory=list)
+
+
+def bridge_name(spec: NetworkSpec) -> str:
+    """The per-network bridge on every node: vmbr<vni> or vmbr<vlan> (one number space:
+    a vni and a vlan may not share a number); vmbr0 for an untagged bridged network."""
+    return f"vmbr{spec.vni if spec.type == 'managed' else (spec.vlan or 0)}"
+
+
+def network_number(spec: NetworkSpec) -> int:
+    """The number that names the network's bridge (see ``bridge_name``)."""
+    return int(bridge_name(spec).removeprefix("vmbr"))
 
 
 class Network(Resource):

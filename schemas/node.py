@@ -95,6 +95,15 @@ class NodePool(Model):
     """When the node last looked (RFC 3339)."""
 
 
+class NodeNetwork(Model):
+    """One Network as this node has built it (or not)."""
+
+    name: str
+    bridge: str
+    ready: bool
+    message: str = ""
+
+
 class NodeStatus(Status):
     daemon_state: DaemonState = DaemonState.INIT
     domain_state: DomainState = DomainState.READY
@@ -121,6 +130,12 @@ class NodeStatus(Status):
     storage: list[NodePool] = Field(default_factory=list)
     """Every StoragePool as this node reaches it (or not): the scheduler places a VM only on
     nodes that reach all its pools."""
+    cluster_address: str | None = None
+    """This node's address on the cluster network (pvcnoded's ``network.cluster.address``):
+    the other nodes' VXLAN tunnels end here."""
+    networks: list[NodeNetwork] = Field(default_factory=list)
+    """Every Network as this node has built it: VMs with a NIC on a network are placed only
+    on nodes where it is ready."""
     shared_disk_dir: bool = False
     """Whether that folder is declared shared: the scheduler places a VM whose disks were
     created in a shared folder on any node declaring the same folder shared."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from schemas import (
     FieldError,
     InvalidResource,
+    Network,
     PoolType,
     Resource,
     StoragePool,
@@ -19,6 +20,7 @@ from schemas import (
 from schemas.node import SECRET_MASK
 from zkstore.disks import Disks
 from zkstore.errors import Conflict, NotFound
+from zkstore.network_admission import admit_network
 from zkstore.store import Store
 
 Batch = dict[tuple[str, str], Resource]
@@ -32,6 +34,8 @@ def admit(store: Store, obj: Resource, batch: Batch | None = None) -> None:
         _vm(store, obj, batch or {})
     elif isinstance(obj, StoragePool):
         _pool(store, obj)
+    elif isinstance(obj, Network):
+        admit_network(store, obj, dict(batch or {}))
 
 
 def admit_all(store: Store, objs: list[Resource]) -> None:

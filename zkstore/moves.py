@@ -4,7 +4,7 @@ source node checks again before each live-migration attempt."""
 
 from __future__ import annotations
 
-from schemas import DaemonState, Node, VirtualMachine
+from schemas import DaemonState, Node, NodeStatus, VirtualMachine
 from zkstore.disks import Disks
 from zkstore.errors import NotFound
 from zkstore.store import Store
@@ -13,19 +13,36 @@ from zkstore.volumes import unreached
 
 def unreached_disks(store: Store, vm: VirtualMachine, node: str) -> str | None:
     """Why ``node`` cannot reach ``vm``'s volumes (its pools, a local volume on another node,
-    a legacy image made elsewhere); None when it reaches them all (or does not exist: the
-    caller says so)."""
-    if not vm.spec.disks:
+    a legacy image made elsewhere) or has not its networks ready; None when it has all (or
+    does not exist: the caller says so)."""
+    if not vm.spec.disks and not vm.spec.nics:
         return None
     try:
         status = store.get(Node, node).status
     except NotFound:
         return None
     records = Disks(store).of(vm.name).values() if any(d.creates for d in vm.spec.disks) else ()
-    reasons = unreached(vm, records, node, status)
-    if not reasons:
-        return None
-    return f"node {node} does not reach " + ", ".join(reasons)
+    reasons = unreached(vm, records, node, status) if vm.spec.disks else []
+    if reasons:
+        return f"node {node} does not reach " + ", ".join(reasons)
+    networks = unready_networks(vm, status)
+    if networks:
+        return f"node {node}: " + "; ".join(networks)
+    return None
+
+
+def unready_networks(vm: VirtualMachine, status: NodeStatus | None) -> list[str]:
+    """Why a node with ``status`` cannot take ``vm``'s NICs: each of its networks that is not
+    ready there (Node.status.networks, written by the node's network agent)."""
+    have = {n.name: n for n in status.networks} if status is not None else {}
+    problems = []
+    for name in sorted({nic.network for nic in vm.spec.nics}):
+        entry = have.get(name)
+        if entry is None:
+            problems.append(f"network {name} not built yet")
+        elif not entry.ready:
+            problems.append(f"network {name} not ready ({entry.message})")
+    return problems
 
 
 def node_live_problem(store: Store, node: str, *, target: bool) -> tuple[str | None, bool]:

@@ -164,7 +164,8 @@ def _prune(
     dry_run: bool,
 ) -> list[dict[str, Any]]:
     keep = {(o.kind, o.name) for o in applied}
-    kinds = sorted({type(o) for o in applied}, key=lambda c: c.KIND)
+    # VMs first: a network or a pool is refused (409) while a VM uses it.
+    kinds = sorted({type(o) for o in applied}, key=lambda c: (c.KIND != "VirtualMachine", c.KIND))
     results = []
     for cls in kinds:
         for obj in store.list(cls, selector):

@@ -34,6 +34,7 @@ from schemas import (
     KINDS,
     FieldError,
     InvalidResource,
+    Network,
     Node,
     Resource,
     StoragePool,
@@ -43,6 +44,7 @@ from schemas import (
 from zkstore import Conflict, Disks, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
 from zkstore.events import EventLog
+from zkstore.network_admission import network_in_use
 from zkstore.planning import plan_write
 
 API_PREFIX = "/api/v1"
@@ -54,10 +56,12 @@ CACHE_LOAD_WAIT_SECONDS = 60.0
 
 
 def refuse_if_in_use(store: Store, cls: type[Resource], name: str) -> None:
-    """A Node or a StoragePool in use is not deleted (409, saying what to do first)."""
+    """A Node, a StoragePool or a Network in use is not deleted (409, saying what to do first)."""
     if cls is Node and (why := node_in_use(store, name)) is not None:
         raise Conflict(why)
     if cls is StoragePool and (why := pool_in_use(store, name)) is not None:
+        raise Conflict(why)
+    if cls is Network and (why := network_in_use(store, name)) is not None:
         raise Conflict(why)
 
 

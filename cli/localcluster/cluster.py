@@ -317,11 +317,13 @@ class LocalCluster:
                     "root": state.root,
                     "coordinator": True,
                     "libvirt": self._libvirt_config(name),
-                    **(
-                        {"network": state.node_networks[name]}
-                        if name in state.node_networks
-                        else {}
-                    ),
+                    # The test driver attaches no NICs: no bridges on the user's host unless a
+                    # test gives the node a namespace of its own (manage: true there).
+                    "network": {
+                        "manage": False,
+                        "runDir": str(self.dir / name / "run"),
+                        **state.node_networks.get(name, {}),
+                    },
                     "stateDir": str(self.dir / name),
                     # The local power agent: "power off" kills the node's processes, as a dead host.
                     "fence": {
@@ -375,10 +377,11 @@ class LocalCluster:
         return stopped
 
     def _stop_strays(self) -> list[str]:
-        """Stop every daemon or API still running with a config from this cluster's folder."""
+        """Stop every daemon, API or DHCP server (a crashed primary's) still running with a
+        config from this cluster's folder."""
         stopped = []
         for pid, cmdline in processes_naming(self.dir).items():
-            if "controllers.daemon" in cmdline or "api.server" in cmdline:
+            if any(what in cmdline for what in ("controllers.daemon", "api.server", "dnsmasq")):
                 stop_pid(pid, marker=f"{self.dir}/")
                 stopped.append(f"stray pid {pid}")
         return stopped

@@ -31,6 +31,18 @@ def _ours(pid: int, marker: str) -> bool:
     return marker in cmdline and stat[2] != "Z"
 
 
+def _kill_host_processes(folder: Path) -> None:
+    """What else ran on the "host": processes naming a file in the node's folder (the
+    primary's dnsmasq, whose config is there). A dead host runs nothing."""
+    from cli.localcluster.process import processes_naming  # only on power off
+
+    for pid in processes_naming(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pvc-local-power")
     parser.add_argument("--state-dir", required=True, type=Path)
@@ -56,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{args.node} (pid {pid}) did not die", file=sys.stderr)
                     return 1
                 time.sleep(0.01)
+        _kill_host_processes(state_dir / args.node)
         print("off")
         return 0
     from cli.localcluster.cluster import LocalCluster  # the slow path: starting a daemon

@@ -10,6 +10,7 @@ from controllers.scheduler import Scheduler
 from schemas import (
     DaemonState,
     Node,
+    NodeNetwork,
     NodeResources,
     NodeStatus,
     ObjectMeta,
@@ -156,3 +157,46 @@ def test_a_deposed_primary_cannot_place(store: Store, scheduler: Scheduler) -> N
     add_vm(store, "late")
     with pytest.raises(pytest.fail.Exception):
         wait_for(lambda: node_of(store, "late"), 2, "placement (must not happen)")
+
+
+def test_a_vm_goes_only_where_its_networks_are_ready(store: Store, scheduler: Scheduler) -> None:
+    store.apply(
+        parse_resource(
+            {
+                "apiVersion": "pvc/v1",
+                "kind": "Network",
+                "metadata": {"name": "lan"},
+                "spec": {"type": "managed", "vni": 100},
+            }
+        )
+    )
+    add_node(store, "n1", memory_gib=64)  # most memory, but lan is not ready there
+    add_node(store, "n2", memory_gib=8)
+    add_node(store, "n3", memory_gib=16)  # lan not built there yet
+
+    def networks(node: str, ready: bool, message: str = "") -> None:
+        status = NodeStatus.model_validate(store.read_status(Node, node))
+        status.networks = [NodeNetwork(name="lan", bridge="vmbr100", ready=ready, message=message)]
+        store.write_status(Node, node, status)
+
+    networks("n1", False, "no cluster address: set network.cluster in pvcnoded's config")
+    networks("n2", True)
+    add_vm(store, "a", nics=[{"network": "lan"}])
+    assert wait_for(lambda: node_of(store, "a"), 10, "a placed") == "n2"
+    # Ready nowhere: Pending, and the reason names each node's problem.
+    networks("n2", False, "bridge failed")
+    add_vm(store, "b", nics=[{"network": "lan"}])
+    status = wait_for(
+        lambda: (s := store.read_status(VirtualMachine, "b")) and s.get("reason") and s, 10, "b"
+    )
+    assert status["phase"] == "Pending" and status["reason"] == "Unschedulable"
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Scheduled")
+    assert "n1: network lan not ready (no cluster address" in message
+    assert "n2: network lan not ready (bridge failed)" in message
+    assert "n3: network lan not built yet" in message
+    # A network that does not exist: Pending with that reason.
+    add_vm(store, "c", nics=[{"network": "wan"}])
+    status = wait_for(
+        lambda: (s := store.read_status(VirtualMachine, "c")) and s.get("reason") and s, 10, "c"
+    )
+    assert (status["phase"], status["reason"]) == ("Pending", "NetworkNotFound")

@@ -60,14 +60,18 @@ def test_force_stop_with_halted_powers_off_at_once(cluster: RunningCluster) -> N
     wait_for(lambda: "fs" not in running_domains(cluster), 10, "fs gone from the node")
 
 
-def test_status_reports_uuid_macs_and_conditions(cluster: RunningCluster) -> None:
+def apply_network(cluster: RunningCluster, name: str, vni: int) -> None:
     network = {
         "apiVersion": "pvc/v1",
         "kind": "Network",
-        "metadata": {"name": "lan"},
-        "spec": {"type": "managed", "vni": 100},
+        "metadata": {"name": name},
+        "spec": {"type": "managed", "vni": vni},
     }
     assert cluster.api("POST", "/api/v1/apply", json=[network]).status_code == 200
+
+
+def test_status_reports_uuid_macs_and_conditions(cluster: RunningCluster) -> None:
+    apply_network(cluster, "lan", 100)
     apply_vm(
         cluster, "nic", nics=[{"network": "lan"}, {"network": "lan", "mac": "52:54:00:aa:bb:cc"}]
     )
@@ -85,12 +89,18 @@ def test_status_reports_uuid_macs_and_conditions(cluster: RunningCluster) -> Non
     }
 
 
-def test_a_vm_on_a_missing_network_fails_with_a_reason(cluster: RunningCluster) -> None:
+def test_a_vm_on_a_missing_network_is_pending_until_it_exists(cluster: RunningCluster) -> None:
     apply_vm(cluster, "lost", nics=[{"network": "nowhere"}])
     st = wait_for(
         lambda: (s := status(cluster, "lost")).get("reason") == "NetworkNotFound" and s,
         20,
         "a NetworkNotFound reason",
     )
-    assert st["phase"] == "Failed"
-    assert "nowhere" in next(c["message"] for c in st["conditions"] if c["type"] == "Ready")
+    assert st["phase"] == "Pending" and st.get("node") is None
+    message = next(c["message"] for c in st["conditions"] if c["type"] == "Ready")
+    assert message == "network 'nowhere' does not exist"
+    apply_network(cluster, "nowhere", 4000)
+    wait_for(lambda: status(cluster, "lost").get("phase") == "Running", 30, "lost Running")
+    # In use: the network cannot be deleted under the VM.
+    response = cluster.api("DELETE", "/api/v1/networks/nowhere")
+    assert response.status_code == 409 and "lost" in response.text, response.text
