@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kazoo.recipe.watchers import DataWatch
@@ -22,9 +21,9 @@ from kazoo.recipe.watchers import DataWatch
 from controllers.crashloop import CrashLoopPolicy
 from controllers.departure import Departures
 from controllers.domainspec import disk_target, domain_spec
-from controllers.live_migration import MoveOut
 from controllers.runtime import Controller
 from controllers.vm_disks import disks_here, volumes_here
+from controllers.vm_power import UP, UP_OR_STOPPING, LocalState, Power
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
@@ -35,7 +34,6 @@ from schemas import (
     VirtualMachineStatus,
     VMPhase,
     to_bytes,
-    to_seconds,
     verbs,
 )
 from zkstore import Disks, Holders, Informer, NotFound, Store, paths
@@ -43,30 +41,6 @@ from zkstore.codec import decode
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
-
-_UP = (DomainState.RUNNING, DomainState.PAUSED)
-_UP_OR_STOPPING = (*_UP, DomainState.SHUTTING_DOWN)
-
-
-@dataclass
-class _Local:
-    """What this daemon remembers of one VM between reconciles (lost on restart, by design:
-    everything that must survive a restart is in the VM's status)."""
-
-    defined_generation: int | None = None
-    started_at: float | None = None
-    stop_deadline: float | None = None
-    next_start_at: float | None = None
-    forced_off: bool = False
-    stop_requested: bool = False
-    """This daemon sent the ACPI shutdown (a stop, a move away): the guest going off is no
-    crash."""
-    holder_waits: int = 0
-    """Looks in a row at a holder set with other nodes in it (the back-off)."""
-    spec_waits: int = 0
-    """Looks in a row for a spec that was not there or not readable (the back-off)."""
-    move: MoveOut | None = None
-    """The move away from this node under way (placed elsewhere, the domain still here)."""
 
 
 class VMController:
@@ -103,11 +77,12 @@ class VMController:
         self._watched: dict[str, int] = {}
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
-        self._local: dict[str, _Local] = {}
+        self._local: dict[str, LocalState] = {}
         self.statuses = StatusWriter(store, node)
         self.departures = Departures(
             store, driver, node, self.holders, self.statuses, self._enqueue
         )
+        self.power = Power(driver, node, self.statuses, self._on_domains_changed)
         self._self_fenced: set[str] = set()
         self.controller = Controller(
             f"vm@{node}",
@@ -220,7 +195,7 @@ class VMController:
             if self.store.exists(VirtualMachine, name):
                 # The spec watch has not delivered yet, or the spec cannot be read here
                 # (logged by the watch): look again, backing off.
-                local = self._local.setdefault(name, _Local())
+                local = self._local.setdefault(name, LocalState())
                 local.spec_waits += 1
                 delay = min(0.1 * 2.0 ** min(local.spec_waits - 1, 9), 30.0)
                 if local.spec_waits in (5, 10) or delay >= 30.0:
@@ -237,7 +212,7 @@ class VMController:
             return None
         if not self._claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
-        local = self._local.setdefault(name, _Local())
+        local = self._local.setdefault(name, LocalState())
         local.spec_waits = 0
         flying, migrated = self.departures.settle(name, look=local.started_at is None)
         if flying:
@@ -250,7 +225,7 @@ class VMController:
         status = self.statuses.read(name)
         try:
             if vm.spec.run_strategy == RunStrategy.HALTED:
-                return self._halt(vm, placement, local, status)
+                return self.power.halt(vm, placement, local, status)
             return self._run(vm, placement, local, status)
         except HypervisorError as exc:
             # Say why in the status; the runtime retries with back-off.
@@ -258,7 +233,11 @@ class VMController:
             raise
 
     def _run(
-        self, vm: VirtualMachine, placement: Placement, local: _Local, status: VirtualMachineStatus
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        local: LocalState,
+        status: VirtualMachineStatus,
     ) -> float | None:
         name = vm.name
         now = time.monotonic()
@@ -266,8 +245,8 @@ class VMController:
         restart_pending = restart is not None and restart != status.restart_handled
         state = self.driver.state(name)
 
-        if restart_pending and state in _UP_OR_STOPPING:
-            again = self._stop_gracefully(vm, placement, local, state, "Restarting")
+        if restart_pending and state in UP_OR_STOPPING:
+            again = self.power.stop_gracefully(vm, placement, local, state, "Restarting")
             if again is not None:
                 return again
             log.info("event=domain_restarting vm=%s node=%s", name, self.node)
@@ -280,7 +259,7 @@ class VMController:
             return 1.0
         local.stop_deadline = None
 
-        if state in _UP:
+        if state in UP:
             return self._running(vm, placement, local, status, now)
 
         with self._lock:
@@ -346,7 +325,7 @@ class VMController:
         self,
         vm: VirtualMachine,
         placement: Placement,
-        local: _Local,
+        local: LocalState,
         status: VirtualMachineStatus,
         now: float,
     ) -> float | None:
@@ -381,7 +360,7 @@ class VMController:
         self,
         vm: VirtualMachine,
         placement: Placement,
-        local: _Local,
+        local: LocalState,
         status: VirtualMachineStatus,
         restart: str | None,
     ) -> float | None:
@@ -425,7 +404,7 @@ class VMController:
         )
         return self.crash_loop.reset_after if status.failures else None
 
-    def _define(self, vm: VirtualMachine, placement: Placement, local: _Local) -> bool:
+    def _define(self, vm: VirtualMachine, placement: Placement, local: LocalState) -> bool:
         targets = {d.name: disk_target(i) for i, d in enumerate(vm.spec.disks)}
         volumes = volumes_here(self.disks, self.driver, self.events, self.node, vm, targets)
         if volumes.reason is not None:
@@ -484,118 +463,13 @@ class VMController:
         )
         return True
 
-    def _halt(
-        self, vm: VirtualMachine, placement: Placement, local: _Local, status: VirtualMachineStatus
-    ) -> float | None:
-        name = vm.name
-        local.next_start_at = None
-        force = vm.metadata.annotations.get(verbs.FORCE_STOP)
-        force_pending = force is not None and force != status.force_stop_handled
-        state = self.driver.state(name)
-        if force_pending and state in _UP_OR_STOPPING:
-            self.driver.destroy(name)
-            local.started_at = local.stop_deadline = None
-            self._on_domains_changed()
-            log.info("event=domain_forced_off vm=%s node=%s reason=force_stop", name, self.node)
-            self.statuses.write(
-                vm,
-                placement,
-                VMPhase.STOPPED,
-                "ForceStopped",
-                "forced off on request",
-                force_stop_handled=force,
-                failures=0,
-            )
-            return None
-        again = self._stop_gracefully(vm, placement, local, state, "ShuttingDown")
-        if again is not None:
-            return again
-        extra: dict[str, Any] = {"failures": 0}
-        if force_pending:
-            extra["force_stop_handled"] = force
-        if local.forced_off:
-            reason = "ForcedOff"
-        elif status.reason in ("ForceStopped", "ForcedOff"):
-            reason = status.reason  # how it went off stays told after a daemon restart
-        else:
-            reason = "Halted"
-        self.statuses.write(
-            vm, placement, VMPhase.STOPPED, reason, "runStrategy is Halted", **extra
-        )
-        return None
-
-    def _stop_gracefully(
-        self,
-        vm: VirtualMachine,
-        placement: Placement,
-        local: _Local,
-        state: DomainState,
-        reason: str,
-    ) -> float | None:
-        """ACPI shutdown, then force off at shutdownTimeout. Returns the requeue delay while
-        waiting, or None once the domain is off."""
-        if state not in _UP_OR_STOPPING:
-            local.stop_deadline = None
-            local.started_at = None
-            return None
-        again = self._shut_down(vm, local)
-        if again is None:
-            self.statuses.write(
-                vm,
-                placement,
-                VMPhase.STOPPED,
-                "ForcedOff",
-                f"the guest did not shut down within {vm.spec.shutdown_timeout}",
-            )
-            return None
-        self.statuses.write(
-            vm,
-            placement,
-            VMPhase.STOPPING,
-            reason,
-            f"waiting up to {vm.spec.shutdown_timeout} for the guest to shut down",
-        )
-        return again
-
-    def _shut_down(self, vm: VirtualMachine, local: _Local, why: str | None = None) -> float | None:
-        """ACPI shutdown, then force off at shutdownTimeout: the seconds until the deadline
-        check while the guest may still shut itself down, or None once it was forced off."""
-        name = vm.name
-        now = time.monotonic()
-        if local.stop_deadline is None:
-            self.driver.shutdown(name)  # a refusal (a migration job) is retried: no deadline yet
-            local.stop_deadline = now + to_seconds(vm.spec.shutdown_timeout)
-            log.info(
-                "event=domain_shutdown vm=%s node=%s reason=%s timeout=%s",
-                name,
-                self.node,
-                why or "stop",
-                vm.spec.shutdown_timeout,
-            )
-        local.stop_requested = True
-        if now < local.stop_deadline:
-            # The stop event requeues at once; this is the deadline check.
-            return min(5.0, local.stop_deadline - now)
-        self.driver.destroy(name)
-        local.stop_deadline = None
-        local.started_at = None
-        local.forced_off = True
-        self._on_domains_changed()
-        log.warning(
-            "event=domain_forced_off vm=%s node=%s reason=%s",
-            name,
-            self.node,
-            f"{why}_shutdown_timeout" if why else "shutdown_timeout",
-        )
-        return None
-
     def _leave(self, name: str, vm: VirtualMachine | None) -> float | None:
         """Placed elsewhere: move the domain there as the move's method says (departure.py):
         live, or shut the guest down as a stop would (ACPI, then force off at
         shutdownTimeout) before the domain goes; the new node waits for that. Returns the
         requeue delay while moving, None once the domain is off or gone."""
         info = self.driver.info(name)
-        if info is None or info.owner_tag != self.owner_tag or info.state not in _UP_OR_STOPPING:
+        if info is None or info.owner_tag != self.owner_tag or info.state not in UP_OR_STOPPING:
             # Gone (a live migration's switch-over undefines it here) or off: let go, once
             # a migration that moved it has ended (its end hands the VM over to its target).
             flight = self.departures.flights.get(name)
@@ -611,7 +485,7 @@ class VMController:
                 return None  # deleted: nothing to keep, off at once
         elif not self.store.exists(VirtualMachine, name):
             return None
-        local = self._local.setdefault(name, _Local())
+        local = self._local.setdefault(name, LocalState())
         progress = self.driver.migration_progress(name)
         if progress is not None and not progress.outgoing:
             # Another node's live migration to here, placed elsewhere since: this copy is
@@ -622,7 +496,7 @@ class VMController:
         delay, local.move = self.departures.leave(vm, local.move, info.state)
         if delay is not None:
             return delay
-        return self._shut_down(vm, local, "placed_elsewhere")
+        return self.power.shut_down(vm, local, "placed_elsewhere")
 
     def _remove_domain(self, name: str) -> None:
         info = self.driver.info(name)
@@ -636,7 +510,7 @@ class VMController:
         self,
         vm: VirtualMachine,
         placement: Placement,
-        local: _Local,
+        local: LocalState,
         status: VirtualMachineStatus,
         reason: str,
     ) -> float | None:
