@@ -24,10 +24,11 @@ from cli.client import API
 from cli.common import Context, seconds, told
 from cli.errors import InputError, ServerError
 from cli.manifests import load_all
-from cli.output import FORMATS, condition, console, describe, render, render_events, watch_row
+from cli.output import FORMATS, console, describe, render, render_events, watch_row
 from cli.progress import progress
 from cli.settings import context_names
 from cli.vm_commands import vm
+from cli.wait_commands import wait
 from cli.watch import State, wait_until
 from schemas import KINDS, kind_for
 from schemas.resource import Resource
@@ -289,7 +290,7 @@ def events(ctx: Context, kind: str | None, name: str | None, limit: int) -> None
     render_events(items, console())
 
 
-# -- delete / wait ----------------------------------------------------------------------
+# -- delete ----------------------------------------------------------------------
 
 
 @cli.command()
@@ -343,64 +344,6 @@ def delete(
                 gone = wait_until(ctx.client, cls.PLURAL, lambda s: not s, limit, name=name)
             if not gone:
                 raise ServerError(f"timed out after {timeout}: {cls.KIND.lower()}/{name} remains")
-
-
-@cli.command()
-@click.argument("target")
-@click.option(
-    "--for",
-    "for_",
-    required=True,
-    metavar="condition=TYPE",
-    help="what to wait for: condition=Ready (or condition=Ready=False), or delete.",
-)
-@click.option("--all", "all_", is_flag=True, help="every object of the kind.")
-@click.option("--timeout", default="60s", show_default=True, help="give up after this long.")
-@click.pass_obj
-def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None:
-    """Wait until KIND/NAME (or KIND --all) meets a condition; exit 1 on timeout."""
-    kind, _, name = target.partition("/")
-    cls = _kind(kind)
-    if bool(name) == all_:
-        raise InputError("give KIND/NAME, or KIND with --all")
-    limit = seconds(timeout)
-    want_delete = for_ == "delete"
-    cond_type, cond_status = "", ""
-    if not want_delete:
-        if not for_.startswith("condition="):
-            raise InputError("--for takes condition=TYPE[=True|False] or delete")
-        cond_type, _, cond_status = for_.removeprefix("condition=").partition("=")
-        cond_status = cond_status or "True"
-
-    def pending(state: State) -> list[str]:
-        if want_delete:
-            return sorted(state)
-        if name and name not in state:
-            return [name]
-        return sorted(
-            n
-            for n, o in state.items()
-            if (condition(o, cond_type) or {}).get("status") != cond_status
-        )
-
-    last: list[str] = []
-
-    def track(state: State) -> None:
-        last[:] = pending(state)
-        update(", ".join(last) or "done")
-
-    with progress(f"waiting for {for_} on {target}") as update:
-        met = wait_until(
-            ctx.client,
-            cls.PLURAL,
-            lambda s: not pending(s),
-            limit,
-            name=name or None,
-            on_change=track,
-        )
-    if not met:
-        raise ServerError(f"timed out after {timeout} waiting for {for_} on: {', '.join(last)}")
-    click.echo(f"{target} condition met" if name else f"all {cls.PLURAL} condition met")
 
 
 # -- verbs ----------------------------------------------------------------------------
@@ -635,6 +578,7 @@ def local_status(state_dir: Path | None) -> None:
 
 
 cli.add_command(vm)
+cli.add_command(wait)
 
 
 def main() -> None:
