@@ -4,11 +4,13 @@ the small helpers for timeouts and one-line results."""
 from __future__ import annotations
 
 import click
+from click.shell_completion import CompletionItem
 
 from cli.client import ApiClient
 from cli.errors import InputError
 from cli.settings import resolve
-from schemas import to_seconds
+from schemas import KINDS, kind_for, to_seconds
+from schemas.resource import Resource
 
 
 class Context:
@@ -38,3 +40,20 @@ def seconds(timeout: str) -> float:
 
 def told(kind: str, name: str, what: str) -> None:
     click.echo(f"{kind}/{name} {what}")
+
+
+def kind_named(word: str) -> type[Resource]:
+    """The kind a user typed (``vm``, ``vms``, ``VirtualMachine``); exit 2 naming the known."""
+    try:
+        return kind_for(word)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+
+
+def complete_kinds(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    head, _, last = incomplete.rpartition(",")
+    prefix = f"{head}," if head else ""
+    words = sorted({w for cls in KINDS for w in (cls.PLURAL, *cls.SHORT_NAMES[:1])})
+    return [CompletionItem(prefix + w) for w in words if w.startswith(last)]

@@ -21,33 +21,16 @@ import yaml
 from click.shell_completion import CompletionItem
 
 from cli.client import API
-from cli.common import Context, seconds, told
+from cli.commands_get import describe_cmd, events, get
+from cli.common import Context, complete_kinds, kind_named, seconds, told
 from cli.errors import InputError, ServerError
 from cli.manifests import load_all
-from cli.output import FORMATS, console, describe, render, render_events, watch_row
+from cli.output import condition, console
 from cli.progress import progress
 from cli.settings import context_names
 from cli.vm_commands import vm
-from cli.wait_commands import wait
 from cli.watch import State, wait_until
-from schemas import KINDS, kind_for
 from schemas.resource import Resource
-
-
-def _kind(word: str) -> type[Resource]:
-    try:
-        return kind_for(word)
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
-
-
-def _complete_kinds(
-    _ctx: click.Context, _param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    head, _, last = incomplete.rpartition(",")
-    prefix = f"{head}," if head else ""
-    words = sorted({w for cls in KINDS for w in (cls.PLURAL, *cls.SHORT_NAMES[:1])})
-    return [CompletionItem(prefix + w) for w in words if w.startswith(last)]
 
 
 def _complete_contexts(
@@ -184,117 +167,11 @@ def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None
     sys.exit(1 if changed else 0)
 
 
-# -- get / describe / events ------------------------------------------------------------
+# -- delete / wait ----------------------------------------------------------------------
 
 
 @cli.command()
-@click.argument("kinds", shell_complete=_complete_kinds)
-@click.argument("name", required=False)
-@click.option(
-    "-o", "--output", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
-)
-@click.option("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
-@click.option("-w", "--watch", "watch_", is_flag=True, help="after listing, print each change.")
-@click.option("--timeout", help="with -w: stop watching after this long (default: never).")
-@click.pass_obj
-def get(
-    ctx: Context,
-    kinds: str,
-    name: str | None,
-    fmt: str,
-    selector: str | None,
-    watch_: bool,
-    timeout: str | None,
-) -> None:
-    """Show objects: KIND[,KIND...] [NAME]."""
-    classes = [_kind(k) for k in kinds.split(",") if k]
-    if not classes:
-        raise InputError("no kind given")
-    if name and len(classes) > 1:
-        raise InputError("a NAME goes with one kind only")
-    if watch_ and len(classes) > 1:
-        raise InputError("-w watches one kind at a time")
-    out = console()
-    version: str | None = None
-    for i, cls in enumerate(classes):
-        if name:
-            items = [ctx.client.get(f"{API}/{cls.PLURAL}/{name}")]
-        else:
-            listed = ctx.client.get(f"{API}/{cls.PLURAL}", labelSelector=selector)
-            items = listed["items"]
-            version = (listed.get("metadata") or {}).get("resourceVersion")
-        if fmt in ("table", "wide") and i:
-            out.print()
-        if not items and fmt in ("table", "wide"):
-            click.echo(f"No {cls.PLURAL} found.", err=True)
-            continue
-        render(cls.KIND, items, fmt, out)
-    if watch_:
-        _watch(ctx, classes[0], name, selector, fmt, version, timeout)
-
-
-def _watch(
-    ctx: Context,
-    cls: type[Resource],
-    name: str | None,
-    selector: str | None,
-    fmt: str,
-    version: str | None,
-    timeout: str | None,
-) -> None:
-    deadline = time.monotonic() + seconds(timeout) if timeout else None
-    while deadline is None or time.monotonic() < deadline:
-        left = 3600.0 if deadline is None else deadline - time.monotonic()
-        try:
-            for event in ctx.client.watch(cls.PLURAL, version, left, selector):
-                obj = event["object"]
-                version = event.get("resourceVersion", version)
-                if name and obj["metadata"]["name"] != name:
-                    continue
-                click.echo(watch_row(cls.KIND, event["type"], obj, fmt))
-        except ServerError as exc:
-            if "(410" not in exc.message:
-                raise
-            version = None  # too old: start over from a fresh list of everything
-
-
-@cli.command(name="describe")
-@click.argument("kind", shell_complete=_complete_kinds)
-@click.argument("name")
-@click.pass_obj
-def describe_cmd(ctx: Context, kind: str, name: str) -> None:
-    """Show one object's spec, status, conditions and recent events."""
-    cls = _kind(kind)
-    out = console()
-    describe(ctx.client.get(f"{API}/{cls.PLURAL}/{name}"), out)
-    events = ctx.client.get(f"{API}/events", kind=cls.KIND, name=name, limit=10)["items"]
-    out.print("[bold]Events:[/bold]")
-    if events:
-        render_events(events, out, indent=True)
-    else:
-        out.print("  <none>")
-
-
-@cli.command()
-@click.argument("kind", required=False, shell_complete=_complete_kinds)
-@click.argument("name", required=False)
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-@click.pass_obj
-def events(ctx: Context, kind: str | None, name: str | None, limit: int) -> None:
-    """Recent cluster events, oldest first: [KIND [NAME]]."""
-    kind_name = _kind(kind).KIND if kind else None
-    items = ctx.client.get(f"{API}/events", kind=kind_name, name=name, limit=limit)["items"]
-    if not items:
-        click.echo("No events found.", err=True)
-        return
-    render_events(items, console())
-
-
-# -- delete ----------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("kind", required=False, shell_complete=_complete_kinds)
+@click.argument("kind", required=False, shell_complete=complete_kinds)
 @click.argument("names", nargs=-1)
 @click.option("-f", "--filename", "files", multiple=True, help="delete what these manifests name.")
 @click.option("--wait", "wait_", is_flag=True, help="return only once the objects are gone.")
@@ -327,7 +204,7 @@ def delete(
     else:
         if not kind or not names:
             raise InputError("usage: pvcctl delete KIND NAME... (or -f FILE)")
-        cls = _kind(kind)
+        cls = kind_named(kind)
         targets = [(cls, n) for n in names]
     if delete_volumes and any(cls.KIND != "VirtualMachine" for cls, _ in targets):
         raise InputError("--delete-volumes is for VMs only")
@@ -344,6 +221,64 @@ def delete(
                 gone = wait_until(ctx.client, cls.PLURAL, lambda s: not s, limit, name=name)
             if not gone:
                 raise ServerError(f"timed out after {timeout}: {cls.KIND.lower()}/{name} remains")
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "--for",
+    "for_",
+    required=True,
+    metavar="condition=TYPE",
+    help="what to wait for: condition=Ready (or condition=Ready=False), or delete.",
+)
+@click.option("--all", "all_", is_flag=True, help="every object of the kind.")
+@click.option("--timeout", default="60s", show_default=True, help="give up after this long.")
+@click.pass_obj
+def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None:
+    """Wait until KIND/NAME (or KIND --all) meets a condition; exit 1 on timeout."""
+    kind, _, name = target.partition("/")
+    cls = kind_named(kind)
+    if bool(name) == all_:
+        raise InputError("give KIND/NAME, or KIND with --all")
+    limit = seconds(timeout)
+    want_delete = for_ == "delete"
+    cond_type, cond_status = "", ""
+    if not want_delete:
+        if not for_.startswith("condition="):
+            raise InputError("--for takes condition=TYPE[=True|False] or delete")
+        cond_type, _, cond_status = for_.removeprefix("condition=").partition("=")
+        cond_status = cond_status or "True"
+
+    def pending(state: State) -> list[str]:
+        if want_delete:
+            return sorted(state)
+        if name and name not in state:
+            return [name]
+        return sorted(
+            n
+            for n, o in state.items()
+            if (condition(o, cond_type) or {}).get("status") != cond_status
+        )
+
+    last: list[str] = []
+
+    def track(state: State) -> None:
+        last[:] = pending(state)
+        update(", ".join(last) or "done")
+
+    with progress(f"waiting for {for_} on {target}") as update:
+        met = wait_until(
+            ctx.client,
+            cls.PLURAL,
+            lambda s: not pending(s),
+            limit,
+            name=name or None,
+            on_change=track,
+        )
+    if not met:
+        raise ServerError(f"timed out after {timeout} waiting for {for_} on: {', '.join(last)}")
+    click.echo(f"{target} condition met" if name else f"all {cls.PLURAL} condition met")
 
 
 # -- verbs ----------------------------------------------------------------------------
@@ -578,7 +513,9 @@ def local_status(state_dir: Path | None) -> None:
 
 
 cli.add_command(vm)
-cli.add_command(wait)
+cli.add_command(get)
+cli.add_command(describe_cmd)
+cli.add_command(events)
 
 
 def main() -> None:
