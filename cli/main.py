@@ -25,10 +25,11 @@ from cli.commands_get import describe_cmd, events, get
 from cli.common import Context, complete_kinds, kind_named, seconds, told
 from cli.errors import InputError, ServerError
 from cli.manifests import load_all
-from cli.output import condition, console
+from cli.output import console
 from cli.progress import progress
 from cli.settings import context_names
 from cli.vm_commands import vm
+from cli.wait_commands import wait
 from cli.watch import State, wait_until
 from schemas.resource import Resource
 
@@ -167,7 +168,7 @@ def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None
     sys.exit(1 if changed else 0)
 
 
-# -- delete / wait ----------------------------------------------------------------------
+# -- delete ----------------------------------------------------------------------
 
 
 @cli.command()
@@ -221,64 +222,6 @@ def delete(
                 gone = wait_until(ctx.client, cls.PLURAL, lambda s: not s, limit, name=name)
             if not gone:
                 raise ServerError(f"timed out after {timeout}: {cls.KIND.lower()}/{name} remains")
-
-
-@cli.command()
-@click.argument("target")
-@click.option(
-    "--for",
-    "for_",
-    required=True,
-    metavar="condition=TYPE",
-    help="what to wait for: condition=Ready (or condition=Ready=False), or delete.",
-)
-@click.option("--all", "all_", is_flag=True, help="every object of the kind.")
-@click.option("--timeout", default="60s", show_default=True, help="give up after this long.")
-@click.pass_obj
-def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None:
-    """Wait until KIND/NAME (or KIND --all) meets a condition; exit 1 on timeout."""
-    kind, _, name = target.partition("/")
-    cls = kind_named(kind)
-    if bool(name) == all_:
-        raise InputError("give KIND/NAME, or KIND with --all")
-    limit = seconds(timeout)
-    want_delete = for_ == "delete"
-    cond_type, cond_status = "", ""
-    if not want_delete:
-        if not for_.startswith("condition="):
-            raise InputError("--for takes condition=TYPE[=True|False] or delete")
-        cond_type, _, cond_status = for_.removeprefix("condition=").partition("=")
-        cond_status = cond_status or "True"
-
-    def pending(state: State) -> list[str]:
-        if want_delete:
-            return sorted(state)
-        if name and name not in state:
-            return [name]
-        return sorted(
-            n
-            for n, o in state.items()
-            if (condition(o, cond_type) or {}).get("status") != cond_status
-        )
-
-    last: list[str] = []
-
-    def track(state: State) -> None:
-        last[:] = pending(state)
-        update(", ".join(last) or "done")
-
-    with progress(f"waiting for {for_} on {target}") as update:
-        met = wait_until(
-            ctx.client,
-            cls.PLURAL,
-            lambda s: not pending(s),
-            limit,
-            name=name or None,
-            on_change=track,
-        )
-    if not met:
-        raise ServerError(f"timed out after {timeout} waiting for {for_} on: {', '.join(last)}")
-    click.echo(f"{target} condition met" if name else f"all {cls.PLURAL} condition met")
 
 
 # -- verbs ----------------------------------------------------------------------------
@@ -516,6 +459,7 @@ cli.add_command(vm)
 cli.add_command(get)
 cli.add_command(describe_cmd)
 cli.add_command(events)
+cli.add_command(wait)
 
 
 def main() -> None:
