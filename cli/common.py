@@ -57,3 +57,39 @@ def complete_kinds(
     prefix = f"{head}," if head else ""
     words = sorted({w for cls in KINDS for w in (cls.PLURAL, *cls.SHORT_NAMES[:1])})
     return [CompletionItem(prefix + w) for w in words if w.startswith(last)]
+
+
+def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | None]:
+    """``KIND NAME`` or ``KIND/NAME`` (kubectl's two spellings) as (kind, name or None).
+
+    Exit 2 for an unknown kind, an empty name (``vm/``), or both spellings at once.
+    """
+    word, slash, inline = kind.partition("/")
+    cls = kind_named(word)
+    if not slash:
+        return cls, name
+    if not inline:
+        raise InputError(f"{kind!r}: a name goes after the '/', e.g. {word}/NAME")
+    if name is not None:
+        raise InputError(
+            f"give either {kind} or {word} {name}, not both: KIND/NAME already names the object"
+        )
+    return cls, inline
+
+
+def split_targets(words: tuple[str, ...]) -> list[tuple[type[Resource], str]]:
+    """``KIND NAME...`` or ``KIND/NAME...`` (kinds may differ) as (kind, name) pairs."""
+    if not words:
+        return []
+    if "/" not in words[0]:
+        cls = kind_named(words[0])
+        if len(words) == 1:
+            raise InputError(f"no name given for {words[0]}: KIND NAME... or KIND/NAME...")
+        return [(cls, name) for name in words[1:]]
+    pairs: list[tuple[type[Resource], str]] = []
+    for word in words:
+        if "/" not in word:
+            raise InputError(f"{word!r}: after a KIND/NAME, every object is KIND/NAME too")
+        cls, name = split_target(word, None)
+        pairs.append((cls, str(name)))
+    return pairs
