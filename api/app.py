@@ -13,16 +13,18 @@ from fastapi.responses import Response
 
 from api.cache import ApiCache
 from api.config import Settings
+from api.docs import declare_bearer, install_docs
 from api.errors import install_handlers
 from api.metrics import ApiMetrics
 from api.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from api.routes import apply, events, health, resources, verbs
+from api.routes import apply, events, health, resources, verbs, vm_console
 from zkstore import Store
 from zkstore.events import EventLog
 
-DESCRIPTION = """The PVC cluster API. Objects are `pvc/v1` VirtualMachine, Node, Network
-and Cluster. Every error has one shape: `{"kind": "Status", "code", "reason", "message",
-"details"}`. With bearer tokens configured, every path but /healthz needs one."""
+DESCRIPTION = """The PVC cluster API. Objects are `pvc/v1` VirtualMachine, Node, Network,
+StoragePool and Cluster. Every error has one shape: `{"kind": "Status", "code", "reason",
+"message", "details"}`. With bearer tokens configured, every path but /healthz, /docs and
+/openapi.json needs one (Authorize, above, sends it)."""
 
 
 def freeze_heap() -> None:
@@ -53,18 +55,27 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             if owned:
                 the_store.stop()
 
-    app = FastAPI(title="PVC API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="PVC API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by api.docs from a package's files, not a CDN
+        redoc_url=None,
+    )
     app.state.store = the_store
     app.state.settings = settings
     app.state.cache = cache
     app.state.events = EventLog(the_store, limit=settings.event_log_limit)
     install_handlers(app)
+    install_docs(app)
     # Every answer but success is the one Status shape; document it on every route.
     errors = resources.error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
     app.include_router(health.router, responses=resources.error_responses(503))
     app.include_router(apply.router, responses=errors)
     app.include_router(events.router, responses=errors)
     app.include_router(verbs.router, responses=errors)
+    app.include_router(vm_console.router)
     app.include_router(resources.build_router())
 
     @app.get(
@@ -86,6 +97,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, part in resources.kind_components().items():
                 components.setdefault(name, part)
+            declare_bearer(schema, required=bool(settings.tokens))
             app.openapi_schema = schema
         return app.openapi_schema
 

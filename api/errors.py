@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from kazoo.exceptions import ConnectionLoss, KazooException, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from schemas import API_VERSION, FieldError, InvalidResource
 from zkstore import AlreadyExists, Conflict, InvalidSelector, NotFound, Unavailable
@@ -79,10 +80,27 @@ def invalid(
     return ApiError(422, f"{prefix}{message}", details=details)
 
 
-def _response(exc: ApiError) -> JSONResponse:
+def _response(exc: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
-        status_body(exc.code, exc.message, exc.reason, exc.details), status_code=exc.code
+        status_body(exc.code, exc.message, exc.reason, exc.details),
+        status_code=exc.code,
+        headers=headers,
     )
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    first route that matched the path, and each method here is a route of its own."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -122,8 +140,11 @@ def install_handlers(app: FastAPI) -> None:
         return _response(invalid(errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _response(ApiError(exc.status_code, str(exc.detail)))
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(req)  # RFC 9110: a 405 says what is allowed
+        return _response(ApiError(exc.status_code, str(exc.detail)), headers)
 
     unavailable = (Unavailable, ConnectionLoss, SessionExpiredError, KazooTimeoutError)
 

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import ApiToken
+from api.docs import is_docs_path
 from api.errors import status_body
 from api.metrics import ApiMetrics
 
@@ -58,7 +59,12 @@ class AuthMiddleware:
         return role
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in OPEN_PATHS:
+        if (
+            scope["type"] != "http"
+            or not self.tokens
+            or scope["path"] in OPEN_PATHS
+            or is_docs_path(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization")
