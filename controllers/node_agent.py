@@ -27,6 +27,7 @@ from schemas import (
     to_seconds,
     utcnow,
 )
+from schemas.version import pvc_version
 from zkstore import AlreadyExists, Lease, Store, paths
 from zkstore.codec import decode
 
@@ -230,6 +231,7 @@ class NodeAgent:
                 domain_state=status.domain_state,
                 router_state=self.router_state,
                 last_heartbeat=utcnow(),
+                daemon_version=pvc_version(),
                 hypervisor=self.hypervisor_uri,
                 domain_type=facts.domain_type if facts else status.domain_type,
                 domains=running,

@@ -7,22 +7,40 @@ a read of its status.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from controllers.domainspec import macs_of
 from schemas import (
+    Condition,
     MigrationState,
     Placement,
+    RunStrategy,
     VirtualMachine,
     VirtualMachineStatus,
     VMPhase,
     VolumeStatus,
     set_condition,
 )
+from schemas.vm import CONVERGED, RESTART_REQUIRED
 from zkstore import NotFound, Store
 
 _WAITED = ("WaitingForSource", "IncomingMigration")
 """Reasons a move's target writes while it waits: the VM did not run there."""
+
+
+def boot_digests(vm: VirtualMachine) -> dict[str, str]:
+    """A digest of each spec field that takes effect only when the domain boots: vcpus,
+    memory, disks (but their size: a volume grows under the running guest) and nics.
+    runStrategy, placement, migration, shutdownTimeout, autostart and labels apply at once."""
+    spec = vm.spec.wire()
+    for disk in spec.get("disks", []):
+        disk.pop("size", None)
+    return {
+        field: hashlib.sha256(json.dumps(spec.get(field), sort_keys=True).encode()).hexdigest()[:12]
+        for field in ("vcpus", "memory", "disks", "nics")
+    }
 
 
 class StatusWriter:
@@ -182,8 +200,11 @@ class StatusWriter:
             "force_stop_handled": status.force_stop_handled,
             "migration": failed,
             "volumes": volumes,
+            "booted": _booted(status, vm, phase),
         }
         fields.update(extra)
+        conditions = _restart_required(conditions, vm, fields["booted"])
+        conditions = _converged(conditions, vm, placement, self.node, phase, reason, message)
         return VirtualMachineStatus(
             observed_generation=vm.metadata.generation,
             conditions=conditions,
@@ -196,3 +217,57 @@ class StatusWriter:
             macs=macs_of(vm),
             **fields,
         )
+
+
+def _booted(status: VirtualMachineStatus, vm: VirtualMachine, phase: VMPhase) -> dict[str, str]:
+    """What the domain booted with: kept while it is up; a domain found running with none
+    recorded (started as this write's phase says, or adopted) runs the spec it was defined
+    from; none once it is off."""
+    if phase == VMPhase.RUNNING:
+        return status.booted or boot_digests(vm)
+    if phase in (VMPhase.MIGRATING, VMPhase.STOPPING):
+        return status.booted
+    return {}
+
+
+def _converged(
+    conditions: list[Condition],
+    vm: VirtualMachine,
+    placement: Placement,
+    node: str,
+    phase: VMPhase,
+    reason: str,
+    message: str,
+) -> list[Condition]:
+    """Converged: the spec's runStrategy carried out on this node (see schemas.vm.CONVERGED)."""
+    if vm.spec.run_strategy == RunStrategy.HALTED:
+        done = phase == VMPhase.STOPPED
+        why = "Stopped" if done else reason
+        said = f"stopped on {node} as runStrategy Halted asks" if done else message
+    else:
+        done = phase == VMPhase.RUNNING and placement.node == node
+        why = "Running" if done else reason
+        said = f"running on {node}, where it is placed" if done else message
+    return set_condition(conditions, CONVERGED, done, why, said)
+
+
+def _restart_required(
+    conditions: list[Condition], vm: VirtualMachine, booted: dict[str, str]
+) -> list[Condition]:
+    """RestartRequired: the running domain booted from an older spec (see boot_digests)."""
+    if not booted:
+        return set_condition(conditions, RESTART_REQUIRED, False, "NotRunning", "")
+    wanted = boot_digests(vm)
+    changed = sorted(f for f, digest in wanted.items() if booted.get(f) != digest)
+    if not changed:
+        return set_condition(
+            conditions, RESTART_REQUIRED, False, "UpToDate", "it runs as its spec says"
+        )
+    return set_condition(
+        conditions,
+        RESTART_REQUIRED,
+        True,
+        "PendingChanges",
+        f"{', '.join(changed)} changed since it started: "
+        f"they take effect when it restarts (pvcctl vm restart {vm.name})",
+    )

@@ -109,6 +109,8 @@ class NodeStatus(Status):
     domain_state: DomainState = DomainState.READY
     router_state: RouterState = RouterState.CLIENT
     last_heartbeat: str | None = None
+    daemon_version: str | None = None
+    """The PVC version this node's pvcnoded runs (``pvcctl version`` lists them all)."""
     resources: NodeResources = Field(default_factory=NodeResources)
     hypervisor: str | None = None
     domain_type: str | None = None

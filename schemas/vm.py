@@ -8,11 +8,27 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.meta import DnsLabel, Model, ObjectMeta, Status
+from schemas.meta import (
+    ConditionStatus,
+    DnsLabel,
+    Model,
+    ObjectMeta,
+    Status,
+    get_condition,
+    set_condition,
+)
 from schemas.quantity import Duration, Size
 from schemas.resource import Resource
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+CONVERGED = "Converged"
+"""The VM condition that says its spec is carried out: running on the node it is placed on with
+no move under way, or, runStrategy Halted, stopped (running nowhere)."""
+RESTART_REQUIRED = "RestartRequired"
+"""The VM condition that says its running domain was started from an older spec: the changed
+fields take effect when it restarts."""
 
 
 class RunStrategy(StrEnum):
@@ -234,6 +250,40 @@ class VirtualMachineStatus(Status):
     """The last pvc.io/force-stop annotation value the node carried out."""
     volumes: list[VolumeStatus] = Field(default_factory=list)
     """The VM's disks in storage pools, as the node that defined it last found them."""
+    booted: dict[str, str] = Field(default_factory=dict)
+    """While its domain is up: a digest of each spec field that takes effect only when the
+    domain boots (vcpus, memory, disks, nics) as it was started; the RestartRequired
+    condition names the fields whose digest differs from the spec's."""
+
+    @model_validator(mode="after")
+    def _converged_only_when_settled(self) -> VirtualMachineStatus:
+        """``Converged`` is written by the node that runs the VM, knowing its spec. Writers
+        that do not set it keep it true: only in phase Running or Stopped, and the primary's
+        record of a Halted VM placed nowhere (phase Stopped, reason Halted, no node) is
+        converged."""
+        converged = get_condition(self.conditions, CONVERGED)
+        settled = self.phase in (VMPhase.RUNNING, VMPhase.STOPPED)
+        if converged is not None and converged.status == ConditionStatus.TRUE and not settled:
+            wanted = set_condition(
+                self.conditions, CONVERGED, False, self.phase.value, f"the VM is {self.phase.value}"
+            )
+        elif (
+            self.phase == VMPhase.STOPPED
+            and self.reason == "Halted"
+            and self.node is None
+            and (converged is None or converged.status != ConditionStatus.TRUE)
+        ):
+            wanted = set_condition(
+                self.conditions,
+                CONVERGED,
+                True,
+                "Stopped",
+                "runStrategy is Halted: it runs nowhere",
+            )
+        else:
+            return self
+        self.conditions[:] = wanted  # in place: assigning would validate (and call this) again
+        return self
 
 
 class Placement(Model):

@@ -86,6 +86,8 @@ def test_status_reports_uuid_macs_and_conditions(cluster: RunningCluster) -> Non
     assert {c["type"]: c["status"] for c in st["conditions"]} == {
         "Scheduled": "True",
         "Ready": "True",
+        "Converged": "True",
+        "RestartRequired": "False",
     }
 
 
