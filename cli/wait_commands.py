@@ -1,78 +1,215 @@
-"""``pvcctl wait``: block until objects meet a condition, or are gone."""
+"""``pvcctl wait``: block until objects meet a condition, a JSONPath value, or are gone.
+
+The objects are fixed at the start: those named (a name that does not exist fails at once,
+NotFound), or those matching ``-l`` / ``--all`` then. A condition counts only once the status
+was computed for the current spec (``status.observedGeneration`` reaches
+``metadata.generation``), so a wait right after an apply never passes on the old status.
+"""
 
 from __future__ import annotations
 
-import click
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from cli.common import Context, seconds
+import click
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext.parser import parse as parse_jsonpath
+
+from cli.common import Context, kind_named, seconds, split_targets
 from cli.errors import InputError, ServerError
 from cli.output import condition
 from cli.progress import progress
 from cli.watch import State, wait_until
-from schemas import kind_for
 from schemas.resource import Resource
 
+Check = Callable[[dict[str, Any]], bool]
 
-def _kind(word: str) -> type[Resource]:
+
+def targets(words: tuple[str, ...]) -> tuple[type[Resource], list[str]]:
+    """``KIND NAME...``, ``KIND/NAME...`` or a bare ``KIND``: one kind and its names."""
+    if not words:
+        raise InputError("name what to wait for: KIND/NAME..., KIND NAME... or KIND -l/--all")
+    if len(words) == 1 and "/" not in words[0]:
+        return kind_named(words[0]), []
+    pairs = split_targets(words)
+    if len({cls for cls, _ in pairs}) > 1:
+        raise InputError("wait takes one kind at a time")
+    return pairs[0][0], [name for _, name in pairs]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What ``--for`` asks, as a check of one object (deletion is the absence of one)."""
+
+    text: str
+    delete: bool = False
+    check: Check | None = None
+
+
+def fresh(obj: dict[str, Any]) -> bool:
+    """The status was computed for the spec as it is now (or the kind does not say)."""
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    generation = (obj.get("metadata") or {}).get("generation")
+    return observed is None or generation is None or observed >= generation
+
+
+def condition_check(spec: str) -> Wanted:
+    cond_type, _, cond_status = spec.partition("=")
+    if not cond_type:
+        raise InputError("--for=condition= needs a condition type, e.g. condition=Ready")
+    status = cond_status or "True"
+
+    def check(obj: dict[str, Any]) -> bool:
+        return fresh(obj) and (condition(obj, cond_type) or {}).get("status") == status
+
+    return Wanted(f"condition={cond_type}={status}", check=check)
+
+
+def _split_jsonpath(spec: str) -> tuple[str, str | None]:
+    """kubectl's ``{.status.phase}=Running`` (braces optional; without ``=VALUE``: exists)."""
+    if spec.startswith("{"):
+        end = spec.find("}")
+        if end < 0:
+            raise InputError(f"--for=jsonpath={spec}: no closing brace")
+        expr, rest = spec[1:end], spec[end + 1 :]
+        if rest and not rest.startswith("="):
+            raise InputError(f"--for=jsonpath={spec}: expected =VALUE after the braces")
+        return expr, rest[1:] if rest else None
+    # Without braces the value follows the last '=' that is not part of '==' or '!='.
+    for i in range(len(spec) - 1, -1, -1):
+        if spec[i] == "=" and spec[i - 1 : i] not in ("=", "!") and spec[i + 1 : i + 2] != "=":
+            return spec[:i], spec[i + 1 :]
+    return spec, None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def jsonpath_check(spec: str) -> Wanted:
+    expr, value = _split_jsonpath(spec)
+    path = expr.strip()
+    if not path or path == ".":
+        raise InputError("--for=jsonpath= needs an expression, e.g. '{.status.phase}=Running'")
+    if not path.startswith("$"):
+        path = "$" + (path if path.startswith((".", "[")) else "." + path)
     try:
-        return kind_for(word)
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
+        compiled = parse_jsonpath(path)
+    except JSONPathError as exc:
+        raise InputError(f"--for=jsonpath: cannot parse {expr!r}: {exc}") from None
+
+    def check(obj: dict[str, Any]) -> bool:
+        found = [_as_text(m.value) for m in compiled.find(obj)]
+        if value is None:
+            return bool(found)
+        return bool(found) and all(f == value for f in found)
+
+    shown = f"jsonpath={{{expr}}}" + (f"={value}" if value is not None else "")
+    return Wanted(shown, check=check)
+
+
+def wanted_from(for_: str) -> Wanted:
+    if for_ == "delete":
+        return Wanted("delete", delete=True)
+    how, eq, spec = for_.partition("=")
+    if eq and how == "condition":
+        return condition_check(spec)
+    if eq and how == "jsonpath":
+        return jsonpath_check(spec)
+    raise InputError(
+        f"--for={for_}: expected condition=TYPE[=True|False], jsonpath=EXPR[=VALUE] or delete"
+    )
 
 
 @click.command()
-@click.argument("target")
+@click.argument("target", nargs=-1)
 @click.option(
     "--for",
     "for_",
     required=True,
-    metavar="condition=TYPE",
-    help="what to wait for: condition=Ready (or condition=Ready=False), or delete.",
+    metavar="CONDITION",
+    help="condition=TYPE (=True, or condition=TYPE=False); jsonpath='{.status.phase}'=Running "
+    "(kubectl's JSONPath; without =VALUE: the field exists); or delete.",
 )
-@click.option("--all", "all_", is_flag=True, help="every object of the kind.")
+@click.option("--all", "all_", is_flag=True, help="every object of the kind (as listed at start).")
+@click.option(
+    "-l", "--selector", help="every object with these labels at start, e.g. app=shop,tier!=db."
+)
 @click.option("--timeout", default="60s", show_default=True, help="give up after this long.")
 @click.pass_obj
-def wait(ctx: Context, target: str, for_: str, all_: bool, timeout: str) -> None:
-    """Wait until KIND/NAME (or KIND --all) meets a condition; exit 1 on timeout."""
-    kind, _, name = target.partition("/")
-    cls = _kind(kind)
-    if bool(name) == all_:
-        raise InputError("give KIND/NAME, or KIND with --all")
+def wait(
+    ctx: Context,
+    target: tuple[str, ...],
+    for_: str,
+    all_: bool,
+    selector: str | None,
+    timeout: str,
+) -> None:
+    """Wait until objects meet a condition: KIND/NAME..., KIND NAME..., or KIND with -l or --all.
+
+    Exit 0 when every one meets it; 1 at the timeout, at once when a named object does not
+    exist (NotFound) or when -l/--all match nothing, or when an object is deleted while
+    waited on (but --for=delete). A condition counts only when the status was computed for
+    the current spec (status.observedGeneration). On a terminal it shows what it waits on.
+    """
+    cls, names = targets(target)
+    if sum((bool(names), all_, selector is not None)) != 1:
+        raise InputError("give names, or -l SELECTOR, or --all (one of them)")
     limit = seconds(timeout)
-    want_delete = for_ == "delete"
-    cond_type, cond_status = "", ""
-    if not want_delete:
-        if not for_.startswith("condition="):
-            raise InputError("--for takes condition=TYPE[=True|False] or delete")
-        cond_type, _, cond_status = for_.removeprefix("condition=").partition("=")
-        cond_status = cond_status or "True"
+    wanted = wanted_from(for_)
+    short = cls.SHORT_NAMES[0] if cls.SHORT_NAMES else cls.KIND.lower()
+    label = ", ".join(f"{short}/{n}" for n in names) or (
+        f"{cls.PLURAL} -l {selector}" if selector else f"all {cls.PLURAL}"
+    )
+    fixed: list[str] = []
+    last: list[str] = []
 
     def pending(state: State) -> list[str]:
-        if want_delete:
-            return sorted(state)
-        if name and name not in state:
-            return [name]
-        return sorted(
-            n
-            for n, o in state.items()
-            if (condition(o, cond_type) or {}).get("status") != cond_status
-        )
-
-    last: list[str] = []
+        if not fixed:
+            fixed.extend(names or sorted(state))
+            if not fixed:
+                raise ServerError(
+                    f"no {cls.PLURAL} found" + (f" with {selector}" if selector else "")
+                )
+            missing = [n for n in fixed if n not in state]
+            if missing and not wanted.delete:
+                shown = ", ".join(f"{short}/{n}" for n in missing)
+                raise ServerError(f"{shown} not found (NotFound)")
+        if wanted.delete:
+            return [n for n in fixed if n in state]
+        gone = [n for n in fixed if n not in state]
+        if gone:
+            raise ServerError(
+                f"{short}/{gone[0]} was deleted (or lost its labels) while waiting "
+                f"for {wanted.text}"
+            )
+        assert wanted.check is not None
+        return [n for n in fixed if not wanted.check(state[n])]
 
     def track(state: State) -> None:
         last[:] = pending(state)
         update(", ".join(last) or "done")
 
-    with progress(f"waiting for {for_} on {target}") as update:
+    with progress(f"waiting for {wanted.text} on {label}") as update:
         met = wait_until(
             ctx.client,
             cls.PLURAL,
             lambda s: not pending(s),
             limit,
-            name=name or None,
+            name=names[0] if len(names) == 1 else None,
+            selector=selector,
             on_change=track,
         )
     if not met:
-        raise ServerError(f"timed out after {timeout} waiting for {for_} on: {', '.join(last)}")
-    click.echo(f"{target} condition met" if name else f"all {cls.PLURAL} condition met")
+        raise ServerError(
+            f"timed out after {timeout} waiting for {wanted.text} on: {', '.join(last)}"
+        )
+    if names:
+        for n in names:
+            click.echo(f"{short}/{n} condition met")
+    else:
+        click.echo(f"{label} condition met ({len(fixed)})")

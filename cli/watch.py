@@ -26,16 +26,19 @@ def wait_until(
     timeout: float,
     *,
     name: str | None = None,
+    selector: str | None = None,
     on_change: Callable[[State], None] | None = None,
 ) -> bool:
-    """True once ``done(state)``; False at the deadline. ``state`` maps name to object."""
+    """True once ``done(state)``; False at the deadline. ``state`` maps name to object (those
+    with the label ``selector``, when given). ``done`` may raise to end the wait at once.
+    A ``timeout`` of ``inf`` waits for ever."""
     deadline = time.monotonic() + timeout
 
     def relevant(obj: dict[str, Any]) -> bool:
         return name is None or obj["metadata"]["name"] == name
 
     while True:
-        listed = client.get(f"{API}/{plural}")
+        listed = client.get(f"{API}/{plural}", labelSelector=selector)
         state: State = {o["metadata"]["name"]: o for o in listed["items"] if relevant(o)}
         version = (listed.get("metadata") or {}).get("resourceVersion")
         if on_change:
@@ -46,7 +49,7 @@ def wait_until(
         if left <= 0:
             return False
         try:
-            for event in client.watch(plural, version, min(left, WATCH_SPAN), None):
+            for event in client.watch(plural, version, min(left, WATCH_SPAN), selector):
                 obj = event["object"]
                 if not relevant(obj):
                     continue

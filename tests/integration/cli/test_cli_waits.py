@@ -1,0 +1,165 @@
+"""pvcctl waits that mean done, through the real binary against a real pvcapid: ``wait`` by
+name, -l and --all, conditions only at the current generation, jsonpath, NotFound at once;
+the VM verbs' --wait."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.errors import InputError
+from cli.localcluster.zookeeper import ZooKeeperServer
+from cli.wait_commands import _split_jsonpath, jsonpath_check, targets
+from schemas import Condition, ConditionStatus, VirtualMachine, VirtualMachineStatus, VMPhase
+from tests.helpers import wait_for
+from tests.integration.cli.cli_fixture import PVCCTL, Api, manifest, one_line_error, start_api
+
+
+@pytest.fixture(scope="module")
+def api(zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    yield from start_api(zookeeper, tmp_path_factory.mktemp("home"))
+
+
+def apply(api: Api, tmp_path: Path, *docs: str) -> None:
+    path = tmp_path / "vms.yaml"
+    path.write_text("---\n".join(docs))
+    result = api.pvcctl("apply", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def status(
+    phase: VMPhase, converged: bool, generation: int = 1, node: str | None = None
+) -> VirtualMachineStatus:
+    state = ConditionStatus.TRUE if converged else ConditionStatus.FALSE
+    return VirtualMachineStatus(
+        observed_generation=generation,
+        phase=phase,
+        node=node,
+        conditions=[Condition(type="Converged", status=state, reason=phase.value)],
+    )
+
+
+def start(api: Api, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PVCCTL, *args],
+        env=api.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def vm_lists(api: Api) -> float:
+    """How many GET /api/v1/vms the server has answered (a waiter's first list among them)."""
+    text = api.http("GET", "/metrics").text
+    pattern = r'pvc_api_requests_total\{code="200",method="GET",route="/api/v1/vms"\} (\S+)'
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else 0.0
+
+
+def listening(api: Api, *args: str) -> subprocess.Popen[str]:
+    """A pvcctl started once it has listed the VMs (so it follows the watch from then on)."""
+    before = vm_lists(api)
+    waiter = start(api, *args)
+    wait_for(lambda: vm_lists(api) > before, what="the waiter's first list")
+    return waiter
+
+
+def still_waiting(waiter: subprocess.Popen[str], for_seconds: float = 1.0) -> bool:
+    try:
+        waiter.wait(timeout=for_seconds)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+def test_parsing_targets_and_jsonpath() -> None:
+    assert targets(("vm", "a", "b"))[1] == ["a", "b"]
+    assert targets(("vm/a", "vms/b")) == (VirtualMachine, ["a", "b"])
+    assert targets(("vm",)) == (VirtualMachine, [])
+    for bad in (("vm/a", "node/b"), ("vm/",), ("nope/a",), ()):
+        with pytest.raises(InputError):
+            targets(bad)
+    assert _split_jsonpath("{.status.phase}=Running") == (".status.phase", "Running")
+    assert _split_jsonpath("{.status.phase}") == (".status.phase", None)
+    assert _split_jsonpath(".spec.vcpus=2") == (".spec.vcpus", "2")
+    assert _split_jsonpath('{.status.conditions[?(@.type=="Ready")].status}=True') == (
+        '.status.conditions[?(@.type=="Ready")].status',
+        "True",
+    )
+    check = jsonpath_check('{.status.conditions[?(@.type=="Ready")].status}=True').check
+    assert check is not None
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    assert check(ready) and not check({"status": {}})
+    numbers = jsonpath_check("{.spec.vcpus}=2").check
+    assert numbers is not None and numbers({"spec": {"vcpus": 2}})
+    with pytest.raises(InputError, match="cannot parse"):
+        jsonpath_check("{.status[}")
+
+
+def test_wait_for_a_typo_fails_at_once_with_not_found(api: Api) -> None:
+    started = time.monotonic()
+    result = api.pvcctl("wait", "vm/typo", "--for=condition=Converged", "--timeout=60s")
+    assert result.returncode == 1
+    assert "vm/typo not found (NotFound)" in one_line_error(result)
+    assert time.monotonic() - started < 30  # at once, not after its 60 s
+    assert api.pvcctl("wait", "vm/typo", "--for=delete").returncode == 0  # gone is done
+    nothing = api.pvcctl("wait", "vm", "-l", "suite=none", "--for=condition=Converged")
+    assert nothing.returncode == 1 and "no vms found with suite=none" in one_line_error(nothing)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("vm/a", "--for=ready"),
+        ("vm/a", "--for=jsonpath={.status["),
+        ("vm/a", "--for=condition="),
+        ("vm", "--for=delete"),
+        ("vm/a", "--all", "--for=delete"),
+        ("vm", "-l", "a=b", "--all", "--for=delete"),
+        ("vm/a", "--for=delete", "--timeout=soon"),
+    ],
+)
+def test_bad_waits_are_usage_errors(api: Api, args: tuple[str, ...]) -> None:
+    result = api.pvcctl("wait", *args)
+    assert result.returncode == 2, result.stderr
+    one_line_error(result)
+
+
+def test_wait_selector_needs_every_match_at_the_current_generation(
+    api: Api, tmp_path: Path
+) -> None:
+    apply(api, tmp_path, manifest("ws-a", {"suite": "ws"}), manifest("ws-b", {"suite": "ws"}))
+    waiter = start(api, "wait", "vm", "-l", "suite=ws", "--for=condition=Converged")
+    api.store.write_status(VirtualMachine, "ws-a", status(VMPhase.STOPPED, True))
+    # Converged, but computed for an older spec: not done.
+    api.store.write_status(VirtualMachine, "ws-b", status(VMPhase.RUNNING, True, generation=0))
+    assert still_waiting(waiter)
+    api.store.write_status(VirtualMachine, "ws-b", status(VMPhase.RUNNING, True))
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    assert out.strip() == "vms -l suite=ws condition met (2)"
+    # An object that appears later is not waited on; one named that goes away ends the wait.
+    waiter = listening(api, "wait", "vm/ws-a", "--for=jsonpath={.status.phase}=Running")
+    api.http("DELETE", "/api/v1/vms/ws-a")
+    _, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 1 and "vm/ws-a was deleted" in err
+
+
+def test_wait_jsonpath_and_all(api: Api, tmp_path: Path) -> None:
+    apply(api, tmp_path, manifest("wj-a", vcpus=2))
+    met = api.pvcctl("wait", "vm/wj-a", "--for=jsonpath={.spec.vcpus}=2", "--timeout=5s")
+    assert met.returncode == 0 and met.stdout.strip() == "vm/wj-a condition met"
+    waiter = start(api, "wait", "vm", "wj-a", "--for=jsonpath=.status.node=n1", "--timeout=30s")
+    assert still_waiting(waiter, 0.5)
+    api.store.write_status(VirtualMachine, "wj-a", status(VMPhase.RUNNING, True, node="n1"))
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0 and out.strip() == "vm/wj-a condition met", err
+    timed_out = api.pvcctl("wait", "vm", "--all", "--for=condition=Nope", "--timeout=1s")
+    assert timed_out.returncode == 1
+    assert "timed out after 1s waiting for condition=Nope=True on: " in timed_out.stderr
