@@ -34,6 +34,10 @@ _REASONS = {
 }
 
 
+# The store could not be reached: 503, retry later (nothing about the request is wrong).
+STORE_UNAVAILABLE = (Unavailable, ConnectionLoss, SessionExpiredError, KazooTimeoutError)
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -146,9 +150,7 @@ def install_handlers(app: FastAPI) -> None:
             headers["Allow"] = allowed_methods(req)  # RFC 9110: a 405 says what is allowed
         return _response(ApiError(exc.status_code, str(exc.detail)), headers)
 
-    unavailable = (Unavailable, ConnectionLoss, SessionExpiredError, KazooTimeoutError)
-
-    for exc_type in unavailable:
+    for exc_type in STORE_UNAVAILABLE:
 
         @app.exception_handler(exc_type)
         async def _unavailable(_req: Request, exc: Exception) -> JSONResponse:

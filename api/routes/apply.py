@@ -1,4 +1,12 @@
-"""Multi-document apply: validate every object first, then create or update each.
+"""Multi-document apply: check every object first, then create or update each.
+
+Not all-or-nothing, but nothing is written until every document is valid, admitted and,
+where it pins a ``metadata.resourceVersion``, current. A write that still fails (another
+client changed or deleted an object meanwhile, the store was lost) stops the apply there:
+the error names the document that failed and lists the ones already written and the ones
+not written (``details.written``, ``details.notWritten``), so re-running the same apply
+finishes it. (One ZooKeeper transaction cannot hold an apply of any size: it is limited to
+about 1 MB, the request body to 4 MiB.)
 
 ``dryRun=true`` reports what would happen (with the object before and after,
 secrets masked) and writes nothing. ``prune=true`` with a ``labelSelector``
@@ -14,7 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents, read_body
-from api.errors import ApiError, invalid
+from api.errors import STORE_UNAVAILABLE, ApiError, invalid
 from api.routes.resources import (
     API_PREFIX,
     DryRun,
@@ -26,7 +34,7 @@ from api.routes.resources import (
     settle,
 )
 from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
-from zkstore import NotFound, Selector, Store, parse_selector
+from zkstore import AlreadyExists, Conflict, NotFound, Selector, Store, parse_selector
 from zkstore.admission import admit
 from zkstore.planning import plan_write
 
@@ -118,19 +126,77 @@ async def apply(
                 admit(store, obj, batch)
             except InvalidResource as exc:
                 raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
+        if not dryRun:
+            for index, obj in enumerate(objects):
+                if obj.metadata.resource_version:
+                    _check_pinned_version(store, obj, index)
         if selector is not None and not dryRun:
-            _prune(store, cache, events, objects, selector, True)
+            _prune(store, cache, events, objects, selector, True, [])
         written: list[tuple[Resource, Resource]] = []
-        results = [_apply_one(store, events, obj, dryRun, written) for obj in objects]
-        # Wait for the cache once, after all the writes: by then most have arrived.
-        for obj, stored in written:
-            settle(cache.of(type(obj)), obj.name, stored)
+        results: list[dict[str, Any]] = []
+        try:
+            for index, obj in enumerate(objects):
+                try:
+                    results.append(_apply_one(store, events, obj, dryRun, written))
+                except (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE) as exc:
+                    raise _stopped_at(exc, index, objects, results) from None
+        finally:
+            # Wait for the cache once, after the writes (even those of a stopped apply):
+            # by then most have arrived, and a client reads what was written.
+            for obj, stored in written:
+                settle(cache.of(type(obj)), obj.name, stored)
         if selector is not None:
-            results += _prune(store, cache, events, objects, selector, dryRun)
+            try:
+                _prune(store, cache, events, objects, selector, dryRun, results)
+            except (Conflict, *STORE_UNAVAILABLE) as exc:
+                code = 503 if isinstance(exc, STORE_UNAVAILABLE) else 409
+                raise ApiError(
+                    code,
+                    f"every document was written, then pruning stopped: {exc} (the objects "
+                    "pruned before it are in details.written)",
+                    details={"written": results},
+                ) from None
         return results
 
     items = await run_in_threadpool(run)
     return {"apiVersion": "pvc/v1", "kind": "ApplyResult", "dryRun": dryRun, "items": items}
+
+
+def _check_pinned_version(store: Store, obj: Resource, index: int) -> None:
+    """409 before anything is written when a document pins a stale resourceVersion."""
+    try:
+        plan_write(store, obj, create=True, update=True)
+    except Conflict as exc:
+        raise ApiError(
+            409,
+            f"document {index + 1} ({obj.kind} {obj.name!r}): {exc}; nothing was written",
+            details={"document": index + 1, "kind": obj.kind, "name": obj.name, "written": []},
+        ) from None
+
+
+def _stopped_at(
+    exc: Exception, index: int, objects: list[Resource], results: list[dict[str, Any]]
+) -> ApiError:
+    """The error of a write that failed mid-way: which document, what was and was not written."""
+    obj = objects[index]
+    changed = [r for r in results if r["outcome"] != "unchanged"]
+    done = ", ".join(f"{r['kind']} {r['name']!r} {r['outcome']}" for r in changed)
+    rest = len(objects) - index - 1
+    code = 503 if isinstance(exc, STORE_UNAVAILABLE) else 409
+    message = (
+        f"document {index + 1} ({obj.kind} {obj.name!r}) was not written: {exc}. "
+        f"Written before it: {done or 'nothing'}"
+        + (f"; not written: it and the {rest} after it" if rest else "")
+        + ". Apply again to finish."
+    )
+    details = {
+        "document": index + 1,
+        "kind": obj.kind,
+        "name": obj.name,
+        "written": results,
+        "notWritten": [{"kind": o.kind, "name": o.name} for o in objects[index:]],
+    }
+    return ApiError(code, message, details=details)
 
 
 def _apply_one(
@@ -162,11 +228,13 @@ def _prune(
     applied: list[Resource],
     selector: Selector,
     dry_run: bool,
-) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]],
+) -> None:
+    """Delete (or with ``dry_run`` only check) what the set no longer has, adding each
+    pruned object to ``results`` as it goes."""
     keep = {(o.kind, o.name) for o in applied}
     # VMs first: a network or a pool is refused (409) while a VM uses it.
     kinds = sorted({type(o) for o in applied}, key=lambda c: (c.KIND != "VirtualMachine", c.KIND))
-    results = []
     for cls in kinds:
         for obj in store.list(cls, selector):
             if (obj.kind, obj.name) in keep:
@@ -180,4 +248,3 @@ def _prune(
                 events.record(obj.kind, obj.name, "Pruned", "pruned by apply")
                 settle(cache.of(cls), obj.name, None)
             results.append(_result(obj, "pruned", before=_diffable(obj), after=None))
-    return results
