@@ -185,7 +185,7 @@ def test_a_deleted_network_leaves_nothing_for_a_new_one_of_its_name(
             return status
         return None
 
-    status = wait_for(served, 30, "the new lan served by the primary")
+    status = wait_for(served, 30, "the new lan served by the primary") or {}
     stale = [lease["ip"] for lease in status.get("leases", [])]
     assert (left, stale) == ([], []), "files left by the deleted network, leases it shows"
 
@@ -202,10 +202,12 @@ def test_a_restarted_primary_drops_a_gateway_changed_while_it_was_dead(
     primary = lan_served(cluster, hosts)
     old, new = f"{SUBNET}.1", f"{SUBNET}.254"
     cluster.cluster.kill_node(primary, signal.SIGKILL)
-    successor = wait_for(
-        lambda: (p := network_status(cluster).get("gatewayNode")) not in (None, primary) and p,
-        60,
-        "the gateway on a new primary",
+    successor = str(
+        wait_for(
+            lambda: (p := network_status(cluster).get("gatewayNode")) not in (None, primary) and p,
+            60,
+            "the gateway on a new primary",
+        )
     )
     moved = lan()
     moved["spec"]["ipv4"]["gateway"] = new
