@@ -17,7 +17,7 @@ from api.docs import declare_bearer, install_docs
 from api.errors import install_handlers
 from api.metrics import ApiMetrics
 from api.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from api.routes import apply, events, health, resources, verbs, vm_console
+from api.routes import apply, events, health, resources, verbs, version, vm_console
 from zkstore import Store
 from zkstore.events import EventLog
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     # Every answer but success is the one Status shape; document it on every route.
     errors = resources.error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
     app.include_router(health.router, responses=resources.error_responses(503))
+    app.include_router(version.router, responses=resources.error_responses(401))
     app.include_router(apply.router, responses=errors)
     app.include_router(events.router, responses=errors)
     app.include_router(verbs.router, responses=errors)
