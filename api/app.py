@@ -17,7 +17,7 @@ from api.docs import declare_bearer, install_docs
 from api.errors import install_handlers
 from api.metrics import ApiMetrics
 from api.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from api.routes import apply, events, health, resources, verbs, version
+from api.routes import apply, events, health, resources, verbs, version, vm_console
 from zkstore import Store
 from zkstore.events import EventLog
 
@@ -76,6 +76,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(apply.router, responses=errors)
     app.include_router(events.router, responses=errors)
     app.include_router(verbs.router, responses=errors)
+    app.include_router(vm_console.router)
     app.include_router(resources.build_router())
 
     @app.get(

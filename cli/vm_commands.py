@@ -11,6 +11,7 @@ from cli.client import API
 from cli.common import Context, seconds, told
 from cli.errors import ServerError
 from cli.progress import progress
+from cli.vm_console import dumpxml, logs
 from cli.watch import State, wait_until
 
 
@@ -147,3 +148,7 @@ def _wait_for_migration(
             f"timed out after {timeout} waiting for vm/{name} to run on {node} "
             f"(now: {_describe(seen.get('status') or {})}); the migration goes on"
         )
+
+
+vm.add_command(logs)
+vm.add_command(dumpxml)

@@ -198,6 +198,13 @@ class Departures:
         )
         if moved and self.store.exists(VirtualMachine, name):
             self.holders.ensure(name, flight.target.node)
+            self.events.record(
+                VirtualMachine.KIND,
+                name,
+                "Migrated",
+                f"live-migrated from {self.node} to {flight.target.node}",
+                source=self.node,
+            )
         self.holders.set_migrating(name, self.node, None)
         self.flights.pop(name)
 

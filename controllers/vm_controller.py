@@ -22,8 +22,9 @@ from controllers.crashloop import CrashLoopPolicy
 from controllers.departure import Departures
 from controllers.domainspec import disk_target, domain_spec
 from controllers.runtime import Controller
+from controllers.vm_console import ConsolePublisher
 from controllers.vm_disks import disks_here, volumes_here
-from controllers.vm_power import UP, UP_OR_STOPPING, LocalState, Power
+from controllers.vm_power import UP, UP_OR_STOPPING, LocalState, Power, VMEvents
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
@@ -82,7 +83,9 @@ class VMController:
         self.departures = Departures(
             store, driver, node, self.holders, self.statuses, self._enqueue
         )
-        self.power = Power(driver, node, self.statuses, self._on_domains_changed)
+        self.consoles = ConsolePublisher(store, driver, node, self.index.keys)
+        self.vm_events = VMEvents(self.events, node)
+        self.power = Power(driver, node, self.statuses, self.vm_events, self._on_domains_changed)
         self._self_fenced: set[str] = set()
         self.controller = Controller(
             f"vm@{node}",
@@ -98,12 +101,14 @@ class VMController:
         self.driver.watch_lifecycle(self._enqueue)
         self.controller.start()
         self.index.start()
+        self.consoles.start()
         # Domains left from before a restart that are no longer placed here, and VMs this
         # node still holds from before it (removed, but not yet released).
         for key in self._all_keys() | set(self.holders.held_by(self.node)):
             self.controller.enqueue(key)
 
     def stop(self) -> None:
+        self.consoles.stop()
         self.controller.stop()
         self.index.close()
 
@@ -280,6 +285,9 @@ class VMController:
                 reason == StopReason.GUEST_SHUTDOWN
             ):
                 log.info("event=guest_shutdown vm=%s node=%s action=stay_stopped", name, self.node)
+                self.vm_events.record(
+                    name, "GuestShutdown", f"the guest shut down on {self.node}; stays off"
+                )
                 self.statuses.write(
                     vm,
                     placement,
@@ -298,6 +306,15 @@ class VMController:
                 reason.value if reason else "absent",
                 status.failures,
                 local.next_start_at - now,
+            )
+            self.vm_events.record(
+                name,
+                "Crashed",
+                f"stopped unexpectedly on {self.node} "
+                f"({reason.value if reason else 'its domain is gone'}); "
+                f"{status.failures} in a row, starting again in "
+                f"{local.next_start_at - now:.0f}s",
+                warning=True,
             )
         elif (
             status.reason == "GuestShutdown"
@@ -395,6 +412,11 @@ class VMController:
         with self._lock:
             self._self_fenced.discard(name)
         log.info("event=domain_started vm=%s node=%s", name, self.node)
+        self.vm_events.record(
+            name,
+            "Restarted" if restart is not None else "Started",
+            f"started on {self.node}" + (f" ({placement.reason})" if placement.reason else ""),
+        )
         self._on_domains_changed()
         extra: dict[str, Any] = {"failures": status.failures}
         if restart is not None:
@@ -453,6 +475,7 @@ class VMController:
             log.warning("event=disk_missing vm=%s node=%s why=%r", vm.name, self.node, missing)
             return False
         self.driver.define(spec)
+        self.consoles.domain_defined(vm.name)
         local.defined_generation = vm.metadata.generation
         self.statuses.set_volumes(vm.name, volumes.statuses)
         log.info(
@@ -499,12 +522,26 @@ class VMController:
         return self.power.shut_down(vm, local, "placed_elsewhere")
 
     def _remove_domain(self, name: str) -> None:
+        """Undefine ``name``'s domain here (off: checked by the caller); a deleted VM's
+        console and XML go too."""
         info = self.driver.info(name)
         if info is None or info.owner_tag != self.owner_tag:
+            if not self.store.exists(VirtualMachine, name):
+                self.consoles.forget(name)
             return  # absent, or not PVC's to remove
         self.driver.undefine(name)
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
+        if not self.store.exists(VirtualMachine, name):
+            self.consoles.forget(name)
+            why = "the VM is deleted"
+        elif (placed := self.store.read_placement(name)) is not None and placed.node:
+            why = f"placed on {placed.node}"
+        else:
+            why = "placed on no node"
+        self.vm_events.record(
+            name, "DomainRemoved", f"its domain is removed from {self.node}: {why}"
+        )
 
     def _unless_sole_holder(
         self,

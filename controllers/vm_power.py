@@ -18,6 +18,7 @@ from controllers.live_migration import MoveOut
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainDriver, DomainState
 from schemas import Placement, VirtualMachine, VirtualMachineStatus, VMPhase, to_seconds, verbs
+from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,24 @@ class LocalState:
     """The move away from this node under way (placed elsewhere, the domain still here)."""
 
 
+class VMEvents:
+    """The events a node records of its VMs, each naming the node as its source."""
+
+    def __init__(self, events: EventLog, node: str) -> None:
+        self._events = events
+        self._node = node
+
+    def record(self, name: str, reason: str, message: str, *, warning: bool = False) -> None:
+        self._events.record(
+            VirtualMachine.KIND,
+            name,
+            reason,
+            message,
+            type_="Warning" if warning else "Normal",
+            source=self._node,
+        )
+
+
 class Power:
     """Stops a VM's domain on one node (one object per VMController)."""
 
@@ -54,11 +73,13 @@ class Power:
         driver: DomainDriver,
         node: str,
         statuses: StatusWriter,
+        events: VMEvents,
         on_domains_changed: Callable[[], None],
     ) -> None:
         self.driver = driver
         self.node = node
         self.statuses = statuses
+        self.events = events
         self._on_domains_changed = on_domains_changed
 
     def halt(
@@ -79,6 +100,7 @@ class Power:
             local.started_at = local.stop_deadline = None
             self._on_domains_changed()
             log.info("event=domain_forced_off vm=%s node=%s reason=force_stop", name, self.node)
+            self.events.record(name, "ForceStopped", f"forced off on {self.node} on request")
             self.statuses.write(
                 vm,
                 placement,
@@ -89,9 +111,12 @@ class Power:
                 failures=0,
             )
             return None
+        stopping = state in UP_OR_STOPPING or local.stop_deadline is not None
         again = self.stop_gracefully(vm, placement, local, state, "ShuttingDown")
         if again is not None:
             return again
+        if stopping and not local.forced_off:  # forced off: shut_down told it
+            self.events.record(name, "Stopped", f"shut down on {self.node} (runStrategy Halted)")
         extra: dict[str, Any] = {"failures": 0}
         if force_pending:
             extra["force_stop_handled"] = force
@@ -170,5 +195,12 @@ class Power:
             name,
             self.node,
             f"{why}_shutdown_timeout" if why else "shutdown_timeout",
+        )
+        self.events.record(
+            name,
+            "ForcedOff",
+            f"the guest on {self.node} did not shut down within {vm.spec.shutdown_timeout}: "
+            "forced off",
+            warning=True,
         )
         return None

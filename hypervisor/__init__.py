@@ -5,6 +5,7 @@ on QEMU/KVM or on libvirt's test driver (see write_test_host_xml).
 """
 
 from hypervisor.domain import (
+    ConsoleTail,
     DiskSpec,
     DomainDriver,
     DomainInfo,
@@ -45,6 +46,7 @@ from hypervisor.testdriver import write_test_host_xml
 
 __all__ = [
     "PVC_METADATA_NS",
+    "ConsoleTail",
     "DiskSpec",
     "DomainDriver",
     "DomainInfo",

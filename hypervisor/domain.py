@@ -112,6 +112,15 @@ class MigrationProgress:
     """True on the migration's source, False for the incoming copy on its destination."""
 
 
+@dataclass(frozen=True)
+class ConsoleTail:
+    """The newest output of a domain's serial console."""
+
+    data: bytes
+    end: int
+    """Bytes the console wrote up to the end of ``data`` (its log file's size)."""
+
+
 class StopReason(enum.Enum):
     """Why a domain that is not running stopped, as far as the hypervisor knows."""
 
@@ -242,6 +251,16 @@ class DomainDriver(abc.ABC):
         """Abort the outgoing migration of ``name`` (libvirt's abortJob): migrate() then raises
         MigrationFailed and the domain stays here. False when no migration was running; a
         migration already past its switch-over completes."""
+
+    def defined_xml(self, name: str) -> str | None:
+        """The domain's persistent definition as the hypervisor holds it (never secrets);
+        None when it is not defined, or where this hypervisor cannot say."""
+        return None
+
+    def console_tail(self, name: str, limit: int) -> ConsoleTail | None:
+        """At most the last ``limit`` bytes of the domain's serial console output (kept
+        across its restarts); None when there is none to read here."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -22,8 +22,9 @@ _PVC_VM = f"{{{PVC_METADATA_NS}}}vm"
 ET.register_namespace(PVC_METADATA_PREFIX, PVC_METADATA_NS)
 
 
-def render_domain_xml(spec: DomainSpec, domain_type: str) -> str:
-    """Domain XML for `spec`; `domain_type` is "test", "kvm" or "qemu"."""
+def render_domain_xml(spec: DomainSpec, domain_type: str, console_log: str | None = None) -> str:
+    """Domain XML for `spec`; `domain_type` is "test", "kvm" or "qemu"; `console_log`: the
+    file the serial console's output is appended to (by libvirt's virtlogd)."""
     domain = ET.Element("domain", type=domain_type)
     ET.SubElement(domain, "name").text = spec.name
     ET.SubElement(domain, "uuid").text = spec.uuid
@@ -65,6 +66,8 @@ def render_domain_xml(spec: DomainSpec, domain_type: str) -> str:
     # and a console is all an operator needs to reach a headless guest.
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
+    if console_log is not None:
+        ET.SubElement(serial, "log", file=console_log, append="on")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
 

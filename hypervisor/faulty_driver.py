@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hypervisor.domain import (
+    ConsoleTail,
     DiskSpec,
     DomainDriver,
     DomainInfo,
@@ -136,6 +137,12 @@ class FaultyDriver(DomainDriver):
     def abort_migration(self, name: str) -> bool:
         self._inner("abort-migration", name)
         return self._world._migrations.abort(self.node, name)
+
+    def defined_xml(self, name: str) -> str | None:
+        return self._inner("defined-xml", name).defined_xml(name)
+
+    def console_tail(self, name: str, limit: int) -> ConsoleTail | None:
+        return self._inner("console-tail", name).console_tail(name, limit)
 
     def close(self) -> None:
         if self._closed:

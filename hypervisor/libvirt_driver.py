@@ -13,7 +13,9 @@ from xml.sax.saxutils import escape as xml_escape
 
 import libvirt
 
+from hypervisor.console import ConsoleFiles, SimulatedConsoles, console_log_dir, console_log_path
 from hypervisor.domain import (
+    ConsoleTail,
     DiskSpec,
     DomainDriver,
     DomainInfo,
@@ -43,6 +45,7 @@ from hypervisor.errors import (
 )
 from hypervisor.events import ensure_event_loop
 from hypervisor.images import create_image
+from hypervisor.libvirt_states import domain_state_of, stop_reason_of
 
 T = TypeVar("T")
 
@@ -83,26 +86,6 @@ _MIGRATE_FLAGS = (
 _JOB_MIGRATION_IN = libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN
 _JOB_MIGRATION_OUT = libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT
 
-_STOP_REASONS = {
-    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: StopReason.GUEST_SHUTDOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: StopReason.DESTROYED,
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: StopReason.CRASHED,
-    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: StopReason.CRASHED,
-    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: StopReason.MIGRATED,
-}
-
-_STATES = {
-    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
-    # Blocked means waiting on a resource (idle vCPUs, I/O): the guest runs.
-    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
-    # Suspended to RAM by the guest: its memory is alive, so it is held, like paused.
-    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTTING_DOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
-    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
-}
-
 
 def _silence_libvirt(_ctx: object, _err: object) -> None:
     return None
@@ -127,8 +110,14 @@ class LibvirtDriver(DomainDriver):
     logged when it changes.
     """
 
-    def __init__(self, uri: str, *, domain_type: str | None = None) -> None:
+    def __init__(
+        self, uri: str, *, domain_type: str | None = None, console_dir: str | None = None
+    ) -> None:
+        """``console_dir``: where serial console logs go (default: console_log_dir)."""
         self._uri = uri
+        self._console_dir = console_dir or console_log_dir(uri)
+        self._console_files = ConsoleFiles()
+        self._simulated_consoles = SimulatedConsoles()
         fixed = domain_type or default_domain_type(uri)
         why = "configured" if domain_type else "libvirt's test driver"
         self._fixed = DomainTypeChoice(fixed, why) if fixed else None
@@ -173,7 +162,8 @@ class LibvirtDriver(DomainDriver):
                     operation="define",
                     domain=spec.name,
                 )
-            conn.defineXML(render_domain_xml(spec, choice.type))
+            log_file = self._console_log(spec.name)
+            conn.defineXML(render_domain_xml(spec, choice.type, log_file))
 
         self._run("define", spec.name, define)
 
@@ -236,6 +226,8 @@ class LibvirtDriver(DomainDriver):
                 if _is_active(domain):
                     return
                 raise
+            if self._uri.startswith("test:"):
+                self._simulated_consoles.started(name)
 
         self._run("start", name, start)
 
@@ -274,6 +266,27 @@ class LibvirtDriver(DomainDriver):
                     raise
 
         self._run("undefine", name, undefine)
+        self._simulated_consoles.forget(name)
+
+    def defined_xml(self, name: str) -> str | None:
+        def defined_xml(conn: libvirt.virConnect) -> str | None:
+            try:
+                return str(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+
+        return self._run("defined-xml", name, defined_xml)
+
+    def console_tail(self, name: str, limit: int) -> ConsoleTail | None:
+        path = self._console_log(name)
+        if path is None:
+            return self._simulated_consoles.tail(name, limit)
+        return self._console_files.tail(path, limit)
+
+    def _console_log(self, name: str) -> str | None:
+        return console_log_path(self._console_dir, name) if self._console_dir else None
 
     def state(self, name: str) -> DomainState:
         def state(conn: libvirt.virConnect) -> DomainState:
@@ -283,7 +296,7 @@ class LibvirtDriver(DomainDriver):
                 if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     return DomainState.ABSENT
                 raise
-            return _domain_state(int(state), int(reason))
+            return domain_state_of(int(state), int(reason))
 
         return self._run("state", name, state)
 
@@ -299,7 +312,7 @@ class LibvirtDriver(DomainDriver):
                 return StopReason.CRASHED
             if state != libvirt.VIR_DOMAIN_SHUTOFF:
                 return StopReason.NOT_STOPPED
-            return _STOP_REASONS.get(int(reason), StopReason.OTHER)
+            return stop_reason_of(int(reason))
 
         return self._run("stop-reason", name, stop_reason)
 
@@ -352,7 +365,7 @@ class LibvirtDriver(DomainDriver):
             return DomainInfo(
                 name=name,
                 uuid=str(domain.UUIDString()),
-                state=_domain_state(int(state), int(reason)),
+                state=domain_state_of(int(state), int(reason)),
                 owner_tag=owner,
             )
 
@@ -377,7 +390,7 @@ class LibvirtDriver(DomainDriver):
                     DomainInfo(
                         name=str(domain.name()),
                         uuid=str(domain.UUIDString()),
-                        state=_domain_state(int(state), int(reason)),
+                        state=domain_state_of(int(state), int(reason)),
                         owner_tag=owner,
                     )
                 )
@@ -635,14 +648,6 @@ def _translate(
         error_type = OperationFailed
     message = f"{_describe(operation, domain)}: {err.get_error_message()}"
     return error_type(message, operation=operation, domain=domain)
-
-
-def _domain_state(state: int, reason: int) -> DomainState:
-    # QEMU reports a guest crash with on_crash=destroy (libvirt's default) as
-    # shut off for reason "crashed"; RerunOnFailure needs to see it as such.
-    if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
-        return DomainState.CRASHED
-    return _STATES.get(state, DomainState.OTHER)
 
 
 def _is_active(domain: libvirt.virDomain) -> bool:

@@ -1,16 +1,20 @@
 """A VM's story, told by real pvcnoded processes (libvirt's test driver) through the API:
-its Converged and RestartRequired conditions, and each node's daemonVersion."""
+its Converged and RestartRequired conditions, its events with the node, its console log and
+domain XML, and each node's daemonVersion."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kazoo.client import KazooClient
 
 from schemas.version import pvc_version
 from tests.helpers import vm_manifest, wait_for
-from tests.localcluster_fixture import RunningCluster, start_cluster
+from tests.localcluster_fixture import PVCCTL, RunningCluster, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +93,103 @@ def test_halted_vm_is_converged_once_stopped(cluster: RunningCluster) -> None:
     wait_for(lambda: converged(cluster, "hv2"), 30, "hv2 Converged as stopped")
     assert vm_object(cluster, "hv2")["status"]["phase"] == "Stopped"
     wait_for(lambda: "hv2" not in domains(cluster)["node2"], 10, "hv2 gone from node2's domains")
+
+
+def vm_events(cluster: RunningCluster, name: str) -> list[tuple[str, str, str]]:
+    """(reason, source, message) of the VM's events, oldest first."""
+    response = cluster.api("GET", "/api/v1/events", params={"kind": "vm", "name": name})
+    assert response.status_code == 200, response.text
+    return [(e["reason"], e["source"], e["message"]) for e in response.json()["items"]]
+
+
+def reasons(cluster: RunningCluster, name: str) -> list[str]:
+    return [reason for reason, _, _ in vm_events(cluster, name)]
+
+
+def test_events_tell_where_it_started_moved_and_stopped(cluster: RunningCluster) -> None:
+    cluster.apply(vm_manifest("ev", home="node1", shutdownTimeout="5s"))
+    wait_for(lambda: "Started" in reasons(cluster, "ev"), 30, "a Started event")
+    started = [e for e in vm_events(cluster, "ev") if e[0] == "Started"]
+    assert started[0][1] == "node1"
+    assert started[0][2].startswith("started on node1")
+
+    # The test driver cannot live-migrate: auto moves it with a shutdown.
+    assert cluster.pvcctl("vm", "migrate", "ev", "--to", "node2").returncode == 0
+    wait_for(
+        lambda: [e for e in vm_events(cluster, "ev") if e[:2] == ("Started", "node2")],
+        30,
+        "a Started event from node2",
+    )
+    story = vm_events(cluster, "ev")
+    removed = [e for e in story if e[0] == "DomainRemoved"]
+    assert removed and removed[0][1] == "node1"
+    assert removed[0][2] == "its domain is removed from node1: placed on node2"
+    order = [r for r in reasons(cluster, "ev") if r in ("MigrateRequested", "DomainRemoved")]
+    assert order == ["MigrateRequested", "DomainRemoved"]
+
+    assert cluster.pvcctl("vm", "stop", "ev").returncode == 0
+    wait_for(
+        lambda: [e for e in vm_events(cluster, "ev") if e[:2] == ("Stopped", "node2")],
+        30,
+        "a Stopped event from node2",
+    )
+    assert "ForcedOff" not in reasons(cluster, "ev")
+
+
+def console(cluster: RunningCluster, name: str, **params: Any) -> str:
+    response = cluster.api("GET", f"/api/v1/vms/{name}/console", params=params)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def test_console_log_and_domain_xml_through_the_store(cluster: RunningCluster) -> None:
+    assert cluster.api("GET", "/api/v1/vms/nope/console").status_code == 404
+    assert cluster.api("GET", "/api/v1/vms/nope/domainxml").status_code == 404
+    cluster.apply(vm_manifest("con", home="node1"))
+    first = "[pvc test console] con boot 1 "
+    wait_for(lambda: first in console(cluster, "con"), 30, "the first boot's console line")
+
+    follower = subprocess.Popen(
+        [PVCCTL, "vm", "logs", "con", "-f"],
+        env={**os.environ, "PVC_SERVER": cluster.server},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert cluster.pvcctl("vm", "restart", "con").returncode == 0
+        wait_for(lambda: "boot 2 " in console(cluster, "con"), 30, "the second boot's line")
+        result = cluster.pvcctl("vm", "logs", "con", "--tail", "1")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("[pvc test console] con boot 2 ")
+        assert result.stdout.count("\n") == 1
+    finally:
+        follower.terminate()
+        out, _ = follower.communicate(timeout=10)
+    # What -f printed: the first line, then the second once it came, each once.
+    assert out.decode().count("boot 1 ") == 1
+    assert out.decode().count("boot 2 ") == 1
+
+    xml = cluster.pvcctl("vm", "dumpxml", "con")
+    assert xml.returncode == 0, xml.stderr
+    assert "<name>con</name>" in xml.stdout
+    assert cluster.api("GET", "/api/v1/vms/con/console", params={"tail": -1}).status_code == 422
+
+    # Deleted: both go with it.
+    assert cluster.api("DELETE", "/api/v1/vms/con").status_code == 200
+    client = KazooClient(hosts=cluster.state.zookeeper_hosts)
+    client.start()
+    try:
+        root = cluster.state.root
+        wait_for(
+            lambda: (
+                not client.exists(f"{root}/consoles/con")
+                and not client.exists(f"{root}/domainxml/con")
+            ),
+            30,
+            "the console and XML of the deleted VM removed",
+        )
+    finally:
+        client.stop()
+        client.close()
+    bad = cluster.pvcctl("vm", "logs", "con")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
