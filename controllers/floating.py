@@ -95,8 +95,10 @@ class Held(Protocol):
 
 
 class HeldGroup:
-    """Several ``Held`` taken in order and released in reverse: the floating addresses
-    first (a takeover fails without them), then the networks' gateways."""
+    """Several ``Held`` taken in order and released in the same order: the floating
+    addresses first (a takeover fails without them; a primary losing ZooKeeper drops them
+    at once, before anything slower such as a DHCP server's stop), then the networks'
+    gateways."""
 
     def __init__(self, *parts: Held) -> None:
         self.parts = parts
@@ -110,7 +112,7 @@ class HeldGroup:
             raise
 
     def release(self) -> None:
-        for part in reversed(self.parts):
+        for part in self.parts:
             part.release()
 
     def close(self) -> None:

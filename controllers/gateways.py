@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -26,9 +27,17 @@ from pathlib import Path
 
 from controllers.config import NetworkConfig
 from controllers.runtime import Controller
-from hypervisor.dnsmasq import DhcpHost, Dnsmasq, DnsmasqConfig, DnsmasqError, stale_instances
+from hypervisor.dnsmasq import (
+    DhcpHost,
+    Dnsmasq,
+    DnsmasqConfig,
+    DnsmasqError,
+    Lease,
+    stale_instances,
+)
 from hypervisor.hostnet import FloatingAddress, HostNetwork, HostNetworkError
 from schemas import (
+    DaemonState,
     DhcpLease,
     Network,
     NetworkStatus,
@@ -36,12 +45,15 @@ from schemas import (
     bridge_name,
     set_condition,
 )
-from zkstore import NotFound, ResourceInformer, Store
+from zkstore import Informer, NotFound, ResourceInformer, Store, paths
 
 log = logging.getLogger(__name__)
 
 LEASE_POLL = 2.0
-"""Seconds between looks at a held network's lease file (its mtime; read when changed)."""
+"""Seconds between reads of a held network's lease file into its status."""
+RECORD = "gateways.json"
+"""In the run folder: the gateway addresses this node holds (removed at its next start if it
+crashed holding them, even those of networks changed or deleted meanwhile)."""
 
 
 class _Held:
@@ -65,6 +77,7 @@ class NetworkGateways:
         self._lock = threading.RLock()
         self.networks = ResourceInformer(store, Network, self._on_network)
         self.nodes = ResourceInformer(store, Node, self._on_node)
+        self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
         self.controller = Controller(
             f"gateways@{node}", self.reconcile, workers=1, list_keys=self.networks.keys
         )
@@ -74,11 +87,13 @@ class NetworkGateways:
     def start(self) -> None:
         self.networks.start()
         self.nodes.start()
+        self.leases.start()
         self.controller.start()
 
     def close(self) -> None:
         self.release()
         self.controller.stop()
+        self.leases.close()
         self.nodes.close()
         self.networks.close()
         if self.hostnet is not None:
@@ -103,19 +118,49 @@ class NetworkGateways:
             self._problems.clear()
         if not self.config.manage:
             return
-        # Left by a crash of this daemon: a secondary runs no DHCP server and holds no gateway.
+        # Left by a crash of this daemon: a secondary runs no DHCP server and holds no gateway
+        # (also one whose network changed or went while this daemon was down: the record).
         for pid in stale_instances(self.rundir):
             log.warning("event=dnsmasq_stale_stopped pid=%d", pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)  # listed just now by its conf file in our rundir
-        for net in self.networks.objects():
-            want = _gateway(net)
-            if want is not None and self.hostnet is not None:
-                try:
-                    if self.hostnet.remove_address(want):
-                        log.info("event=gateway_stale_removed network=%s", net.name)
-                except HostNetworkError as exc:
-                    log.warning("event=gateway_release_failed network=%s error=%s", net.name, exc)
+        stale = {g for net in self.networks.objects() if (g := _gateway(net)) is not None}
+        stale |= self._recorded()
+        for address in sorted(stale, key=str):
+            if self.hostnet is None:
+                break
+            try:
+                if self.hostnet.remove_address(address):
+                    log.info("event=gateway_stale_removed address=%s", address)
+            except HostNetworkError as exc:
+                log.warning("event=gateway_release_failed address=%s error=%s", address, exc)
+        with self._lock:
+            self._record()
+
+    def _recorded(self) -> set[FloatingAddress]:
+        """The gateway addresses this node held, as its record in the run folder says."""
+        try:
+            entries = json.loads((self.rundir / RECORD).read_text())
+            return {FloatingAddress(e["interface"], e["address"]) for e in entries}
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("event=gateway_record_unreadable error=%s", exc)
+            return set()
+
+    def _record(self) -> None:
+        """Write down the gateway addresses held now, before a crash can forget them."""
+        entries = [
+            {"interface": h.address.interface, "address": h.address.address}
+            for h in self._held.values()
+        ]
+        try:
+            self.rundir.mkdir(parents=True, exist_ok=True)
+            partial = self.rundir / f".{RECORD}.new"
+            partial.write_text(json.dumps(entries))
+            partial.replace(self.rundir / RECORD)
+        except OSError as exc:
+            log.warning("event=gateway_record_failed error=%s", exc)
 
     # -- events ------------------------------------------------------------------------
 
@@ -140,29 +185,36 @@ class NetworkGateways:
                 self._drop(name)
                 held = None
             if net is None:
+                # Deleted: nothing of it stays (a network made again under the name starts
+                # with no leases of this one's).
+                Dnsmasq(_placeholder(name), self.rundir, self.config.namespace).purge()
+                self._problems.pop(name, None)
                 return None
             if want is not None:
                 try:
                     held = self._hold(net, want, held)
-                except (HostNetworkError, DnsmasqError) as exc:
+                except (HostNetworkError, DnsmasqError, ValueError) as exc:
                     self._problems[name] = str(exc)
-                    self._write_status(net, None)
+                    self._write_status(net, self._held.get(name))
                     raise  # the runtime retries with back-off, and logs it
                 self._problems.pop(name, None)
-        self._write_status(net, held)
+            # Under the lock: a release in between must not be followed by a status that
+            # still names this node the gateway.
+            self._write_status(net, held)
         return LEASE_POLL if held is not None and held.dhcp is not None else None
 
     def _hold(self, net: Network, want: FloatingAddress, held: _Held | None) -> _Held:
         assert self.hostnet is not None
+        if held is None:
+            held = _Held(want, None)
+            self._held[net.name] = held
+            self._record()  # before the address is added: a crash now still removes it
         if self.hostnet.add_address(want):
             log.info("event=gateway_taken network=%s address=%s", net.name, want)
             threading.Thread(
                 target=self._announce, args=(want,), name=f"announce-{net.name}", daemon=True
             ).start()
         config = _dhcp_config(net, self.config.dns_port)
-        if held is None:
-            held = _Held(want, None)
-            self._held[net.name] = held
         if config is None:
             if held.dhcp is not None:
                 held.dhcp.stop()
@@ -170,6 +222,9 @@ class NetworkGateways:
         elif held.dhcp is None:
             dhcp = Dnsmasq(config, self.rundir, self.config.namespace)
             if not dhcp.adopt():
+                # The leases the last primary handed out, from the store: this server knows
+                # them (they stay taken) and the status keeps showing them.
+                dhcp.seed_leases(_seed(net))
                 dhcp.start()
             dhcp.update(config)
             held.dhcp = dhcp
@@ -200,14 +255,18 @@ class NetworkGateways:
                 log.info("event=gateway_released network=%s address=%s", name, held.address)
             except HostNetworkError as exc:
                 log.error("event=gateway_release_failed network=%s error=%s", name, exc)
+        self._record()
 
     # -- status --------------------------------------------------------------------------
 
     def _write_status(self, net: Network, held: _Held | None) -> None:
+        live = set(self.leases.keys())
         ready = sorted(
             n.name
             for n in self.nodes.objects()
-            if n.status is not None
+            if n.name in live
+            and n.status is not None
+            and n.status.daemon_state not in (DaemonState.DEAD, DaemonState.FENCED)
             and any(e.name == net.name and e.ready for e in n.status.networks)
         )
         leases = []
@@ -289,4 +348,30 @@ def _dhcp_config(net: Network, dns_port: int) -> DnsmasqConfig | None:
         hosts=tuple(DhcpHost(r.mac.lower(), r.ip, r.hostname) for r in net.spec.reservations),
         domain=net.spec.domain,
         dns_port=dns_port if net.spec.domain else 0,
+    )
+
+
+def _seed(net: Network) -> list[Lease]:
+    """The leases in the network's status (the last primary's), for a new server's file."""
+    subnet = ipaddress.IPv4Network(net.spec.ipv4.network) if net.spec.ipv4 else None
+    seeded = []
+    for lease in net.status.leases if net.status else []:
+        if subnet is None or ipaddress.IPv4Address(lease.ip) not in subnet:
+            continue
+        expires = 0
+        if lease.expires:
+            expires = int(datetime.fromisoformat(lease.expires.replace("Z", "+00:00")).timestamp())
+        seeded.append(Lease(lease.mac, lease.ip, lease.hostname, expires))
+    return seeded
+
+
+def _placeholder(name: str) -> DnsmasqConfig:
+    """A config that names the network's files only (to purge them)."""
+    return DnsmasqConfig(
+        network=name,
+        interface="lo",
+        address="192.0.2.1",
+        prefixlen=24,
+        range_start=None,
+        range_end=None,
     )

@@ -82,10 +82,11 @@ class NetworkAgent:
         self.controller.enqueue(name)
 
     def _on_node(self, _name: str) -> None:
-        peers = self._live_peers()
-        if peers == self._peers:
-            return
-        self._peers = peers
+        with self._lock:  # two informers' threads call this
+            peers = self._live_peers()
+            if peers == self._peers:
+                return
+            self._peers = peers
         log.info("event=network_peers_changed node=%s peers=%s", self.node, ",".join(sorted(peers)))
         for net in self.networks.objects():
             if net.spec.type == "managed":

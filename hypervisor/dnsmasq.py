@@ -50,12 +50,12 @@ IP_COMMAND_TIMEOUT = 10.0
 # Lines of dnsmasq's log quoted in a DnsmasqError.
 LOG_TAIL_LINES = 15
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^{_LABEL}$")
-_DOMAIN = re.compile(rf"^({_LABEL}\.)*{_LABEL}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_LEASE_TIME = re.compile(r"^(infinite|[1-9][0-9]*[smhdw]?)$")
+_HOSTNAME = re.compile(rf"^{_LABEL}\Z")
+_DOMAIN = re.compile(rf"^({_LABEL}\.)*{_LABEL}\Z")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+_LEASE_TIME = re.compile(r"^(infinite|[1-9][0-9]*[smhdw]?)\Z")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 
 
@@ -364,6 +364,28 @@ class Dnsmasq:
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._stop(timeout)
+
+    def seed_leases(self, leases: list[Lease]) -> None:
+        """Before a start: the lease file holds ``leases`` (those another server handed out,
+        carried through the store), so this server knows them and they stay taken. Refused
+        while it runs (dnsmasq owns the file then)."""
+        with self._lock:
+            if self.running():
+                raise DnsmasqError(f"{self._config.network}: leases are seeded before a start only")
+            lines = [
+                f"{lease.expires} {lease.mac} {lease.ip} {lease.hostname or '*'} *"
+                for lease in leases
+            ]
+            self._rundir.mkdir(parents=True, exist_ok=True)
+            _write(self._files.leases, "".join(f"{line}\n" for line in lines))
+
+    def purge(self) -> None:
+        """Stop it and remove every file of its network (the network was deleted)."""
+        with self._lock:
+            self._stop(KILL_TIMEOUT)
+            files = self._files
+            for path in (files.conf, files.hosts, files.opts, files.leases, files.pid, files.log):
+                path.unlink(missing_ok=True)
 
     def leases(self) -> list[Lease]:
         """The current IPv4 leases; those already expired are left out."""

@@ -26,6 +26,21 @@ def _check_dns_label(value: str) -> str:
 
 DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
 
+_DOMAIN_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"({_DOMAIN_LABEL}\.)*{_DOMAIN_LABEL}")
+
+
+def _check_domain(value: str) -> str:
+    if len(value) > 253 or not _DOMAIN.fullmatch(value):
+        raise ValueError(
+            f"invalid domain {value!r}: dot-separated labels of letters, digits and '-' "
+            "(each starting and ending with a letter or digit), e.g. lan.example.com"
+        )
+    return value
+
+
+DomainName = Annotated[str, AfterValidator(_check_domain)]
+
 
 def utcnow() -> str:
     """Timestamps are RFC 3339 strings in UTC, like Kubernetes'."""

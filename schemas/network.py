@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from schemas.meta import DnsLabel, Model, ObjectMeta, Status
+from schemas.meta import DnsLabel, DomainName, Model, ObjectMeta, Status
 from schemas.resource import Resource
 from schemas.vm import Nic
 
@@ -45,6 +45,8 @@ class IPv4Config(Model):
             self.dhcp.end
         ):
             raise ValueError("dhcp.start must not be above dhcp.end")
+        if self.dhcp and net.prefixlen > 30:
+            raise ValueError(f"{net} leaves no room for DHCP clients: give a /30 or wider")
         return self
 
 
@@ -65,7 +67,8 @@ class NetworkSpec(Model):
     vlan: int | None = Field(default=None, ge=1, le=4094)
     vni: int | None = Field(default=None, ge=1, le=16777215)
     mtu: int | None = Field(default=None, ge=576, le=9000)
-    domain: str | None = None
+    domain: DomainName | None = None
+    """The DNS domain the network's DHCP server hands out (and serves, with dnsPort)."""
     ipv4: IPv4Config | None = None
     reservations: list[Reservation] = Field(default_factory=list)
     """Fixed addresses by MAC, handed out by the network's DHCP server (managed only)."""
@@ -77,6 +80,10 @@ class NetworkSpec(Model):
     ) -> list[Reservation]:
         ipv4 = info.data.get("ipv4")
         net = ipaddress.IPv4Network(ipv4.network) if isinstance(ipv4, IPv4Config) else None
+        if reservations and net is None and info.data.get("type") == "managed":
+            raise ValueError("reservations need ipv4 (the network they are handed out in)")
+        if reservations and net is not None and net.prefixlen > 30:
+            raise ValueError(f"{net} leaves no room for DHCP clients: give a /30 or wider")
         macs: dict[str, int] = {}
         ips: dict[str, int] = {}
         for i, r in enumerate(reservations):

@@ -1,5 +1,5 @@
 """Review of networks (issue 13): ways to break the gateways and the network agent that a
-user would notice, each a strict xfail naming the bug until it is fixed.
+user would notice, each fixed now and kept so it stays fixed.
 
 Three pvcnoded in network namespaces of their own, as in test_networks.py (its fixtures and
 helpers, not copies).
@@ -11,8 +11,6 @@ import json
 import signal
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.ha_manifests import cluster_object
 from tests.helpers import wait_for
@@ -79,12 +77,6 @@ def condition(status: dict[str, Any], kind: str) -> str | None:
     return next((c["status"] for c in status.get("conditions", []) if c["type"] == kind), None)
 
 
-@pytest.mark.xfail(
-    reason="controllers/gateways.py: leases live only in the primary's own dnsmasq lease file "
-    "(<runDir>/dnsmasq/<net>.leases); a new primary starts with none, so a switchover drops "
-    "every lease from Network.status.leases (and from the new DHCP server) until clients renew",
-    strict=True,
-)
 def test_a_lease_stays_in_status_across_a_switchover(cluster: RunningCluster, hosts: Hosts) -> None:
     primary = lan_served(cluster, hosts)
     other = next(n for n in NODES if n != primary)
@@ -105,12 +97,6 @@ def test_a_lease_stays_in_status_across_a_switchover(cluster: RunningCluster, ho
     )
 
 
-@pytest.mark.xfail(
-    reason="controllers/gateways.py _write_status: readyNodes/Ready count every Node whose "
-    "status.networks says ready, also a node whose daemon is dead (its entry is never "
-    "cleared, and its VXLAN is already cut out of the segment by the other nodes)",
-    strict=True,
-)
 def test_a_dead_node_is_not_listed_as_ready(cluster: RunningCluster, hosts: Hosts) -> None:
     cluster.apply(cluster_object())
     primary, _ = settled_primary(cluster)
@@ -140,13 +126,6 @@ def test_a_dead_node_is_not_listed_as_ready(cluster: RunningCluster, hosts: Host
     )
 
 
-@pytest.mark.xfail(
-    reason="controllers/gateways.py _drop / hypervisor/dnsmasq.py: deleting a network stops "
-    "its dnsmasq but leaves <runDir>/dnsmasq/<net>.{conf,hosts,opts,leases,log}; a new "
-    "network of the same name adopts the old lease file and shows the old network's "
-    "leases (outside its own subnet) in its status",
-    strict=True,
-)
 def test_a_deleted_network_leaves_nothing_for_a_new_one_of_its_name(
     cluster: RunningCluster, hosts: Hosts
 ) -> None:
@@ -190,12 +169,6 @@ def test_a_deleted_network_leaves_nothing_for_a_new_one_of_its_name(
     assert (left, stale) == ([], []), "files left by the deleted network, leases it shows"
 
 
-@pytest.mark.xfail(
-    reason="controllers/gateways.py release(): a restarted daemon removes only the gateway "
-    "addresses of the networks as they are now; one whose gateway changed while the daemon "
-    "was dead keeps its old gateway address on the bridge for good",
-    strict=True,
-)
 def test_a_restarted_primary_drops_a_gateway_changed_while_it_was_dead(
     cluster: RunningCluster, hosts: Hosts
 ) -> None:
