@@ -4,23 +4,73 @@ cli/output.py)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
+from rich.text import Text
 
 from cli.client import API
-from cli.common import Context, complete_kinds, kind_named, seconds
+from cli.common import Context, complete_kinds, complete_names, kind_named, seconds, split_target
 from cli.errors import InputError, ServerError
-from cli.output import FORMATS, console, describe, render, render_events, watch_row
+from cli.jsonpath import compile_path
+from cli.output import (
+    FORMATS,
+    Format,
+    console,
+    describe,
+    parse_format,
+    render,
+    render_document,
+    render_events,
+    sort_items,
+    watch_row,
+)
 from schemas.resource import Resource
+
+_OUTPUT_HELP = (
+    "table, wide, yaml, json, name, jsonpath=TEMPLATE (kubectl's: '{.items[*].metadata.name}', "
+    "'{range .items[*]}{.metadata.name}{\"\\n\"}{end}') or custom-columns=HEADER:PATH,... "
+    "(e.g. NAME:.metadata.name,NODE:.status.node). json, yaml and jsonpath see the object "
+    "for KIND NAME and the List (apiVersion, kind, items) otherwise, whatever the count."
+)
+
+
+def _complete_formats(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    words = [*FORMATS, "jsonpath=", "custom-columns="]
+    return [CompletionItem(w) for w in words if w.startswith(incomplete)]
 
 
 @click.command()
-@click.argument("kinds", shell_complete=complete_kinds)
-@click.argument("name", required=False)
+@click.argument("kinds", metavar="KIND[,KIND...]|KIND/NAME", shell_complete=complete_kinds)
+@click.argument("name", required=False, shell_complete=complete_names)
 @click.option(
-    "-o", "--output", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+    "-o",
+    "--output",
+    "fmt",
+    default="table",
+    show_default=True,
+    metavar="FORMAT",
+    shell_complete=_complete_formats,
+    help=_OUTPUT_HELP,
 )
 @click.option("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
+@click.option(
+    "--sort-by",
+    metavar="PATH",
+    help="sort by this JSONPath of each object, e.g. .metadata.name or .spec.memory "
+    "(numbers and sizes by value, then text; objects without it last).",
+)
+@click.option(
+    "-L",
+    "--label-columns",
+    "label_columns",
+    multiple=True,
+    metavar="KEY[,KEY...]",
+    help="table and wide: a column for each of these labels (repeatable).",
+)
 @click.option("-w", "--watch", "watch_", is_flag=True, help="after listing, print each change.")
 @click.option("--timeout", help="with -w: stop watching after this long (default: never).")
 @click.pass_obj
@@ -30,11 +80,24 @@ def get(
     name: str | None,
     fmt: str,
     selector: str | None,
+    sort_by: str | None,
+    label_columns: tuple[str, ...],
     watch_: bool,
     timeout: str | None,
 ) -> None:
-    """Show objects: KIND[,KIND...] [NAME]."""
-    classes = [kind_named(k) for k in kinds.split(",") if k]
+    """Show objects: KIND[,KIND...] [NAME], or KIND/NAME."""
+    output = parse_format(fmt)
+    sort_path = compile_path(sort_by) if sort_by else None
+    labels = tuple(k.strip() for part in label_columns for k in part.split(",") if k.strip())
+    if labels and output.name not in ("table", "wide"):
+        raise InputError("-L/--label-columns goes with -o table or wide")
+    if "/" in kinds:
+        if "," in kinds:
+            raise InputError("KIND/NAME names one object: give KIND[,KIND...] or KIND/NAME")
+        cls, name = split_target(kinds, name)
+        classes = [cls]
+    else:
+        classes = [kind_named(k) for k in kinds.split(",") if k]
     if not classes:
         raise InputError("no kind given")
     if name and len(classes) > 1:
@@ -43,21 +106,39 @@ def get(
         raise InputError("-w watches one kind at a time")
     out = console()
     version: str | None = None
+    documents: list[dict[str, Any]] = []
     for i, cls in enumerate(classes):
         if name:
-            items = [ctx.client.get(f"{API}/{cls.PLURAL}/{name}")]
+            doc = ctx.client.get(f"{API}/{cls.PLURAL}/{name}")
+            items = [doc]
         else:
-            listed = ctx.client.get(f"{API}/{cls.PLURAL}", labelSelector=selector)
-            items = listed["items"]
-            version = (listed.get("metadata") or {}).get("resourceVersion")
-        if fmt in ("table", "wide") and i:
+            doc = ctx.client.get(f"{API}/{cls.PLURAL}", labelSelector=selector)
+            items = doc["items"]
+            if sort_path:
+                items = sort_items(items, sort_path)
+                doc = {**doc, "items": items}
+            version = (doc.get("metadata") or {}).get("resourceVersion")
+        if output.document:
+            documents.append(doc)
+            continue
+        if output.name != "name" and i:
             out.print()
-        if not items and fmt in ("table", "wide"):
+        if not items and output.name != "name":
             click.echo(f"No {cls.PLURAL} found.", err=True)
             continue
-        render(cls.KIND, items, fmt, out)
+        render(cls.KIND, items, output, out, labels)
+    if documents:
+        render_document(_one_document(documents), output, out)
     if watch_:
-        _watch(ctx, classes[0], name, selector, fmt, version, timeout)
+        _watch(ctx, classes[0], name, selector, output, version, timeout)
+
+
+def _one_document(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one object or List the API returned; several kinds' Lists in one List, as kubectl."""
+    if len(documents) == 1:
+        return documents[0]
+    items = [item for doc in documents for item in doc["items"]]
+    return {"apiVersion": "pvc/v1", "kind": "List", "items": items}
 
 
 def _watch(
@@ -65,7 +146,7 @@ def _watch(
     cls: type[Resource],
     name: str | None,
     selector: str | None,
-    fmt: str,
+    fmt: Format,
     version: str | None,
     timeout: str | None,
 ) -> None:
@@ -86,30 +167,38 @@ def _watch(
 
 
 @click.command(name="describe")
-@click.argument("kind", shell_complete=complete_kinds)
-@click.argument("name")
+@click.argument("kind", metavar="KIND NAME|KIND/NAME", shell_complete=complete_kinds)
+@click.argument("name", required=False, metavar="", shell_complete=complete_names)
 @click.pass_obj
-def describe_cmd(ctx: Context, kind: str, name: str) -> None:
-    """Show one object's spec, status, conditions and recent events."""
-    cls = kind_named(kind)
+def describe_cmd(ctx: Context, kind: str, name: str | None) -> None:
+    """Show one object's spec, status, conditions and recent events: KIND NAME or KIND/NAME."""
+    cls, name = split_target(kind, name)
+    if not name:
+        raise InputError(f"describe needs a name: {kind} NAME or {kind}/NAME")
     out = console()
     describe(ctx.client.get(f"{API}/{cls.PLURAL}/{name}"), out)
     events = ctx.client.get(f"{API}/events", kind=cls.KIND, name=name, limit=10)["items"]
-    out.print("[bold]Events:[/bold]")
+    out.print(Text("Events:", style="bold"))
     if events:
         render_events(events, out, indent=True)
     else:
-        out.print("  <none>")
+        out.print(Text("  <none>"))
 
 
 @click.command()
-@click.argument("kind", required=False, shell_complete=complete_kinds)
-@click.argument("name", required=False)
+@click.argument(
+    "kind", required=False, metavar="[KIND [NAME]|KIND/NAME]", shell_complete=complete_kinds
+)
+@click.argument("name", required=False, metavar="", shell_complete=complete_names)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.pass_obj
 def events(ctx: Context, kind: str | None, name: str | None, limit: int) -> None:
-    """Recent cluster events, oldest first: [KIND [NAME]]."""
-    kind_name = kind_named(kind).KIND if kind else None
+    """Recent cluster events, oldest first: of everything, of a KIND, or of one object
+    (KIND NAME or KIND/NAME)."""
+    kind_name = None
+    if kind:
+        cls, name = split_target(kind, name)
+        kind_name = cls.KIND
     items = ctx.client.get(f"{API}/events", kind=kind_name, name=name, limit=limit)["items"]
     if not items:
         click.echo("No events found.", err=True)

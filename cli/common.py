@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from click.shell_completion import CompletionItem
 
-from cli.client import ApiClient
+from cli.client import API, ApiClient
 from cli.errors import InputError
 from cli.settings import resolve
 from schemas import KINDS, kind_for, to_seconds
@@ -51,12 +51,54 @@ def kind_named(word: str) -> type[Resource]:
 
 
 def complete_kinds(
-    _ctx: click.Context, _param: click.Parameter, incomplete: str
+    ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
+    """Kind words (``vms``, ``vm,no``); after ``KIND/`` the kind's object names."""
+    if "/" in incomplete:
+        word, _, partial = incomplete.partition("/")
+        return [CompletionItem(f"{word}/{n.value}") for n in _names(ctx, word, partial)]
     head, _, last = incomplete.rpartition(",")
     prefix = f"{head}," if head else ""
     words = sorted({w for cls in KINDS for w in (cls.PLURAL, *cls.SHORT_NAMES[:1])})
     return [CompletionItem(prefix + w) for w in words if w.startswith(last)]
+
+
+COMPLETION_TIMEOUT_SECONDS = 1.0
+"""Completion asks the API once and gives up after this: a slow or absent server offers
+nothing rather than holding the shell."""
+
+
+def complete_names(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Names of the objects of the kind typed before (``get vm <TAB>``), from one GET."""
+    word = ctx.params.get("kinds") or ctx.params.get("kind") or ""
+    if not isinstance(word, str) or "/" in word or "," in word:
+        return []
+    return _names(ctx, word, incomplete)
+
+
+def _names(ctx: click.Context, word: str, incomplete: str) -> list[CompletionItem]:
+    try:
+        cls = kind_for(word)
+    except KeyError:
+        return []
+    root = ctx.find_root().params
+    try:
+        settings = resolve(
+            root.get("server"), root.get("config_path"), root.get("context_name"), root.get("token")
+        )
+        client = ApiClient(
+            settings.server, settings.token, timeout=COMPLETION_TIMEOUT_SECONDS, ca=settings.ca
+        )
+        try:
+            items = client.get(f"{API}/{cls.PLURAL}")["items"]
+        finally:
+            client.close()
+        names = sorted(str(item["metadata"]["name"]) for item in items)
+    except (click.ClickException, OSError, KeyError, TypeError):
+        return []  # no server, no config, an odd answer: no suggestions, never a traceback
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | None]:

@@ -22,7 +22,7 @@ from click.shell_completion import CompletionItem
 
 from cli.client import API
 from cli.commands_get import describe_cmd, events, get
-from cli.common import Context, complete_kinds, kind_named, seconds, told
+from cli.common import Context, complete_kinds, complete_names, seconds, split_targets, told
 from cli.errors import InputError, ServerError
 from cli.manifests import load_all
 from cli.output import console
@@ -172,8 +172,10 @@ def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None
 
 
 @cli.command()
-@click.argument("kind", required=False, shell_complete=complete_kinds)
-@click.argument("names", nargs=-1)
+@click.argument(
+    "kind", required=False, metavar="KIND NAME...|KIND/NAME...", shell_complete=complete_kinds
+)
+@click.argument("names", nargs=-1, metavar="", shell_complete=complete_names)
 @click.option("-f", "--filename", "files", multiple=True, help="delete what these manifests name.")
 @click.option("--wait", "wait_", is_flag=True, help="return only once the objects are gone.")
 @click.option("--timeout", default="60s", show_default=True, help="with --wait: give up after.")
@@ -194,7 +196,7 @@ def delete(
     timeout: str,
     delete_volumes: bool,
 ) -> None:
-    """Delete objects: KIND NAME... or -f FILE."""
+    """Delete objects: KIND NAME..., KIND/NAME... or -f FILE."""
     targets: list[tuple[type[Resource], str]] = []
     if files:
         if kind or names:
@@ -203,10 +205,9 @@ def delete(
         # VMs first: a network or a pool is refused (409) while a VM uses it.
         targets.sort(key=lambda t: t[0].KIND != "VirtualMachine")
     else:
-        if not kind or not names:
-            raise InputError("usage: pvcctl delete KIND NAME... (or -f FILE)")
-        cls = kind_named(kind)
-        targets = [(cls, n) for n in names]
+        if not kind or (not names and "/" not in kind):
+            raise InputError("usage: pvcctl delete KIND NAME... or KIND/NAME... (or -f FILE)")
+        targets = split_targets((kind, *names))
     if delete_volumes and any(cls.KIND != "VirtualMachine" for cls, _ in targets):
         raise InputError("--delete-volumes is for VMs only")
     limit = seconds(timeout)

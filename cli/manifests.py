@@ -1,9 +1,15 @@
-"""Read manifests from files, folders (their *.yaml, *.yml, *.json, sorted) or stdin."""
+"""Read manifests from files, folders (their *.yaml, *.yml, *.json, sorted) or stdin.
+
+A List (``kind: List`` or ``<Kind>List`` with ``items``, what ``get KIND -o yaml|json``
+prints) stands for its items, as in kubectl, so get, delete and apply round-trip.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import yaml
 
 from cli.errors import InputError
 from schemas import LoadedObject, ManifestError, load_manifests
@@ -42,8 +48,10 @@ def load_all(paths: tuple[str, ...]) -> list[LoadedObject]:
     objects: list[LoadedObject] = []
     seen: dict[tuple[str, str], str] = {}
     for source, text in manifest_files(paths):
+        loaded: list[LoadedObject] = []
         try:
-            loaded = load_manifests(text, source)
+            for piece in _without_lists(text):
+                loaded += load_manifests(piece, source)
         except ManifestError as exc:
             raise InputError(str(exc)) from None
         for obj in loaded:
@@ -57,3 +65,31 @@ def load_all(paths: tuple[str, ...]) -> list[LoadedObject]:
     if not objects:
         raise InputError(f"no objects found in {', '.join(paths)}")
     return objects
+
+
+def _list_items(node: yaml.Node) -> list[yaml.Node] | None:
+    """The item nodes of a List document, or None for any other document."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    fields = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+    kind, items = fields.get("kind"), fields.get("items")
+    if not isinstance(kind, yaml.ScalarNode) or not str(kind.value).endswith("List"):
+        return None
+    return list(items.value) if isinstance(items, yaml.SequenceNode) else None
+
+
+def _without_lists(text: str) -> list[str]:
+    """The text as it is, or, when it holds a List, one text per object in which every
+    object keeps its line and column (so errors still point at file:line)."""
+    try:
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+    except yaml.YAMLError:
+        return [text]  # load_manifests reports it, with the line
+    if not any(_list_items(n) is not None for n in nodes):
+        return [text]
+    pieces = []
+    for node in nodes:
+        for part in _list_items(node) or [node]:
+            start, end = part.start_mark, part.end_mark
+            pieces.append("\n" * start.line + " " * start.column + text[start.index : end.index])
+    return pieces

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from schemas import approx_bytes, format_bytes
+from cli.errors import InputError
+from cli.jsonpath import Path, Template, compile_path, compile_template, text_of
+from schemas import approx_bytes, format_bytes, to_bytes
 
 Row = Callable[[dict[str, Any]], list[str]]
 FORMATS = ("table", "wide", "yaml", "json", "name")
@@ -20,7 +24,9 @@ FORMATS = ("table", "wide", "yaml", "json", "name")
 
 def console() -> Console:
     # Off a terminal, never wrap or cut columns: scripts parse this output.
-    return Console(width=None if sys.stdout.isatty() else 10_000, highlight=False)
+    # emoji off: a MAC's ":ab:" is data, not an emoji code. User text goes in as Text (never
+    # parsed as markup): a label "[prod]" shows, "[/bold]" does not break the output.
+    return Console(width=None if sys.stdout.isatty() else 10_000, highlight=False, emoji=False)
 
 
 def age(timestamp: str | None) -> str:
@@ -178,28 +184,120 @@ COLUMNS: dict[str, tuple[list[str], list[str], Callable[[dict[str, Any], bool], 
 }
 
 
-def render(kind: str, items: list[dict[str, Any]], fmt: str, out: Console) -> None:
-    # Machine output is the data, byte for byte: written straight to the file, never through
-    # rich, whose emoji codes would turn a MAC's ":ab:" into an emoji.
-    if fmt == "json":
-        doc: Any = (
-            items[0]
-            if len(items) == 1
-            else {"apiVersion": "pvc/v1", "kind": "List", "items": items}
-        )
+@dataclass(frozen=True)
+class Format:
+    """What ``-o`` asked for, parsed before any request so a bad one fetches nothing."""
+
+    name: str
+    template: Template | None = None
+    columns: tuple[tuple[str, Path], ...] = ()
+
+    @property
+    def document(self) -> bool:
+        """Printed once for the whole answer: the object, or the List (json, yaml, jsonpath)."""
+        return self.name in ("json", "yaml", "jsonpath")
+
+
+def parse_format(text: str) -> Format:
+    """table, wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=HEADER:PATH,..."""
+    kind, eq, arg = text.partition("=")
+    if kind == "jsonpath" and eq:
+        return Format("jsonpath", template=compile_template(arg))
+    if kind == "custom-columns" and eq:
+        return Format("custom-columns", columns=_custom_columns(arg))
+    if text in FORMATS:
+        return Format(text)
+    raise InputError(
+        f"-o {text!r}: expected one of {', '.join(FORMATS)}, jsonpath=TEMPLATE or "
+        "custom-columns=HEADER:PATH[,HEADER:PATH...]"
+    )
+
+
+def _custom_columns(spec: str) -> tuple[tuple[str, Path], ...]:
+    columns = []
+    for part in spec.split(","):
+        header, colon, path = part.partition(":")
+        if not colon or not header.strip() or not path.strip():
+            raise InputError(
+                f"custom-columns: {part!r} is not HEADER:PATH, e.g. NAME:.metadata.name"
+            )
+        columns.append((header.strip(), compile_path(path)))
+    return tuple(columns)
+
+
+def sort_items(items: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """By the path's first match: numbers and sizes (1Gi) by value, then text; none last."""
+
+    def key(item: dict[str, Any]) -> tuple[int, float, str]:
+        found = path.find(item, item)
+        if not found or found[0] is None:
+            return (3, 0.0, "")
+        value = found[0]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (0, float(value), "")
+        if isinstance(value, str):
+            try:
+                return (0, float(to_bytes(value)), value)
+            except ValueError:
+                return (1, 0.0, value)
+        return (2, 0.0, text_of(value))
+
+    return sorted(items, key=key)
+
+
+def label_header(key: str) -> str:
+    """kubectl's -L column title: the key's last part, in capitals (app.io/tier -> TIER)."""
+    return key.rsplit("/", 1)[-1].upper()
+
+
+def render_document(doc: dict[str, Any], fmt: Format, out: Console) -> None:
+    """The object or the List as the API returned it (json, yaml) or through a template.
+
+    Written straight to the file, never through rich, whose emoji codes would turn a MAC's
+    ":ab:" into an emoji and whose markup would eat "[prod]".
+    """
+    if fmt.name == "json":
         _write(out, json.dumps(doc, indent=2) + "\n")
-        return
-    if fmt == "yaml":
-        _write(out, yaml.safe_dump_all(items, sort_keys=False) if items else "")
-        return
-    if fmt == "name":
+    elif fmt.name == "yaml":
+        _write(out, yaml.safe_dump(doc, sort_keys=False))
+    elif fmt.template is not None:
+        _write(out, fmt.template.render(doc))
+
+
+def render(
+    kind: str,
+    items: list[dict[str, Any]],
+    fmt: Format | str,
+    out: Console,
+    labels: tuple[str, ...] = (),
+) -> None:
+    """One kind's objects as rows: table, wide, name or custom-columns; ``labels`` (-L) add
+    a column each to table and wide."""
+    if isinstance(fmt, str):
+        fmt = parse_format(fmt)
+    if fmt.name == "name":
         _write(out, "".join(f"{kind.lower()}/{item['metadata']['name']}\n" for item in items))
         return
+    if fmt.columns:
+        headers = [h for h, _ in fmt.columns]
+        rows = [[_cell(path, item) for _, path in fmt.columns] for item in items]
+        _write(out, plain_table(headers, rows))
+        return
     base, extra, row = COLUMNS[kind]
-    wide = fmt == "wide"
-    headers = base + (extra if wide else [])
-    out.file.write(plain_table(headers, [row(item, wide) for item in items]))
-    out.file.flush()
+    wide = fmt.name == "wide"
+    headers = base + (extra if wide else []) + [label_header(k) for k in labels]
+    rows = [row(item, wide) + _label_cells(item, labels) for item in items]
+    _write(out, plain_table(headers, rows))
+
+
+def _cell(path: Path, item: dict[str, Any]) -> str:
+    found = [text_of(v) for v in path.find(item, item) if v is not None]
+    return ",".join(found) if found else "<none>"
+
+
+def _label_cells(item: dict[str, Any], labels: tuple[str, ...]) -> list[str]:
+    values = item["metadata"].get("labels") or {}
+    return [str(values.get(key, "")) for key in labels]
 
 
 def _write(out: Console, text: str) -> None:
@@ -225,42 +323,46 @@ def plain_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _field(label: str, value: Any, width: int = 13) -> Text:
+    """A bold label and the user's text as it is (never parsed as markup)."""
+    return Text.assemble((f"{label}:".ljust(width), "bold"), str(value))
+
+
+def _heading(label: str) -> Text:
+    return Text(f"{label}:", style="bold")
+
+
 def describe(obj: dict[str, Any], out: Console) -> None:
     meta = obj["metadata"]
-    out.print(f"[bold]Name:[/bold]        {meta['name']}")
-    out.print(f"[bold]Kind:[/bold]        {obj['kind']}")
+    out.print(_field("Name", meta["name"]))
+    out.print(_field("Kind", obj["kind"]))
     for key in ("labels", "annotations"):
         values = meta.get(key) or {}
         text = ", ".join(f"{k}={v}" for k, v in values.items()) or "<none>"
-        out.print(f"[bold]{key.capitalize() + ':':<12}[/bold] {text}", markup=True)
-    out.print(f"[bold]Created:[/bold]     {meta.get('creationTimestamp', '-')}")
+        out.print(_field(key.capitalize(), text))
+    out.print(_field("Created", meta.get("creationTimestamp", "-")))
     out.print(
-        f"[bold]Generation:[/bold]  {meta.get('generation', '-')}   "
-        f"resourceVersion: {meta.get('resourceVersion', '-')}"
+        _field(
+            "Generation",
+            f"{meta.get('generation', '-')}   resourceVersion: {meta.get('resourceVersion', '-')}",
+        )
     )
-    out.print("[bold]Spec:[/bold]")
-    out.print(_indent(yaml.safe_dump(obj.get("spec", {}), sort_keys=False)), markup=False)
+    out.print(_heading("Spec"))
+    out.print(Text(_indent(yaml.safe_dump(obj.get("spec", {}), sort_keys=False))))
     status = dict(obj.get("status") or {})
     conditions = status.pop("conditions", [])
-    out.print("[bold]Status:[/bold]")
-    out.print(
-        _indent(yaml.safe_dump(status, sort_keys=False) if status else "<none>\n"), markup=False
-    )
-    out.print("[bold]Conditions:[/bold]")
+    out.print(_heading("Status"))
+    out.print(Text(_indent(yaml.safe_dump(status, sort_keys=False) if status else "<none>\n")))
+    out.print(_heading("Conditions"))
     if not conditions:
-        out.print("  <none>")
+        out.print(Text("  <none>"))
         return
     table = Table(box=None, show_edge=False, header_style="bold")
     for header in ("TYPE", "STATUS", "REASON", "MESSAGE", "LAST-TRANSITION"):
         table.add_column(header)
     for cond in conditions:
-        table.add_row(
-            cond.get("type", ""),
-            cond.get("status", ""),
-            cond.get("reason", ""),
-            cond.get("message", ""),
-            cond.get("lastTransitionTime", ""),
-        )
+        keys = ("type", "status", "reason", "message", "lastTransitionTime")
+        table.add_row(*(Text(str(cond.get(k, ""))) for k in keys))
     out.print(table)
 
 
@@ -276,21 +378,25 @@ def render_events(items: list[dict[str, Any]], out: Console, indent: bool = Fals
         involved = event.get("involvedObject") or {}
         table.add_row(
             age(event.get("timestamp")),
-            event.get("type", ""),
-            event.get("reason", ""),
-            f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
-            event.get("message", ""),
+            Text(str(event.get("type", ""))),
+            Text(str(event.get("reason", ""))),
+            Text(f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"),
+            Text(str(event.get("message", ""))),
         )
     out.print(table)
 
 
-def watch_row(kind: str, event_type: str, obj: dict[str, Any], fmt: str) -> str:
+def watch_row(kind: str, event_type: str, obj: dict[str, Any], fmt: Format) -> str:
     """One line per watch event: the table row with the event type in front, or the object."""
-    if fmt == "json":
+    if fmt.name == "json":
         return json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
-    if fmt == "yaml":
+    if fmt.name == "yaml":
         return "---\n" + yaml.safe_dump({"type": event_type, "object": obj}, sort_keys=False)
-    if fmt == "name":
+    if fmt.name == "name":
         return f"{event_type} {kind.lower()}/{obj['metadata']['name']}"
+    if fmt.template is not None:
+        return fmt.template.render(obj)
+    if fmt.columns:
+        return "   ".join([event_type, *(_cell(path, obj) for _, path in fmt.columns)])
     _, _, row = COLUMNS[kind]
-    return "   ".join([event_type, *row(obj, fmt == "wide")])
+    return "   ".join([event_type, *row(obj, fmt.name == "wide")])

@@ -57,8 +57,9 @@ def test_apply_get_in_every_output_format(api: Api, files: Path) -> None:
     assert "RUNSTRATEGY" in wide
     one = json.loads(api.pvcctl("get", "vm", "fmt-a", "-o", "json").stdout)
     assert one["kind"] == "VirtualMachine" and one["metadata"]["labels"] == {"suite": "fmt"}
-    listed = yaml.safe_load_all(api.pvcctl("get", "vm", "-o", "yaml").stdout)
-    assert {"fmt-a", "fmt-b"} <= {d["metadata"]["name"] for d in listed}
+    listed = yaml.safe_load(api.pvcctl("get", "vm", "-o", "yaml").stdout)
+    assert listed["kind"] == "VirtualMachineList"
+    assert {"fmt-a", "fmt-b"} <= {d["metadata"]["name"] for d in listed["items"]}
     names = api.pvcctl("get", "vm", "-l", "suite=fmt", "-o", "name").stdout.split()
     assert names == ["virtualmachine/fmt-a"]
     again = api.pvcctl("apply", "-f", str(path))

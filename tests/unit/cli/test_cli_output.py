@@ -8,7 +8,7 @@ import json
 import yaml
 from rich.console import Console
 
-from cli.output import render, render_events, watch_row
+from cli.output import Format, parse_format, render_document, render_events, watch_row
 
 VM = {
     "metadata": {"name": "web1", "creationTimestamp": "2020-01-01T00:00:00.000000Z"},
@@ -18,14 +18,15 @@ VM = {
 
 
 def test_watch_rows() -> None:
-    assert watch_row("VirtualMachine", "ADDED", VM, "name") == "ADDED virtualmachine/web1"
-    assert watch_row("VirtualMachine", "MODIFIED", VM, "table").split()[:4] == [
+    assert watch_row("VirtualMachine", "ADDED", VM, Format("name")) == "ADDED virtualmachine/web1"
+    assert watch_row("VirtualMachine", "MODIFIED", VM, Format("table")).split()[:4] == [
         "MODIFIED",
         "web1",
         "Running",
         "n1",
     ]
-    assert json.loads(watch_row("VirtualMachine", "DELETED", VM, "json"))["type"] == "DELETED"
+    deleted = json.loads(watch_row("VirtualMachine", "DELETED", VM, Format("json")))
+    assert deleted["type"] == "DELETED"
 
 
 def test_event_table() -> None:
@@ -53,6 +54,13 @@ def test_json_and_yaml_are_the_data_byte_for_byte() -> None:
     }
     for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
         buffer = io.StringIO()
-        render("VirtualMachine", [vm], fmt, Console(file=buffer, width=80))
+        render_document(vm, parse_format(fmt), Console(file=buffer, width=80))
         assert load(buffer.getvalue()) == vm, buffer.getvalue()
         assert "52:54:00:ab:cd:ef" in buffer.getvalue()
+
+
+def test_watch_rows_through_a_template_or_columns() -> None:
+    template = parse_format("jsonpath={.metadata.name} on {.status.node}")
+    assert watch_row("VirtualMachine", "ADDED", VM, template) == "web1 on n1"
+    columns = parse_format("custom-columns=N:.metadata.name,C:.spec.vcpus")
+    assert watch_row("VirtualMachine", "ADDED", VM, columns).split() == ["ADDED", "web1", "2"]
