@@ -24,6 +24,7 @@ from cli.client import API
 from cli.commands_get import describe_cmd, events, get
 from cli.common import Context, complete_kinds, complete_names, seconds, split_targets, told
 from cli.errors import InputError, ServerError
+from cli.explain import explain_cmd
 from cli.manifests import load_all
 from cli.output import console
 from cli.progress import progress
@@ -460,6 +461,7 @@ cli.add_command(vm)
 cli.add_command(get)
 cli.add_command(describe_cmd)
 cli.add_command(events)
+cli.add_command(explain_cmd)
 cli.add_command(wait)
 
 

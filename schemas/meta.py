@@ -55,6 +55,8 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         validate_assignment=True,
+        # A field's docstring is its description: in the OpenAPI document and `pvcctl explain`.
+        use_attribute_docstrings=True,
     )
 
     def wire(self) -> dict[str, Any]:
