@@ -36,7 +36,10 @@ class Path:
     from_root: bool
 
     def find(self, current: Any, root: Any) -> list[Any]:
-        return [m.value for m in self.compiled.find(root if self.from_root else current)]
+        try:
+            return [m.value for m in self.compiled.find(root if self.from_root else current)]
+        except Exception as exc:  # jsonpath-ng's own failures on odd data: the user's path
+            raise TemplateError(f"cannot evaluate JSONPath {self.text!r}: {exc}") from None
 
 
 def compile_path(text: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from typing import Any
+from unittest import mock
 
 import pytest
 from rich.console import Console
@@ -132,3 +133,12 @@ def test_describe_shows_user_text_literally() -> None:
         "[/x]",
     ):
         assert shown in text, text
+
+
+def test_a_path_that_fails_on_the_data_is_an_input_error() -> None:
+    path = compile_path(".spec.memory")
+    with (
+        mock.patch.object(type(path.compiled), "find", side_effect=TypeError("odd data")),
+        pytest.raises(InputError, match=r"cannot evaluate JSONPath '\.spec\.memory': odd data"),
+    ):
+        path.find({}, {})
