@@ -16,8 +16,9 @@ from cli.errors import InputError
 from cli.localcluster.zookeeper import ZooKeeperServer
 from cli.wait_commands import _split_jsonpath, jsonpath_check, targets
 from schemas import Condition, ConditionStatus, VirtualMachine, VirtualMachineStatus, VMPhase
-from tests.helpers import wait_for
+from tests.helpers import vm_manifest, wait_for
 from tests.integration.cli.cli_fixture import PVCCTL, Api, manifest, one_line_error, start_api
+from tests.localcluster_fixture import RunningCluster, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,64 @@ def test_wait_jsonpath_and_all(api: Api, tmp_path: Path) -> None:
     timed_out = api.pvcctl("wait", "vm", "--all", "--for=condition=Nope", "--timeout=1s")
     assert timed_out.returncode == 1
     assert "timed out after 1s waiting for condition=Nope=True on: " in timed_out.stderr
+
+
+# -- the VM verbs' --wait, on a real local cluster (pvcnoded on libvirt's test driver) ------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    yield from start_cluster(tmp_path_factory.mktemp("vm-waits"), nodes=2)
+
+
+def held_by(cluster: RunningCluster) -> dict[str, list[str]]:
+    """Which domains each node's hypervisor holds (its Node status, from the driver)."""
+    return {
+        n["metadata"]["name"]: sorted((n.get("status") or {}).get("domains") or [])
+        for n in cluster.items("nodes")
+    }
+
+
+def holds(cluster: RunningCluster, node1: list[str], node2: list[str]) -> None:
+    """The hypervisors agree (node status carries what they run, at the next heartbeat)."""
+    want = {"node1": node1, "node2": node2}
+    wait_for(lambda: held_by(cluster) == want, 15, f"the hypervisors to hold {want}")
+
+
+def verb(cluster: RunningCluster, *args: str) -> str:
+    result = cluster.pvcctl("vm", *args, "--wait", "--timeout", "90s")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_vm_verbs_wait_until_it_is_done(cluster: RunningCluster) -> None:
+    cluster.apply(vm_manifest("vw", runStrategy="Halted"))
+    assert verb(cluster, "start", "vw") == "vm/vw runs"
+    # Runs on the node it is placed on, and on no other.
+    holds(cluster, ["vw"], [])
+    assert verb(cluster, "migrate", "vw", "--to", "node2") == "vm/vw runs on node2"
+    holds(cluster, [], ["vw"])
+    assert verb(cluster, "unmigrate", "vw") == "vm/vw runs where it returned"
+    holds(cluster, ["vw"], [])
+    assert verb(cluster, "restart", "vw") == "vm/vw restarted"
+    holds(cluster, ["vw"], [])
+    assert verb(cluster, "move", "vw", "--to", "node2") == "vm/vw runs on node2"
+    holds(cluster, [], ["vw"])
+    assert verb(cluster, "stop", "vw") == "vm/vw is stopped"
+    holds(cluster, [], [])
+
+
+def test_vm_wait_failures_exit_1_with_the_reason(cluster: RunningCluster) -> None:
+    cluster.apply(vm_manifest("vw-live", method="live"))
+    wait_for(lambda: "vw-live" in held_by(cluster)["node1"], 30, "vw-live on node1")
+    failed = cluster.pvcctl("vm", "migrate", "vw-live", "--to", "node2", "--wait")
+    assert failed.returncode == 1
+    assert "did not migrate to node2" in failed.stderr and "it runs on node1" in failed.stderr
+    # A VM that cannot run anywhere (more memory than any node has): a timeout, with its state.
+    cluster.apply(vm_manifest("vw-big", runStrategy="Halted", memory="64Ti"))
+    stuck = cluster.pvcctl("vm", "start", "vw-big", "--wait", "--timeout", "2s")
+    assert stuck.returncode == 1
+    assert "timed out after 2s waiting until vm/vw-big runs (now: " in stuck.stderr
+    bad = cluster.pvcctl("vm", "stop", "vw-live", "--wait", "--timeout", "soon")
+    assert bad.returncode == 2 and "--timeout" in bad.stderr
+    assert cluster.api("GET", "/api/v1/vms/vw-live").json()["spec"]["runStrategy"] == "Always"
