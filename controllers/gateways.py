@@ -85,6 +85,8 @@ class NetworkGateways:
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
+        if not self.config.manage:
+            return  # takes nothing, ever: no caches to keep
         self.networks.start()
         self.nodes.start()
         self.leases.start()

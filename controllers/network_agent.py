@@ -56,7 +56,9 @@ class NetworkAgent:
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        for informer in (self.leases, self.nodes, self.networks):
+        # Peers matter only to the VXLAN ports this host builds.
+        informers = (self.leases, self.nodes, self.networks) if self.config.manage else ()
+        for informer in informers or (self.networks,):
             informer.start()
         self._peers = self._live_peers()
         self._remove_orphans()

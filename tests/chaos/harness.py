@@ -828,6 +828,8 @@ class ChaosCluster:
                     ),
                 },
                 "workers": 2,
+                # Simulated hosts in one process: no bridges, gateways or DHCP servers.
+                "network": {"manage": False, "runDir": str(self.workdir / slot.name / "run")},
                 "resyncPeriod": f"{t.resync_period:g}s",
                 "sessionTimeout": f"{t.session_timeout:g}s",
                 "stateDir": str(self.workdir / slot.name),
