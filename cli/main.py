@@ -23,6 +23,7 @@ from click.shell_completion import CompletionItem
 from cli.client import API
 from cli.commands_get import describe_cmd, events, get
 from cli.common import Context, complete_kinds, complete_names, seconds, split_targets, told
+from cli.config_commands import config_group, version
 from cli.edit_commands import annotate, edit, label, patch
 from cli.errors import InputError, ServerError
 from cli.explain import explain_cmd
@@ -464,7 +465,7 @@ cli.add_command(describe_cmd)
 cli.add_command(events)
 cli.add_command(explain_cmd)
 cli.add_command(wait)
-for command in (edit, patch, label, annotate):
+for command in (edit, patch, label, annotate, config_group, version):
     cli.add_command(command)
 
 

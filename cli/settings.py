@@ -11,11 +11,15 @@ PVC_CONTEXT, else ``current-context``), then the file's top-level
     contexts:
       prod: {server: "https://pvc1:7370", token: "...", ca: /etc/pvc/ca.pem}
       local: {server: "http://127.0.0.1:7370"}
+
+``pvcctl config set-context|use-context`` write it back (write_config: atomically, 0600).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,36 @@ def _read_config(config_path: str | None) -> tuple[Path, dict[str, Any]]:
     if not isinstance(loaded, dict):
         raise InputError(f"{path}: expected a mapping (contexts, current-context, server, token)")
     return path, loaded
+
+
+def read_config(config_path: str | None, missing_ok: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The config file's path and contents: {} when the default file does not exist (or,
+    ``missing_ok``, any file)."""
+    if missing_ok and config_path and not Path(config_path).exists():
+        return Path(config_path), {}
+    return _read_config(config_path)
+
+
+def write_config(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the config file atomically (a reader sees the old file or the new one, never
+    half of one), readable by its owner only (0600): it holds tokens."""
+    temp: str | None = None
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(yaml.safe_dump(doc, sort_keys=False))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException as exc:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise InputError(f"{path}: cannot write the config file: {exc}") from None
+        raise
 
 
 def context_names(config_path: str | None = None) -> list[str]:

@@ -1,4 +1,5 @@
-"""pvcctl edit, patch, label and annotate through the real binary against a real pvcapid.
+"""pvcctl edit, patch, label, annotate and version through the real binary against a real
+pvcapid.
 
 The editor is a small script (EDITOR), as a user's would be: it rewrites the file it is given.
 """
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
+from schemas import Node, NodeStatus
+from schemas.version import pvc_version
 from tests.integration.cli.cli_fixture import Api, manifest, one_line_error, start_api
 
 
@@ -139,3 +142,23 @@ def test_label_and_annotate_like_kubectl(api: Api) -> None:
         assert refused.returncode == 2, refused.stderr
         one_line_error(refused)
     assert vm(api, "la-a")["metadata"]["labels"] == labels
+
+
+def test_version_of_client_server_and_each_node(api: Api) -> None:
+    for name in ("vv1", "vv2"):
+        node = {"apiVersion": "pvc/v1", "kind": "Node", "metadata": {"name": name}}
+        assert api.http("POST", "/api/v1/nodes", json=node).status_code == 201
+    api.store.write_status(Node, "vv1", NodeStatus(daemon_version="9.9.9"))
+    result = api.pvcctl("version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"Client: {pvc_version()}", f"Server: {pvc_version()} (pvc/v1)"]
+    assert "Node vv1: 9.9.9" in lines and "Node vv2: unknown" in lines
+    report = json.loads(api.pvcctl("version", "-o", "json").stdout)
+    assert report["nodes"]["vv1"] == "9.9.9" and report["apiVersion"] == "pvc/v1"
+    away = api.pvcctl("version", env={"PVC_SERVER": "http://127.0.0.1:9"})
+    assert away.returncode == 1 and away.stdout == f"Client: {pvc_version()}\n"
+    assert "cannot reach the PVC API" in one_line_error(away)
+    assert (
+        api.pvcctl("version", "--client", env={"PVC_SERVER": "http://127.0.0.1:9"}).returncode == 0
+    )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 
 from cli.errors import InputError
-from cli.settings import DEFAULT_SERVER, resolve
+from cli.settings import DEFAULT_SERVER, read_config, resolve, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +87,65 @@ def test_progress_is_silent_off_a_terminal(capsys: pytest.CaptureFixture[str]) -
         update("still")
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "")
+
+
+def pvcctl_config(tmp_path: Path, *args: str) -> Result:
+    from cli.main import cli
+
+    path = tmp_path / "pvc" / "config.yaml"
+    return CliRunner().invoke(cli, ["--config", str(path), "config", *args])
+
+
+def test_config_contexts_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "pvc" / "config.yaml"
+    created = pvcctl_config(tmp_path, "set-context", "prod", "--server", "https://p:7370")
+    assert created.exit_code == 0 and created.output == 'Context "prod" created.\n'
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert pvcctl_config(tmp_path, "set-context", "lab", "--server", "http://l:1").exit_code == 0
+    changed = pvcctl_config(tmp_path, "set-context", "prod", "--token", "s3cret")
+    assert changed.output == 'Context "prod" modified.\n'
+    switched = pvcctl_config(tmp_path, "use-context", "prod")
+    assert switched.output == 'Switched to context "prod".\n'
+    listed = pvcctl_config(tmp_path, "get-contexts")
+    assert [line.split() for line in listed.output.splitlines()] == [
+        ["CURRENT", "NAME", "SERVER", "TOKEN"],
+        ["lab", "http://l:1", "no"],
+        ["*", "prod", "https://p:7370", "yes"],
+    ]
+    chosen = resolve(None, str(path))
+    assert (chosen.server, chosen.token, chosen.context) == ("https://p:7370", "s3cret", "prod")
+    assert pvcctl_config(tmp_path, "set-context", "prod", "--token", "").exit_code == 0
+    assert resolve(None, str(path)).token is None
+    assert not [p for p in path.parent.iterdir() if p.name != "config.yaml"]  # no temp left
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("use-context", "nope"), "no context 'nope'"),
+        (("set-context", "new"), "is new: give --server URL"),
+        (("set-context", "x", "--server", "ftp://x"), "must be an http:// or https:// URL"),
+    ],
+)
+def test_config_bad_input_changes_nothing(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    assert pvcctl_config(tmp_path, "set-context", "a", "--server", "http://a:1").exit_code == 0
+    path = tmp_path / "pvc" / "config.yaml"
+    before = path.read_text()
+    result = pvcctl_config(tmp_path, *args)
+    assert result.exit_code == 2 and message in result.output
+    assert path.read_text() == before
+
+
+def test_write_config_is_atomic_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "config.yaml"
+    write_config(path, {"current-context": "a", "contexts": {"a": {"server": "http://a:1"}}})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_config(str(path))[1]["current-context"] == "a"
+    # A folder that cannot be made (a file is in the way): an InputError, nothing half-written.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot write the config file"):
+        write_config(blocker / "config.yaml", {})
+    assert blocker.read_text() == "x"
