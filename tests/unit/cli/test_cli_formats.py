@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -142,3 +146,17 @@ def test_a_path_that_fails_on_the_data_is_an_input_error() -> None:
         pytest.raises(InputError, match=r"cannot evaluate JSONPath '\.spec\.memory': odd data"),
     ):
         path.find({}, {})
+
+
+def test_a_bad_format_fails_before_any_request() -> None:
+    """Exit 2 with the server unreachable: the template was refused before asking it."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pvcctl"), "get", "vms", "-o", "jsonpath={.items["],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PVC_SERVER": "http://127.0.0.1:9", "XDG_CONFIG_HOME": "/nonexistent"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unclosed action in template '{.items['")
+    assert len(result.stderr.splitlines()) == 1
