@@ -43,6 +43,15 @@ log = logging.getLogger(__name__)
 DEFAULT_RELOAD_TIMEOUT = 5.0  # SIGHUP until dnsmasq logs that it reread the hosts file
 # How often start/stop/update look at the process and its files while they wait.
 POLL_INTERVAL = 0.05
+FIRST_POLL = 0.002
+"""Polls start at 2 ms and double up to POLL_INTERVAL: dnsmasq is up in ~10 ms."""
+
+
+def _pause(last: float | None) -> float:
+    """Sleep the next step of a poll's back-off; returns it (give None the first time)."""
+    step = FIRST_POLL if last is None else min(last * 2, POLL_INTERVAL)
+    time.sleep(step)
+    return step
 # After SIGKILL, the kernel frees the process within milliseconds; this only bounds a hang.
 KILL_TIMEOUT = 5.0
 # Bounds the `ip addr show` that checks the bridge holds the address.
@@ -474,6 +483,7 @@ class Dnsmasq:
                 ) from exc
         self._pid, self._child = child.pid, child
         deadline = time.monotonic() + timeout
+        pause: float | None = None
         while True:
             code = child.poll()
             if code is not None:
@@ -499,7 +509,7 @@ class Dnsmasq:
                     f"dnsmasq for network {self._config.network} wrote no pid file within "
                     f"{timeout:g}s; its log {files.log} says:\n{self._log_tail(log_start)}"
                 )
-            time.sleep(POLL_INTERVAL)
+            pause = _pause(pause)
 
     def _reload(self, rendered: _Rendered) -> None:
         """Rewrite the files dnsmasq rereads on SIGHUP; signal it if they changed, and wait
@@ -516,6 +526,7 @@ class Dnsmasq:
         os.kill(pid, signal.SIGHUP)
         reread = f"read {files.opts}"  # dnsmasq rereads the hosts file, then the options file
         deadline = time.monotonic() + self._reload_timeout
+        pause: float | None = None
         while reread not in self._log_since(log_start):
             if time.monotonic() >= deadline:
                 raise DnsmasqError(
@@ -523,7 +534,7 @@ class Dnsmasq:
                     f"{files.hosts} within {self._reload_timeout:g}s of SIGHUP; its log "
                     f"{files.log} says:\n{self._log_tail(log_start)}"
                 )
-            time.sleep(POLL_INTERVAL)
+            pause = _pause(pause)
         log.info(
             "event=dnsmasq_reloaded network=%s pid=%d reservations=%d",
             self._config.network,
@@ -554,6 +565,7 @@ class Dnsmasq:
             except ProcessLookupError:
                 return
             deadline = time.monotonic() + wait
+            pause: float | None = None
             while time.monotonic() < deadline:
                 if self._child is not None and self._child.pid == pid:
                     self._child.poll()
@@ -565,7 +577,7 @@ class Dnsmasq:
                         signum.name,
                     )
                     return
-                time.sleep(POLL_INTERVAL)
+                pause = _pause(pause)
         raise DnsmasqError(
             f"dnsmasq for network {self._config.network} (PID {pid}) outlived SIGKILL; "
             f"see {self._files.log}"

@@ -38,10 +38,8 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
     except NoNodeError:
         if not create:
             raise NotFound(cls.KIND, resource.name) from None
-        if wanted and update:
-            raise Conflict(
-                f"{cls.KIND} {resource.name!r} does not exist at resourceVersion {wanted}"
-            ) from None
+        # An apply of a saved object (get -o yaml, delete, apply): its resourceVersion guards
+        # an update only; there is nothing to update, so it is created.
         new = resource.stored()
         new["metadata"].update(generation=1, creationTimestamp=utcnow())
         new["metadata"].pop("resourceVersion", None)

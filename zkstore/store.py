@@ -208,11 +208,7 @@ class Store:
             except NoNodeError:
                 if not create:
                     raise NotFound(cls.KIND, resource.name) from None
-                if wanted_version:
-                    raise Conflict(
-                        f"{cls.KIND} {resource.name!r} does not exist at resourceVersion "
-                        f"{wanted_version}"
-                    ) from None
+                # An apply of a saved object: its resourceVersion guards an update only.
                 try:
                     return self.create(resource), "created"
                 except AlreadyExists:

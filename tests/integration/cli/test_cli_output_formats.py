@@ -72,21 +72,15 @@ def test_json_and_yaml_are_the_object_or_always_a_list(api: Api, tmp_path: Path)
     assert applied.stdout.split().count("unchanged") == 3
 
 
-@pytest.mark.xfail(
-    reason="bug outside cli/: the README's get -o yaml, delete, apply round trip is refused "
-    "(409 'does not exist at resourceVersion N'): the saved object carries "
-    "metadata.resourceVersion and zkstore/store.py _write_spec (and zkstore/planning.py "
-    "plan_write) refuse to create an object at a pinned version",
-    strict=True,
-)
 def test_readme_round_trip_get_delete_apply(api: Api, tmp_path: Path) -> None:
     saved = tmp_path / "one.yaml"
     saved.write_text(api.pvcctl("get", "vm", "of-mid", "-o", "yaml").stdout)
     assert api.pvcctl("delete", "vm/of-mid").returncode == 0
     applied = api.pvcctl("apply", "-f", str(saved))
-    if applied.returncode != 0:
-        api.http("POST", "/api/v1/vms", json=vm("of-mid", "1Gi", {"suite": "of"}))
     assert applied.returncode == 0, applied.stderr
+    assert "created" in applied.stdout
+    again = api.http("GET", "/api/v1/vms/of-mid")
+    assert again.status_code == 200 and again.json()["spec"]["memory"] == "1Gi"
 
 
 def test_jsonpath_custom_columns_sort_by_and_label_columns(api: Api) -> None:
