@@ -32,8 +32,8 @@ from cli.output import console
 from cli.progress import progress
 from cli.settings import context_names
 from cli.vm_commands import vm
-from cli.wait_commands import wait
-from cli.watch import State, wait_until
+from cli.wait_commands import wait, wait_for_node, wait_for_primary
+from cli.watch import wait_until
 from schemas.resource import Resource
 
 
@@ -236,66 +236,19 @@ def node() -> None:
     """Imperative verbs on nodes."""
 
 
-def _wait_for_node(
-    ctx: Context, name: str, field: str, value: str, timeout: str, hint: str
-) -> None:
-    seen: dict[str, str] = {}
-
-    def done(state: State) -> bool:
-        status = (state.get(name) or {}).get("status") or {}
-        seen["now"] = str(status.get(field) or "-")
-        return seen["now"] == value
-
-    with progress(f"waiting for node/{name} {field}={value}") as update:
-        met = wait_until(
-            ctx.client,
-            "nodes",
-            done,
-            seconds(timeout),
-            name=name,
-            on_change=lambda _s: update(seen.get("now", "-")),
-        )
-    if not met:
-        raise ServerError(
-            f"timed out after {timeout} waiting for node/{name} {field} {value} "
-            f"(still {seen.get('now', '-')}); {hint}"
-        )
-    told("node", name, f"{field} {value}")
-
-
-def _wait_for_primary(ctx: Context, name: str, want: bool, timeout: str) -> None:
-    """Wait until the handover is complete: NODE is (or is not) primary and no node is
-    still in takeover or relinquish."""
-    seen: dict[str, str] = {}
-
-    def done(state: State) -> bool:
-        routers = {
-            node: str((obj.get("status") or {}).get("routerState") or "-")
-            for node, obj in state.items()
-        }
-        primaries = sorted(n for n, r in routers.items() if r == "primary")
-        moving = sorted(f"{n} {r}" for n, r in routers.items() if r in ("takeover", "relinquish"))
-        seen["now"] = ", ".join(moving) or (", ".join(primaries) or "none")
-        if moving or len(primaries) != 1:
-            return False
-        return (primaries[0] == name) == want
-
-    with progress(f"waiting for the primary to {'be' if want else 'leave'} {name}") as update:
-        met = wait_until(
-            ctx.client,
-            "nodes",
-            done,
-            seconds(timeout),
-            on_change=lambda _s: update(seen.get("now", "-")),
-        )
-    if not met:
-        raise ServerError(f"timed out after {timeout}: the primary is still {seen.get('now', '-')}")
-    told("node", name, "primary" if want else "not primary")
-
-
 _WAIT_OPTIONS = [
-    click.option("--wait", "wait_", is_flag=True, help="return once the node reports the change."),
-    click.option("--timeout", default="60s", show_default=True, help="with --wait: give up after."),
+    click.option(
+        "--wait",
+        "wait_",
+        is_flag=True,
+        help="return once the node reports the change done; shows progress on a terminal.",
+    ),
+    click.option(
+        "--timeout",
+        metavar="DURATION",
+        help="with --wait: give up after this long (exit 1; the change goes on). "
+        "Default: no limit (a flush takes as long as its VMs take to move).",
+    ),
 ]
 
 
@@ -309,12 +262,12 @@ def _with_wait(func: Any) -> Any:
 @click.argument("name")
 @_with_wait
 @click.pass_obj
-def flush(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+def flush(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     """Drain NODE: move its VMs away (spec.drain true)."""
     ctx.client.request("POST", f"{API}/nodes/{name}/flush")
     told("node", name, "flush requested")
     if wait_:
-        _wait_for_node(
+        wait_for_node(
             ctx,
             name,
             "domainState",
@@ -328,12 +281,12 @@ def flush(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
 @click.argument("name")
 @_with_wait
 @click.pass_obj
-def ready(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+def ready(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     """Undrain NODE: it takes VMs again (spec.drain false)."""
     ctx.client.request("POST", f"{API}/nodes/{name}/ready")
     told("node", name, "ready requested")
     if wait_:
-        _wait_for_node(
+        wait_for_node(
             ctx,
             name,
             "domainState",
@@ -347,24 +300,24 @@ def ready(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
 @click.argument("name")
 @_with_wait
 @click.pass_obj
-def primary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+def primary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     """Make NODE the preferred primary coordinator (a graceful switchover)."""
     ctx.client.request("POST", f"{API}/nodes/{name}/primary")
     told("node", name, "primary requested")
     if wait_:
-        _wait_for_primary(ctx, name, True, timeout)
+        wait_for_primary(ctx, name, True, timeout)
 
 
 @node.command()
 @click.argument("name")
 @_with_wait
 @click.pass_obj
-def secondary(ctx: Context, name: str, wait_: bool, timeout: str) -> None:
+def secondary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     """Stop preferring NODE as primary."""
     ctx.client.request("POST", f"{API}/nodes/{name}/secondary")
     told("node", name, "secondary requested")
     if wait_:
-        _wait_for_primary(ctx, name, False, timeout)
+        wait_for_primary(ctx, name, False, timeout)
 
 
 @cli.group(name="cluster")

@@ -12,9 +12,8 @@ import click
 from cli.client import API
 from cli.common import Context, seconds, told
 from cli.errors import ServerError
-from cli.progress import progress
 from cli.vm_console import dumpxml, logs
-from cli.watch import State, wait_until
+from cli.watch import State, wait_showing
 from schemas import verbs
 
 Goal = Callable[[dict[str, Any]], bool]
@@ -167,15 +166,15 @@ def wait_for_vm(ctx: Context, name: str, goal: Goal, what: str, timeout: str | N
         seen["status"] = _status(obj)
         return goal(obj)
 
-    with progress(f"waiting until vm/{name} {what}") as update:
-        met = wait_until(
-            ctx.client,
-            "vms",
-            done,
-            limit,
-            name=name,
-            on_change=lambda _s: update(_describe(seen.get("status") or {})),
-        )
+    met = wait_showing(
+        ctx.client,
+        "vms",
+        f"waiting until vm/{name} {what}",
+        done,
+        limit,
+        lambda: _describe(seen.get("status") or {}),
+        name=name,
+    )
     if not met:
         raise ServerError(
             f"timed out after {timeout} waiting until vm/{name} {what} "

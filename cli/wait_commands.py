@@ -21,7 +21,7 @@ from cli.common import Context, kind_named, seconds, split_targets
 from cli.errors import InputError, ServerError
 from cli.output import condition
 from cli.progress import progress
-from cli.watch import State, wait_until
+from cli.watch import State, wait_showing, wait_until
 from schemas.resource import Resource
 
 Check = Callable[[dict[str, Any]], bool]
@@ -213,3 +213,76 @@ def wait(
             click.echo(f"{short}/{n} condition met")
     else:
         click.echo(f"{label} condition met ({len(fixed)})")
+
+
+# -- the node verbs' --wait (pvcctl node flush|ready|primary|secondary) -------------------
+
+
+def _limit(timeout: str | None) -> float:
+    return seconds(timeout) if timeout else float("inf")
+
+
+def _vms_left(status: dict[str, Any]) -> str:
+    held = sorted(status.get("domains") or [])
+    if not held:
+        return "no VMs on it"
+    shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+    return f"{len(held)} VM{'s' if len(held) > 1 else ''} on it: {shown}"
+
+
+def wait_for_node(
+    ctx: Context, name: str, field: str, value: str, timeout: str | None, hint: str
+) -> None:
+    """Follow node/NAME until status.<field> is ``value`` (no deadline without a timeout),
+    showing on a terminal the state and the VMs its hypervisor still runs."""
+    seen: dict[str, str] = {}
+
+    def done(state: State) -> bool:
+        if name not in state:
+            raise ServerError(f"node/{name} was deleted while waiting for {field} {value}")
+        status = state[name].get("status") or {}
+        seen["now"] = str(status.get(field) or "-")
+        seen["vms"] = _vms_left(status)
+        return seen["now"] == value
+
+    met = wait_showing(
+        ctx.client,
+        "nodes",
+        f"waiting for node/{name} {field}={value}",
+        done,
+        _limit(timeout),
+        lambda: f"{seen.get('now', '-')}, {seen.get('vms', '-')}",
+        name=name,
+    )
+    if not met:
+        raise ServerError(
+            f"timed out after {timeout} waiting for node/{name} {field} {value} "
+            f"(still {seen.get('now', '-')}, {seen.get('vms', '-')}; it goes on); {hint}"
+        )
+    click.echo(f"node/{name} {field} {value}")
+
+
+def wait_for_primary(ctx: Context, name: str, want: bool, timeout: str | None) -> None:
+    """Wait until the handover is complete: NODE is (or is not) primary and no node is
+    still in takeover or relinquish."""
+    seen: dict[str, str] = {}
+
+    def done(state: State) -> bool:
+        routers = {
+            node: str((obj.get("status") or {}).get("routerState") or "-")
+            for node, obj in state.items()
+        }
+        primaries = sorted(n for n, r in routers.items() if r == "primary")
+        moving = sorted(f"{n} {r}" for n, r in routers.items() if r in ("takeover", "relinquish"))
+        seen["now"] = ", ".join(moving) or (", ".join(primaries) or "none")
+        if moving or len(primaries) != 1:
+            return False
+        return (primaries[0] == name) == want
+
+    what = f"waiting for the primary to {'be' if want else 'leave'} {name}"
+    met = wait_showing(
+        ctx.client, "nodes", what, done, _limit(timeout), lambda: seen.get("now", "-")
+    )
+    if not met:
+        raise ServerError(f"timed out after {timeout}: the primary is still {seen.get('now', '-')}")
+    click.echo(f"node/{name} {'primary' if want else 'not primary'}")

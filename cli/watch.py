@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.client import API, ApiClient, Expired
+from cli.progress import progress
 
 State = dict[str, dict[str, Any]]
 
@@ -65,3 +66,20 @@ def wait_until(
             pass  # the server cannot resume from there: list again
         if time.monotonic() >= deadline:
             return done(state)
+
+
+def wait_showing(
+    client: ApiClient,
+    plural: str,
+    what: str,
+    done: Callable[[State], bool],
+    timeout: float,
+    detail: Callable[[], str],
+    *,
+    name: str | None = None,
+) -> bool:
+    """``wait_until`` that shows, on a terminal, ``what`` and ``detail()`` after each change."""
+    with progress(what) as update:
+        return wait_until(
+            client, plural, done, timeout, name=name, on_change=lambda _s: update(detail())
+        )

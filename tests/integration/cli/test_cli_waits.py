@@ -225,3 +225,20 @@ def test_vm_wait_failures_exit_1_with_the_reason(cluster: RunningCluster) -> Non
     bad = cluster.pvcctl("vm", "stop", "vw-live", "--wait", "--timeout", "soon")
     assert bad.returncode == 2 and "--timeout" in bad.stderr
     assert cluster.api("GET", "/api/v1/vms/vw-live").json()["spec"]["runStrategy"] == "Always"
+
+
+def test_node_flush_waits_without_a_default_deadline(cluster: RunningCluster) -> None:
+    helped = cluster.pvcctl("node", "flush", "--help")
+    assert "Default: no limit" in " ".join(helped.stdout.split())
+    # A live-only VM cannot leave a node of the test driver: it would hold the flush.
+    gone = cluster.pvcctl("delete", "vm", "vw-live", "vw-big", "--wait", "--timeout", "60s")
+    assert gone.returncode == 0, gone.stderr
+    cluster.apply(vm_manifest("vw-flush"), vm_manifest("vw-flush2"))
+    holds(cluster, ["vw-flush", "vw-flush2"], [])
+    flushed = cluster.pvcctl("node", "flush", "node1", "--wait")
+    assert flushed.returncode == 0, flushed.stderr
+    assert flushed.stdout.splitlines()[-1] == "node/node1 domainState flushed"
+    holds(cluster, [], ["vw-flush", "vw-flush2"])
+    ready = cluster.pvcctl("node", "ready", "node1", "--wait")
+    assert ready.returncode == 0 and ready.stdout.splitlines()[-1] == "node/node1 domainState ready"
+    holds(cluster, ["vw-flush", "vw-flush2"], [])
