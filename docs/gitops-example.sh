@@ -36,8 +36,10 @@ if [[ $rc == 1 ]]; then
     "$pvcctl" apply -f "$dir" "${prune[@]}"
 fi
 
-# 3. Wait for the cluster to converge; a timeout exits 1 and fails the job.
-"$pvcctl" wait vm --all --for=condition=Ready --timeout="$timeout"
+# 3. Wait for the cluster to converge: every VM's spec carried out (running where it is
+#    placed, or stopped when its runStrategy is Halted), as computed for its current spec.
+#    A timeout exits 1 and fails the job.
+"$pvcctl" wait vm --all --for=condition=Converged --timeout="$timeout"
 
 # 4. Verify: the live state now matches the manifests exactly.
 "$pvcctl" diff -f "$dir" "${prune[@]}"

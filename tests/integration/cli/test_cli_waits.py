@@ -4,6 +4,7 @@ the VM verbs' --wait."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cli.errors import InputError
 from cli.localcluster.zookeeper import ZooKeeperServer
@@ -174,6 +176,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
     yield from start_cluster(tmp_path_factory.mktemp("vm-waits"), nodes=2)
 
 
+def cluster_env(cluster: RunningCluster) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PVC_")}
+    return {**base, "PVC_SERVER": cluster.server}
+
+
 def held_by(cluster: RunningCluster) -> dict[str, list[str]]:
     """Which domains each node's hypervisor holds (its Node status, from the driver)."""
     return {
@@ -242,3 +249,29 @@ def test_node_flush_waits_without_a_default_deadline(cluster: RunningCluster) ->
     ready = cluster.pvcctl("node", "ready", "node1", "--wait")
     assert ready.returncode == 0 and ready.stdout.splitlines()[-1] == "node/node1 domainState ready"
     holds(cluster, ["vw-flush", "vw-flush2"], [])
+
+
+def test_the_gitops_example_converges_with_a_halted_vm(
+    cluster: RunningCluster, tmp_path: Path
+) -> None:
+    others = [v["metadata"]["name"] for v in cluster.items("vms")]
+    if others:
+        gone = cluster.pvcctl("delete", "vm", *others, "--wait", "--timeout", "60s")
+        assert gone.returncode == 0, gone.stderr
+    for name, strategy in (("gw-run", "Always"), ("gw-off", "Halted")):
+        doc = vm_manifest(name, runStrategy=strategy)
+        doc["metadata"] = {"name": name, "labels": {"app": "gw"}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    env = {**cluster_env(cluster), "PVCCTL": PVCCTL, "WAIT_TIMEOUT": "60s"}
+    script = Path(__file__).parents[3] / "docs" / "gitops-example.sh"
+    synced = subprocess.run(
+        ["bash", str(script), str(tmp_path), "app=gw"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "all vms condition met (2)" in synced.stdout
+    assert synced.stdout.rstrip().endswith("synced")
+    holds(cluster, ["gw-run"], [])
