@@ -8,17 +8,15 @@ was computed for the current spec (``status.observedGeneration`` reaches
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import click
-from jsonpath_ng.exceptions import JSONPathError
-from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from cli.common import Context, kind_named, seconds, split_targets
 from cli.errors import InputError, ServerError
+from cli.jsonpath import compile_path, text_of
 from cli.output import condition
 from cli.progress import progress
 from cli.watch import State, wait_showing, wait_until
@@ -84,26 +82,14 @@ def _split_jsonpath(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
-
-
 def jsonpath_check(spec: str) -> Wanted:
     expr, value = _split_jsonpath(spec)
-    path = expr.strip()
-    if not path or path == ".":
+    if not expr.strip() or expr.strip() == ".":
         raise InputError("--for=jsonpath= needs an expression, e.g. '{.status.phase}=Running'")
-    if not path.startswith("$"):
-        path = "$" + (path if path.startswith((".", "[")) else "." + path)
-    try:
-        compiled = parse_jsonpath(path)
-    except JSONPathError as exc:
-        raise InputError(f"--for=jsonpath: cannot parse {expr!r}: {exc}") from None
+    path = compile_path(expr)  # the same JSONPath as -o jsonpath (jsonpath-ng)
 
     def check(obj: dict[str, Any]) -> bool:
-        found = [_as_text(m.value) for m in compiled.find(obj)]
+        found = [text_of(v) for v in path.find(obj, obj)]
         if value is None:
             return bool(found)
         return bool(found) and all(f == value for f in found)

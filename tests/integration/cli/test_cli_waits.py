@@ -101,7 +101,7 @@ def test_parsing_targets_and_jsonpath() -> None:
     assert check(ready) and not check({"status": {}})
     numbers = jsonpath_check("{.spec.vcpus}=2").check
     assert numbers is not None and numbers({"spec": {"vcpus": 2}})
-    with pytest.raises(InputError, match="cannot parse"):
+    with pytest.raises(InputError, match="invalid JSONPath"):
         jsonpath_check("{.status[}")
 
 
