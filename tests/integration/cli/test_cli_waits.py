@@ -5,6 +5,7 @@ the VM verbs' --wait."""
 from __future__ import annotations
 
 import os
+import pty
 import re
 import subprocess
 import time
@@ -114,6 +115,37 @@ def test_wait_for_a_typo_fails_at_once_with_not_found(api: Api) -> None:
     assert api.pvcctl("wait", "vm/typo", "--for=delete").returncode == 0  # gone is done
     nothing = api.pvcctl("wait", "vm", "-l", "suite=none", "--for=condition=Converged")
     assert nothing.returncode == 1 and "no vms found with suite=none" in one_line_error(nothing)
+
+
+def on_a_terminal(api: Api, *args: str) -> str:
+    """Run pvcctl with a pseudo-terminal as its stdout and stderr; all it wrote there."""
+    leader, follower = pty.openpty()
+    try:
+        run = subprocess.Popen(
+            [PVCCTL, *args], env=api.env(), stdout=follower, stderr=follower, text=True
+        )
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        run.wait(timeout=30)
+        return out.decode(errors="replace")
+    finally:
+        os.close(leader)
+
+
+def test_waits_show_progress_on_a_terminal(api: Api, tmp_path: Path) -> None:
+    apply(api, tmp_path, manifest("wp-a"))
+    api.store.write_status(VirtualMachine, "wp-a", status(VMPhase.STOPPED, False))
+    shown = on_a_terminal(api, "wait", "vm/wp-a", "--for=condition=Converged", "--timeout=2s")
+    assert "waiting for condition=Converged=True on vm/wp-a" in shown
+    assert "timed out after 2s" in shown
 
 
 @pytest.mark.parametrize(
