@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -149,3 +150,22 @@ def test_write_config_is_atomic_and_private(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot write the config file"):
         write_config(blocker / "config.yaml", {})
     assert blocker.read_text() == "x"
+
+
+def test_version_says_unknown_for_a_server_without_the_version_route() -> None:
+    from cli.client import ApiClient
+    from cli.common import Context
+    from cli.config_commands import version
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/nodes":
+            return httpx.Response(200, json={"items": []})
+        return httpx.Response(404, json={"message": "Not Found", "reason": "NotFound"})
+
+    client = ApiClient("http://old:7370")
+    client._http = httpx.Client(base_url="http://old:7370", transport=httpx.MockTransport(answer))
+    context = Context(None, None, None, None)
+    context._client = client
+    result = CliRunner().invoke(version, [], obj=context)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1].startswith("Server: unknown (Not Found (404 NotFound)")
