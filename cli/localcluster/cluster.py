@@ -388,9 +388,12 @@ class LocalCluster:
 
     def _clear_data(self) -> None:
         # A fresh ZooKeeper next time: test-driver hosts lose their domains with their daemons.
-        for data in self.dir.glob("zookeeper*/data"):
+        # The volumes in the cluster's own pool go with the records that said whose they
+        # were: left behind, the next cluster's VMs of the same names would find them and
+        # (rightly) refuse to take over volumes PVC did not make for them (VolumeExists).
+        for data in [*self.dir.glob("zookeeper*/data"), self.shared_pool_dir()]:
             for path in sorted(data.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
+                path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
 
     def zookeeper_member(self, index: int) -> ZooKeeperServer:
         """Member ``index`` (1-based) of the ensemble, to stop and start it again in tests."""
