@@ -191,14 +191,23 @@ def describe_cmd(ctx: Context, kind: str, name: str | None) -> None:
 )
 @click.argument("name", required=False, metavar="", shell_complete=complete_names)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "-w", "--watch", "watch_", is_flag=True, help="after the recent ones, print each new event "
+    "as it comes, until Ctrl-C."
+)  # fmt: skip
 @click.pass_obj
-def events(ctx: Context, kind: str | None, name: str | None, limit: int) -> None:
+def events(ctx: Context, kind: str | None, name: str | None, limit: int, watch_: bool) -> None:
     """Recent cluster events, oldest first: of everything, of a KIND, or of one object
     (KIND NAME or KIND/NAME)."""
     kind_name = None
     if kind:
         cls, name = split_target(kind, name)
         kind_name = cls.KIND
+    if watch_:
+        from cli.vm_console import follow_events
+
+        follow_events(ctx.client, console(), kind_name, name, limit)
+        return
     items = ctx.client.get(f"{API}/events", kind=kind_name, name=name, limit=limit)["items"]
     if not items:
         click.echo("No events found.", err=True)

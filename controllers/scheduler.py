@@ -42,6 +42,7 @@ from zkstore import (
     Store,
     paths,
 )
+from zkstore.events import EventLog
 from zkstore.moves import unready_networks
 from zkstore.volumes import Binding, bound_to, unreached
 
@@ -88,6 +89,7 @@ class Scheduler:
         self.nodes = ResourceInformer(store, Node, self._on_node)
         self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
         self.clusters = ResourceInformer(store, Cluster, self._on_node)
+        self.events = EventLog(store)
         # Placements written but maybe not yet seen by the informer (kube-scheduler's "assume").
         self._assumed: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -299,6 +301,9 @@ class Scheduler:
         with self._lock:
             self._assumed[name] = target
         log.info("event=placed vm=%s node=%s why=%r epoch=%d", name, target, why, self.epoch)
+        self.events.record(
+            VirtualMachine.KIND, name, "Scheduled", f"placed on {target}: {why}", source=target
+        )
         return None
 
     def _write_unplaced_status(

@@ -21,6 +21,7 @@ from schemas import (
 )
 from tests.helpers import node_of, wait_for
 from zkstore import Store, paths
+from zkstore.events import EventLog
 
 GIB = 2**30
 
@@ -183,6 +184,13 @@ def test_a_vm_goes_only_where_its_networks_are_ready(store: Store, scheduler: Sc
     networks("n2", True)
     add_vm(store, "a", nics=[{"network": "lan"}])
     assert wait_for(lambda: node_of(store, "a"), 10, "a placed") == "n2"
+    told = wait_for(
+        lambda: [e for e in EventLog(store).list(kind="VirtualMachine", name="a")
+                 if e.reason == "Scheduled"],
+        10,
+        "a Scheduled event",
+    )  # fmt: skip
+    assert told[0].message.startswith("placed on n2") and told[0].source == "n2"
     # Ready nowhere: Pending, and the reason names each node's problem.
     networks("n2", False, "bridge failed")
     add_vm(store, "b", nics=[{"network": "lan"}])
