@@ -17,6 +17,7 @@ from api.docs import declare_bearer, install_docs
 from api.errors import install_handlers
 from api.metrics import ApiMetrics
 from api.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from api.openapi_contract import components as contract_components
 from api.routes import apply, events, health, resources, verbs, version, vm_console
 from zkstore import Store
 from zkstore.events import EventLog
@@ -96,7 +97,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, part in resources.kind_components().items():
+            for name, part in contract_components().items():
                 components.setdefault(name, part)
             declare_bearer(schema, required=bool(settings.tokens))
             app.openapi_schema = schema

@@ -25,22 +25,29 @@ from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents
 from api.errors import STORE_UNAVAILABLE, ApiError, invalid
 from api.routes.resources import (
     API_PREFIX,
+    SELECTOR_RULE,
     DryRun,
     body_doc,
     error_responses,
     example_of,
     kind_schema_ref,
+    parse_strictly,
     refuse_if_in_use,
     settle,
 )
-from schemas import KINDS, FieldError, InvalidResource, Resource, parse_resource
+from schemas import KINDS, FieldError, InvalidResource, Resource
 from zkstore import AlreadyExists, Conflict, NotFound, Selector, Store, parse_selector
 from zkstore.admission import admit
 from zkstore.planning import plan_write
 
 router = APIRouter()
 
-_ANY_KIND = {"anyOf": [kind_schema_ref(cls) for cls in KINDS]}
+# In an apply each document says what it is: apiVersion and kind are required.
+_ANY_KIND = {
+    "anyOf": [
+        {"allOf": [kind_schema_ref(cls), {"required": ["apiVersion", "kind"]}]} for cls in KINDS
+    ]
+}
 _APPLY_DOC = body_doc(
     {"anyOf": [_ANY_KIND, {"type": "array", "items": _ANY_KIND}]},
     example=[example_of(cls) for cls in KINDS],
@@ -87,7 +94,13 @@ async def apply(
         bool, Query(description="delete labelled objects of the applied kinds not in the body")
     ] = False,
     labelSelector: Annotated[
-        str | None, Query(description="with prune: which objects the set owns")
+        str | None,
+        Query(
+            description="with prune: which objects the set owns",
+            json_schema_extra={
+                "x-pvc-rules": [SELECTOR_RULE, "with prune=true, required and not empty"]
+            },
+        ),
     ] = None,
 ) -> dict[str, Any]:
     body = await read_body(request, settings)
@@ -106,7 +119,7 @@ async def apply(
     seen: set[tuple[str, str]] = set()
     for index, doc in enumerate(docs):
         try:
-            obj = parse_resource(doc)
+            obj = parse_strictly(doc)
         except InvalidResource as exc:
             # Nothing is written unless every document is valid.
             raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None

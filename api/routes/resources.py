@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 
 from api.cache import ApiCache, Expired, KindCache, Subscriber
 from api.deps import (
@@ -41,6 +42,7 @@ from schemas import (
     VirtualMachine,
     parse_resource,
 )
+from schemas.registry import errors_from_validation
 from zkstore import Conflict, Disks, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
 from zkstore.events import EventLog
@@ -48,7 +50,6 @@ from zkstore.network_admission import network_in_use
 from zkstore.planning import plan_write
 
 API_PREFIX = "/api/v1"
-DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # How long a write waits for the watch cache to show it before answering anyway.
 CACHE_CATCH_UP_SECONDS = 5.0
 # How long a watch waits for a cache that is still loading before answering 503.
@@ -69,8 +70,8 @@ def body_doc(schema: dict[str, Any], yaml_too: bool = True, example: Any = None)
     content: dict[str, Any] = {"application/json": {"schema": schema}}
     if example is not None:
         content["application/json"]["example"] = example
-    if yaml_too:
-        content["application/yaml"] = {"schema": {"type": "string"}}
+    if yaml_too:  # the same object, written as YAML (one document, or several for apply)
+        content["application/yaml"] = {"schema": schema}
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -96,36 +97,11 @@ def kind_body_doc(cls: type[Resource]) -> dict[str, Any]:
     return body_doc(kind_schema_ref(cls), example=example_of(cls))
 
 
-def kind_components() -> dict[str, Any]:
-    """JSON schemas of the four kinds and their parts, for the OpenAPI document."""
-    components: dict[str, Any] = {}
-    for cls in KINDS:
-        schema = cls.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-        components.update(schema.pop("$defs", {}))
-        components[cls.KIND] = schema
-    # Patterns that the validators enforce but pydantic cannot express in the schema.
-    components["ObjectMeta"]["properties"]["name"]["pattern"] = DNS_LABEL_PATTERN
-    memory = components["VirtualMachineSpec"]["properties"]["memory"]
-    memory["pattern"] = r"^[0-9]+(Ki|Mi|Gi|Ti|K|M|G|T)?$"
-    return components
+def kind_patch_doc(cls: type[Resource]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{cls.KIND}Patch"}
+    content = {"application/merge-patch+json": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
 
-
-_PATCH_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/merge-patch+json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "metadata": {"type": "object"},
-                        "spec": {"type": "object"},
-                    },
-                }
-            }
-        },
-    }
-}
 
 # The documented error shape, so clients (and schemathesis) can check error answers.
 STATUS_SCHEMA: dict[str, Any] = {
@@ -154,6 +130,11 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 DryRun = Annotated[bool, Query(description="validate and report, write nothing")]
+SELECTOR_RULE = "a label selector: comma-separated key=value, key!=value, key or !key"
+SELECTOR_QUERY = Query(
+    description="e.g. app=web,tier!=db,env,!legacy",
+    json_schema_extra={"x-pvc-rules": [SELECTOR_RULE]},
+)
 ResourceVersion = Annotated[
     str | None, Query(description="delete only at this resourceVersion (else 409)")
 ]
@@ -207,9 +188,20 @@ async def parse_one(
     return validate_one(doc, cls, name)
 
 
+def parse_strictly(doc: Any) -> Resource:
+    """``parse_resource``, taking JSON's own types only, as the OpenAPI document says:
+    pydantic's lax mode alone would take 0 or "yes" for a boolean and "5" for a number."""
+    obj = parse_resource(doc)
+    try:
+        type(obj).model_validate_json(json.dumps(doc, default=str), strict=True)
+    except ValidationError as exc:
+        raise InvalidResource(errors_from_validation(exc)) from None
+    return obj
+
+
 def validate_one(doc: Any, cls: type[Resource], name: str | None) -> Resource:
     try:
-        obj = parse_resource(doc)
+        obj = parse_strictly(doc)
     except InvalidResource as exc:
         raise invalid(exc.errors, kind=cls.KIND, name=name) from None
     if name is not None and obj.name != name:
@@ -250,9 +242,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         request: Request,
         store: StoreDep,
         cache: CacheDep,
-        labelSelector: Annotated[
-            str | None, Query(description="e.g. app=web,tier!=db,env,!legacy")
-        ] = None,
+        labelSelector: Annotated[str | None, SELECTOR_QUERY] = None,
         watch: Annotated[bool, Query(include_in_schema=False)] = False,
         resourceVersion: Annotated[str | None, Query(include_in_schema=False)] = None,
         timeoutSeconds: Annotated[int | None, Query(include_in_schema=False, ge=1)] = None,
@@ -399,7 +389,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         (base, "POST", create_object, {"status_code": 201, "openapi_extra": kind_body_doc(cls)}),
         (f"{base}/{{name}}", "GET", get_object, {}),
         (f"{base}/{{name}}", "PUT", replace_object, {"openapi_extra": kind_body_doc(cls)}),
-        (f"{base}/{{name}}", "PATCH", patch_object, {"openapi_extra": _PATCH_DOC}),
+        (f"{base}/{{name}}", "PATCH", patch_object, {"openapi_extra": kind_patch_doc(cls)}),
         (
             f"{base}/{{name}}",
             "DELETE",
@@ -452,6 +442,8 @@ def write_patch(
     if meta_patch is not None and not isinstance(meta_patch, dict):
         raise invalid([FieldError(("metadata",), "must be an object")])
     pinned = (meta_patch or {}).get("resourceVersion")
+    if pinned is not None and (isinstance(pinned, bool) or not isinstance(pinned, str | int)):
+        raise invalid([FieldError(("metadata", "resourceVersion"), "must be a string")])
     for key in ("name", "uid", "generation", "creationTimestamp"):
         if meta_patch and key in meta_patch:
             raise invalid([FieldError(("metadata", key), "cannot be changed by a patch")])

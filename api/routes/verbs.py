@@ -12,10 +12,12 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.config import JsonDict
 
 from api.deps import EventsDep, NameParam, StoreDep, is_object_name
 from api.errors import ApiError, invalid
+from api.openapi_contract import DNS_LABEL
 from api.routes.resources import API_PREFIX
 from schemas import (
     CLUSTER_NAME,
@@ -41,8 +43,17 @@ VMS = f"{API_PREFIX}/vms/{{name}}"
 NODES = f"{API_PREFIX}/nodes/{{name}}"
 
 
+_EXISTING_NODE: JsonDict = {"x-pvc-rules": ["an existing Node"]}
+
+
 class MigrateRequest(Model):
-    node: str = Field(min_length=1, max_length=63)
+    model_config = ConfigDict(strict=True)  # JSON's own types, as the document says
+    node: str = Field(
+        pattern=DNS_LABEL,
+        json_schema_extra={
+            "x-pvc-rules": ["an existing Node, among spec.placement.nodes unless force"]
+        },
+    )
     live: bool = False
     """Live migration only, whatever spec.migration.method says: never a shutdown; if it
     fails, the VM keeps running where it is."""
@@ -51,10 +62,12 @@ class MigrateRequest(Model):
 
 
 class MoveRequest(Model):
-    node: str = Field(min_length=1, max_length=63)
+    model_config = ConfigDict(strict=True)
+    node: str = Field(pattern=DNS_LABEL, json_schema_extra=_EXISTING_NODE)
 
 
 class MaintenanceRequest(Model):
+    model_config = ConfigDict(strict=True)
     enabled: bool
 
 
