@@ -109,7 +109,9 @@ def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | Non
     word, slash, inline = kind.partition("/")
     cls = kind_named(word)
     if not slash:
+        _no_slash(name)
         return cls, name
+    _no_slash(inline)
     if not inline:
         raise InputError(f"{kind!r}: a name goes after the '/', e.g. {word}/NAME")
     if name is not None:
@@ -117,6 +119,11 @@ def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | Non
             f"give either {kind} or {word} {name}, not both: KIND/NAME already names the object"
         )
     return cls, inline
+
+
+def _no_slash(name: str | None) -> None:
+    if name is not None and "/" in name:
+        raise InputError(f"{name!r} is no object name: names hold no '/' (KIND/NAME or KIND NAME)")
 
 
 def split_targets(words: tuple[str, ...]) -> list[tuple[type[Resource], str]]:
@@ -127,7 +134,9 @@ def split_targets(words: tuple[str, ...]) -> list[tuple[type[Resource], str]]:
         cls = kind_named(words[0])
         if len(words) == 1:
             raise InputError(f"no name given for {words[0]}: KIND NAME... or KIND/NAME...")
-        return [(cls, name) for name in words[1:]]
+        for word in words[1:]:
+            _no_slash(word)
+        return [(cls, word) for word in words[1:]]
     pairs: list[tuple[type[Resource], str]] = []
     for word in words:
         if "/" not in word:

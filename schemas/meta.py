@@ -64,10 +64,36 @@ class Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+_KEY_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def _check_key(key: str) -> None:
+    """A label or annotation key as Kubernetes has them: [prefix/]name, the prefix a DNS
+    subdomain (at most 253), the name at most 63 letters, digits, '-', '_' or '.', starting
+    and ending with a letter or digit."""
+    prefix, _, name = key.rpartition("/")
+    if not _KEY_NAME.fullmatch(name) or (
+        prefix and (len(prefix) > 253 or not _DOMAIN.fullmatch(prefix))
+    ):
+        raise ValueError(
+            f"invalid key {key!r}: [prefix/]name, the name at most 63 letters, digits, '-', "
+            "'_' or '.' (starting and ending with a letter or digit), the prefix a DNS domain"
+        )
+
+
+def _check_keys(mapping: dict[str, str]) -> dict[str, str]:
+    """Labels' and annotations' keys (their values are the user's text, shown literally)."""
+    for key in mapping:
+        _check_key(key)
+    return mapping
+
+
 class ObjectMeta(Model):
     name: DnsLabel
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: Annotated[dict[str, str], AfterValidator(_check_keys)] = Field(default_factory=dict)
+    annotations: Annotated[dict[str, str], AfterValidator(_check_keys)] = Field(
+        default_factory=dict
+    )
     # The store owns the fields below; a user may send resourceVersion back for a CAS write.
     uid: str | None = None
     resource_version: str | None = None

@@ -37,3 +37,14 @@ def test_many_targets() -> None:
     for words in (("vm",), ("vm/a", "b")):
         with pytest.raises(InputError):
             split_targets(words)
+
+
+def test_a_name_with_a_slash_is_refused() -> None:
+    for call in (
+        lambda: split_target("vm", "x/y"),
+        lambda: split_target("vm/x/y", None),
+        lambda: split_targets(("vm", "a", "x/y")),
+        lambda: split_targets(("vm/a", "vm/x/y")),
+    ):
+        with pytest.raises(InputError, match="names hold no '/'"):
+            call()

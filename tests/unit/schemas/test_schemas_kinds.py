@@ -503,3 +503,18 @@ def test_set_condition_moves_transition_time_when_status_changes() -> None:
     # The other condition is left exactly as it was, in its place.
     assert [c.type for c in conds] == ["Scheduled", "Ready"]
     assert conds[0] == start[0]
+
+
+@pytest.mark.parametrize("key", ["bad key!", "-x", "a/", "x" * 64, "bad_prefix!/name"])
+def test_a_label_or_annotation_key_kubernetes_would_refuse_is_invalid(key: str) -> None:
+    for field in ("labels", "annotations"):
+        data = net(type="managed", vni=5)
+        data["metadata"][field] = {key: "v"}
+        assert fields_of(data) == [f"metadata.{field}"]
+        assert "invalid key" in message_of(data)
+
+
+def test_label_keys_with_a_prefix_and_any_value_are_valid() -> None:
+    data = net(type="managed", vni=5)
+    data["metadata"]["labels"] = {"pvc.io/tier": "[prod]", "app": "", "a.b_c-d": "x y"}
+    assert parse_resource(data).metadata.labels["pvc.io/tier"] == "[prod]"
