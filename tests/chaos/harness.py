@@ -54,15 +54,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import select
-import signal
-import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,15 +66,11 @@ from kazoo.client import KazooClient
 
 from api.app import create_app
 from api.config import Settings
-from cli.localcluster.process import pid_alive, signal_ours, wait_until
-from cli.localcluster.zookeeper import four_letter
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon
-from hypervisor import DiskSpec, DomainDriver, DomainInfo, DomainSpec, DomainState, HostFacts
-from hypervisor.domain import LifecycleCallback, MigrationProgress, MigrationTarget, StopReason
-from hypervisor.errors import HypervisorUnavailable
+from hypervisor import DomainState
 from hypervisor.faulty import HypervisorWorld, Timings
-from hypervisor.fence import FenceAgent, FenceError, PowerState
+from hypervisor.fence import FenceAgent
 from hypervisor.testdriver import write_test_host_xml
 from schemas import (
     FenceConfig,
@@ -90,6 +81,12 @@ from schemas import (
     VirtualMachine,
     VirtualMachineStatus,
 )
+from tests.chaos.gates import CallLog, DriverHooks, Gate, GatedAgent, GatedDriver, HookFn
+from tests.chaos.members import EnsembleMembers
+from tests.chaos.monitor import InvariantMonitor
+from tests.chaos.nodes import Incarnation, NodeSlot
+from tests.chaos.timings import ChaosTimings
+from tests.chaos.zkproxy import ZkProxy
 from zkstore import NotFound, Store
 
 if TYPE_CHECKING:
@@ -97,568 +94,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chaos")
 
-
-# -- timings -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChaosTimings:
-    """Fast timings for every trial: the daemons' config and the Cluster object's fencing."""
-
-    session_timeout: float = 4.0
-    keepalive_interval: float = 1.0
-    fence_intervals: int = 3
-    saving_throws: int = 3
-    self_fence_after: float = 3.0
-    resync_period: float = 5.0
-    crash_loop_base: float = 1.0
-    crash_loop_cap: float = 4.0
-    converge_bound: float = 60.0
-    """Once every fault is healed, every VM that should run runs within this many seconds:
-    a node fenced right after the heal (session + saving throws, ~7 s), its reboot and
-    registration (up to session + 5 s waiting for its old lease), a shutdown move of a guest
-    that ignores ACPI (shutdownTimeout up to 4 s) and crash-loop back-off (cap 4 s), with room
-    for a loaded machine."""
-
-    @property
-    def fence_after(self) -> float:
-        """Silence after which the primary fences a node (heartbeat window + saving throws)."""
-        return self.keepalive_interval * (self.fence_intervals + self.saving_throws)
-
-    def cluster_object(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "pvc/v1",
-            "kind": "Cluster",
-            "metadata": {"name": "cluster"},
-            "spec": {
-                "fencing": {
-                    "keepaliveInterval": f"{self.keepalive_interval:g}s",
-                    "fenceIntervals": self.fence_intervals,
-                    "savingThrows": self.saving_throws,
-                    "selfFenceAfter": f"{self.self_fence_after:g}s",
-                }
-            },
-        }
-
-
-# -- the ZooKeeper proxy ---------------------------------------------------------
-
-
-class ZkProxy:
-    """A thread-per-direction TCP forwarder from a loopback port to ZooKeeper: each new
-    connection goes to the next member in rotation (from ``first``) that accepts it."""
-
-    def __init__(self, upstream_ports: int | Sequence[int], name: str, first: int = 0) -> None:
-        self.name = name
-        ports = [upstream_ports] if isinstance(upstream_ports, int) else list(upstream_ports)
-        if not ports:
-            raise ValueError("ZkProxy needs at least one upstream port")
-        self.upstreams = [("127.0.0.1", port) for port in ports]
-        self._next = first % len(self.upstreams)
-        self.member: int | None = None
-        """The index of the member the newest connection went to."""
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self.port = int(self._listener.getsockname()[1])
-        self._lock = threading.Lock()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._flowing = threading.Event()
-        self._flowing.set()
-        self.cut_off = False
-        self.closed = False
-        self._thread = threading.Thread(target=self._accept, name=f"zkproxy-{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def stalled(self) -> bool:
-        return not self._flowing.is_set()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                if self.cut_off or self.closed:
-                    client.close()  # refused: closed before a byte is read
-                    continue
-                upstream = self._connect_upstream()
-                if upstream is None:
-                    client.close()  # every member refused
-                    continue
-                self._pairs.append((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(
-                    target=self._pump, args=(src, dst), name=f"zkproxy-{self.name}", daemon=True
-                ).start()
-
-    def _connect_upstream(self) -> socket.socket | None:
-        """The next member in rotation that accepts a connection (a dead one refuses at
-        once on loopback), and the rotation moves past it."""
-        count = len(self.upstreams)
-        for k in range(count):
-            index = (self._next + k) % count
-            try:
-                upstream = socket.create_connection(self.upstreams[index], timeout=2.0)
-            except OSError:
-                continue
-            upstream.settimeout(None)
-            self._next = (index + 1) % count
-            self.member = index
-            return upstream
-        return None
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                self._flowing.wait()
-                ready, _, _ = select.select([src], [], [], 0.1)
-                if not ready:
-                    if self._gone(src):
-                        return
-                    continue
-                if not self._flowing.is_set():
-                    continue  # stalled after select: the data waits in the kernel
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except (OSError, ValueError):
-            pass
-        self._drop(src, dst)
-
-    def _gone(self, sock: socket.socket) -> bool:
-        with self._lock:
-            return not any(sock in pair for pair in self._pairs)
-
-    def _drop(self, a: socket.socket, b: socket.socket) -> None:
-        with self._lock:
-            self._pairs = [p for p in self._pairs if a not in p and b not in p]
-        for sock in (a, b):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _drop_all(self) -> None:
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            for sock in pair:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-        self._flowing.set()  # wake the pumps so they see their sockets are gone
-
-    def cut(self) -> None:
-        """A partition: every connection dropped, new ones refused, until ``heal``."""
-        self.cut_off = True
-        self._drop_all()
-
-    def stall(self) -> None:
-        """Nothing forwarded either way, connections left open (a frozen process)."""
-        self._flowing.clear()
-
-    def heal(self) -> None:
-        if self.closed:
-            return
-        self.cut_off = False
-        self._flowing.set()
-
-    def close(self) -> None:
-        self.closed = self.cut_off = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        self._drop_all()
-
-
-# -- gates: what a crashed or paused process can still do --------------------------
-
-
-class Gate:
-    """Open, paused (calls wait) or dead (calls raise). One per daemon incarnation."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._cond = threading.Condition()
-        self.paused = False
-        self.dead = False
-
-    def enter(self, what: str) -> None:
-        with self._cond:
-            while self.paused and not self.dead:
-                self._cond.wait()
-            if self.dead:
-                raise HypervisorUnavailable(f"{self.name} is dead (chaos harness)", operation=what)
-
-    def pause(self) -> None:
-        with self._cond:
-            self.paused = True
-
-    def resume(self) -> None:
-        with self._cond:
-            self.paused = False
-            self._cond.notify_all()
-
-    def kill(self) -> None:
-        with self._cond:
-            self.dead = True
-            self._cond.notify_all()
-
-
-HookFn = Callable[[str, str, str | None], None]
-"""``fn(node, op, vm)``: called in the thread making the driver call."""
-
-
-@dataclass
-class _Hook:
-    op: str
-    when: str
-    fn: HookFn
-    node: str | None
-    vm: str | None
-    once: bool
-    fired: int = 0
-
-
-class DriverHooks:
-    """Callbacks on driver calls, e.g. ``before("start", fn, node="n2", vm="v1")``. A hook
-    runs before the gate, so a hook that kills its own node stops the call it precedes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hooks: list[_Hook] = []
-
-    def before(
-        self, op: str, fn: HookFn, *, node: str | None = None, vm: str | None = None,
-        once: bool = True,
-    ) -> _Hook:  # fmt: skip
-        return self._add(_Hook(op, "before", fn, node, vm, once))
-
-    def after(
-        self, op: str, fn: HookFn, *, node: str | None = None, vm: str | None = None,
-        once: bool = True,
-    ) -> _Hook:  # fmt: skip
-        return self._add(_Hook(op, "after", fn, node, vm, once))
-
-    def _add(self, hook: _Hook) -> _Hook:
-        with self._lock:
-            self._hooks.append(hook)
-        return hook
-
-    def remove(self, hook: _Hook) -> None:
-        with self._lock:
-            self._hooks = [h for h in self._hooks if h is not hook]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._hooks = []
-
-    def fire(self, when: str, node: str, op: str, vm: str | None) -> None:
-        with self._lock:
-            due = [
-                h
-                for h in self._hooks
-                if h.when == when
-                and h.op == op
-                and h.node in (None, node)
-                and (h.vm is None or h.vm == vm)
-                and not (h.once and h.fired)
-            ]
-            for hook in due:
-                hook.fired += 1
-        for hook in due:
-            hook.fn(node, op, vm)
-
-
-class CallLog:
-    """The transition log: driver calls and holder changes, newest last, bounded."""
-
-    def __init__(self, size: int = 4000) -> None:
-        self._lines: deque[str] = deque(maxlen=size)
-        self._lock = threading.Lock()
-        self.t0 = time.monotonic()
-
-    def add(self, line: str) -> None:
-        with self._lock:
-            self._lines.append(f"{time.monotonic() - self.t0:8.3f} {line}")
-
-    def tail(self, n: int = 60) -> list[str]:
-        with self._lock:
-            return list(self._lines)[-n:]
-
-
-class GatedDriver(DomainDriver):
-    """One incarnation's view of its node's ``FaultyDriver``: through its gate, hooked, logged.
-    ``close`` leaves the shared driver open (the harness owns it)."""
-
-    def __init__(
-        self,
-        inner: DomainDriver,
-        node: str,
-        incarnation: int,
-        gate: Gate,
-        hooks: DriverHooks,
-        calls: CallLog,
-    ) -> None:
-        self.inner = inner
-        self.node = node
-        self.incarnation = incarnation
-        self.gate = gate
-        self.hooks = hooks
-        self.calls = calls
-
-    def _call(self, op: str, vm: str | None, fn: Callable[[], Any], logged: bool = True) -> Any:
-        self.hooks.fire("before", self.node, op, vm)
-        self.gate.enter(op)
-        try:
-            result = fn()
-        except Exception as exc:
-            if logged:
-                self.calls.add(f"{self.node}#{self.incarnation} {op} {vm or ''} -> {exc!r}")
-            raise
-        if logged:
-            self.calls.add(f"{self.node}#{self.incarnation} {op} {vm or ''} ok")
-        self.hooks.fire("after", self.node, op, vm)
-        return result
-
-    def define(self, spec: DomainSpec) -> None:
-        self._call("define", spec.name, lambda: self.inner.define(spec))
-
-    def create_disk(self, disk: DiskSpec) -> None:
-        self._call("create_disk", disk.path, lambda: self.inner.create_disk(disk))
-
-    def disk_exists(self, path: str) -> bool:
-        result: bool = self._call("disk_exists", path, lambda: self.inner.disk_exists(path), False)
-        return result
-
-    def start(self, name: str) -> None:
-        self.calls.add(f"{self.node}#{self.incarnation} start {name} begins")
-        self._call("start", name, lambda: self.inner.start(name))
-
-    def shutdown(self, name: str) -> None:
-        self._call("shutdown", name, lambda: self.inner.shutdown(name))
-
-    def destroy(self, name: str) -> None:
-        self._call("destroy", name, lambda: self.inner.destroy(name))
-
-    def undefine(self, name: str) -> None:
-        self._call("undefine", name, lambda: self.inner.undefine(name))
-
-    def state(self, name: str) -> DomainState:
-        result: DomainState = self._call("state", name, lambda: self.inner.state(name), False)
-        return result
-
-    def stop_reason(self, name: str) -> StopReason:
-        result: StopReason = self._call(
-            "stop_reason", name, lambda: self.inner.stop_reason(name), False
-        )
-        return result
-
-    def watch_lifecycle(self, callback: LifecycleCallback) -> None:
-        gate = self.gate
-
-        def gated(name: str) -> None:
-            if not gate.dead:
-                callback(name)
-
-        self.inner.watch_lifecycle(gated)
-
-    def info(self, name: str) -> DomainInfo | None:
-        result: DomainInfo | None = self._call("info", name, lambda: self.inner.info(name), False)
-        return result
-
-    def list_managed(self) -> list[DomainInfo]:
-        result: list[DomainInfo] = self._call(
-            "list_managed", None, lambda: self.inner.list_managed(), False
-        )
-        return result
-
-    def host_facts(self) -> HostFacts:
-        result: HostFacts = self._call("host_facts", None, lambda: self.inner.host_facts(), False)
-        return result
-
-    def live_migration_problem(self) -> str | None:
-        result: str | None = self._call(
-            "live_migration_problem", None, lambda: self.inner.live_migration_problem(), False
-        )
-        return result
-
-    def migrate(self, name: str, target: MigrationTarget, *, max_downtime_ms: int) -> None:
-        self.calls.add(f"{self.node}#{self.incarnation} migrate {name} to {target.node} begins")
-        self._call(
-            "migrate",
-            name,
-            lambda: self.inner.migrate(name, target, max_downtime_ms=max_downtime_ms),
-        )
-
-    def migration_progress(self, name: str) -> MigrationProgress | None:
-        result: MigrationProgress | None = self._call(
-            "migration_progress", name, lambda: self.inner.migration_progress(name), False
-        )
-        return result
-
-    def abort_migration(self, name: str) -> bool:
-        result: bool = self._call("abort_migration", name, lambda: self.inner.abort_migration(name))
-        return result
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class GatedAgent(FenceAgent):
-    """A node's fence agent as one incarnation (the primary's) sees it."""
-
-    def __init__(self, inner: FenceAgent, gate: Gate, target: str, calls: CallLog) -> None:
-        self.inner = inner
-        self.gate = gate
-        self.target = target
-        self.calls = calls
-
-    def _enter(self, what: str) -> None:
-        try:
-            self.gate.enter(what)
-        except HypervisorUnavailable as exc:
-            raise FenceError(str(exc)) from None
-
-    def power_off(self) -> None:
-        self._enter("power_off")
-        self.calls.add(f"fence {self.target} power_off (by {self.gate.name})")
-        self.inner.power_off()
-
-    def power_on(self) -> None:
-        self._enter("power_on")
-        self.calls.add(f"fence {self.target} power_on (by {self.gate.name})")
-        self.inner.power_on()
-
-    def power_status(self) -> PowerState:
-        self._enter("power_status")
-        return self.inner.power_status()
-
-    @property
-    def description(self) -> str:
-        return f"chaos world agent for {self.target}"
-
-
-# -- nodes ------------------------------------------------------------------------
-
-
-@dataclass
-class Incarnation:
-    """One run of a node's daemon, from its start to its crash, power-off or stop."""
-
-    node: str
-    number: int
-    gate: Gate
-    proxy: ZkProxy
-    daemon: Daemon | None = None
-    thread: threading.Thread | None = None
-    errors: list[str] = field(default_factory=list)
-    ended: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.node}#{self.number}"
-
-    @property
-    def alive(self) -> bool:
-        return not self.gate.dead
-
-
-@dataclass
-class NodeSlot:
-    name: str
-    coordinator: bool
-    uri: str
-    current: Incarnation | None = None
-    incarnations: list[Incarnation] = field(default_factory=list)
-    killed: bool = False
-    """Crashed and not yet rebooted."""
-
-
-# -- the invariant monitor -----------------------------------------------------------
-
-
-class InvariantMonitor:
-    """Polls every ~20 ms: the world's violations, primaries per epoch, holders per VM."""
-
-    def __init__(self, cluster: ChaosCluster, interval: float = 0.02) -> None:
-        self.cluster = cluster
-        self.interval = interval
-        self.failures: list[str] = []
-        self.info: list[str] = []
-        self.polls = 0
-        self._seen_violations = 0
-        self._primary_pairs: set[tuple[str, str, int, int]] = set()
-        self._holders: dict[str, frozenset[str]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.poll()  # a last look
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.poll()
-            except Exception as exc:  # the monitor must outlive anything it looks at
-                log.exception("event=monitor_failed error=%r", exc)
-
-    def poll(self) -> None:
-        with self._lock:
-            self._poll()
-
-    def _poll(self) -> None:
-        self.polls += 1
-        world = self.cluster.world
-        violations = list(world.violations)
-        for v in violations[self._seen_violations :]:
-            line = f"ONE-COPY: {v.vm} held by {', '.join(v.nodes)} at once: {v.detail}"
-            self.failures.append(line)
-            self.cluster.calls.add(f"VIOLATION {line}")
-        self._seen_violations = len(violations)
-        self._check_primaries()
-        for vm in sorted(self.cluster.known_vms):
-            holders = frozenset(world.holders(vm))
-            if self._holders.get(vm, frozenset()) != holders:
-                self._holders[vm] = holders
-                self.cluster.calls.add(f"holders {vm} = {{{', '.join(sorted(holders))}}}")
-
-    def _check_primaries(self) -> None:
-        acting: list[tuple[str, int]] = []
-        for inc in self.cluster.incarnations():
-            daemon = inc.daemon
-            if not inc.alive or daemon is None or daemon.election is None:
-                continue
-            election = daemon.election
-            if election.state == RouterState.PRIMARY and election.epoch is not None:
-                acting.append((inc.name, election.epoch))
-        for (a, ea), (b, eb) in itertools.combinations(sorted(acting), 2):
-            key = (a, b, ea, eb)
-            if key in self._primary_pairs:
-                continue
-            self._primary_pairs.add(key)
-            if ea == eb:
-                line = f"TWO PRIMARIES: {a} and {b} both act as primary in epoch {ea}"
-                self.failures.append(line)
-            else:
-                line = f"two primaries at once in different epochs: {a}@{ea}, {b}@{eb}"
-                self.info.append(line)
-            self.cluster.calls.add(line)
+__all__ = [
+    "CallLog",
+    "ChaosCluster",
+    "ChaosTimings",
+    "DriverHooks",
+    "Gate",
+    "GatedAgent",
+    "GatedDriver",
+    "HookFn",
+    "HypervisorWorld",
+    "Incarnation",
+    "InvariantMonitor",
+    "NodeSlot",
+    "Timings",
+    "ZkProxy",
+    "vm_manifest",
+]
 
 
 # -- the cluster ------------------------------------------------------------------------
@@ -685,7 +137,7 @@ def vm_manifest(
     }
 
 
-class ChaosCluster:
+class ChaosCluster(EnsembleMembers):
     """N real daemons in this process over one ZooKeeper root and one hypervisor world.
 
     ``zookeeper`` is one server or the members of an ensemble (``start_ensemble``); with an
@@ -1026,66 +478,6 @@ class ChaosCluster:
                 other.stop()
                 other.close()
         self.calls.add(f"expire session {inc.name} 0x{client_id[0]:x}")
-        return True
-
-    # -- ZooKeeper members --------------------------------------------------------------
-
-    @property
-    def max_members_down(self) -> int:
-        """How many members may be down at once with a quorum left: a minority."""
-        return (len(self.members) - 1) // 2
-
-    def _members_down_now(self) -> list[int]:
-        with self._members_lock:
-            return sorted(self.members_down)
-
-    def leader_member(self) -> int | None:
-        """The index of the member that leads the ensemble now (``srvr``: ``Mode: leader``)."""
-        down = self._members_down_now()
-        for index, member in enumerate(self.members):
-            if index not in down and "Mode: leader" in four_letter(member.port, "srvr"):
-                return index
-        return None
-
-    def stop_member(self, index: int) -> bool:
-        """Kill -9 member ``index``: its connections break and the daemons' clients
-        reconnect to the others. False (nothing done) when it is down already or when one
-        more member down would leave no quorum."""
-        with self._members_lock:
-            if index in self.members_down or len(self.members_down) >= self.max_members_down:
-                return False
-            member = self.members[index]
-            pid = member.pid
-            if pid is None:
-                return False
-            self.members_down.add(index)
-        if signal_ours(pid, signal.SIGKILL, str(member.workdir)):
-            wait_until(lambda: not pid_alive(pid), 10.0, f"ZooKeeper member {index + 1} to die")
-        member.pid = None
-        self.calls.add(f"zk member {index + 1} (port {member.port}) killed")
-        return True
-
-    def start_member(self, index: int, timeout: float = 60.0) -> bool:
-        """Start member ``index`` again (same ports, same data) and wait until it serves
-        clients in the quorum. False when it was not down."""
-        with self._members_lock:
-            if index not in self.members_down:
-                return False
-            restarting = index in self._members_restarting
-            self._members_restarting.add(index)
-        member = self.members[index]
-        if restarting:  # by another thread: wait for it
-            wait_until(lambda: index not in self.members_down, timeout + 10.0, "a restart")
-            return False
-        try:
-            member.start(timeout)
-            wait_until(member.serving, timeout, f"ZooKeeper member {index + 1} to rejoin")
-        finally:
-            with self._members_lock:
-                self._members_restarting.discard(index)
-                if member.pid is not None:
-                    self.members_down.discard(index)
-        self.calls.add(f"zk member {index + 1} (port {member.port}) back")
         return True
 
     def boot(self, node: str) -> Incarnation:
