@@ -30,6 +30,8 @@ DURATION = r"^\s*[0-9]+(\.[0-9]+)?(ms|s|m|h)\s*$"
 POSITIVE_DURATION = r"^\s*([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)(ms|s|m|h)\s*$"
 _LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
 DOMAIN = rf"^({_LABEL}\.)*{_LABEL}$"
+# A label or annotation key: [prefix/]name (schemas.meta._check_key).
+LABEL_KEY = rf"^(({_LABEL}\.)*{_LABEL}/|/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
 MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 IPV4 = rf"^({_OCTET}\.){{3}}{_OCTET}$"
@@ -172,6 +174,11 @@ def _reservation(schema: Schema) -> None:
     schema["properties"]["ip"]["pattern"] = IPV4
 
 
+def _label_keys(schema: Schema) -> None:
+    schema["propertyNames"] = {"pattern": LABEL_KEY}
+    add_rule(schema, "a key's prefix is at most 253 characters")
+
+
 def _singleton(schema: Schema) -> None:
     meta = schema["properties"]["metadata"]
     schema["properties"]["metadata"] = {
@@ -195,6 +202,7 @@ EXPRESSED: dict[str, Callable[[Schema], None]] = {
     "Disk._volume_name": lambda s: s["anyOf"][0].update(pattern=NAME_128),
     "Resource._known_api_version": lambda s: s.update(enum=[API_VERSION]),
     "Cluster._singleton": _singleton,
+    "_check_keys": _label_keys,
     "Disk._one_form": _disk_forms,
     "StoragePoolSpec._type_fields": _pool_fields,
     "NetworkSpec._type_fields": _network_fields,
@@ -348,7 +356,11 @@ def patch_schema(components: dict[str, Any], cls: type[Resource]) -> Schema:
     spec.pop("required", None)  # the stored object has them; a patch need not repeat them
     nullable_map = {
         "anyOf": [
-            {"type": "object", "additionalProperties": {"anyOf": [_string(), NULL]}},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": LABEL_KEY},
+                "additionalProperties": {"anyOf": [_string(), NULL]},
+            },
             NULL,
         ]
     }
