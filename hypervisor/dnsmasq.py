@@ -52,6 +52,8 @@ def _pause(last: float | None) -> float:
     step = FIRST_POLL if last is None else min(last * 2, POLL_INTERVAL)
     time.sleep(step)
     return step
+
+
 # After SIGKILL, the kernel frees the process within milliseconds; this only bounds a hang.
 KILL_TIMEOUT = 5.0
 # Bounds the `ip addr show` that checks the bridge holds the address.
