@@ -264,6 +264,8 @@ def test_start_runs_the_domain(cluster: RunningCluster, conn: libvirt.virConnect
     assert {c["type"]: c["status"] for c in st["conditions"]} == {
         "Scheduled": "True",
         "Ready": "True",
+        "Converged": "True",
+        "RestartRequired": "False",
     }
     assert st["observedGeneration"] == get_vm(cluster, name)["metadata"]["generation"]
     delete_vm(cluster, name)

@@ -163,6 +163,9 @@ def non_primary(c: ChaosCluster, count: int) -> list[str]:
 def apply_on(c: ChaosCluster, vm: str, node: str, **spec: Any) -> None:
     c.apply_vm(vm, placement={"home": node, **spec.pop("placement", {})}, **spec)
     c.wait_running(vm, 30, node=node)
+    # The hypervisor runs it before the node's status says so; a live migrate asks for the
+    # latter (409 "not running on ..." until then), as a user would wait for it.
+    wait_for(partial(_runs_on, c, vm, node), 10, f"{vm} Running on {node} in its status")
 
 
 def running_once(c: ChaosCluster, vm: str, timeout: float = FENCED) -> str:
@@ -231,7 +234,8 @@ def test_b_forced_live_that_fails_never_falls_back(c: ChaosCluster) -> None:
     apply_on(c, "lb", source)
     c.world.fail_migrations("lb", why, count=10)
     since = time.monotonic()
-    assert migrate(c, "lb", target, live=True).status_code == 200
+    answer = migrate(c, "lb", target, live=True)
+    assert answer.status_code == 200, answer.text
     wait_for(partial(_failed, c, "lb"), 30, "lb's migration Failed")
     migration = c.vm_status("lb").migration
     assert migration is not None
