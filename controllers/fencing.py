@@ -21,6 +21,7 @@ from controllers.scheduler import Scheduler
 from hypervisor.fence import ExecAgent, FenceAgent, FenceError, IpmiAgent, PowerState
 from schemas import (
     CLUSTER_NAME,
+    GONE_STATES,
     Cluster,
     ClusterSpec,
     Condition,
@@ -519,10 +520,7 @@ class FenceController:
             raw = self.store.read_status(Node, holder)
             if raw is None:
                 continue
-            if NodeStatus.model_validate(raw).daemon_state not in (
-                DaemonState.DEAD,
-                DaemonState.FENCED,
-            ):
+            if NodeStatus.model_validate(raw).daemon_state not in GONE_STATES:
                 return holder
         return None
 

@@ -33,11 +33,12 @@ from hypervisor.dnsmasq import (
     DnsmasqConfig,
     DnsmasqError,
     Lease,
+    remove_files,
     stale_instances,
 )
 from hypervisor.hostnet import FloatingAddress, HostNetwork, HostNetworkError
 from schemas import (
-    DaemonState,
+    GONE_STATES,
     DhcpLease,
     Network,
     NetworkStatus,
@@ -189,7 +190,7 @@ class NetworkGateways:
             if net is None:
                 # Deleted: nothing of it stays (a network made again under the name starts
                 # with no leases of this one's).
-                Dnsmasq(_placeholder(name), self.rundir, self.config.namespace).purge()
+                remove_files(self.rundir, name)
                 self._problems.pop(name, None)
                 return None
             if want is not None:
@@ -268,7 +269,7 @@ class NetworkGateways:
             for n in self.nodes.objects()
             if n.name in live
             and n.status is not None
-            and n.status.daemon_state not in (DaemonState.DEAD, DaemonState.FENCED)
+            and n.status.daemon_state not in GONE_STATES
             and any(e.name == net.name and e.ready for e in n.status.networks)
         )
         leases = []
@@ -365,15 +366,3 @@ def _seed(net: Network) -> list[Lease]:
             expires = int(datetime.fromisoformat(lease.expires.replace("Z", "+00:00")).timestamp())
         seeded.append(Lease(lease.mac, lease.ip, lease.hostname, expires))
     return seeded
-
-
-def _placeholder(name: str) -> DnsmasqConfig:
-    """A config that names the network's files only (to purge them)."""
-    return DnsmasqConfig(
-        network=name,
-        interface="lo",
-        address="192.0.2.1",
-        prefixlen=24,
-        range_start=None,
-        range_end=None,
-    )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from controllers.config import NetworkConfig
 from controllers.runtime import Controller
 from hypervisor.hostnet import BridgeSpec, HostBridges, HostNetworkError
-from schemas import DaemonState, Network, Node, NodeNetwork, bridge_name
+from schemas import GONE_STATES, Network, Node, NodeNetwork, bridge_name
 from zkstore import Informer, ResourceInformer, Store, paths
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class NetworkAgent:
                 or node.name not in live
                 or status is None
                 or status.cluster_address is None
-                or status.daemon_state in (DaemonState.DEAD, DaemonState.FENCED)
+                or status.daemon_state in GONE_STATES
             ):
                 continue
             if status.cluster_address != own:

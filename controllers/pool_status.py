@@ -9,7 +9,7 @@ import logging
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
 from schemas import (
-    DaemonState,
+    GONE_STATES,
     PoolNodeState,
     PoolType,
     StoragePool,
@@ -19,8 +19,6 @@ from schemas import (
 from zkstore import NotFound, ResourceInformer, Store
 
 log = logging.getLogger(__name__)
-
-_GONE = (DaemonState.DEAD, DaemonState.FENCED)
 
 
 class PoolStatusController:
@@ -87,7 +85,7 @@ class PoolStatusController:
             seen = (
                 next((p for p in status.storage if p.pool == pool.name), None) if status else None
             )
-            if status is not None and status.daemon_state in (DaemonState.DEAD, DaemonState.FENCED):
+            if status is not None and status.daemon_state in GONE_STATES:
                 states.append(
                     PoolNodeState(
                         node=node_name,

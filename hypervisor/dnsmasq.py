@@ -247,6 +247,14 @@ def _gone(pid: int, conf: Path) -> bool:
     return bool(argv) and f"--conf-file={conf}" not in argv
 
 
+def remove_files(rundir: Path, network: str) -> None:
+    """Remove every file of ``network``'s dnsmasq from ``rundir`` (the network was deleted;
+    its server was stopped before)."""
+    files = _Files.of(rundir.absolute(), network)
+    for path in (files.conf, files.hosts, files.opts, files.leases, files.pid, files.log):
+        path.unlink(missing_ok=True)
+
+
 def stale_instances(rundir: Path) -> list[int]:
     """PIDs of dnsmasq processes whose command line names a conf file in ``rundir``."""
     prefix = f"--conf-file={rundir.absolute()}/"
@@ -389,14 +397,6 @@ class Dnsmasq:
             ]
             self._rundir.mkdir(parents=True, exist_ok=True)
             _write(self._files.leases, "".join(f"{line}\n" for line in lines))
-
-    def purge(self) -> None:
-        """Stop it and remove every file of its network (the network was deleted)."""
-        with self._lock:
-            self._stop(KILL_TIMEOUT)
-            files = self._files
-            for path in (files.conf, files.hosts, files.opts, files.leases, files.pid, files.log):
-                path.unlink(missing_ok=True)
 
     def leases(self) -> list[Lease]:
         """The current IPv4 leases; those already expired are left out."""

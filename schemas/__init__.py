@@ -23,6 +23,7 @@ from schemas.network import (
     network_number,
 )
 from schemas.node import (
+    GONE_STATES,
     DaemonState,
     DomainState,
     FenceConfig,
@@ -64,6 +65,7 @@ from schemas.vm import (
 __all__ = [
     "API_VERSION",
     "CLUSTER_NAME",
+    "GONE_STATES",
     "KINDS",
     "Cluster",
     "ClusterSpec",

@@ -22,6 +22,10 @@ class DaemonState(StrEnum):
     FENCED = "fenced"
 
 
+GONE_STATES = frozenset({DaemonState.DEAD, DaemonState.FENCED})
+"""A node in these states runs nothing: marked dead by the primary, or fenced."""
+
+
 class DomainState(StrEnum):
     READY = "ready"
     FLUSHING = "flushing"
