@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,6 +156,12 @@ def test_console_log_and_domain_xml_through_the_store(cluster: RunningCluster) -
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    printed: list[str] = []
+    reader = threading.Thread(
+        target=lambda: printed.extend(line.decode() for line in follower.stdout or ()),
+        daemon=True,
+    )
+    reader.start()
     try:
         assert cluster.pvcctl("vm", "restart", "con").returncode == 0
         wait_for(lambda: "boot 2 " in console(cluster, "con"), 30, "the second boot's line")
@@ -162,12 +169,16 @@ def test_console_log_and_domain_xml_through_the_store(cluster: RunningCluster) -
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("[pvc test console] con boot 2 ")
         assert result.stdout.count("\n") == 1
+        # -f looks again each second: wait (bounded) until it printed the second line.
+        wait_for(lambda: any("boot 2 " in line for line in printed), 15, "-f to print it")
     finally:
         follower.terminate()
-        out, _ = follower.communicate(timeout=10)
+        follower.wait(timeout=10)
+        reader.join(timeout=10)
     # What -f printed: the first line, then the second once it came, each once.
-    assert out.decode().count("boot 1 ") == 1
-    assert out.decode().count("boot 2 ") == 1
+    out = "".join(printed)
+    assert out.count("boot 1 ") == 1
+    assert out.count("boot 2 ") == 1
 
     xml = cluster.pvcctl("vm", "dumpxml", "con")
     assert xml.returncode == 0, xml.stderr
