@@ -279,6 +279,7 @@ def timed_out_stop(cluster: RunningCluster, conn: libvirt.virConnect) -> dict[st
     t0 = time.monotonic()
     patch(cluster, name, {"spec": {"runStrategy": "Halted", "shutdownTimeout": "3s"}})
     phases: list[tuple[float, str, str]] = []
+    states: list[tuple[float, int | None]] = []
     libvirt_off_at: float | None = None
     deadline = t0 + 20
     while time.monotonic() < deadline:
@@ -286,17 +287,26 @@ def timed_out_stop(cluster: RunningCluster, conn: libvirt.virConnect) -> dict[st
         st = status(cluster, name)
         if not phases or phases[-1][1:] != (st.get("phase"), st.get("reason")):
             phases.append((now - t0, str(st.get("phase")), str(st.get("reason"))))
-        if libvirt_off_at is None and not libvirt_running(conn, name):
-            libvirt_off_at = now - t0
+        # Timed at the read itself (the status call before it can take a while under load),
+        # from its start: the state read was true at some point after read_at.
+        read_at = time.monotonic()
+        state = libvirt_state(conn, name)
+        if not states or states[-1][1] != state:
+            states.append((read_at - t0, state))
+        # Off means shut off or undefined (a destroy shows VIR_DOMAIN_SHUTDOWN on the way).
+        if libvirt_off_at is None and state in (libvirt.VIR_DOMAIN_SHUTOFF, None):
+            libvirt_off_at = read_at - t0
         if st.get("phase") == "Stopped":
             break
         time.sleep(0.05)
     print("phases after the patch: " + ", ".join(f"{p}/{r}@{t:.2f}s" for t, p, r in phases))
+    print("libvirt states after the patch: " + ", ".join(f"{s}@{t:.2f}s" for t, s in states))
     result = {
         "name": name,
         "pid": pid,
         "phases": phases,
         "libvirt_off_at": libvirt_off_at,
+        "libvirt_states": states,
         "libvirt_state": libvirt_state(conn, name),
         "forced_off_logged": len(log_lines(cluster, "domain_forced_off", name)),
     }
@@ -318,8 +328,9 @@ def test_graceful_stop_waits_out_the_timeout_then_forces_off(
     # from the patch and (less a poll's slack) from the Stopping the node wrote after its
     # ACPI request.
     off_at = timed_out_stop["libvirt_off_at"]
-    assert off_at is not None and off_at >= 3.0, (off_at, phases)
-    assert off_at - stopping_at >= 3.0 - 0.2, (off_at, phases)
+    states = timed_out_stop["libvirt_states"]
+    assert off_at is not None and off_at >= 3.0, (off_at, phases, states)
+    assert off_at - stopping_at >= 3.0 - 0.2, (off_at, phases, states)
     assert 3.0 <= stopped_at < stopping_at + 8.0, phases
     assert not pid_running(timed_out_stop["pid"])
     assert timed_out_stop["libvirt_state"] == libvirt.VIR_DOMAIN_SHUTOFF
