@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from schemas.configfile import ConfigFileError, read_yaml_mapping
+from schemas.daemon_logging import LogLevel, LogPriority
 from schemas.meta import Model
 
 
@@ -25,7 +26,8 @@ class Settings(Model):
     listen: str = "127.0.0.1"
     port: int = Field(default=7370, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 2**20, ge=1024)
-    log_level: str = "info"
+    log_level: LogLevel = "info"
+    log_priority: LogPriority = "auto"
     tokens: list[ApiToken] = Field(default_factory=list)
     """Bearer tokens. None configured means OPEN ACCESS: anyone who reaches the port
     may read and write (the local demo relies on it). Configure tokens in production."""

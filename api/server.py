@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 import uvicorn
 
 from api.app import create_app
 from api.config import SettingsError, load_settings
+from schemas.daemon_logging import setup_logging
+from schemas.sdnotify import Notifier
+
+log = logging.getLogger("pvcapid")
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server that tells systemd READY=1 once it listens (its lifespan startup,
+    the store and the first watch-cache wait, is done by then), and STOPPING=1 on exit."""
+
+    def __init__(self, config: uvicorn.Config, notifier: Notifier) -> None:
+        super().__init__(config)
+        self.notifier = notifier
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.notifier.ready(
+            f"serving on {self.config.host}:{self.config.port}"
+        ):
+            log.info("event=sd_notify_ready listen=%s port=%s", self.config.host, self.config.port)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.notifier.stopping("stopping")
+        await super().shutdown(sockets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,30 +52,31 @@ def main(argv: list[str] | None = None) -> int:
         settings.listen = args.listen
     if args.port is not None:
         settings.port = args.port
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("kazoo").setLevel(logging.WARNING)
+    setup_logging(settings.log_level, settings.log_priority)
     if not settings.tokens:
-        logging.getLogger("pvcapid").warning(
-            "event=open_access message=no API tokens configured: anyone who reaches "
-            "%s:%s may read and write the cluster",
-            settings.listen,
-            settings.port,
+        log.warning(
+            "event=open_access message=%s",
+            f"no API tokens configured: anyone who reaches {settings.listen}:{settings.port} "
+            "may read and write the cluster",
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.listen,
         port=settings.port,
         log_level=settings.log_level,
+        # uvicorn's loggers go through the root handler above (one format, journald's
+        # priorities) instead of uvicorn's own.
+        log_config=None,
         access_log=False,
         ssl_certfile=settings.cert_file,
         ssl_keyfile=settings.key_file,
         # Watch streams are long-lived: end them on shutdown instead of waiting forever.
         timeout_graceful_shutdown=5,
     )
-    return 0
+    server = NotifyingServer(config, Notifier.from_environment())
+    server.run()
+    # uvicorn returns after a failed start (port in use) having logged why.
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from hypervisor.hostnet import FloatingAddress
 from schemas.configfile import ConfigFileError, read_yaml_mapping
+from schemas.daemon_logging import LogLevel, LogPriority
 from schemas.meta import DnsLabel, Model
 from schemas.node import FenceConfig
 from schemas.quantity import Duration, Size, to_seconds
@@ -140,7 +141,11 @@ class DaemonConfig(Model):
     workers: int = Field(default=4, ge=1, le=64)
     resync_period: Duration = "30s"
     session_timeout: Duration = "10s"
-    log_level: str = "info"
+    log_level: LogLevel = "info"
+    """debug, info, warning, error or critical (schemas.daemon_logging.LOG_LEVELS)."""
+    log_priority: LogPriority = "auto"
+    """auto: prefix each log line with its syslog priority (<N>) when stderr is the journal;
+    always; never."""
     state_dir: str = "/var/lib/pvc"
     crash_loop: CrashLoopConfig = Field(default_factory=CrashLoopConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

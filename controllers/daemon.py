@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -29,6 +30,8 @@ from controllers.volume_reaper import VolumeReaper
 from hypervisor import DomainDriver, HypervisorError, LibvirtDriver, write_test_host_xml
 from hypervisor.hostnet import HostNetworkError, NetlinkHostBridges, NetlinkHostNetwork
 from schemas import DomainState, Node, to_mib, to_seconds, utcnow, verbs
+from schemas.daemon_logging import setup_logging
+from schemas.sdnotify import Notifier
 from zkstore import LeaseHeld, Store, StoreError
 
 log = logging.getLogger("pvcnoded")
@@ -56,7 +59,8 @@ def floating_addresses(config: DaemonConfig) -> FloatingAddresses:
 
 class Daemon:
     """One node's controllers. ``driver`` and ``fence_agents`` replace the libvirt driver and
-    the configured fence agents (a harness that injects faults passes its own)."""
+    the configured fence agents (a harness that injects faults passes its own); ``notifier``
+    tells systemd (readiness, watchdog, stopping): by default through ``NOTIFY_SOCKET``."""
 
     def __init__(
         self,
@@ -64,8 +68,10 @@ class Daemon:
         *,
         driver: DomainDriver | None = None,
         fence_agents: AgentFactory = configured_agent,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier or Notifier.from_environment()
         self.stopped = threading.Event()
         self.uri = hypervisor_uri(config)
         self.driver = driver or LibvirtDriver(self.uri)
@@ -117,6 +123,7 @@ class Daemon:
             pools=self.pools.latest,
             networks=self.networks.latest,
             cluster_address=config.network.cluster.address if config.network.cluster else None,
+            on_beat=self.notifier.watchdog,
         )
         self.gateways = NetworkGateways(
             self.store,
@@ -153,7 +160,9 @@ class Daemon:
             self.uri,
         )
         self.store.start()
+        self.notifier.watchdog()  # each start step is bounded (lease wait) well below WatchdogSec
         self.agent.register()
+        self.notifier.watchdog()
         self.pools.start()
         self.reaper.start()
         self.networks.start()
@@ -165,11 +174,13 @@ class Daemon:
             self.election.start()
         self._unflush_after_restart()
         log.info("event=running node=%s", self.config.node)
+        self._tell_systemd_ready()
         self.stopped.wait()
         self.shutdown()
 
     def shutdown(self) -> None:
         log.info("event=stopping node=%s", self.config.node)
+        self.notifier.stopping(f"stopping node {self.config.node}")
         if self.config.flush_on_shutdown:
             self._flush_before_stop()
         if self.election is not None:
@@ -190,6 +201,8 @@ class Daemon:
         node = self.config.node
         limit = to_seconds(self.config.flush_timeout)
         deadline = time.monotonic() + limit
+        # systemd's TimeoutStopSec may be shorter than flushTimeout: ask for the flush's time.
+        self.notifier.extend_timeout(limit + 30.0, f"flushing node {node} before it stops")
 
         def flush(obj: Node) -> None:
             obj.spec.drain = True
@@ -224,6 +237,21 @@ class Daemon:
         if not self.vms.departures.flights.wait_all(max(1.0, deadline - time.monotonic())):
             log.warning("event=flush_on_shutdown node=%s state=migrations_still_running", node)
 
+    def _tell_systemd_ready(self) -> None:
+        """READY=1 once the Node is registered, its lease held and every controller runs;
+        warn when systemd's watchdog would fire between two heartbeats."""
+        watchdog = self.notifier.watchdog_seconds
+        if watchdog is not None and watchdog < 2 * self.agent.keepalive:
+            log.warning(
+                "event=watchdog_too_short node=%s watchdog=%.1fs keepalive=%.1fs "
+                "action=raise_WatchdogSec_to_at_least_twice_keepaliveInterval",
+                self.config.node,
+                watchdog,
+                self.agent.keepalive,
+            )
+        if self.notifier.ready(f"running node {self.config.node}"):
+            log.info("event=sd_notify_ready node=%s watchdog=%s", self.config.node, watchdog)
+
     def _unflush_after_restart(self) -> None:
         """Unflush the node this daemon flushed as it stopped (``flushOnShutdown``)."""
         node = self.config.node
@@ -245,15 +273,6 @@ class Daemon:
         log.info("event=unflush_after_restart node=%s", node)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kazoo").setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pvcnoded", description="PVC node daemon")
     parser.add_argument("--config", required=True, help="path to the daemon's YAML config")
@@ -263,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pvcnoded: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_priority)
+    # systemd's watchdog kills a hung daemon with SIGABRT: print every thread's stack first.
+    faulthandler.enable()
     try:
         daemon = Daemon(config)
     except HypervisorError as exc:

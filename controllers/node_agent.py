@@ -56,6 +56,7 @@ class NodeAgent:
         pools: Callable[[], list[NodePool]] | None = None,
         networks: Callable[[], list[NodeNetwork]] | None = None,
         cluster_address: str | None = None,
+        on_beat: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -71,6 +72,9 @@ class NodeAgent:
         self._on_revived = on_revived or (lambda: None)
         self._pools = pools or (lambda: [])
         self._networks = networks or (lambda: [])
+        self._on_beat = on_beat or (lambda: None)
+        """Called after each turn of the heartbeat loop, failed or not (the systemd
+        watchdog): a loop that hangs stops calling it."""
         self.cluster_address = cluster_address
         self._lease_wait = lease_wait
         self.lease = Lease(store, paths.node_lease(node), {"node": node})
@@ -162,6 +166,7 @@ class NodeAgent:
                     wait,
                     exc,
                 )
+            self._on_beat()
             self._wake.wait(wait)
             self._wake.clear()
 
