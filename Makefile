@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PVCCTL := $(BIN)/pvcctl
 
-.PHONY: setup host venv demo demo-down test lint unit integration e2e bench clean chaos
+.PHONY: setup host venv demo demo-down test test-packaging lint unit integration e2e bench clean chaos
 
 setup: host venv
 
@@ -39,8 +39,13 @@ lint: venv
 
 # Two workers: each module on one worker, host-wide ones together (tests/conftest.py).
 TEST_WORKERS ?= 2
+# The wheel build and install test (marked packaging) runs in test-packaging: 15-20 s of
+# pip and fresh imports that make test's time budget has no room for.
 test: setup lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not packaging" tests
+
+test-packaging: setup
+	$(BIN)/python -m pytest -q -m packaging tests
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -9,6 +9,8 @@ import tomllib
 from pathlib import Path
 
 _PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+DISTRIBUTION = "pvc-cluster"
+"""PVC's name on the package index (pyproject.toml's project.name)."""
 
 
 @functools.cache
@@ -16,7 +18,7 @@ def pvc_version() -> str:
     """The installed package's version; from a source tree that is not installed, the one
     in its pyproject.toml; "unknown" when neither says."""
     try:
-        return importlib.metadata.version("pvc")
+        return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         pass
     try:

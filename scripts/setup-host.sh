@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # the store and the Python build
   zookeeper python3-venv python3-dev gcc pkg-config libvirt-dev
+  # systemd-analyze, which checks deploy/systemd's units (a container's Debian lacks it)
+  systemd
   # hypervisor: libvirt's test driver needs only the client library; KVM e2e needs the rest
   libvirt-daemon-system qemu-system-x86 qemu-utils
   # host networking (floating addresses: ip, arping), DHCP and fencing
