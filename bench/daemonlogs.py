@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) (.*)$")
-FIELD = re.compile(r"(\w+)=('[^']*'|\"[^\"]*\"|\S+)")
+# logfmt (schemas/daemon_logging.py): a value in double quotes may hold \" and \\.
+FIELD = re.compile(r"(\w+)=('[^']*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 - A value that contains a space, a quote, ``=`` or nothing at all is written in double
   quotes, with ``\\`` and ``"`` escaped (``error="no route to host"``), so a line splits
-  into fields the same way every time.
+  into fields the same way every time. A string given as ``%r`` is quoted that way too,
+  not with Python's quotes.
 - Each line starts with ``<N>``, its syslog priority (sd-daemon(3): ``<3>`` error, ``<4>``
   warning, ``<6>`` info, ``<7>`` debug), when stderr is the systemd journal (systemd sets
   ``JOURNAL_STREAM`` to the device and inode of that stream) or when ``logPriority`` is
@@ -98,11 +99,25 @@ def render(template: str, args: tuple[Any, ...]) -> str:
         if key is None:
             out.append(word % tuple(mine))
         else:
-            value = word[key.end() :] % tuple(mine)
+            value = _str_not_repr(word[key.end() :], mine) % tuple(mine)
             out.append(key.group(0) + quote(value))
     if rest:
         raise TypeError("not all arguments converted during string formatting")
     return " ".join(out)
+
+
+def _str_not_repr(template: str, args: list[Any]) -> str:
+    """``%r`` of a string becomes ``%s``: logfmt's double quotes replace Python's quotes
+    (``agent="ipmi 10.0.1.2"``, not ``agent="'ipmi 10.0.1.2'"``)."""
+    position = iter(range(len(args)))
+
+    def spec(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%%"
+        index = next(position)
+        return "%s" if match.group(0) == "%r" and isinstance(args[index], str) else match.group(0)
+
+    return _SPEC.sub(spec, template)
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -330,7 +330,7 @@ def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -
     # The primary did it, through the IPMI agent; its log says how long the fence took.
     logs = log_text(cluster)
     primary_log = logs[f"{leader}.log"]
-    started = log_time(primary_log, f"event=fence_start node={victim} agent='ipmi ")
+    started = log_time(primary_log, f'event=fence_start node={victim} agent="ipmi ')
     done = log_time(primary_log, f"event=node_fenced node={victim}")
     assert started is not None and done is not None, primary_log[-3000:]
 

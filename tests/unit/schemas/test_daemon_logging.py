@@ -40,6 +40,11 @@ def test_values_with_spaces_quotes_or_equals_are_quoted() -> None:
         'note="a=b" empty="" n=3'
     )
     assert quote("plain") == "plain" and quote("two\nlines") == '"two\\nlines"'
+    # A string's repr is quoted as logfmt quotes, not as Python does.
+    assert render("event=fence_start agent=%r", ("ipmi 10.0.1.2",)) == (
+        'event=fence_start agent="ipmi 10.0.1.2"'
+    )
+    assert render("why=%r", ("libvirt's driver",)) == 'why="libvirt\'s driver"'
 
 
 def test_a_template_it_cannot_read_falls_back_to_percent_formatting(
