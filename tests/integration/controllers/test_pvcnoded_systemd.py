@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +21,13 @@ import yaml
 from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon, hypervisor_uri
+from controllers.daemon import main as daemon_main
 from hypervisor import LibvirtDriver
 from schemas import Cluster, ClusterSpec, FencingConfig, Node, ObjectMeta
 from schemas.sdnotify import Notifier
 from tests.chaos.gates import CallLog, DriverHooks, Gate, GatedDriver
 from tests.helpers import wait_for
+from tests.sdnotify_listener import Listener, listening
 from zkstore import Lease, Store, paths
 
 KEEPALIVE = 0.5
@@ -47,49 +47,9 @@ def store(zookeeper: ZooKeeperServer) -> Iterator[Store]:
     the_store.stop()
 
 
-class Listener:
-    """systemd's end of NOTIFY_SOCKET: every datagram with the time it arrived."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-
-    def next(self, wanted: str, timeout: float) -> float | None:
-        """Wait for a message holding ``wanted``; the monotonic time it came, or None."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                message = self.sock.recv(4096).decode()
-            except TimeoutError:
-                return None
-            if wanted in message.split("\n"):
-                return time.monotonic()
-        return None
-
-    def all(self, wanted: str, seconds: float) -> list[float]:
-        """The times of every message holding ``wanted`` in the next ``seconds``."""
-        deadline = time.monotonic() + seconds
-        times = []
-        while (at := self.next(wanted, deadline - time.monotonic())) is not None:
-            times.append(at)
-        return times
-
-    def drain(self) -> None:
-        self.sock.settimeout(0)
-        try:
-            while True:
-                self.sock.recv(4096)
-        except BlockingIOError:
-            pass
-
-
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[Listener]:
-    the_listener = Listener(tmp_path / "notify")
-    yield the_listener
-    the_listener.sock.close()
+    yield from listening(tmp_path)
 
 
 def node_config(zookeeper: ZooKeeperServer, store: Store, node: str, path: Path) -> dict[str, Any]:
@@ -131,10 +91,10 @@ def test_ready_only_with_its_lease_then_watchdog_at_heartbeat_rate(
         assert listener.next("READY=1", timeout=20) is not None, tmp_path / "pvcnoded.log"
         holder = store.client.get(store.path(paths.node_lease("sd1")))[0]
         assert b"squatter" not in holder  # the daemon's own lease, not the one released
-        pings = listener.all("WATCHDOG=1", seconds=6 * KEEPALIVE)
+        pings = listener.all("WATCHDOG=1", seconds=5 * KEEPALIVE)
         # At the heartbeat rate: one per keepaliveInterval (and one per extra heartbeat a
         # change pokes), never a gap of two intervals.
-        assert 4 <= len(pings) <= 12, gaps(pings)
+        assert 3 <= len(pings) <= 10, gaps(pings)
         assert max(gaps(pings)) < 2 * KEEPALIVE, gaps(pings)
         daemon.terminate()
         assert listener.next("STOPPING=1", timeout=10) is not None
@@ -172,3 +132,15 @@ def test_a_hung_heartbeat_loop_stops_the_watchdog_pings(
         daemon.stopped.set()
         thread.join(20)
     assert not thread.is_alive()
+
+
+def test_an_unknown_log_level_stops_it_at_start_saying_which_are_known(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pvcnoded.yaml"
+    config.write_text("logLevel: verbose\n")
+    assert daemon_main(["--config", str(config)]) == 2  # what the pvcnoded command runs
+    assert capsys.readouterr().err.strip() == (
+        f"pvcnoded: {config}: logLevel: Input should be 'debug', 'info', 'warning', 'error' "
+        "or 'critical'"
+    )
