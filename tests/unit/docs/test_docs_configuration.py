@@ -94,3 +94,11 @@ def test_the_accepted_log_levels_are_the_documented_ones() -> None:
     text = DOC.read_text()
     listed = ", ".join(f"`{level}`" for level in LOG_LEVELS[:-1]) + f", `{LOG_LEVELS[-1]}`"
     assert listed in text
+
+
+def test_every_environment_variable_pvcapid_reads_is_documented() -> None:
+    from api.config import _ENV
+
+    text = DOC.read_text()
+    section = text[text.index("## pvcapid") : text.index("## pvcctl")]
+    assert [env for env in _ENV if f"`{env}`" not in section] == []
