@@ -41,6 +41,7 @@ CEPHX_KEY = r"^([A-Za-z0-9+/]{20,}={0,2}|\*{8})$"  # or the mask the API shows i
 # An absolute path with no '..' segment.
 _SEGMENT = r"(?:[^/.][^/]*|\.(?:[^/.][^/]*)?|\.\.[^/]+)"
 ABSOLUTE_PATH = rf"^(/{_SEGMENT}?)+$"
+FENCE_AGENT = r"^(/usr/sbin/)?fence_[a-z0-9_]+$"  # schemas.fence_agents.agent_name_problem
 
 NULL: Schema = {"type": "null"}
 
@@ -158,7 +159,29 @@ def _fence_agent(schema: Schema) -> None:
             "required": ["agent", "command"],
             "properties": {"agent": {"const": "exec"}, "command": {"minItems": 1}},
         },
+        {
+            "required": ["agent", "fenceAgent"],
+            "properties": {
+                "agent": {"const": "fence-agents"},
+                "fenceAgent": _string(FENCE_AGENT),
+            },
+        },
     ]
+
+
+def _fence_agent_name(schema: Schema) -> None:
+    schema["anyOf"][0]["pattern"] = FENCE_AGENT
+    add_rule(schema, "the agent must be installed (on PATH or in /usr/sbin) where the API runs")
+
+
+def _fence_agent_options(schema: Schema) -> None:
+    schema["propertyNames"] = {"pattern": r"^[a-z][a-z0-9_]*$"}
+    schema["additionalProperties"] = _string(r"^[^\r\n\x00]*$")
+    add_rule(
+        schema,
+        "no action, ip, ipaddr, ipport, username, login, password, passwd (PVC writes them), "
+        "nor debug, debug_file, verbose, verbose_level",
+    )
 
 
 def _rbd_names(schema: Schema) -> None:
@@ -207,6 +230,8 @@ EXPRESSED: dict[str, Callable[[Schema], None]] = {
     "StoragePoolSpec._type_fields": _pool_fields,
     "NetworkSpec._type_fields": _network_fields,
     "FenceConfig._agent_settings": _fence_agent,
+    "FenceConfig._agent_name": _fence_agent_name,
+    "FenceConfig._agent_options": _fence_agent_options,
     "FencingConfig._no_recovery_without_power_off": _no_failed_fence_migrate,
     "RbdConfig._names": _rbd_names,
     "Reservation._valid": _reservation,

@@ -18,7 +18,14 @@ from kazoo.exceptions import LockTimeout
 
 from controllers.fence_records import FenceRecord, FenceRecords, FenceStep
 from controllers.scheduler import Scheduler
-from hypervisor.fence import ExecAgent, FenceAgent, FenceError, IpmiAgent, PowerState
+from hypervisor.fence import (
+    ExecAgent,
+    FenceAgent,
+    FenceAgentsAgent,
+    FenceError,
+    IpmiAgent,
+    PowerState,
+)
 from schemas import (
     CLUSTER_NAME,
     GONE_STATES,
@@ -65,6 +72,14 @@ def agent_for(config: FenceConfig) -> FenceAgent | None:
         return IpmiAgent(host, config.user or "", password, port=int(port or 623))
     if config.agent == "exec":
         return ExecAgent(list(config.command))
+    if config.agent == "fence-agents" and config.fence_agent:
+        return FenceAgentsAgent(
+            config.fence_agent,
+            address=config.address,
+            user=config.user,
+            password=config.password.get_secret_value() if config.password else None,
+            options=config.options,
+        )
     return None
 
 

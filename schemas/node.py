@@ -5,12 +5,24 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, FieldSerializationInfo, SecretStr, field_serializer, model_validator
+from pydantic import (
+    Field,
+    FieldSerializationInfo,
+    SecretStr,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from schemas.fence_agents import agent_name_problem, option_problem, resolve_agent
 from schemas.meta import Model, ObjectMeta, Status
 from schemas.resource import Resource
 
 SECRET_MASK = "********"
+
+CHECK_FENCE_AGENT_INSTALLED = "check_fence_agent_installed"
+"""Validation context key: also check that spec.fence.fenceAgent is installed on this host."""
 
 
 class DaemonState(StrEnum):
@@ -42,12 +54,22 @@ class RouterState(StrEnum):
 
 
 class FenceConfig(Model):
-    agent: Literal["ipmi", "exec", "none"] = "none"
+    agent: Literal["ipmi", "exec", "fence-agents", "none"] = "none"
     address: str | None = None
+    """ipmi: host[:port] of the BMC (port 623 by default). fence-agents: host[:port], given
+    to the agent as ip (and ipport)."""
     user: str | None = None
     password: SecretStr | None = None
     command: list[str] = Field(default_factory=list)
     """For the exec agent: argv run with the action (off, on, status) appended."""
+    fence_agent: str | None = None
+    """For the fence-agents agent: the ClusterLabs fence agent to run, fence_<name> on the
+    coordinators' PATH (e.g. fence_ipmilan, fence_redfish) or /usr/sbin/fence_<name>."""
+    options: dict[str, str] = Field(default_factory=dict)
+    """For the fence-agents agent: more key=value lines for the agent's stdin (e.g.
+    lanplus: "1", power_timeout: "30"); see the agent's --help for its long option names
+    (without --, dashes as _). action, ip, ipport, username and password come from the
+    fields above."""
 
     @field_serializer("password", when_used="json")
     def _hide_password(self, value: SecretStr | None, info: FieldSerializationInfo) -> str | None:
@@ -57,12 +79,41 @@ class FenceConfig(Model):
             return value.get_secret_value()
         return SECRET_MASK
 
+    @field_validator("fence_agent")
+    @classmethod
+    def _agent_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        problem = agent_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        # Only where asked (the API, on a write): a stored Node stays readable on a host
+        # that lacks the agent.
+        if isinstance(info.context, dict) and info.context.get(CHECK_FENCE_AGENT_INSTALLED):
+            if resolve_agent(value) is None:
+                raise ValueError(
+                    f"fence agent {value!r} is not installed here (not on PATH nor in "
+                    "/usr/sbin; Debian package fence-agents)"
+                )
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _agent_options(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            problem = option_problem(key, text)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _agent_settings(self) -> FenceConfig:
         if self.agent == "ipmi" and not self.address:
             raise ValueError("the ipmi fence agent needs 'address'")
         if self.agent == "exec" and not self.command:
             raise ValueError("the exec fence agent needs 'command'")
+        if self.agent == "fence-agents" and not self.fence_agent:
+            raise ValueError("the fence-agents fence agent needs 'fenceAgent' (e.g. fence_ipmilan)")
         return self
 
 

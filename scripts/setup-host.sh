@@ -10,8 +10,9 @@ PACKAGES=(
   systemd
   # hypervisor: libvirt's test driver needs only the client library; KVM e2e needs the rest
   libvirt-daemon-system qemu-system-x86 qemu-utils
-  # host networking (floating addresses: ip, arping), DHCP and fencing
-  iproute2 iputils-ping dnsmasq busybox arping ipmitool
+  # host networking (floating addresses: ip, arping), DHCP and fencing: ipmitool for the
+  # ipmi agent, ClusterLabs' fence agents (fence_ipmilan, ...) for the fence-agents agent
+  iproute2 iputils-ping dnsmasq busybox arping ipmitool fence-agents
   # storage pools of type rbd: the rbd/ceph commands, QEMU's rbd block driver, libvirt's
   # secrets; and the daemons the tests' single-host Ceph runs (none starts by itself)
   ceph-common qemu-block-extra ceph-mon ceph-mgr ceph-osd

@@ -42,6 +42,7 @@ from schemas import (
     VirtualMachine,
     parse_resource,
 )
+from schemas.node import CHECK_FENCE_AGENT_INSTALLED
 from schemas.registry import errors_from_validation
 from zkstore import Conflict, Disks, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
@@ -190,10 +191,15 @@ async def parse_one(
 
 def parse_strictly(doc: Any) -> Resource:
     """``parse_resource``, taking JSON's own types only, as the OpenAPI document says:
-    pydantic's lax mode alone would take 0 or "yes" for a boolean and "5" for a number."""
+    pydantic's lax mode alone would take 0 or "yes" for a boolean and "5" for a number.
+    A write also checks what only this host can: that a Node's fence agent is installed."""
     obj = parse_resource(doc)
     try:
-        type(obj).model_validate_json(json.dumps(doc, default=str), strict=True)
+        type(obj).model_validate_json(
+            json.dumps(doc, default=str),
+            strict=True,
+            context={CHECK_FENCE_AGENT_INSTALLED: True},
+        )
     except ValidationError as exc:
         raise InvalidResource(errors_from_validation(exc)) from None
     return obj
