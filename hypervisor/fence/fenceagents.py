@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -30,6 +31,9 @@ AGENT_WAITS: dict[str, float] = {
     "power_wait": 0.0,
     "shell_timeout": 3.0,
 }
+
+# The fence library's log lines start with a timestamp: "2026-01-31 12:00:00,123 ERROR: ..."
+LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 
 STATUS_ON = 0
 STATUS_OFF = 2
@@ -142,7 +146,7 @@ class FenceAgentsAgent(FenceAgent):
             for line in (result.stderr or result.stdout).splitlines()
             if line.strip() and not line.lstrip().startswith("Traceback")
         ]
-        last = self._redact(lines[-1]) if lines else ""
+        last = self._redact(LOG_STAMP.sub("", lines[-1])) if lines else ""
         return FenceError(
             f"{self.description}: {action} exited {result.returncode}"
             + (f": {last}" if last else "")

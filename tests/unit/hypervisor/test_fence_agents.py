@@ -96,6 +96,7 @@ def test_a_failure_says_why_without_the_password(fake: Path) -> None:
         assert "exited 1" in message and "refused" in message
         assert PASSWORD not in message and "********" in message
         assert message.startswith("fence-agents fence_fake admin@10.0.0.9:6230:")
+        assert "exited 1: ERROR: Failed: password ******** refused" in message
 
 
 def test_each_call_has_a_deadline_of_the_agents_waits_plus_ours(fake: Path) -> None:
