@@ -20,6 +20,7 @@ HOST_WIDE = (
     "tests/e2e/",
     "tests/integration/hypervisor/test_libvirt_kvm.py",
     "tests/integration/hypervisor/test_hostnet_netlink.py",
+    "tests/integration/hypervisor/test_hostnet_garp.py",
     "tests/integration/ha/test_ha_handover.py",
 )
 

@@ -1,4 +1,5 @@
-"""Floating addresses through netlink (pyroute2), announced with arping.
+"""Floating addresses through netlink (pyroute2), announced with gratuitous ARP (garp.py:
+either arping, or a raw socket).
 
 A floating address follows the primary coordinator, so that clients reach the cluster at
 one address whichever node is primary. The primary adds it in takeover and announces it
@@ -15,14 +16,13 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import re
 import socket
-import subprocess
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from hypervisor.hostnet import garp
 from hypervisor.hostnet._netlink_thread import NetlinkThread, describe_namespace, link_index
 from hypervisor.hostnet.base import FloatingAddress, HostNetwork, HostNetworkError
 
@@ -33,18 +33,13 @@ T = TypeVar("T")
 # Defaults of NetlinkHostNetwork's keyword arguments; the daemon passes its config's values.
 DEFAULT_NETLINK_TIMEOUT = 5.0
 DEFAULT_ANNOUNCE_COUNT = 2
-DEFAULT_ANNOUNCE_INTERVAL = 1.0  # arping's own default
+DEFAULT_ANNOUNCE_INTERVAL = 1.0  # both arpings' own default
 DEFAULT_ANNOUNCE_TIMEOUT = 5.0
 
 # Add IPv6 floating addresses without duplicate address detection, as keepalived does: the
 # address moves on purpose, after the old owner let go of it, and DAD would hold it
 # tentative (unusable) for a second or more after every takeover.
 IFA_F_NODAD = 0x02
-
-# arping (Thomas Habets' arping 2.x, Debian's `arping` package) exits 1 when nobody answers,
-# which is the normal outcome of a gratuitous ARP, and also exits 1 on real errors. The
-# statistics line tells the two apart.
-ARPING_SENT = re.compile(r"^(\d+) packets transmitted", re.MULTILINE)
 
 
 class NetlinkHostNetwork(HostNetwork):
@@ -59,10 +54,11 @@ class NetlinkHostNetwork(HostNetwork):
         announce_count: int = DEFAULT_ANNOUNCE_COUNT,
         announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL,
         announce_timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
+        announce_method: garp.Method = garp.Method.AUTO,
     ) -> None:
         if announce_count < 1:
             raise ValueError("announce_count must be at least 1")
-        # arping waits one interval after each request, the last one included.
+        # Habets' arping waits one interval after each request, the last one included.
         if announce_timeout <= announce_count * announce_interval:
             raise ValueError(
                 f"announce_timeout ({announce_timeout:g}s) must exceed announce_count * "
@@ -72,6 +68,7 @@ class NetlinkHostNetwork(HostNetwork):
         self.announce_count = announce_count
         self.announce_interval = announce_interval
         self.announce_timeout = announce_timeout
+        self.announce_method = announce_method
         self._where = describe_namespace(netns)
         self._netlink = NetlinkThread(netns, timeout, self._where)
 
@@ -157,44 +154,25 @@ class NetlinkHostNetwork(HostNetwork):
                 self.netns,
             )
             return
-        what = f"cannot announce {self._describe(fa)}"
-        argv = [
-            "arping",
-            "-U",
-            "-c",
-            str(self.announce_count),
-            "-W",
-            f"{self.announce_interval:g}",
-            "-i",
-            fa.interface,
-            "-S",
-            fa.ip,
-            fa.ip,
-        ]
-        if self.netns is not None:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
         try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.announce_timeout
+            method = garp.announce(
+                fa.interface,
+                fa.ip,
+                count=self.announce_count,
+                interval=self.announce_interval,
+                timeout=self.announce_timeout,
+                netns=self.netns,
+                method=self.announce_method,
             )
-        except FileNotFoundError as exc:
-            raise HostNetworkError(f"{what}: {exc.filename} is not installed") from None
-        except subprocess.TimeoutExpired:
-            raise HostNetworkError(
-                f"{what}: arping did not finish within {self.announce_timeout:g}s"
-            ) from None
-        sent = ARPING_SENT.search(result.stdout)
-        if sent is None or int(sent.group(1)) < self.announce_count:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            raise HostNetworkError(
-                f"{what}: arping exited {result.returncode}" + (f": {lines[-1]}" if lines else "")
-            )
+        except HostNetworkError as exc:
+            raise HostNetworkError(f"cannot announce {self._describe(fa)}: {exc}") from None
         log.debug(
-            "event=address_announced interface=%s address=%s netns=%s count=%d",
+            "event=address_announced interface=%s address=%s netns=%s count=%d method=%s",
             fa.interface,
             fa.address,
             self.netns,
             self.announce_count,
+            method,
         )
 
     def close(self) -> None:

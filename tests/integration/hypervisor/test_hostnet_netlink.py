@@ -3,7 +3,8 @@
 Each fixture makes uniquely named namespaces (pvct-<hex>) and deletes them at teardown,
 also when the test fails; a namespace takes its veths and bridge with it. iproute2 (`ip -j`)
 checks what the kernel holds, independently of the code under test. The tests skip, with
-the reason, without root or `ip netns`; the announce tests also without arping.
+the reason, without root or `ip netns`. Announcements use the installed arping, or a raw
+socket without one (test_hostnet_garp.py tests each way).
 """
 
 from __future__ import annotations
@@ -126,8 +127,6 @@ class Lan:
 
 @pytest.fixture
 def lan(make_namespace: Any) -> Lan:
-    if shutil.which("arping") is None:
-        pytest.skip("arping is not installed (Debian package `arping`)")
     observer, node_a, node_b = make_namespace(), make_namespace(), make_namespace()
     ip("-n", observer, "link", "add", "br0", "type", "bridge")
     ip("-n", observer, "link", "set", "br0", "up")
