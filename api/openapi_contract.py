@@ -42,6 +42,8 @@ CEPHX_KEY = r"^([A-Za-z0-9+/]{20,}={0,2}|\*{8})$"  # or the mask the API shows i
 _SEGMENT = r"(?:[^/.][^/]*|\.(?:[^/.][^/]*)?|\.\.[^/]+)"
 ABSOLUTE_PATH = rf"^(/{_SEGMENT}?)+$"
 FENCE_AGENT = r"^(/usr/sbin/)?fence_[a-z0-9_]+$"  # schemas.fence_agents.agent_name_problem
+ONE_LINE = r"^[^\r\n\x00]*$"  # schemas.fence_agents.one_line
+FENCE_LINES = ("address", "user", "password")
 
 NULL: Schema = {"type": "null"}
 
@@ -164,6 +166,8 @@ def _fence_agent(schema: Schema) -> None:
             "properties": {
                 "agent": {"const": "fence-agents"},
                 "fenceAgent": _string(FENCE_AGENT),
+                # each goes on one line of the agent's stdin
+                **{field: {"anyOf": [NULL, _string(ONE_LINE)]} for field in FENCE_LINES},
             },
         },
     ]
@@ -176,7 +180,7 @@ def _fence_agent_name(schema: Schema) -> None:
 
 def _fence_agent_options(schema: Schema) -> None:
     schema["propertyNames"] = {"pattern": r"^[a-z][a-z0-9_]*$"}
-    schema["additionalProperties"] = _string(r"^[^\r\n\x00]*$")
+    schema["additionalProperties"] = _string(ONE_LINE)
     add_rule(
         schema,
         "no action, ip, ipaddr, ipport, username, login, password, passwd (PVC writes them), "

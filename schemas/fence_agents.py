@@ -66,6 +66,11 @@ def option_problem(key: str, value: str) -> str | None:
             f"option {key!r} is not allowed: PVC writes action, ip, ipport, username and "
             "password itself, and debug/verbose output could hold the password"
         )
-    if any(c in value for c in "\n\r\0"):
+    if not one_line(value):
         return f"option {key!r}: the value must be one line"
     return None
+
+
+def one_line(value: str) -> bool:
+    """Whether ``value`` fits on one stdin line: a newline would start another setting."""
+    return not any(c in value for c in "\n\r\0")

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.fence_agents import agent_name_problem, option_problem, resolve_agent
+from schemas.fence_agents import agent_name_problem, one_line, option_problem, resolve_agent
 from schemas.meta import Model, ObjectMeta, Status
 from schemas.resource import Resource
 
@@ -112,8 +112,17 @@ class FenceConfig(Model):
             raise ValueError("the ipmi fence agent needs 'address'")
         if self.agent == "exec" and not self.command:
             raise ValueError("the exec fence agent needs 'command'")
-        if self.agent == "fence-agents" and not self.fence_agent:
-            raise ValueError("the fence-agents fence agent needs 'fenceAgent' (e.g. fence_ipmilan)")
+        if self.agent == "fence-agents":
+            if not self.fence_agent:
+                raise ValueError(
+                    "the fence-agents fence agent needs 'fenceAgent' (e.g. fence_ipmilan)"
+                )
+            password = self.password.get_secret_value() if self.password else ""
+            for field, value in (("address", self.address), ("user", self.user)):
+                if value and not one_line(value):
+                    raise ValueError(f"'{field}' must be one line for the fence-agents agent")
+            if not one_line(password):
+                raise ValueError("'password' must be one line for the fence-agents agent")
         return self
 
 

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Mapping
 
 from hypervisor.fence.base import FenceAgent, FenceError, PowerState
-from schemas.fence_agents import agent_name_problem, option_problem, resolve_agent
+from schemas.fence_agents import agent_name_problem, one_line, option_problem, resolve_agent
 
 # The fence library's defaults (fencing.py of fence-agents) for the waits of one call.
 AGENT_WAITS: dict[str, float] = {
@@ -70,6 +70,9 @@ class FenceAgentsAgent(FenceAgent):
             problem = option_problem(key, value)
             if problem is not None:
                 raise ValueError(problem)
+        for field, text in (("address", address), ("user", user), ("password", password)):
+            if text and not one_line(text):
+                raise ValueError(f"the fence agent's {field} must be one line")
         self.agent = agent
         self.address = address
         self.user = user

@@ -3,7 +3,10 @@
 
 The harness (tests/ipmi_harness.py) makes the chassis the node's power: chassis off
 SIGKILLs the node's pvcnoded, chassis on starts it again. The primary's fence agent is
-the product's own ``IpmiAgent``, running the real ``ipmitool -I lanplus``.
+the product's own ``IpmiAgent``, running the real ``ipmitool -I lanplus``; in the last
+crash, its ``fence-agents`` agent running ClusterLabs' ``fence_ipmilan`` (Debian's
+fence-agents), whose ``status`` first answers on, and an error (never off) with a wrong
+password.
 
 - A crashed node (pvcnoded SIGKILLed, its chassis still on) is fenced over IPMI: the
   chassis goes off, the fence confirms it, its VMs run elsewhere, ``Fenced`` is
@@ -33,13 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from cli.localcluster.libvirtd import LibvirtDaemon
 from cli.localcluster.process import pid_alive
+from controllers.fencing import agent_for
+from hypervisor.fence import FenceAgentsAgent, FenceError, PowerState
+from schemas import FenceConfig
+from schemas.fence_agents import resolve_agent
 from tests.ha_invariants import Invariants
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, wait_for
-from tests.ipmi_harness import IpmiHarness, ipmi_skip_reason
+from tests.ipmi_harness import Bmc, IpmiHarness, ipmi_skip_reason
 from tests.kvm_fixtures import system_libvirtd
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
@@ -283,9 +291,43 @@ def test_every_node_has_a_bmc_and_an_ipmi_fence_agent(env: Env) -> None:
 
 
 def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -> None:
+    crash_and_fence(env, "ipmi")
+
+
+def fence_agents_config(bmc: Bmc) -> dict[str, Any]:
+    """The Node's ``spec.fence`` for this BMC through ClusterLabs' fence_ipmilan."""
+    return {
+        "agent": "fence-agents",
+        "fenceAgent": "fence_ipmilan",
+        "address": bmc.address,
+        "user": bmc.user,
+        "password": bmc.password,
+        "options": {"lanplus": "1", "power_wait": "0"},
+    }
+
+
+def crash_and_fence(env: Env, agent: str) -> None:
+    """SIGKILL a non-primary node's pvcnoded (its chassis stays on) whose Node has the
+    fence ``agent`` ("ipmi" or "fence-agents"); the primary fences it through that agent,
+    recovers its VMs and powers it on again."""
     cluster, harness = env.cluster, env.harness
     victim, victim_vms = pick_victim(cluster)
     leader = primary(cluster)
+    bmc = harness.bmcs[victim]
+    if agent == "fence-agents":
+        answer = set_fence(cluster, victim, fence_agents_config(bmc))
+        assert bmc.password not in str(answer)
+        assert answer["spec"]["fence"]["fenceAgent"] == "fence_ipmilan"
+        # The real fence_ipmilan through the agent: status exits 0 (on) here; with a wrong
+        # password it exits 1, an error and never "off", so nothing would be recovered.
+        config = FenceConfig.model_validate(fence_agents_config(bmc))
+        right = agent_for(config)
+        assert isinstance(right, FenceAgentsAgent) and right.power_status() == PowerState.ON
+        wrong = agent_for(config.model_copy(update={"password": SecretStr(WRONG_PASSWORD)}))
+        assert wrong is not None
+        with pytest.raises(FenceError, match=r"fence_ipmilan.*status exited 1") as refused:
+            wrong.power_status()
+        assert WRONG_PASSWORD not in str(refused.value)
     specs = {n: v["spec"] for n, v in vms(cluster).items()}
     old_pid = node_pid(cluster, victim)
     events_before = len(harness.events_for(victim))
@@ -303,7 +345,7 @@ def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -
             f"{victim} Fenced/PoweredOff",
         )
         assert fenced is not None and fenced["status"] == "True"
-        assert "confirmed off by ipmi" in fenced["message"]
+        assert f"confirmed off by {agent} " in fenced["message"]
         wait_for(
             lambda: all(
                 (s := vms(cluster)[n].get("status") or {}).get("phase") == "Running"
@@ -318,7 +360,13 @@ def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -
         harness.wait_event(victim, "on", events_before, DEADLINE)
         wait_for(lambda: ready(cluster, victim), DEADLINE, f"{victim} Ready again")
         back_at = time.monotonic()
-    assert cmdlines.leaks == []
+    # fence_ipmilan itself passes the password to ipmitool as -P, which ipmitool overwrites
+    # with XXXX as it starts (docs/ha.md): PVC's own command lines (fence_ipmilan's too,
+    # which reads it from stdin) must never hold it.
+    own = [c for c in cmdlines.leaks if not c.split(" ", 1)[0].endswith("ipmitool")]
+    assert own == []
+    if agent == "fence-agents":
+        set_fence(cluster, victim, bmc.fence_config())  # back to ipmi, as the module set it
     assert node_pid(cluster, victim) != old_pid
     # Exactly one power cycle, off then on: one fence for one death.
     cycle = harness.events_for(victim)[events_before:]
@@ -330,7 +378,7 @@ def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -
     # The primary did it, through the IPMI agent; its log says how long the fence took.
     logs = log_text(cluster)
     primary_log = logs[f"{leader}.log"]
-    started = log_time(primary_log, f'event=fence_start node={victim} agent="ipmi ')
+    started = log_time(primary_log, f'event=fence_start node={victim} agent="{agent} ')
     done = log_time(primary_log, f"event=node_fenced node={victim}")
     assert started is not None and done is not None, primary_log[-3000:]
 
@@ -345,7 +393,7 @@ def test_a_crashed_node_is_fenced_over_ipmi_recovered_and_powered_on(env: Env) -
     powered_on = wait_for(power_on_line, DEADLINE, f"the primary's power on of {victim}")
     fence_seconds = (done - started).total_seconds()
     print(
-        f"\n{victim}: crash -> chassis off over IPMI {off_at - crashed:.2f}s, "
+        f"\n{victim} ({agent}): crash -> chassis off over IPMI {off_at - crashed:.2f}s, "
         f"fence (power off + confirmed off) {fence_seconds:.2f}s, "
         f"crash -> VMs running elsewhere {recovered_at - crashed:.2f}s, "
         f"crash -> chassis on {on_at - crashed:.2f}s, crash -> node Ready {back_at - crashed:.2f}s"
@@ -398,6 +446,16 @@ def test_a_wrong_ipmi_password_fails_the_fence_and_recovers_nothing(env: Env) ->
     wait_for(lambda: ready(cluster, victim), DEADLINE, f"{victim} Ready again")
     wait_for(lambda: all_running(cluster), DEADLINE, "every VM Running again")
     assert placed_on(cluster, victim) == victim_vms
+
+
+@pytest.mark.skipif(
+    resolve_agent("fence_ipmilan") is None,
+    reason="fence_ipmilan is not installed (Debian package fence-agents)",
+)
+def test_a_crashed_node_is_fenced_by_fence_ipmilan_recovered_and_powered_on(env: Env) -> None:
+    """After the wrong-password test, whose victim runs VMs again: the same story through
+    the fence-agents agent running ClusterLabs' fence_ipmilan."""
+    crash_and_fence(env, "fence-agents")
 
 
 def test_the_ipmi_password_never_leaves_the_node_spec(env: Env) -> None:

@@ -169,3 +169,8 @@ def test_node_fence_config_builds_the_agent(fake: Path) -> None:
 def test_bad_agent_names_and_options_are_refused(name: str, options: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         FenceAgentsAgent(name, options=options)
+
+
+def test_a_password_that_would_add_a_line_is_refused() -> None:
+    with pytest.raises(ValueError, match="password must be one line"):
+        FenceAgentsAgent("fence_x", password="pw\naction=reboot")

@@ -35,6 +35,8 @@ def test_a_fence_agents_config_reads_and_hides_its_password() -> None:
         ({"options": {"debug_file": "/tmp/x"}}, ("options",), "could hold the password"),
         ({"options": {"plug": "1\naction=reboot"}}, ("options",), "one line"),
         ({"options": {"--lanplus": "1"}}, ("options",), "lowercase letters"),
+        ({"password": "pw\naction=reboot"}, (), "'password' must be one line"),
+        ({"user": "admin\naction=reboot"}, (), "'user' must be one line"),
     ],
 )
 def test_bad_fence_agents_configs_name_the_field(
