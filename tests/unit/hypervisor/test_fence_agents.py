@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.localcluster.process import pid_alive
 from controllers.fencing import agent_for
 from hypervisor.fence import FenceAgentsAgent, FenceError, PowerState
 from schemas import FenceConfig
+from tests.helpers import wait_for
 
 PASSWORD = "pw-0f9e8d"
 
@@ -24,7 +26,11 @@ cat > "$dir/stdin"
 input=$(cat "$dir/stdin")
 printf '%s\\n' "$#" > "$dir/argc"
 action=$(printf '%s\\n' "$input" | sed -n 's/^action=//p')
-[ -f "$dir/sleep" ] && sleep "$(cat "$dir/sleep")"
+if [ -f "$dir/sleep" ]; then  # a hung agent, waiting on a child of its own
+  sleep "$(cat "$dir/sleep")" &
+  echo $! > "$dir/child"
+  wait
+fi
 if [ -f "$dir/fail" ]; then
   echo "2026-01-01 00:00:00,000 ERROR: Failed: password $(printf '%s\\n' "$input" \
     | sed -n 's/^password=//p') refused" >&2
@@ -110,11 +116,14 @@ def test_each_call_has_a_deadline_of_the_agents_waits_plus_ours(fake: Path) -> N
     }
     slow = FenceAgentsAgent("fence_fake", address="h", options=quick, timeout=0.3)
     assert slow.deadline == pytest.approx(0.5)
-    (fake / "sleep").write_text("5")
+    (fake / "sleep").write_text("30")
     started = time.monotonic()
     with pytest.raises(FenceError, match=r"off timed out after 0.5s"):
         slow.power_off()
     assert time.monotonic() - started < 3.0
+    # The agent went with everything it started, as ipmitool or ssh under a real agent.
+    child = int((fake / "child").read_text())
+    wait_for(lambda: not pid_alive(child), 5.0, f"the agent's child {child} to be gone")
 
 
 def test_an_agent_not_installed_is_a_fence_error(fake: Path) -> None:
