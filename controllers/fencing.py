@@ -45,6 +45,7 @@ from schemas import (
     set_condition,
     to_seconds,
 )
+from schemas.fence_agents import split_address
 from zkstore import (
     EpochMoved,
     Holders,
@@ -67,7 +68,7 @@ FENCE_LOCK = "fence"
 
 def agent_for(config: FenceConfig) -> FenceAgent | None:
     if config.agent == "ipmi" and config.address:
-        host, _, port = config.address.partition(":")
+        host, port = split_address(config.address)
         password = config.password.get_secret_value() if config.password else ""
         return IpmiAgent(host, config.user or "", password, port=int(port or 623))
     if config.agent == "exec":

@@ -74,3 +74,24 @@ def option_problem(key: str, value: str) -> str | None:
 def one_line(value: str) -> bool:
     """Whether ``value`` fits on one stdin line: a newline would start another setting."""
     return not any(c in value for c in "\n\r\0")
+
+
+def split_address(address: str) -> tuple[str, str | None]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port or None)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") and rest[1:] else None
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        return host, port or None
+    return address, None
+
+
+def address_problem(address: str) -> str | None:
+    """Why a BMC address (host, host:port, [v6]:port or a bare IPv6 address) is unusable."""
+    host, port = split_address(address)
+    if not host:
+        return f"address {address!r} has no host"
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"address {address!r}: the port must be a number from 1 to 65535"
+    return None

@@ -15,7 +15,13 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.fence_agents import agent_name_problem, one_line, option_problem, resolve_agent
+from schemas.fence_agents import (
+    address_problem,
+    agent_name_problem,
+    one_line,
+    option_problem,
+    resolve_agent,
+)
 from schemas.meta import Model, ObjectMeta, Status
 from schemas.resource import Resource
 
@@ -110,6 +116,10 @@ class FenceConfig(Model):
     def _agent_settings(self) -> FenceConfig:
         if self.agent == "ipmi" and not self.address:
             raise ValueError("the ipmi fence agent needs 'address'")
+        if self.agent in ("ipmi", "fence-agents") and self.address:
+            problem = address_problem(self.address)
+            if problem is not None:
+                raise ValueError(problem)
         if self.agent == "exec" and not self.command:
             raise ValueError("the exec fence agent needs 'command'")
         if self.agent == "fence-agents":

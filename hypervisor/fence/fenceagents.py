@@ -21,7 +21,13 @@ import subprocess
 from collections.abc import Mapping
 
 from hypervisor.fence.base import FenceAgent, FenceError, PowerState
-from schemas.fence_agents import agent_name_problem, one_line, option_problem, resolve_agent
+from schemas.fence_agents import (
+    agent_name_problem,
+    one_line,
+    option_problem,
+    resolve_agent,
+    split_address,
+)
 
 # The fence library's defaults (fencing.py of fence-agents) for the waits of one call.
 AGENT_WAITS: dict[str, float] = {
@@ -37,17 +43,6 @@ LOG_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 
 STATUS_ON = 0
 STATUS_OFF = 2
-
-
-def split_address(address: str) -> tuple[str, str | None]:
-    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port or None)."""
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        return host, rest[1:] if rest.startswith(":") and rest[1:] else None
-    if address.count(":") == 1:
-        host, _, port = address.partition(":")
-        return host, port or None
-    return address, None
 
 
 class FenceAgentsAgent(FenceAgent):

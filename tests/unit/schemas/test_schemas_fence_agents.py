@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import FenceConfig
+from schemas.fence_agents import split_address
 from schemas.node import CHECK_FENCE_AGENT_INSTALLED
 
 
@@ -53,3 +54,23 @@ def test_installed_is_checked_only_when_asked() -> None:
     assert FenceConfig.model_validate(missing).fence_agent == "fence_surely_not_installed"
     with pytest.raises(ValidationError, match="is not installed here"):
         FenceConfig.model_validate(missing, context={CHECK_FENCE_AGENT_INSTALLED: True})
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("10.0.0.9", "10.0.0.9", None),
+        ("10.0.0.9:6230", "10.0.0.9", "6230"),
+        ("fd00::9", "fd00::9", None),
+        ("[fd00::9]:6230", "fd00::9", "6230"),
+        ("bmc.example", "bmc.example", None),
+    ],
+)
+def test_a_bmc_address_splits_into_host_and_port(address: str, host: str, port: str | None) -> None:
+    assert split_address(address) == (host, port)
+
+
+@pytest.mark.parametrize("address", ["bmc:port", "bmc:0", "bmc:70000", "[fd00::9]:x"])
+def test_a_bmc_address_with_a_bad_port_is_refused(address: str) -> None:
+    with pytest.raises(ValidationError, match="port must be a number"):
+        FenceConfig(agent="ipmi", address=address, user="u")
