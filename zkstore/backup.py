@@ -118,12 +118,20 @@ def check_restore(store: Store, objects: list[Resource], *, merge: bool) -> None
     masked: list[tuple[str, str, str]] = []
     for obj in objects:
         new = obj.stored().get("spec", {})
+        found = _masks(new)
+        if not found:
+            continue
         try:
             current = store.get(type(obj), obj.name).stored().get("spec", {})
         except NotFound:
             current = {}
+        # What a write would store: the kind puts back the stored secret (or drops the field).
         type(obj).keep_secrets(new, current)
-        masked += [(obj.kind, obj.name, f"spec.{field}") for field in _masks(new)]
+        masked += [
+            (obj.kind, obj.name, "spec." + _dotted(where))
+            for where in found
+            if _at(new, where) in (None, SECRET_MASK)
+        ]
     if masked:
         raise MaskedSecret(masked)
     batch = {(o.kind, o.name): o for o in objects}
@@ -146,16 +154,28 @@ def restore(store: Store, objects: list[Resource]) -> list[Restored]:
     return done
 
 
-def _masks(value: Any, prefix: str = "") -> list[str]:
-    """The dotted paths in ``value`` that hold the secret mask."""
+Where = tuple[str | int, ...]
+
+
+def _masks(value: Any, where: Where = ()) -> list[Where]:
+    """Where in ``value`` the secret mask is."""
     if value == SECRET_MASK:
-        return [prefix]
+        return [where]
     if isinstance(value, dict):
-        return [
-            found
-            for key, item in value.items()
-            for found in _masks(item, f"{prefix}.{key}" if prefix else str(key))
-        ]
+        return [found for key, item in value.items() for found in _masks(item, (*where, key))]
     if isinstance(value, list):
-        return [found for i, item in enumerate(value) for found in _masks(item, f"{prefix}[{i}]")]
+        return [found for i, item in enumerate(value) for found in _masks(item, (*where, i))]
     return []
+
+
+def _at(value: Any, where: Where) -> Any:
+    for step in where:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def _dotted(where: Where) -> str:
+    return "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in where).lstrip(".")
