@@ -113,8 +113,11 @@ def test_a_backup_restored_into_a_wiped_cluster_runs_its_vms(
     restored = cluster.pvcctl("cluster", "restore", str(saved))
     assert restored.returncode == 0, restored.stderr
     assert "virtualmachine/plain1 created (restore)" in restored.stdout
-    for name in ("plain1", "db2"):
-        wait_for(lambda n=name: phase(cluster, n) == "Running", 30, f"{name} to run")
+    wait_for(
+        lambda: phase(cluster, "plain1") == phase(cluster, "db2") == "Running",
+        30,
+        "plain1 and db2 to run",
+    )
     wait_for(lambda: phase(cluster, "plain2") == "Stopped", 30, "plain2 to be Stopped")
     plain1 = cluster.api("GET", "/api/v1/vms/plain1").json()
     assert plain1["metadata"]["labels"] == {"set": "data"}

@@ -33,7 +33,7 @@ def stopped_vm(store: Store, name: str = "old", **spec: Any) -> VirtualMachine:
     with a created volume, a console tail and events."""
     body = {"memory": "64Mi", "runStrategy": "Halted", "disks": [DISK], **spec}
     doc = {"apiVersion": "pvc/v1", "kind": "VirtualMachine", "metadata": {"name": name}}
-    vm = store.create(parse_resource({**doc, "spec": body}))
+    vm = store.create(VirtualMachine.model_validate({**doc, "spec": body}))
     store.write_placement(name, Placement(node="node1", reason="Scheduled"), epoch=None)
     store.write_status(
         VirtualMachine, name, VirtualMachineStatus(phase=VMPhase.STOPPED, node="node1")
