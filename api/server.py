@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     # code is a clear error and exit 1, not a failed application startup.
     store = Store(settings.zookeeper, settings.root)
     try:
-        store.start(holder=f"pvcapid/{socket.gethostname()}:{settings.port}")
+        store.start(
+            holder=f"pvcapid/{socket.gethostname()}:{settings.port}",
+            migration_timeout=settings.schema_migration_timeout,
+        )
     except (SchemaTooNew, SchemaMigrationTimeout) as exc:
         store.stop()
         print(f"pvcapid: {exc}", file=sys.stderr)

@@ -159,7 +159,10 @@ class Daemon:
             self.config.zookeeper,
             self.uri,
         )
-        self.store.start(holder=f"pvcnoded/{self.config.node}")
+        self.store.start(
+            holder=f"pvcnoded/{self.config.node}",
+            migration_timeout=to_seconds(self.config.schema_migration_timeout),
+        )
         self.notifier.watchdog()  # each start step is bounded (lease wait) well below WatchdogSec
         self.agent.register()
         self.notifier.watchdog()

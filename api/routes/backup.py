@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents, read_body
 from api.errors import ApiError, invalid
+from api.routes.apply import MANIFESTS_DOC
 from api.routes.resources import API_PREFIX, parse_strictly, settle
 from schemas import FieldError, InvalidResource, Resource
 from zkstore.backup import KEPT_METADATA, MaskedSecret, backup, check_restore, restore
@@ -42,7 +43,7 @@ def _spec_only(doc: Any) -> Any:
     return kept
 
 
-@router.post(f"{API_PREFIX}/restore", tags=["backup"])
+@router.post(f"{API_PREFIX}/restore", tags=["backup"], openapi_extra=MANIFESTS_DOC)
 async def post_restore(
     request: Request,
     store: StoreDep,
