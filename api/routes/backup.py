@@ -20,7 +20,7 @@ from api.errors import ApiError, invalid
 from api.routes.apply import MANIFESTS_DOC
 from api.routes.resources import API_PREFIX, parse_strictly, settle
 from schemas import FieldError, InvalidResource, Resource
-from zkstore.backup import KEPT_METADATA, MaskedSecret, backup, check_restore, restore
+from zkstore.backup import MaskedSecret, backup, check_restore, restore
 
 router = APIRouter()
 
@@ -29,18 +29,6 @@ router = APIRouter()
 def get_backup(store: StoreDep) -> dict[str, Any]:
     """Every object's spec (no status), in restore order; secrets masked (``********``)."""
     return backup(store)
-
-
-def _spec_only(doc: Any) -> Any:
-    """A document as a backup holds it: status and server-set metadata dropped, so a saved
-    ``get -o yaml`` restores too (its resourceVersion would pin a compare-and-set)."""
-    if not isinstance(doc, dict):
-        return doc
-    kept = {k: v for k, v in doc.items() if k != "status"}
-    meta = doc.get("metadata")
-    if isinstance(meta, dict):
-        kept["metadata"] = {k: v for k, v in meta.items() if k in KEPT_METADATA}
-    return kept
 
 
 @router.post(f"{API_PREFIX}/restore", tags=["backup"], openapi_extra=MANIFESTS_DOC)
@@ -64,9 +52,12 @@ async def post_restore(
     seen: set[tuple[str, str]] = set()
     for index, doc in enumerate(docs):
         try:
-            obj = parse_strictly(_spec_only(doc))
+            obj = parse_strictly(doc)
         except InvalidResource as exc:
             raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
+        # A saved `get -o yaml` restores too: its status is never written, and its
+        # resourceVersion must not pin a compare-and-set against another cluster's.
+        obj.metadata.resource_version = None
         if (obj.kind, obj.name) in seen:
             duplicate = FieldError(("metadata", "name"), f"{obj.kind} {obj.name!r} appears twice")
             raise invalid([duplicate], prefix=f"document {index + 1}: ")
