@@ -42,7 +42,7 @@ def backup(ctx: Context) -> None:
     click.echo(yaml.safe_dump_all(items, sort_keys=False, explicit_start=True), nl=False)
 
 
-def _documents(path: str) -> list[dict[str, Any]]:
+def read_documents(path: str) -> list[dict[str, Any]]:
     """The objects in FILE (``-``: stdin): YAML or JSON documents; a List stands for its
     items. Checked by the server, which names the document of any error."""
     docs: list[dict[str, Any]] = []
@@ -76,7 +76,7 @@ def restore(ctx: Context, file: str, merge: bool) -> None:
     """Create (or update) every object in FILE, a `pvcctl cluster backup` (or any
     manifests; - for stdin), in restore order. Every object is checked first; on any
     refusal nothing is written. Objects not in FILE are left alone."""
-    docs = _documents(file)
+    docs = read_documents(file)
     params = {"merge": "true"} if merge else {}
     result = ctx.client.request("POST", f"{API}/restore", json=docs, params=params)
     for item in result["items"]:
