@@ -29,7 +29,7 @@ from kazoo.client import TransactionRequest
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.protocol.states import ZnodeStat
 
-from schemas import Placement, RunStrategy, VirtualMachine, VMPhase
+from schemas import MigrationState, Placement, RunStrategy, VirtualMachine, VMPhase
 from schemas.vm import derived_mac
 from zkstore import paths
 from zkstore.codec import decode, encode
@@ -40,6 +40,8 @@ from zkstore.store import Store
 log = logging.getLogger(__name__)
 
 KIND = VirtualMachine.KIND
+_MOVING = (MigrationState.WAITING, MigrationState.RUNNING, MigrationState.FALLING_BACK)
+"""Migration states of a move under way (status.migration.state)."""
 
 
 class RenameRefused(Conflict):
@@ -179,8 +181,9 @@ def _refuse_unless_stopped(
             why + f"it is {phase or 'Pending'}, not Stopped (it may still run): wait until it "
             f"is Stopped (pvcctl wait vm/{name} --for=jsonpath='{{.status.phase}}'=Stopped)"
         )
-    if placement is not None and placement.migration is not None:
-        raise RenameRefused(why + f"a move to {placement.node} is under way")
+    migration = raw_status.get("migration") if isinstance(raw_status, dict) else None
+    if isinstance(migration, dict) and migration.get("state") in _MOVING:
+        raise RenameRefused(why + f"a move to {migration.get('target')} is under way")
     placed = placement.node if placement is not None else None
     holders = _children(store, paths.holders(name))
     others = sorted(set(holders) - {placed} if placed else set(holders))

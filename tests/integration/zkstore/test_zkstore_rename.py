@@ -34,7 +34,9 @@ def stopped_vm(store: Store, name: str = "old", **spec: Any) -> VirtualMachine:
     body = {"memory": "64Mi", "runStrategy": "Halted", "disks": [DISK], **spec}
     doc = {"apiVersion": "pvc/v1", "kind": "VirtualMachine", "metadata": {"name": name}}
     vm = store.create(VirtualMachine.model_validate({**doc, "spec": body}))
-    store.write_placement(name, Placement(node="node1", reason="Scheduled"), epoch=None)
+    # Migrated here from node2 once (unmigrate would return it there): no move under way.
+    moved = Placement(node="node1", reason="Migrated", migration="node2")
+    store.write_placement(name, moved, epoch=None)
     store.write_status(
         VirtualMachine, name, VirtualMachineStatus(phase=VMPhase.STOPPED, node="node1")
     )
