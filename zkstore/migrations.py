@@ -96,7 +96,7 @@ def ensure_schema(
     root: str,
     *,
     holder: str = "",
-    timeout: float = 120.0,
+    timeout: float = 45.0,
     migrations: Sequence[Migration] = MIGRATIONS,
 ) -> int:
     """Bring the store at ``root`` to the code's schema version (the last of

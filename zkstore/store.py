@@ -70,7 +70,7 @@ class Store:
     # -- lifecycle -------------------------------------------------------
 
     def start(
-        self, timeout: float = 30.0, *, holder: str = "", migration_timeout: float = 120.0
+        self, timeout: float = 30.0, *, holder: str = "", migration_timeout: float = 45.0
     ) -> None:
         """Connect, create the layout, and bring the schema to this code's version (running
         the migrations under their lock, zkstore/migrations.py); raises ``SchemaTooNew``
