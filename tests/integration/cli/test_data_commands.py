@@ -71,6 +71,12 @@ def test_a_renamed_vm_starts_on_the_same_volume(cluster: RunningCluster) -> None
     assert renamed.stdout.strip() == "vm/db1 renamed to db2"
     assert cluster.api("GET", "/api/v1/vms/db1").status_code == 404
 
+    def old_domain_removed() -> bool:
+        answer = cluster.api("GET", "/api/v1/events", params={"kind": "vm", "name": "db1"})
+        return any(e["reason"] == "DomainRemoved" for e in answer.json()["items"])
+
+    wait_for(old_domain_removed, 30, "node1 to remove the domain of the old name")
+
     assert cluster.api("POST", "/api/v1/vms/db2/start").status_code == 200
     wait_for(lambda: phase(cluster, "db2") == "Running", 30, "db2 to run")
     status = cluster.api("GET", "/api/v1/vms/db2").json()["status"]
