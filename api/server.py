@@ -14,7 +14,7 @@ from api.app import create_app
 from api.config import Settings, SettingsError, load_settings
 from schemas.daemon_logging import setup_logging
 from schemas.sdnotify import Notifier
-from zkstore import SchemaMigrationTimeout, SchemaTooNew, Store
+from zkstore import Store, StoreError
 
 log = logging.getLogger("pvcapid")
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             holder=f"pvcapid/{socket.gethostname()}:{settings.port}",
             migration_timeout=settings.schema_migration_timeout,
         )
-    except (SchemaTooNew, SchemaMigrationTimeout) as exc:
+    except StoreError as exc:  # SchemaTooNew, SchemaMigrationTimeout, a failed migration
         store.stop()
         print(f"pvcapid: {exc}", file=sys.stderr)
         return 1

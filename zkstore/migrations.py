@@ -153,7 +153,9 @@ def _migrate(
 
 
 def _write_version(client: KazooClient, root: str, version: int, znode_version: int) -> int:
-    """Compare-and-set the version znode: a writer outside the lock fails it, loudly."""
+    """Compare-and-set the version znode. Written meanwhile outside the lock with this very
+    version (code from before the migrations wrote ``{"version": 1}`` as it connected):
+    taken as done; with any other, fail loudly."""
     path = root + paths.SCHEMA
     data = encode({"version": version})
     try:
@@ -162,7 +164,11 @@ def _write_version(client: KazooClient, root: str, version: int, znode_version: 
             return 0
         return int(client.set(path, data, version=znode_version).version)
     except (NodeExistsError, BadVersionError):
+        stored, stored_znode_version = read_version(client, root)
+        if stored == version:
+            return stored_znode_version
         raise StoreError(
-            f"the schema version znode {path} changed during a migration outside the "
-            "migration lock; nothing more was migrated: restart the daemon to look again"
+            f"the schema version znode {path} changed to {stored} during the migration to "
+            f"{version}, outside the migration lock; nothing more was migrated: start the "
+            "daemon again to look again"
         ) from None

@@ -112,7 +112,14 @@ def test_a_store_without_the_version_znode_is_migrated_from_0(
     try:
         old.ensure_layout()  # what older code made: everything but /schema
         assert read_version(old.client, root) == (0, -1)
-        assert ensure_schema(old.client, root, holder="test") == CODE_VERSION
-        assert read_version(old.client, root)[0] == CODE_VERSION
+
+        # Meanwhile a daemon of the code before migrations connects: it writes version 1
+        # outside the lock, as it always did. The same version: taken as done.
+        def older_daemon_writes_1(client: KazooClient, root: str) -> None:
+            client.create(f"{root}/schema", encode({"version": 1}))
+
+        steps = (Migration(1, "create the schema version znode", older_daemon_writes_1),)
+        assert ensure_schema(old.client, root, holder="test", migrations=steps) == 1
+        assert read_version(old.client, root)[0] == CODE_VERSION == 1
     finally:
         old.stop()
