@@ -18,7 +18,17 @@ from api.errors import install_handlers
 from api.metrics import ApiMetrics
 from api.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from api.openapi_contract import components as contract_components
-from api.routes import apply, events, health, resources, verbs, version, vm_console
+from api.routes import (
+    apply,
+    backup,
+    events,
+    health,
+    resources,
+    verbs,
+    version,
+    vm_console,
+    vm_rename,
+)
 from zkstore import Store
 from zkstore.events import EventLog
 
@@ -77,6 +87,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(apply.router, responses=errors)
     app.include_router(events.router, responses=errors)
     app.include_router(verbs.router, responses=errors)
+    app.include_router(vm_rename.router, responses=errors)
+    app.include_router(backup.router, responses=errors)
     app.include_router(vm_console.router)
     app.include_router(resources.build_router())
 

@@ -42,6 +42,9 @@ class Settings(Model):
     watch_cache_load_timeout: float = Field(default=900.0, gt=0)
     event_log_limit: int = Field(default=1000, ge=10)
     """Events kept under /events for describe and `pvcctl events`."""
+    schema_migration_timeout: float = Field(default=45.0, gt=0)
+    """Seconds pvcapid waits at start for another daemon's schema migration before it
+    exits 1 (docs/backup.md)."""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -8,11 +8,13 @@ import socket
 import sys
 
 import uvicorn
+from kazoo.handlers.threading import KazooTimeoutError
 
 from api.app import create_app
-from api.config import SettingsError, load_settings
+from api.config import Settings, SettingsError, load_settings
 from schemas.daemon_logging import setup_logging
 from schemas.sdnotify import Notifier
+from zkstore import Store, StoreError
 
 log = logging.getLogger("pvcapid")
 
@@ -59,8 +61,31 @@ def main(argv: list[str] | None = None) -> int:
             f"no API tokens configured: anyone who reaches {settings.listen}:{settings.port} "
             "may read and write the cluster",
         )
+    # Connected (and the schema checked or migrated) before serving: a store newer than this
+    # code is a clear error and exit 1, not a failed application startup.
+    store = Store(settings.zookeeper, settings.root)
+    try:
+        store.start(
+            holder=f"pvcapid/{socket.gethostname()}:{settings.port}",
+            migration_timeout=settings.schema_migration_timeout,
+        )
+    except StoreError as exc:  # SchemaTooNew, SchemaMigrationTimeout, a failed migration
+        store.stop()
+        print(f"pvcapid: {exc}", file=sys.stderr)
+        return 1
+    except KazooTimeoutError:
+        store.stop()
+        print(f"pvcapid: cannot reach ZooKeeper at {settings.zookeeper}", file=sys.stderr)
+        return 1
+    try:
+        return _serve(settings, store)
+    finally:
+        store.stop()
+
+
+def _serve(settings: Settings, store: Store) -> int:
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, store),
         host=settings.listen,
         port=settings.port,
         log_level=settings.log_level,

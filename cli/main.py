@@ -24,6 +24,7 @@ from cli.client import API
 from cli.commands_get import describe_cmd, events, get
 from cli.common import Context, complete_kinds, complete_names, seconds, split_targets, told
 from cli.config_commands import config_group, version
+from cli.data_commands import backup, rename, restore
 from cli.edit_commands import annotate, edit, label, patch
 from cli.errors import InputError, ServerError
 from cli.explain import explain_cmd
@@ -333,6 +334,11 @@ def maintenance(ctx: Context, state: str) -> None:
     body = {"enabled": state == "on"}
     ctx.client.request("POST", f"{API}/clusters/cluster/maintenance", json=body)
     click.echo(f"cluster maintenance {state}")
+
+
+cluster_group.add_command(backup)
+cluster_group.add_command(restore)
+vm.add_command(rename)
 
 
 @cli.group()

@@ -158,6 +158,9 @@ class DaemonConfig(Model):
     next start the daemon unflushes the node it flushed."""
     flush_timeout: Duration = "300s"
     """How long an orderly stop waits for that flush before stopping anyway."""
+    schema_migration_timeout: Duration = "45s"
+    """How long the daemon waits at start for another daemon's schema migration (the lock
+    /locks/schema-migration) before exiting 1 (docs/backup.md)."""
 
     @property
     def resync_seconds(self) -> float:

@@ -32,7 +32,7 @@ from hypervisor.hostnet import HostNetworkError, NetlinkHostBridges, NetlinkHost
 from schemas import DomainState, Node, to_mib, to_seconds, utcnow, verbs
 from schemas.daemon_logging import setup_logging
 from schemas.sdnotify import Notifier
-from zkstore import LeaseHeld, Store, StoreError
+from zkstore import LeaseHeld, SchemaMigrationTimeout, SchemaTooNew, Store, StoreError
 
 log = logging.getLogger("pvcnoded")
 
@@ -159,7 +159,10 @@ class Daemon:
             self.config.zookeeper,
             self.uri,
         )
-        self.store.start()
+        self.store.start(
+            holder=f"pvcnoded/{self.config.node}",
+            migration_timeout=to_seconds(self.config.schema_migration_timeout),
+        )
         self.notifier.watchdog()  # each start step is bounded (lease wait) well below WatchdogSec
         self.agent.register()
         self.notifier.watchdog()
@@ -304,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         daemon.run()
     except LeaseHeld as exc:
         log.error("event=lease_held node=%s error=%s", config.node, exc)
+        return 1
+    except (SchemaTooNew, SchemaMigrationTimeout) as exc:
+        # Logged where it was found (event=schema_too_new store=N code=M).
+        print(f"pvcnoded: {exc}", file=sys.stderr)
         return 1
     except KazooTimeoutError:
         log.error("event=zookeeper_unreachable node=%s zookeeper=%s", config.node, config.zookeeper)

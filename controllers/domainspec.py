@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from hypervisor import DiskSpec, DomainSpec, NicSpec
 from hypervisor.storage import DiskSource, FileSource, RbdSource
 from schemas import Network, VirtualMachine, bridge_name, to_bytes, to_mib
-
-
-def derived_mac(vm: str, index: int) -> str:
-    """A stable locally-administered MAC (QEMU's 52:54:00 prefix) from the VM name and NIC index."""
-    digest = hashlib.sha256(f"{vm}/{index}".encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+from schemas.vm import derived_mac
 
 
 def bridge_for(network: Network) -> str:

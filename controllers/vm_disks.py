@@ -117,6 +117,9 @@ def _one(
     record = disks.begin(vm.name, disk.name, node, mine.path, None, mine)
     # This node's record, created just now: a volume already there is not its own.
     fresh = record is mine
+    if not fresh and record.pool == pool.name and record.format == fmt and record.volume:
+        # Named after the VM when it was made: a renamed VM (zkstore/rename.py) keeps it.
+        volume = record.volume
     if record.deleting:
         return "VolumeDeleting", (
             f"disk {disk.name}: volume {record.path} of a deleted VM of this name is being "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from typing import Literal
@@ -133,6 +134,13 @@ class Disk(Model):
     def creates(self) -> bool:
         """Whether PVC creates (and tracks) this disk's volume: a size or a clone."""
         return self.source is None and self.volume is None
+
+
+def derived_mac(vm: str, index: int) -> str:
+    """A stable locally-administered MAC (QEMU's 52:54:00 prefix) from the VM name and NIC index:
+    a NIC's MAC when its spec names none."""
+    digest = hashlib.sha256(f"{vm}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 class Nic(Model):

@@ -15,6 +15,7 @@ from zkstore.holders import Holders, node_in_use
 from zkstore.informer import Informer, ResourceInformer
 from zkstore.lease import Lease, LeaseHeld
 from zkstore.lock import exclusive_lock, handover_read_lock, handover_write_lock, release
+from zkstore.migrations import SchemaMigrationTimeout, SchemaTooNew
 from zkstore.selector import InvalidSelector, Selector, parse_selector
 from zkstore.store import ApplyOutcome, Store
 
@@ -35,6 +36,8 @@ __all__ = [
     "NotFound",
     "PlacementMoved",
     "ResourceInformer",
+    "SchemaMigrationTimeout",
+    "SchemaTooNew",
     "Selector",
     "Store",
     "StoreError",

@@ -31,13 +31,14 @@ from zkstore.errors import (
     PlacementMoved,
     Unavailable,
 )
+from zkstore.migrations import CODE_VERSION, ensure_schema
 from zkstore.selector import Selector, parse_selector
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Resource)
 ApplyOutcome = Literal["created", "configured", "unchanged"]
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = CODE_VERSION
 _CAS_RETRIES = 8
 
 
@@ -68,10 +69,16 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(
+        self, timeout: float = 30.0, *, holder: str = "", migration_timeout: float = 45.0
+    ) -> None:
+        """Connect, create the layout, and bring the schema to this code's version (running
+        the migrations under their lock, zkstore/migrations.py); raises ``SchemaTooNew``
+        when the store is newer than this code."""
         self.client.start(timeout=timeout)
         # A server that has just come up may still drop the first connection.
         KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)(self.ensure_layout)
+        ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
 
     def stop(self) -> None:
         self.client.stop()
@@ -104,9 +111,9 @@ class Store:
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:
             self.client.ensure_path(self.path(paths.kind_root(cls.PLURAL)))
-        for relative, value in ((paths.SCHEMA, {"version": SCHEMA_VERSION}), (paths.EPOCH, {})):
-            with contextlib.suppress(NodeExistsError):
-                self.client.create(self.path(relative), encode(value))
+        # The schema version znode is the migrations' (zkstore/migrations.py), not the layout's.
+        with contextlib.suppress(NodeExistsError):
+            self.client.create(self.path(paths.EPOCH), encode({}))
 
     # -- reading ---------------------------------------------------------
 

@@ -48,7 +48,8 @@ _ANY_KIND = {
         {"allOf": [kind_schema_ref(cls), {"required": ["apiVersion", "kind"]}]} for cls in KINDS
     ]
 }
-_APPLY_DOC = body_doc(
+# The body of an apply (and of a restore): one object of any kind, or a list of them.
+MANIFESTS_DOC = body_doc(
     {"anyOf": [_ANY_KIND, {"type": "array", "items": _ANY_KIND}]},
     example=[example_of(cls) for cls in KINDS],
 )
@@ -80,7 +81,7 @@ def _result(obj: Resource, outcome: str, **extra: Any) -> dict[str, Any]:
 @router.post(
     f"{API_PREFIX}/apply",
     tags=["apply"],
-    openapi_extra=_APPLY_DOC,
+    openapi_extra=MANIFESTS_DOC,
     responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
 )
 async def apply(

@@ -47,12 +47,17 @@ def api_url(zookeeper: ZooKeeperServer) -> Iterator[str]:
 
 
 # The coverage phase sweeps every boundary of every body: each kind's POST sweeps its
-# schema (JSON and YAML). Apply's body (any kind, one or a list: 5,000 more requests) and
-# each PUT's (the POST's schema again, 3,000 more) are left to the other phases, or the
-# test takes minutes.
+# schema (JSON and YAML). Apply's body (any kind, one or a list: 5,000 more requests), the
+# same body of restore, and each PUT's (the POST's schema again, 3,000 more) are left to the
+# other phases, or the test takes minutes.
 CONFIG = """
 [[operations]]
 include-path = "/api/v1/apply"
+[operations.phases.coverage]
+enabled = false
+
+[[operations]]
+include-path = "/api/v1/restore"
 [operations.phases.coverage]
 enabled = false
 
