@@ -9,6 +9,7 @@ from schemas import (
     FieldError,
     InvalidResource,
     Network,
+    Node,
     PoolType,
     Resource,
     StoragePool,
@@ -36,6 +37,8 @@ def admit(store: Store, obj: Resource, batch: Batch | None = None) -> None:
         _pool(store, obj)
     elif isinstance(obj, Network):
         admit_network(store, obj, dict(batch or {}))
+    elif isinstance(obj, Node):
+        _node(store, obj)
 
 
 def admit_all(store: Store, objs: list[Resource]) -> None:
@@ -179,6 +182,25 @@ def _existing_volume(
             )
         )
     return errors
+
+
+def _node(store: Store, node: Node) -> None:
+    """A fence password that is only the mask (an object read back from the API) is kept
+    from the stored Node; with none stored it would become the password: refused."""
+    password = node.spec.fence.password
+    if password is None or password.get_secret_value() != SECRET_MASK:
+        return
+    current = _current(store, Node, node.name)
+    assert current is None or isinstance(current, Node)
+    if current is None or current.spec.fence.password is None:
+        raise InvalidResource(
+            [
+                FieldError(
+                    ("spec", "fence", "password"),
+                    "give the password itself, not its mask (no password is stored to keep)",
+                )
+            ]
+        )
 
 
 def _pool(store: Store, pool: StoragePool) -> None:

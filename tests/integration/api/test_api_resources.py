@@ -191,3 +191,20 @@ def test_applying_a_read_back_node_keeps_its_password(client: TestClient, store:
     assert stored.spec.coordinator
     assert stored.spec.fence.password is not None
     assert stored.spec.fence.password.get_secret_value() == "s3cret"
+
+
+@pytest.mark.parametrize("route", ["/api/v1/nodes", "/api/v1/apply"])
+def test_a_new_node_whose_password_is_the_mask_is_refused(
+    client: TestClient, store: Store, route: str
+) -> None:
+    """`get -o yaml`, `delete`, `apply`: the read-back mask must not become the password."""
+    node = {
+        "apiVersion": "pvc/v1",
+        "kind": "Node",
+        "metadata": {"name": "hv3"},
+        "spec": {"fence": {"agent": "ipmi", "address": "127.0.0.1", "password": "********"}},
+    }
+    response = client.post(route, json=[node] if route.endswith("apply") else node)
+    assert response.status_code == 422, response.text
+    assert "password" in response.text and "mask" in response.text
+    assert client.get("/api/v1/nodes/hv3").status_code == 404
