@@ -534,7 +534,7 @@ class VMController:
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
         if not self.store.exists(VirtualMachine, name):
             self.consoles.forget(name)
-            why = "the VM is deleted"
+            why = "no VM has this name now (deleted or renamed)"
         elif (placed := self.store.read_placement(name)) is not None and placed.node:
             why = f"placed on {placed.node}"
         else:
