@@ -101,10 +101,12 @@ def _apply_params(dry_run: bool, prune: bool, selector: str | None) -> dict[str,
 )
 @click.option(
     "--dry-run",
-    type=click.Choice(["none", "server"]),
+    type=click.Choice(["none", "client", "server"]),
     default="none",
     show_default=True,
-    help="server: validate and report on the server, write nothing.",
+    help="client: check the manifests here, as strictly as the server does (types, fields, "
+    "names), without contacting it; server: validate and report on the server (also "
+    "against what is stored), write nothing.",
 )
 @click.option("--prune", is_flag=True, help="delete objects with -l labels missing from the set.")
 @click.option("-l", "--selector", help="with --prune: the labels this set owns, e.g. app=shop.")
@@ -115,6 +117,10 @@ def apply(
     """Create or update the objects in manifests."""
     params = _apply_params(dry_run == "server", prune, selector)
     objects = load_all(files)
+    if dry_run == "client":
+        for obj in objects:
+            told(obj.resource.kind.lower(), obj.resource.name, "checked (client dry run)")
+        return
     body = [o.resource.stored() for o in objects]
     result = ctx.client.request("POST", f"{API}/apply", json=body, params=params)
     suffix = " (server dry run)" if dry_run == "server" else ""

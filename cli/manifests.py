@@ -51,7 +51,7 @@ def load_all(paths: tuple[str, ...]) -> list[LoadedObject]:
         loaded: list[LoadedObject] = []
         try:
             for piece in _without_lists(text):
-                loaded += load_manifests(piece, source)
+                loaded += load_manifests(piece, source, strict=True)
         except ManifestError as exc:
             raise InputError(str(exc)) from None
         for obj in loaded:

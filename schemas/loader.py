@@ -56,8 +56,11 @@ def _yaml_error(exc: yaml.YAMLError, source: str, text: str) -> ManifestError:
     return ManifestError(source, line, f"invalid YAML: {problem}")
 
 
-def load_manifests(text: str, source: str = "<stdin>") -> list[LoadedObject]:
-    """Parse and validate every document; raises ManifestError at the first bad one."""
+def load_manifests(
+    text: str, source: str = "<stdin>", *, strict: bool = False
+) -> list[LoadedObject]:
+    """Parse and validate every document; raises ManifestError at the first bad one.
+    ``strict``: JSON's own types only, as the API takes them (``parse_resource``)."""
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
@@ -73,7 +76,7 @@ def load_manifests(text: str, source: str = "<stdin>") -> list[LoadedObject]:
         if data is None:
             continue
         try:
-            resource = parse_resource(data)
+            resource = parse_resource(data, strict=strict)
         except InvalidResource as exc:
             first = exc.errors[0]
             more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""

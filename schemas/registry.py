@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -51,8 +52,16 @@ def errors_from_validation(exc: ValidationError) -> list[FieldError]:
     return result
 
 
-def parse_resource(data: Any) -> Resource:
-    """Validate one object of any kind; raises InvalidResource naming the field."""
+def parse_resource(
+    data: Any, *, strict: bool = False, context: dict[str, Any] | None = None
+) -> Resource:
+    """Validate one object of any kind; raises InvalidResource naming the field.
+
+    ``strict``: take JSON's own types only, as pvcapid does and its OpenAPI document says
+    (pydantic's lax mode alone takes 0 or "yes" for a boolean and "5" for a number). pvcctl
+    checks manifests this way too, so its errors and the server's agree. ``context``: the
+    strict check's validation context (pvcapid's checks of its own host, e.g. a Node's
+    fence agent installed, which pvcctl's machine cannot answer for)."""
     if not isinstance(data, dict):
         raise InvalidResource(
             [FieldError((), f"expected an object (a mapping), got {type(data).__name__}")]
@@ -67,6 +76,9 @@ def parse_resource(data: Any) -> Resource:
     if "apiVersion" not in data:
         raise InvalidResource([FieldError(("apiVersion",), "missing 'apiVersion' (pvc/v1)")])
     try:
-        return cls.model_validate(data)
+        obj = cls.model_validate(data)
+        if strict:
+            cls.model_validate_json(json.dumps(data, default=str), strict=True, context=context)
     except ValidationError as exc:
         raise InvalidResource(errors_from_validation(exc)) from None
+    return obj
