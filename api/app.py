@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.audit import AuditMiddleware
 from api.cache import ApiCache
 from api.config import Settings
 from api.docs import declare_bearer, install_docs
@@ -29,6 +30,7 @@ from api.routes import (
     vm_console,
     vm_rename,
 )
+from api.tokens import TokenTable
 from zkstore import Store
 from zkstore.events import EventLog
 
@@ -117,8 +119,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    # The last added runs first: metrics see every answer, auth runs before any body is read.
+    # The last added runs first: metrics see every answer, the audit every write (refused
+    # ones too), auth runs before any body is read.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, tokens=settings.tokens)
+    app.add_middleware(AuthMiddleware, tokens=TokenTable(settings.tokens))
+    app.add_middleware(AuditMiddleware, events=app.state.events)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

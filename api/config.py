@@ -6,18 +6,36 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from api.tokens import MIN_TOKEN_LENGTH, is_token_hash
 from schemas.configfile import ConfigFileError, read_yaml_mapping
 from schemas.daemon_logging import LogLevel, LogPriority
 from schemas.meta import Model
 
 
 class ApiToken(Model):
-    token: SecretStr = Field(min_length=16)
+    hash: SecretStr | None = None
+    """``sha256:<64 hex digits>`` of the token, as ``pvcapid hash-token`` prints it."""
+    token: SecretStr | None = Field(default=None, min_length=MIN_TOKEN_LENGTH)
+    """The token in clear: still taken, with a warning at start; prefer ``hash``."""
     role: Literal["admin", "readonly"] = "readonly"
-    name: str = ""
-    """Who holds it (for logs); never the token itself."""
+    name: str = Field(default="", pattern=r"^[A-Za-z0-9._@-]{0,63}$")
+    """Who holds it (in logs and audit records); never the token itself."""
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_form(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the value: a config error must not print a secret.
+        if value is not None and not is_token_hash(value.get_secret_value()):
+            raise ValueError("must be sha256: and 64 lowercase hex digits (pvcapid hash-token)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ApiToken:
+        if (self.hash is None) == (self.token is None):
+            raise ValueError("give a token either hash (preferred) or token (in clear)")
+        return self
 
 
 class Settings(Model):
@@ -81,4 +99,5 @@ def load_settings(path: str | Path | None = None) -> Settings:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        raise SettingsError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        where = ".".join(str(p) for p in err["loc"])
+        raise SettingsError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
