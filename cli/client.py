@@ -1,15 +1,18 @@
-"""The API client: httpx, and server errors turned into one-line messages."""
+"""The API client: httpx, and server errors turned into one-line messages.
+
+httpx is imported when a client is first made, not with this module: commands that never
+talk to the API (``--help``, completion, which uses one plain GET) start without it."""
 
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import InputError, ServerError
+
+if TYPE_CHECKING:
+    import httpx
 
 API = "/api/v1"
 
@@ -26,6 +29,10 @@ class ApiClient:
         timeout: float = 30.0,
         ca: str | None = None,
     ) -> None:
+        import ssl
+
+        import httpx
+
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
@@ -44,6 +51,8 @@ class ApiClient:
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -64,6 +73,8 @@ class ApiClient:
         self, plural: str, resource_version: str | None, timeout: float, selector: str | None
     ) -> Iterator[dict[str, Any]]:
         """Events of one kind after ``resource_version``, until the server ends the stream."""
+        import httpx
+
         params: dict[str, Any] = {"watch": "true", "timeoutSeconds": max(1, int(timeout + 0.999))}
         if resource_version:
             params["resourceVersion"] = resource_version

@@ -4,29 +4,20 @@ cli/output.py)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
-from rich.text import Text
 
 from cli.client import API
 from cli.common import Context, complete_kinds, complete_names, kind_named, seconds, split_target
 from cli.errors import InputError, ServerError
-from cli.jsonpath import compile_path
-from cli.output import (
-    FORMATS,
-    Format,
-    console,
-    describe,
-    parse_format,
-    render,
-    render_document,
-    render_events,
-    sort_items,
-    watch_row,
-)
-from schemas.resource import Resource
+
+if TYPE_CHECKING:
+    from cli.output import Format
+    from schemas.resource import Resource
+
+# cli.output (rich, yaml) and cli.jsonpath are imported in the commands: see cli.completion.
 
 _OUTPUT_HELP = (
     "table, wide, yaml, json, name, jsonpath=TEMPLATE (kubectl's: '{.items[*].metadata.name}', "
@@ -39,6 +30,8 @@ _OUTPUT_HELP = (
 def _complete_formats(
     _ctx: click.Context, _param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
+    from cli.output import FORMATS
+
     words = [*FORMATS, "jsonpath=", "custom-columns="]
     return [CompletionItem(w) for w in words if w.startswith(incomplete)]
 
@@ -86,6 +79,9 @@ def get(
     timeout: str | None,
 ) -> None:
     """Show objects: KIND[,KIND...] [NAME], or KIND/NAME."""
+    from cli.jsonpath import compile_path
+    from cli.output import console, parse_format, render, render_document, sort_items
+
     output = parse_format(fmt)
     sort_path = compile_path(sort_by) if sort_by else None
     labels = tuple(k.strip() for part in label_columns for k in part.split(",") if k.strip())
@@ -150,6 +146,8 @@ def _watch(
     version: str | None,
     timeout: str | None,
 ) -> None:
+    from cli.output import watch_row
+
     deadline = time.monotonic() + seconds(timeout) if timeout else None
     while deadline is None or time.monotonic() < deadline:
         left = 3600.0 if deadline is None else deadline - time.monotonic()
@@ -172,6 +170,10 @@ def _watch(
 @click.pass_obj
 def describe_cmd(ctx: Context, kind: str, name: str | None) -> None:
     """Show one object's spec, status, conditions and recent events: KIND NAME or KIND/NAME."""
+    from rich.text import Text
+
+    from cli.output import console, describe, render_events
+
     cls, name = split_target(kind, name)
     if not name:
         raise InputError(f"describe needs a name: {kind} NAME or {kind}/NAME")
@@ -199,6 +201,8 @@ def describe_cmd(ctx: Context, kind: str, name: str | None) -> None:
 def events(ctx: Context, kind: str | None, name: str | None, limit: int, watch_: bool) -> None:
     """Recent cluster events, oldest first: of everything, of a KIND, or of one object
     (KIND NAME or KIND/NAME)."""
+    from cli.output import console, render_events
+
     kind_name = None
     if kind:
         cls, name = split_target(kind, name)

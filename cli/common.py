@@ -1,16 +1,34 @@
 """What every pvcctl command shares: its context (the API client, made on first use), and
-the small helpers for timeouts and one-line results."""
+the small helpers for timeouts, kinds and one-line results.
+
+Every module that builds the command tree imports only what ``--help`` and shell completion
+need: ``schemas`` (pydantic), httpx, rich, yaml and jsonpath are imported where a command
+runs (a test keeps it so)."""
 
 from __future__ import annotations
 
-import click
-from click.shell_completion import CompletionItem
+from typing import TYPE_CHECKING
 
-from cli.client import API, ApiClient
+import click
+
+from cli.client import ApiClient
+from cli.completion import complete_kinds, complete_names
 from cli.errors import InputError
 from cli.settings import resolve
-from schemas import KINDS, kind_for, to_seconds
-from schemas.resource import Resource
+
+if TYPE_CHECKING:
+    from schemas.resource import Resource
+
+__all__ = [
+    "Context",
+    "complete_kinds",
+    "complete_names",
+    "kind_named",
+    "seconds",
+    "split_target",
+    "split_targets",
+    "told",
+]
 
 
 class Context:
@@ -32,6 +50,8 @@ class Context:
 
 
 def seconds(timeout: str) -> float:
+    from schemas import to_seconds
+
     try:
         return to_seconds(timeout)
     except ValueError as exc:
@@ -44,61 +64,12 @@ def told(kind: str, name: str, what: str) -> None:
 
 def kind_named(word: str) -> type[Resource]:
     """The kind a user typed (``vm``, ``vms``, ``VirtualMachine``); exit 2 naming the known."""
+    from schemas import kind_for
+
     try:
         return kind_for(word)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
-
-
-def complete_kinds(
-    ctx: click.Context, param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    """Kind words (``vms``, ``vm,no``); after ``KIND/`` the kind's object names."""
-    if "/" in incomplete:
-        word, _, partial = incomplete.partition("/")
-        return [CompletionItem(f"{word}/{n.value}") for n in _names(ctx, word, partial)]
-    head, _, last = incomplete.rpartition(",")
-    prefix = f"{head}," if head else ""
-    words = sorted({w for cls in KINDS for w in (cls.PLURAL, *cls.SHORT_NAMES[:1])})
-    return [CompletionItem(prefix + w) for w in words if w.startswith(last)]
-
-
-COMPLETION_TIMEOUT_SECONDS = 1.0
-"""Completion asks the API once and gives up after this: a slow or absent server offers
-nothing rather than holding the shell."""
-
-
-def complete_names(
-    ctx: click.Context, _param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    """Names of the objects of the kind typed before (``get vm <TAB>``), from one GET."""
-    word = ctx.params.get("kinds") or ctx.params.get("kind") or ""
-    if not isinstance(word, str) or "/" in word or "," in word:
-        return []
-    return _names(ctx, word, incomplete)
-
-
-def _names(ctx: click.Context, word: str, incomplete: str) -> list[CompletionItem]:
-    try:
-        cls = kind_for(word)
-    except KeyError:
-        return []
-    root = ctx.find_root().params
-    try:
-        settings = resolve(
-            root.get("server"), root.get("config_path"), root.get("context_name"), root.get("token")
-        )
-        client = ApiClient(
-            settings.server, settings.token, timeout=COMPLETION_TIMEOUT_SECONDS, ca=settings.ca
-        )
-        try:
-            items = client.get(f"{API}/{cls.PLURAL}")["items"]
-        finally:
-            client.close()
-        names = sorted(str(item["metadata"]["name"]) for item in items)
-    except (click.ClickException, OSError, KeyError, TypeError):
-        return []  # no server, no config, an odd answer: no suggestions, never a traceback
-    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | None]:

@@ -10,9 +10,7 @@ import click
 from cli.client import API
 from cli.common import Context
 from cli.errors import InputError, ServerError
-from cli.output import plain_table
 from cli.settings import read_config, write_config
-from schemas.version import pvc_version
 
 
 def _config_path() -> str | None:
@@ -54,6 +52,8 @@ def get_contexts() -> None:
                 "yes" if entry.get("token") else "no",
             ]
         )
+    from cli.output import plain_table
+
     click.echo(plain_table(["CURRENT", "NAME", "SERVER", "TOKEN"], rows), nl=False)
 
 
@@ -122,6 +122,8 @@ def version(ctx: Context, client_only: bool, fmt: str) -> None:
     daemonVersion; "unknown" from a pvcnoded that does not report it).
 
     Exit 1 when the server cannot be reached (after printing the client's version)."""
+    from schemas.version import pvc_version
+
     report: dict[str, Any] = {"client": pvc_version()}
     if fmt == "text":
         click.echo(f"Client: {report['client']}")

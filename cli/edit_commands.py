@@ -14,15 +14,20 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
 from cli.client import API
-from cli.common import Context, complete_kinds, split_target, told
+from cli.common import Context, complete_kinds, complete_names, split_target, told
 from cli.errors import InputError, ServerError
-from schemas.resource import Resource
+
+if TYPE_CHECKING:
+    import yaml
+
+    from schemas.resource import Resource
+
+# yaml is imported where used: see cli.completion.
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -55,6 +60,8 @@ def _editable(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """One line: where and what (PyYAML's own text spans several lines)."""
+    import yaml
+
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         return f"line {exc.problem_mark.line + 1}: {exc.problem}"
     return " ".join(str(exc).split())
@@ -66,7 +73,7 @@ def _is_conflict(exc: ServerError) -> bool:
 
 @click.command()
 @click.argument("kind", shell_complete=complete_kinds)
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_names)
 @click.pass_obj
 def edit(ctx: Context, kind: str, name: str | None) -> None:
     """Edit an object in $VISUAL, $EDITOR or vi: KIND NAME or KIND/NAME.
@@ -75,6 +82,8 @@ def edit(ctx: Context, kind: str, name: str | None) -> None:
     it was read at: if the object changed meanwhile, nothing is written, your edit is kept in
     a file whose path is printed, and the exit code is 1. An unchanged file writes nothing
     ("Edit cancelled, no changes made", exit 0)."""
+    import yaml
+
     cls, found = _target(kind, name)
     short = _short(cls)
     obj = ctx.client.get(f"{API}/{cls.PLURAL}/{found}")
@@ -128,6 +137,8 @@ def edit(ctx: Context, kind: str, name: str | None) -> None:
 
 
 def _patch_document(text: str) -> dict[str, Any]:
+    import yaml
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -139,7 +150,7 @@ def _patch_document(text: str) -> dict[str, Any]:
 
 @click.command()
 @click.argument("kind", shell_complete=complete_kinds)
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_names)
 @click.option(
     "-p",
     "--patch",

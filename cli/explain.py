@@ -190,11 +190,3 @@ def _complete_targets(
         return []
     prefix = ".".join([word, *walked])
     return [CompletionItem(f"{prefix}.{n}") for n in _fields(model) if n.startswith(last)]
-
-
-@click.command(name="explain")
-@click.argument("target", metavar="KIND[.FIELD[.FIELD...]]", shell_complete=_complete_targets)
-def explain_cmd(target: str) -> None:
-    """Describe a kind or one of its fields (type, default, description), e.g.
-    ``explain vm.spec.disks``. From this pvcctl's schemas: no server is asked."""
-    click.echo(explain(target), nl=False)

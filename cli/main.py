@@ -10,32 +10,33 @@ Shell completion is click's: ``eval "$(_PVCCTL_COMPLETE=bash_source pvcctl)"``
 
 from __future__ import annotations
 
-import difflib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 from click.shell_completion import CompletionItem
 
 from cli.client import API
 from cli.commands_get import describe_cmd, events, get
 from cli.common import Context, complete_kinds, complete_names, seconds, split_targets, told
+from cli.completion import complete_node_names
 from cli.config_commands import config_group, version
 from cli.data_commands import backup, rename, restore
 from cli.edit_commands import annotate, edit, label, patch
 from cli.errors import InputError, ServerError
-from cli.explain import explain_cmd
-from cli.manifests import load_all
-from cli.output import console
 from cli.progress import progress
 from cli.settings import context_names
 from cli.vm_commands import vm
 from cli.wait_commands import wait, wait_for_node, wait_for_primary
 from cli.watch import wait_until
-from schemas.resource import Resource
+
+if TYPE_CHECKING:
+    from schemas.resource import Resource
+
+# Heavy modules (rich, yaml, difflib, the schemas behind cli.manifests) are imported inside
+# the commands that use them: the shell runs pvcctl on every <TAB> (see cli.completion).
 
 
 def _complete_contexts(
@@ -115,6 +116,9 @@ def apply(
     ctx: Context, files: tuple[str, ...], dry_run: str, prune: bool, selector: str | None
 ) -> None:
     """Create or update the objects in manifests."""
+    from cli.manifests import load_all
+    from cli.output import console
+
     params = _apply_params(dry_run == "server", prune, selector)
     objects = load_all(files)
     if dry_run == "client":
@@ -130,6 +134,8 @@ def apply(
 
 
 def _as_yaml(doc: dict[str, Any] | None) -> list[str]:
+    import yaml
+
     if doc is None:
         return []
     return yaml.safe_dump(doc, sort_keys=True).splitlines(keepends=True)
@@ -152,6 +158,10 @@ class DiffServerFailed(click.ClickException):
 @click.pass_obj
 def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None) -> None:
     """Show what apply would change (labels, annotations, spec); exit 1 when anything would."""
+    import difflib
+
+    from cli.manifests import load_all
+
     try:
         params = _apply_params(True, prune, selector)
         objects = load_all(files)
@@ -207,6 +217,9 @@ def delete(
     delete_volumes: bool,
 ) -> None:
     """Delete objects: KIND NAME..., KIND/NAME... or -f FILE."""
+    from cli.manifests import load_all
+    from cli.output import console
+
     targets: list[tuple[type[Resource], str]] = []
     if files:
         if kind or names:
@@ -266,7 +279,7 @@ def _with_wait(func: Any) -> Any:
 
 
 @node.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_node_names)
 @_with_wait
 @click.pass_obj
 def flush(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
@@ -285,7 +298,7 @@ def flush(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
 
 
 @node.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_node_names)
 @_with_wait
 @click.pass_obj
 def ready(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
@@ -304,7 +317,7 @@ def ready(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
 
 
 @node.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_node_names)
 @_with_wait
 @click.pass_obj
 def primary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
@@ -316,7 +329,7 @@ def primary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
 
 
 @node.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_node_names)
 @_with_wait
 @click.pass_obj
 def secondary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
@@ -424,11 +437,32 @@ def local_status(state_dir: Path | None) -> None:
         click.echo(f"{name:<10} {'running' if ok else 'stopped'}")
 
 
+def _explain_targets(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from cli.explain import _complete_targets
+
+    return _complete_targets(ctx, param, incomplete)
+
+
+@cli.command(name="explain")
+@click.argument(
+    "target",
+    metavar="KIND[.FIELD[.FIELD...]]",
+    shell_complete=_explain_targets,
+)
+def explain_cmd(target: str) -> None:
+    """Describe a kind or one of its fields (type, default, description), e.g.
+    ``explain vm.spec.disks``. From this pvcctl's schemas: no server is asked."""
+    from cli.explain import explain  # the schemas' models: imported only for explain
+
+    click.echo(explain(target), nl=False)
+
+
 cli.add_command(vm)
 cli.add_command(get)
 cli.add_command(describe_cmd)
 cli.add_command(events)
-cli.add_command(explain_cmd)
 cli.add_command(wait)
 for command in (edit, patch, label, annotate, config_group, version):
     cli.add_command(command)

@@ -7,16 +7,20 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from cli.errors import InputError
-from cli.jsonpath import Path, Template, compile_path, compile_template, text_of
 from schemas import approx_bytes, format_bytes, to_bytes
+
+if TYPE_CHECKING:
+    from cli.jsonpath import Path, Template
+
+# yaml and cli.jsonpath (jsonpath-ng) are imported by the formats that use them: a table needs
+# neither.
 
 Row = Callable[[dict[str, Any]], list[str]]
 FORMATS = ("table", "wide", "yaml", "json", "name")
@@ -202,6 +206,8 @@ def parse_format(text: str) -> Format:
     """table, wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=HEADER:PATH,..."""
     kind, eq, arg = text.partition("=")
     if kind == "jsonpath" and eq:
+        from cli.jsonpath import compile_template
+
         return Format("jsonpath", template=compile_template(arg))
     if kind == "custom-columns" and eq:
         return Format("custom-columns", columns=_custom_columns(arg))
@@ -214,6 +220,8 @@ def parse_format(text: str) -> Format:
 
 
 def _custom_columns(spec: str) -> tuple[tuple[str, Path], ...]:
+    from cli.jsonpath import compile_path
+
     columns = []
     for part in spec.split(","):
         header, colon, path = part.partition(":")
@@ -227,6 +235,7 @@ def _custom_columns(spec: str) -> tuple[tuple[str, Path], ...]:
 
 def sort_items(items: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
     """By the path's first match: numbers and sizes (1Gi) by value, then text; none last."""
+    from cli.jsonpath import text_of
 
     def key(item: dict[str, Any]) -> tuple[int, float, str]:
         found = path.find(item, item)
@@ -256,6 +265,8 @@ def render_document(doc: dict[str, Any], fmt: Format, out: Console) -> None:
     Written straight to the file, never through rich, whose emoji codes would turn a MAC's
     ":ab:" into an emoji and whose markup would eat "[prod]".
     """
+    import yaml
+
     if fmt.name == "json":
         _write(out, json.dumps(doc, indent=2) + "\n")
     elif fmt.name == "yaml":
@@ -291,6 +302,8 @@ def render(
 
 
 def _cell(path: Path, item: dict[str, Any]) -> str:
+    from cli.jsonpath import text_of
+
     found = [text_of(v) for v in path.find(item, item) if v is not None]
     return ",".join(found) if found else "<none>"
 
@@ -333,6 +346,8 @@ def _heading(label: str) -> Text:
 
 
 def describe(obj: dict[str, Any], out: Console) -> None:
+    import yaml
+
     meta = obj["metadata"]
     out.print(_field("Name", meta["name"]))
     out.print(_field("Kind", obj["kind"]))
@@ -388,6 +403,8 @@ def render_events(items: list[dict[str, Any]], out: Console, indent: bool = Fals
 
 def watch_row(kind: str, event_type: str, obj: dict[str, Any], fmt: Format) -> str:
     """One line per watch event: the table row with the event type in front, or the object."""
+    import yaml
+
     if fmt.name == "json":
         return json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
     if fmt.name == "yaml":

@@ -7,8 +7,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from rich.console import Console
-
 
 @contextlib.contextmanager
 def progress(what: str) -> Iterator[Callable[[str], None]]:
@@ -16,6 +14,8 @@ def progress(what: str) -> Iterator[Callable[[str], None]]:
     if not sys.stdout.isatty():
         yield lambda _detail: None
         return
+    from rich.console import Console  # imported only when there is a terminal to draw on
+
     started = time.monotonic()
     console = Console(stderr=True)
     with console.status(what) as status:

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cli.errors import InputError
 
 DEFAULT_SERVER = "http://127.0.0.1:7370"
@@ -48,6 +46,8 @@ def _read_config(config_path: str | None) -> tuple[Path, dict[str, Any]]:
     path = Path(config_path) if config_path else default_config_path()
     if not config_path and not path.exists():
         return path, {}
+    import yaml  # only when there is a file: completion and --help start faster without
+
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
@@ -70,6 +70,8 @@ def read_config(config_path: str | None, missing_ok: bool = False) -> tuple[Path
 def write_config(path: Path, doc: dict[str, Any]) -> None:
     """Replace the config file atomically (a reader sees the old file or the new one, never
     half of one), readable by its owner only (0600): it holds tokens."""
+    import yaml
+
     temp: str | None = None
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

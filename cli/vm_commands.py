@@ -11,10 +11,10 @@ import click
 
 from cli.client import API
 from cli.common import Context, seconds, told
+from cli.completion import complete_node_names, complete_vm_names
 from cli.errors import ServerError
 from cli.vm_console import dumpxml, logs
 from cli.watch import State, wait_showing
-from schemas import verbs
 
 Goal = Callable[[dict[str, Any]], bool]
 """True once the VM object shows the change done; raises ServerError when it cannot be."""
@@ -205,6 +205,8 @@ def _stopped(_name: str, answer: dict[str, Any]) -> Goal:
 
 
 def _forced_off(_name: str, answer: dict[str, Any]) -> Goal:
+    from schemas import verbs
+
     off = stopped(_generation(answer))
     # The node records the force-stop it carried out; a VM already off needs none.
     carried = handled("forceStopHandled", _annotation(answer, verbs.FORCE_STOP), off)
@@ -212,6 +214,8 @@ def _forced_off(_name: str, answer: dict[str, Any]) -> Goal:
 
 
 def _restarted(name: str, answer: dict[str, Any]) -> Goal:
+    from schemas import verbs
+
     return handled("restartHandled", _annotation(answer, verbs.RESTART), _started(name, answer))
 
 
@@ -219,7 +223,7 @@ def _vm_verb(
     verb: str, help_text: str, done_means: str, what: str, goal: Callable[..., Goal]
 ) -> None:
     @vm.command(name=verb, help=help_text)
-    @click.argument("name")
+    @click.argument("name", shell_complete=complete_vm_names)
     @_with_wait(done_means)
     @click.pass_obj
     def command(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
@@ -261,7 +265,7 @@ def _halted(answer: dict[str, Any]) -> bool:
 
 
 @vm.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vm_names)
 @_with_wait("the VM runs on the node it returns to (a Halted VM: stays stopped)")
 @click.pass_obj
 def unmigrate(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
@@ -289,8 +293,15 @@ def _move(ctx: Context, name: str, verb: str, body: dict[str, Any], timeout: str
 
 
 @vm.command()
-@click.argument("name")
-@click.option("--to", "node", required=True, metavar="NODE", help="the target node.")
+@click.argument("name", shell_complete=complete_vm_names)
+@click.option(
+    "--to",
+    "node",
+    required=True,
+    metavar="NODE",
+    shell_complete=complete_node_names,
+    help="the target node.",
+)
 @click.option(
     "--live",
     is_flag=True,
@@ -325,7 +336,7 @@ def migrate(
 
 
 @vm.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vm_names)
 @click.option("--to", "node", required=True, metavar="NODE", help="the new home node.")
 @_with_wait("the VM runs on NODE (a Halted VM: stays stopped)")
 @click.pass_obj

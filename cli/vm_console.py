@@ -7,16 +7,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
-from rich.console import Console
 
 from cli.client import API, ApiClient, error_for
 from cli.common import Context
+from cli.completion import complete_vm_names
 from cli.errors import InputError
-from cli.output import age, render_events
+
+if TYPE_CHECKING:
+    import httpx
+    from rich.console import Console
+
+# httpx, rich and cli.output are imported where used: see cli.completion.
 
 FOLLOW_INTERVAL = 1.0
 """Seconds between looks for new output while following (nodes publish at most every second)."""
@@ -24,6 +28,8 @@ FOLLOW_INTERVAL = 1.0
 
 def _get(client: ApiClient, path: str, params: dict[str, Any]) -> httpx.Response:
     """A GET whose answer is not JSON: the raw response, errors as the client makes them."""
+    import httpx
+
     try:
         response = client._http.get(path, params=params)  # the raw body, not JSON
     except httpx.TransportError as exc:
@@ -34,7 +40,7 @@ def _get(client: ApiClient, path: str, params: dict[str, Any]) -> httpx.Response
 
 
 @click.command(name="logs")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vm_names)
 @click.option("-f", "--follow", is_flag=True, help="keep printing new output until Ctrl-C.")
 @click.option(
     "--tail",
@@ -81,7 +87,7 @@ def _write(data: bytes) -> None:
 
 
 @click.command(name="dumpxml")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vm_names)
 @click.pass_obj
 def dumpxml(ctx: Context, name: str) -> None:
     """Print the libvirt domain XML the VM's node defined (like virsh dumpxml --inactive;
@@ -101,6 +107,8 @@ def follow_events(
 ) -> None:
     """``pvcctl events -w``: the newest ``limit`` events, then each new one as it comes
     (looked for every FOLLOW_INTERVAL), until Ctrl-C."""
+    from cli.output import render_events
+
     if limit < 1:
         raise InputError("--limit must be at least 1")
     seen = 0
@@ -123,6 +131,8 @@ def follow_events(
 
 def _render_rows(items: list[dict[str, Any]], out: Console) -> None:
     """New events under the table already printed: the same columns, without a header."""
+    from cli.output import age
+
     for event in items:
         involved = event.get("involvedObject") or {}
         out.print(

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cli.common import Context, kind_named, seconds, split_targets
 from cli.errors import InputError, ServerError
-from cli.jsonpath import compile_path, text_of
-from cli.output import condition
 from cli.progress import progress
 from cli.watch import State, wait_showing, wait_until
-from schemas.resource import Resource
+
+if TYPE_CHECKING:
+    from schemas.resource import Resource
+
+# cli.output and cli.jsonpath are imported where used: see cli.completion.
 
 Check = Callable[[dict[str, Any]], bool]
 
@@ -58,6 +60,7 @@ def condition_check(spec: str) -> Wanted:
     if not cond_type:
         raise InputError("--for=condition= needs a condition type, e.g. condition=Ready")
     status = cond_status or "True"
+    from cli.output import condition
 
     def check(obj: dict[str, Any]) -> bool:
         return fresh(obj) and (condition(obj, cond_type) or {}).get("status") == status
@@ -86,6 +89,8 @@ def jsonpath_check(spec: str) -> Wanted:
     expr, value = _split_jsonpath(spec)
     if not expr.strip() or expr.strip() == ".":
         raise InputError("--for=jsonpath= needs an expression, e.g. '{.status.phase}=Running'")
+    from cli.jsonpath import compile_path, text_of
+
     path = compile_path(expr)  # the same JSONPath as -o jsonpath (jsonpath-ng)
 
     def check(obj: dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ import click
 import pytest
 import yaml
 
-from cli.common import complete_names
+from cli.completion import complete_names
 from cli.localcluster.zookeeper import ZooKeeperServer
 from cli.main import cli
 from tests.integration.cli.cli_fixture import Api, one_line_error, start_api

@@ -44,3 +44,30 @@ def test_client_refuses_what_the_server_refuses(api: Api, tmp_path: Path) -> Non
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.strip() == "virtualmachine/lax-one checked (client dry run)"
     assert api.http("GET", "/api/v1/vms/lax-one").status_code == 404
+
+
+def complete(api: Api, words: str) -> list[str]:
+    """What the shell offers for ``words`` (click's bash protocol, as the script runs it)."""
+    result = api.pvcctl(
+        env={
+            "_PVCCTL_COMPLETE": "bash_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+        }
+    )
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines()]
+
+
+def test_vm_verbs_complete_vm_names_from_the_api(api: Api) -> None:
+    for name in ("tab-one", "tab-two"):
+        doc = {
+            "apiVersion": "pvc/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": name},
+            "spec": {"memory": "256Mi"},
+        }
+        assert api.http("POST", "/api/v1/vms", json=doc).status_code == 201
+    assert complete(api, "pvcctl vm start ") == ["tab-one", "tab-two"]
+    assert complete(api, "pvcctl vm migrate tab-t") == ["tab-two"]
+    assert complete(api, "pvcctl get vms tab-o") == ["tab-one"]

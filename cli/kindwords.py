@@ -1,0 +1,38 @@
+"""The words users type for kinds (``vm``, ``vms``, ``VirtualMachine``), without the models.
+
+Shell completion and ``--help`` need only these words, and importing ``schemas`` (pydantic
+models of every kind) costs more than the rest of pvcctl's start together. The same words
+are on the model classes (``KIND``, ``PLURAL``, ``SHORT_NAMES``); a unit test keeps the two
+equal, and commands that act on objects still resolve kinds through ``schemas``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KindWords:
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+
+
+KIND_WORDS: tuple[KindWords, ...] = (
+    KindWords("VirtualMachine", "vms", ("vm", "vms", "virtualmachine", "virtualmachines")),
+    KindWords("Node", "nodes", ("node", "nodes", "no")),
+    KindWords("Network", "networks", ("net", "nets", "network", "networks")),
+    KindWords(
+        "StoragePool", "storagepools", ("storagepool", "storagepools", "pool", "pools", "sp")
+    ),
+    KindWords("Cluster", "clusters", ("cluster", "clusters")),
+)
+
+
+def kind_words_for(word: str) -> KindWords | None:
+    """The kind a user typed (any case), or None; as ``schemas.kind_for`` resolves it."""
+    lowered = word.lower()
+    for kind in KIND_WORDS:
+        if lowered in (kind.kind.lower(), kind.plural, *kind.short_names):
+            return kind
+    return None
