@@ -24,6 +24,7 @@ from api.routes import (
     backup,
     events,
     health,
+    names,
     resources,
     verbs,
     version,
@@ -88,6 +89,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(version.router, responses=resources.error_responses(401))
     app.include_router(apply.router, responses=errors)
     app.include_router(events.router, responses=errors)
+    app.include_router(names.router)
     app.include_router(verbs.router, responses=errors)
     app.include_router(vm_rename.router, responses=errors)
     app.include_router(backup.router, responses=errors)

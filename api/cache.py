@@ -116,6 +116,11 @@ class KindCache:
     def resource_version(self) -> int:
         return self._max_pos
 
+    def names(self) -> list[str]:
+        """Every object's name, sorted (what shell completion asks for)."""
+        with self._lock:
+            return list(self._names)
+
     def list(self, selector: Selector | None = None) -> tuple[list[dict[str, Any]], int]:
         with self._lock:
             objects = [self._objects[n] for n in self._names]

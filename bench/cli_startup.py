@@ -7,7 +7,8 @@ floors measured in the same run on the same machine.
 - help:       `pvcctl --help`;
 - get:        `pvcctl get vms` (a table to a pipe);
 - floors:     `python -c pass` (the interpreter alone), and a Python process doing one raw
-              urllib GET of the same list (the least a completion that asks the API needs).
+              urllib GET of the same names (/api/v1/names/vms: the least a completion that
+              asks the API needs), and one of the whole list (what `get vms` reads).
 
 It starts its own ZooKeeper and pvcapid, fills VMS VMs, takes the median of REPEATS runs of
 each, prints the figures and writes JSON (with each figure as a ratio to both floors) to
@@ -43,7 +44,7 @@ GOAL_S = 0.250
 
 RAW_GET = (
     "import json, sys, urllib.request\n"
-    "json.load(urllib.request.urlopen(sys.argv[1] + '/api/v1/vms', timeout=5))\n"
+    "json.load(urllib.request.urlopen(sys.argv[1] + sys.argv[2], timeout=5))\n"
 )
 
 
@@ -70,7 +71,8 @@ def bench(url: str, vms: int, repeats: int) -> dict[str, Any]:
     env = {**base, "PVC_SERVER": url, "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="pvc-home-")}
     figures: dict[str, Any] = {}
     figures["floor_python"], _ = measure(repeats, [sys.executable, "-c", "pass"], env)
-    figures["floor_raw_get"], _ = measure(repeats, [sys.executable, "-c", RAW_GET, url], env)
+    for name, path in (("floor_raw_get", "/api/v1/names/vms"), ("floor_raw_list", "/api/v1/vms")):
+        figures[name], _ = measure(repeats, [sys.executable, "-c", RAW_GET, url, path], env)
     listed: dict[str, int] = {}
     for name, words in (
         ("completion_get", "pvcctl get vms "),
@@ -88,7 +90,9 @@ def bench(url: str, vms: int, repeats: int) -> dict[str, Any]:
     figures["get_vms"], table = measure(repeats, [PVCCTL, "get", "vms"], env)
     if len(table.splitlines()) != vms + 1:
         raise RuntimeError(f"get vms printed {len(table.splitlines())} lines for {vms} VMs")
-    floors = {k: figures[k]["median_s"] for k in ("floor_python", "floor_raw_get")}
+    floors = {
+        k: figures[k]["median_s"] for k in ("floor_python", "floor_raw_get", "floor_raw_list")
+    }
     ratios = {
         name: {f"to_{floor}": fig["median_s"] / value for floor, value in floors.items()}
         for name, fig in figures.items()
@@ -106,7 +110,8 @@ def print_summary(report: dict[str, Any]) -> None:
             r = ratios[name]
             line += (
                 f"   {r['to_floor_python']:.2f}x python -c pass,"
-                f" {r['to_floor_raw_get']:.2f}x raw GET"
+                f" {r['to_floor_raw_get']:.2f}x raw GET of names,"
+                f" {r['to_floor_raw_list']:.2f}x of the list"
             )
         print(line)
     print(f"  names listed by completion: {report['names_listed']} (of {report['vms']})")

@@ -2,8 +2,9 @@
 
 The shell runs pvcctl on every <TAB>, so this module (and what builds the command tree)
 imports nothing heavy: kinds come from ``cli.kindwords``, and names from one plain GET of
-the kind's list with the standard library's http.client (httpx alone takes longer to import
-than the whole answer may take), with a short timeout. A slow or absent server, a bad config
+``/api/v1/names/PLURAL`` (names only: small even for 10,000 VMs) with the standard library's
+http.client (httpx alone takes longer to import than the whole answer may take), with a
+short timeout. A slow or absent server, a bad config
 or an odd answer offers nothing: never a traceback, never a hung shell.
 """
 
@@ -71,15 +72,15 @@ def _names(ctx: click.Context, word: str, incomplete: str) -> list[CompletionIte
         settings = resolve(
             root.get("server"), root.get("config_path"), root.get("context_name"), root.get("token")
         )
-        items = list_objects(settings.server, settings.token, settings.ca, kind.plural)
-        names = sorted(str(item["metadata"]["name"]) for item in items)
+        names = object_names(settings.server, settings.token, settings.ca, kind.plural)
     except (click.ClickException, OSError, ValueError, KeyError, TypeError):
         return []  # no server, no config, an odd answer: no suggestions, never a traceback
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
-def list_objects(server: str, token: str | None, ca: str | None, plural: str) -> list[Any]:
-    """The kind's objects from one GET; OSError (http.client's errors too) when it fails."""
+def object_names(server: str, token: str | None, ca: str | None, plural: str) -> list[str]:
+    """The kind's object names from one GET of ``/names/PLURAL``; from the whole list when
+    the server is older and has no such path (404). OSError when the API cannot answer."""
     import http.client  # (which imports ssl): only when a name is to be completed
 
     url = urlsplit(server)
@@ -100,16 +101,28 @@ def list_objects(server: str, token: str | None, ca: str | None, plural: str) ->
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    base = url.path.rstrip("/") + API
     try:
-        conn.request("GET", f"{url.path.rstrip('/')}{API}/{plural}", headers=headers)
-        response = conn.getresponse()
-        if response.status != 200:
-            raise ValueError(f"the API answered {response.status}")
-        items = json.loads(response.read())["items"]
+        answer = _get(conn, f"{base}/names/{plural}", headers)
+        if answer is not None:
+            return [str(n) for n in answer["names"]]
+        listed = _get(conn, f"{base}/{plural}", headers)
+        if listed is None:
+            raise ValueError(f"no {plural} at {server}")
+        return sorted(str(item["metadata"]["name"]) for item in listed["items"])
     except http.client.HTTPException as exc:
         raise OSError(str(exc)) from None
     finally:
         conn.close()
-    if not isinstance(items, list):
-        raise TypeError("items is not a list")
-    return items
+
+
+def _get(conn: Any, path: str, headers: dict[str, str]) -> Any:
+    """The JSON answer of one GET on the open connection; None for 404."""
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    body = response.read()
+    if response.status == 404:
+        return None
+    if response.status != 200:
+        raise ValueError(f"the API answered {response.status}")
+    return json.loads(body)

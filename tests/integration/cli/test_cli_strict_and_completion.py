@@ -68,6 +68,8 @@ def test_vm_verbs_complete_vm_names_from_the_api(api: Api) -> None:
             "spec": {"memory": "256Mi"},
         }
         assert api.http("POST", "/api/v1/vms", json=doc).status_code == 201
+    names = api.http("GET", "/api/v1/names/vms").json()  # what completion reads: names only
+    assert names == {"apiVersion": "pvc/v1", "kind": "NameList", "names": ["tab-one", "tab-two"]}
     assert complete(api, "pvcctl vm start ") == ["tab-one", "tab-two"]
     assert complete(api, "pvcctl vm migrate tab-t") == ["tab-two"]
     assert complete(api, "pvcctl get vms tab-o") == ["tab-one"]
