@@ -17,7 +17,18 @@ router = APIRouter()
 @router.get(f"{API_PREFIX}/events", tags=["events"], responses=error_responses(400, 401, 503))
 async def list_events(
     events: EventsDep,
-    kind: Annotated[str | None, Query(description="only events of this kind (vm, node...)")] = None,
+    kind: Annotated[
+        str | None,
+        Query(
+            description="only events of this kind (vm, node...)",
+            json_schema_extra={
+                "x-pvc-rules": [
+                    "a kind's name, plural or short name, any case (VirtualMachine, vms, vm, "
+                    "nodes, no, ...); any other word is refused (400)"
+                ]
+            },
+        ),
+    ] = None,
     name: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
