@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,22 +49,32 @@ RAW_GET = (
 )
 
 
-def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall time, CPU time (user + system) and stdout of one run. On a busy machine the
+    wall time swings with the load; the CPU time much less."""
+    cpu_before = cpu_of_children()
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{argv} exited {done.returncode}: {done.stderr.strip()[-300:]}")
-    return elapsed, done.stdout
+    return elapsed, cpu_of_children() - cpu_before, done.stdout
 
 
 def measure(repeats: int, argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], str]:
     run_timed(argv, env)  # warm the page cache and .pyc files: every figure starts warm
-    samples, out = [], ""
+    samples, cpu, out = [], [], ""
     for _ in range(repeats):
-        elapsed, out = run_timed(argv, env)
+        elapsed, used, out = run_timed(argv, env)
         samples.append(elapsed)
-    return {"median_s": statistics.median(samples), **summary(samples)}, out
+        cpu.append(used)
+    figure = {"median_s": statistics.median(samples), **summary(samples)}
+    return {**figure, "cpu_median_s": statistics.median(cpu)}, out
 
 
 def bench(url: str, vms: int, repeats: int) -> dict[str, Any]:
@@ -93,8 +104,16 @@ def bench(url: str, vms: int, repeats: int) -> dict[str, Any]:
     floors = {
         k: figures[k]["median_s"] for k in ("floor_python", "floor_raw_get", "floor_raw_list")
     }
+    cpu_floors = {k: figures[k]["cpu_median_s"] for k in floors}
     ratios = {
-        name: {f"to_{floor}": fig["median_s"] / value for floor, value in floors.items()}
+        name: {
+            **{f"to_{floor}": fig["median_s"] / value for floor, value in floors.items()},
+            **{
+                f"cpu_to_{floor}": fig["cpu_median_s"] / value
+                for floor, value in cpu_floors.items()
+                if value > 0
+            },
+        }
         for name, fig in figures.items()
         if not name.startswith("floor")
     }
@@ -105,7 +124,10 @@ def print_summary(report: dict[str, Any]) -> None:
     figures, ratios = report["figures"], report["ratios"]
     print(f"\npvcctl start-up, {report['vms']} VMs, median of {report['repeats']} runs")
     for name, fig in figures.items():
-        line = f"  {name:<14} {fig['median_s'] * 1000:7.1f} ms"
+        line = (
+            f"  {name:<14} {fig['median_s'] * 1000:7.1f} ms"
+            f" (CPU {fig['cpu_median_s'] * 1000:6.1f} ms)"
+        )
         if name in ratios:
             r = ratios[name]
             line += (
