@@ -28,6 +28,8 @@ log = logging.getLogger("pvcapid.audit")
 API_PREFIX = "/api/v1/"
 WRITE_REASON = "Write"
 _VERB_OF_METHOD = {"PUT": "replace", "PATCH": "patch", "DELETE": "delete"}
+_MANY = ("apply", "restore")
+"""Writes of many objects at once: their answer's items name them."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@/-]")
 
 
@@ -51,8 +53,8 @@ def target_of(method: str, path: str) -> Target:
     parts = (
         path.removeprefix(API_PREFIX).strip("/").split("/") if path.startswith(API_PREFIX) else []
     )
-    if parts == ["apply"] and method == "POST":
-        return Target("apply", None, None, True)
+    if len(parts) == 1 and parts[0] in _MANY and method == "POST":
+        return Target(parts[0], None, None, True)
     kind = None
     if parts:
         cls = kind_by_plural(parts[0])
@@ -70,7 +72,7 @@ def objects_in_answer(target: Target, body: bytes) -> list[tuple[str, str]]:
     """(kind, name) of what a successful create or apply wrote, read from its answer."""
     try:
         answer: Any = json.loads(body)
-        if target.verb == "apply":
+        if target.verb in _MANY:
             return [(str(i["kind"]), str(i["name"])) for i in answer["items"]]
         return [(str(answer["kind"]), str(answer["metadata"]["name"]))]
     except (ValueError, KeyError, TypeError):

@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import yaml
 
 from cli.client import API
 from cli.common import Context, told
+from cli.completion import complete_vm_names
 from cli.errors import InputError
-from cli.manifests import manifest_files
 
 _HEADER = """\
 # PVC cluster backup from {server}, schema version {schema}: {count} objects, each one's
@@ -29,6 +28,8 @@ def backup(ctx: Context) -> None:
     """Print every object's spec (no status) as YAML documents, in the order a restore
     applies them: Cluster, StoragePools, Networks, Nodes, VirtualMachines. Secrets are
     masked. Volumes' contents are not in it (back up the pools themselves)."""
+    import yaml  # imported by the commands that use it: see cli.completion
+
     answer = ctx.client.get(f"{API}/backup")
     items = answer.get("items") or []
     click.echo(
@@ -45,6 +46,10 @@ def backup(ctx: Context) -> None:
 def read_documents(path: str) -> list[dict[str, Any]]:
     """The objects in FILE (``-``: stdin): YAML or JSON documents; a List stands for its
     items. Checked by the server, which names the document of any error."""
+    import yaml
+
+    from cli.manifests import manifest_files
+
     docs: list[dict[str, Any]] = []
     for source, text in manifest_files((path,)):
         try:
@@ -84,7 +89,7 @@ def restore(ctx: Context, file: str, merge: bool) -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_vm_names)
 @click.argument("new_name", metavar="NEW_NAME")
 @click.pass_obj
 def rename(ctx: Context, name: str, new_name: str) -> None:
