@@ -132,6 +132,16 @@ class NetworkConfig(Model):
     gateway address only; 0: DHCP only (no DNS)."""
 
 
+class MetricsConfig(Model):
+    """pvcnoded's Prometheus endpoint (http://listen:port/metrics)."""
+
+    listen: str = "127.0.0.1"
+    """Loopback by default: nothing leaves the host until an admin opens it (e.g. the
+    host's cluster-network address, for a Prometheus on another host)."""
+    port: int = Field(default=9370, ge=0, le=65535)
+    """0: no endpoint."""
+
+
 class DaemonConfig(Model):
     node: DnsLabel = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
     zookeeper: str = "127.0.0.1:2181"
@@ -161,6 +171,7 @@ class DaemonConfig(Model):
     schema_migration_timeout: Duration = "45s"
     """How long the daemon waits at start for another daemon's schema migration (the lock
     /locks/schema-migration) before exiting 1 (docs/backup.md)."""
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @property
     def resync_seconds(self) -> float:

@@ -20,6 +20,7 @@ from controllers.crashloop import CrashLoopPolicy
 from controllers.fencing import AgentFactory, configured_agent
 from controllers.floating import FloatingAddresses, HeldGroup
 from controllers.gateways import NetworkGateways
+from controllers.metrics import MetricsServer, NodeSource
 from controllers.network_agent import NetworkAgent
 from controllers.node_agent import NodeAgent
 from controllers.primary import PrimaryElection
@@ -140,6 +141,17 @@ class Daemon:
             lambda: self.agent.self_fence_after,
             on_fenced=self.vms.self_fenced,
         )
+        self.metrics = MetricsServer(
+            config.metrics.listen,
+            config.metrics.port,
+            NodeSource(
+                config.node,
+                self.driver,
+                self.store.root,
+                self.agent.heartbeat_age,
+                lambda: str(self.store.client.state),
+            ),
+        )
         self.election = (
             PrimaryElection(
                 self.store,
@@ -159,6 +171,7 @@ class Daemon:
             self.config.zookeeper,
             self.uri,
         )
+        self.metrics.start()
         self.store.start(
             holder=f"pvcnoded/{self.config.node}",
             migration_timeout=to_seconds(self.config.schema_migration_timeout),
@@ -194,6 +207,7 @@ class Daemon:
         self.reaper.stop()
         self.networks.stop()
         self.store.stop()
+        self.metrics.stop()
         self.driver.close()
         log.info("event=stopped node=%s", self.config.node)
 

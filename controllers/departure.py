@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from kazoo.exceptions import NoNodeError
 
+from controllers import metrics
 from controllers.live_migration import (
     CLAIM_TIMEOUT,
     MAX_ATTEMPTS,
@@ -283,6 +284,7 @@ class Departures:
             log.warning(
                 "event=migration_fallback vm=%s target=%s why=%r", name, move.target, message
             )
+            metrics.count_migration("live", "fell_back")
             self.events.record(
                 VirtualMachine.KIND,
                 name,
@@ -301,6 +303,7 @@ class Departures:
         )
         move.failed_message = message
         log.warning("event=migration_given_up vm=%s target=%s why=%r", name, move.target, message)
+        metrics.count_migration("live", "given_up")
         self.events.record(
             VirtualMachine.KIND, name, "MigrationFailed", message, type_="Warning", source=self.node
         )

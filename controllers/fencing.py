@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from kazoo.exceptions import LockTimeout
 
+from controllers import metrics
 from controllers.fence_records import FenceRecord, FenceRecords, FenceStep
 from controllers.scheduler import Scheduler
 from hypervisor.fence import (
@@ -363,6 +364,7 @@ class FenceController:
             if cluster is not None and cluster.spec.maintenance:
                 raise FenceStepFailed("maintenance mode is on")
             confirmed, detail = self._power_off(node, spec)
+            metrics.count_fence(name, confirmed)
             self.events.record(
                 "Node",
                 name,

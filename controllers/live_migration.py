@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from controllers import metrics
 from hypervisor import DomainDriver, HypervisorError, MigrationTarget
 from schemas import MigrationMethod
 
@@ -167,6 +168,7 @@ class OutgoingMigrations:
             self.driver.migrate(flight.name, flight.target, max_downtime_ms=max_downtime_ms)
         except HypervisorError as exc:
             flight.error = exc
+            metrics.count_migration("live", "failed")
             log.warning(
                 "event=migration_failed vm=%s source=%s target=%s seconds=%.2f error=%s",
                 flight.name,
@@ -177,8 +179,10 @@ class OutgoingMigrations:
             )
         except Exception as exc:  # a driver bug must not leave the reconcile waiting forever
             flight.error = HypervisorError(f"migrate domain {flight.name!r}: {exc!r}")
+            metrics.count_migration("live", "failed")
             log.exception("event=migration_crashed vm=%s", flight.name)
         else:
+            metrics.count_migration("live", "succeeded")
             log.info(
                 "event=migration_done vm=%s source=%s target=%s seconds=%.2f",
                 flight.name,

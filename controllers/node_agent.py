@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from kazoo.recipe.watchers import DataWatch
@@ -85,6 +86,12 @@ class NodeAgent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_beat: float | None = None  # monotonic, after the last successful write
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the last heartbeat written successfully; None before the first."""
+        last = self._last_beat
+        return None if last is None else time.monotonic() - last
 
     def register(self) -> None:
         """Create the Node object if it is new; an existing spec is the admin's and stays."""
@@ -252,6 +259,7 @@ class NodeAgent:
             )
 
         self.store.update_status(Node, self.node, heartbeat)
+        self._last_beat = time.monotonic()
         if revived:
             log.info("event=saving_throw_passed node=%s action=report_vms", self.node)
             self._on_revived()

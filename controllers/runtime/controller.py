@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
+from controllers import metrics
 from controllers.runtime.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,11 @@ class Controller:
     def enqueue_after(self, key: str, delay: float) -> None:
         self.queue.add_after(key, delay)
 
+    def queue_depth(self) -> int:
+        return len(self.queue)
+
     def start(self) -> None:
+        metrics.SCRAPE_TIME.add_controller(self)
         for i in range(self._workers):
             thread = threading.Thread(
                 target=self._work, name=f"{self.name}-worker-{i}", daemon=True
@@ -62,6 +68,7 @@ class Controller:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        metrics.SCRAPE_TIME.remove_controller(self)
         log.info("event=controller_stopped controller=%s", self.name)
 
     def _work(self) -> None:
@@ -69,9 +76,11 @@ class Controller:
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue
+            started = time.perf_counter()
             try:
                 again = self._reconcile(key)
             except Exception as exc:
+                metrics.observe_reconcile(self.name, started, failed=True)
                 delay = self.backoff.next_delay(key)
                 log.warning(
                     "event=reconcile_failed controller=%s key=%s failures=%d retry_in=%.2fs "
@@ -85,6 +94,7 @@ class Controller:
                 )
                 self.queue.add_after(key, delay)
             else:
+                metrics.observe_reconcile(self.name, started, failed=False)
                 self.backoff.forget(key)
                 if again is not None:
                     self.queue.add_after(key, again)

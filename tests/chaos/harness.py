@@ -280,6 +280,7 @@ class ChaosCluster(EnsembleMembers):
                     ),
                 },
                 "workers": 2,
+                "metrics": {"port": 0},  # several daemons in one process: no endpoint
                 # Simulated hosts in one process: no bridges, gateways or DHCP servers.
                 "network": {"manage": False, "runDir": str(self.workdir / slot.name / "run")},
                 "resyncPeriod": f"{t.resync_period:g}s",
