@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -126,8 +127,21 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+TRUE_VALUES = frozenset({"1", "true", "t", "yes", "y", "on"})
+"""What FastAPI reads as true in a bool query parameter such as ``watch``."""
+
+
+def is_watch(scope: Scope) -> bool:
+    """A ``?watch=true`` request: a stream that lasts as long as the client keeps it."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return any(v.lower() in TRUE_VALUES for v in query.get("watch", []))
+
+
 class MetricsMiddleware:
-    """Counts and times every request by route template (not raw path) and status code."""
+    """Counts and times every request by route template (not raw path) and status code.
+
+    Watch streams are counted, and gauged while open, but not timed: minutes-long streams
+    would swamp the latency histogram that alerts read."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -139,16 +153,31 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         code = 500
+        watch = is_watch(scope)
+        streaming: str | None = None  # the route of a watch stream gauged open
 
         async def watched(message: Message) -> None:
-            nonlocal code
+            nonlocal code, streaming
             if message["type"] == "http.response.start":
                 code = int(message["status"])
+                if watch and code == 200:
+                    streaming = _template(scope)
+                    self.metrics.watches.labels(streaming).inc()
             await send(message)
 
         try:
             await self.app(scope, receive, watched)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], template, code, time.perf_counter() - started)
+            if streaming is not None:
+                self.metrics.watches.labels(streaming).dec()
+            self.metrics.observe(
+                scope["method"],
+                _template(scope),
+                code,
+                time.perf_counter() - started,
+                watch=watch,
+            )
+
+
+def _template(scope: Scope) -> str:
+    return getattr(scope.get("route"), "path", None) or "unmatched"
