@@ -44,6 +44,8 @@ class LocalState:
     zookeeper_pids: list[int] = field(default_factory=list)
     # Each node's daemon ``network`` settings, kept so a power cycle restarts it the same.
     node_networks: dict[str, dict[str, object]] = field(default_factory=dict)
+    # Each node's pvcnoded metrics port (127.0.0.1), one of its own, kept across restarts.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def zookeeper_hosts(self) -> str:
@@ -114,6 +116,11 @@ class LocalCluster:
     @staticmethod
     def server_url(state: LocalState) -> str:
         return f"http://127.0.0.1:{state.api_port}"
+
+    @staticmethod
+    def metrics_url(state: LocalState, node: str) -> str:
+        """Where node ``node``'s pvcnoded serves its Prometheus metrics."""
+        return f"http://127.0.0.1:{state.metrics_ports[node]}/metrics"
 
     # -- health ----------------------------------------------------------------
 
@@ -309,6 +316,7 @@ class LocalCluster:
 
     def _start_node(self, name: str, state: LocalState) -> int:
         config = self.dir / f"{name}.yaml"
+        metrics_port = state.metrics_ports.setdefault(name, free_port())
         config.write_text(
             yaml.safe_dump(
                 {
@@ -341,6 +349,7 @@ class LocalCluster:
                     "sessionTimeout": self.session_timeout,
                     "resyncPeriod": "10s",
                     "logLevel": os.environ.get("PVC_LOG_LEVEL", "info"),
+                    "metrics": {"listen": "127.0.0.1", "port": metrics_port},
                     **self.node_config.get(name, {}),
                 },
                 sort_keys=False,
