@@ -141,6 +141,16 @@ class MetricsConfig(Model):
     port: int = Field(default=9370, ge=0, le=65535)
     """0: no endpoint."""
 
+    @model_validator(mode="after")
+    def _valid(self) -> MetricsConfig:
+        try:
+            ipaddress.ip_address(self.listen)
+        except ValueError:
+            raise ValueError(
+                f"listen must be an IP address (0.0.0.0 or :: for all), not {self.listen!r}"
+            ) from None
+        return self
+
 
 class DaemonConfig(Model):
     node: DnsLabel = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower())

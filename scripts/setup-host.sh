@@ -16,6 +16,9 @@ PACKAGES=(
   # storage pools of type rbd: the rbd/ceph commands, QEMU's rbd block driver, libvirt's
   # secrets; and the daemons the tests' single-host Ceph runs (none starts by itself)
   ceph-common qemu-block-extra ceph-mon ceph-mgr ceph-osd
+  # promtool, which the tests run on monitoring/prometheus (Debian ships it only in the
+  # server's package); the server it brings is left off (see below)
+  prometheus
 )
 
 KVM_DEVICE=/dev/kvm
@@ -38,6 +41,11 @@ install_missing_packages() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    # Installed here for promtool only: no Prometheus server starts on this host.
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    echo "setup: installed prometheus for its promtool; its server is disabled"
+  fi
 }
 
 # What Debian's udev rule (KERNEL=="kvm", GROUP="kvm", MODE="0660") does at boot on a

@@ -47,3 +47,26 @@ def test_a_bad_floating_address_names_the_field(tmp_path: Path, entry: str, mess
         load_config(path)
     assert "network.floatingAddresses.0" in str(err.value)
     assert message in str(err.value)
+
+
+def test_metrics_default_to_loopback_9370_and_port_0_turns_them_off(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, "node: hv1\n")).metrics
+    assert (default.listen, default.port) == ("127.0.0.1", 9370)
+    off = load_config(write(tmp_path, "node: hv1\nmetrics: {listen: '::', port: 0}\n")).metrics
+    assert (off.listen, off.port) == ("::", 0)
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "message"),
+    [
+        ("{listen: myhost}", "metrics", "listen must be an IP address"),
+        ("{port: 70000}", "metrics.port", "less than or equal to 65535"),
+    ],
+)
+def test_a_bad_metrics_setting_names_the_field(
+    tmp_path: Path, entry: str, field: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f"node: hv1\nmetrics: {entry}\n"))
+    assert f": {field}: " in str(err.value)
+    assert message in str(err.value)
