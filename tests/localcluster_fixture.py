@@ -36,6 +36,12 @@ class RunningCluster:
             [PVCCTL, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
         )
 
+    def node_metrics(self, node: str) -> str:
+        """A scrape of ``node``'s pvcnoded metrics endpoint (Prometheus text format)."""
+        response = httpx.get(LocalCluster.metrics_url(self.state, node), timeout=10)
+        response.raise_for_status()
+        return response.text
+
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, f"{self.server}{path}", timeout=10, **kwargs)
 

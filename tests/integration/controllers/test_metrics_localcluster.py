@@ -14,8 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.localcluster import LocalCluster
-from tests.helpers import wait_for
+from tests.helpers import metric_value, wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
 MONITORING = Path(__file__).resolve().parents[3] / "monitoring"
@@ -45,44 +44,37 @@ def phase(cluster: RunningCluster, vm: str) -> str | None:
 
 
 def node_text(cluster: RunningCluster) -> str:
-    return httpx.get(LocalCluster.metrics_url(cluster.state, "node1"), timeout=5).text
+    return cluster.node_metrics("node1")
 
 
 def api_text(cluster: RunningCluster) -> str:
     return cluster.api("GET", "/metrics").text
 
 
-def value(text: str, name: str, **labels: str) -> float | None:
-    """The sample ``name`` whose labels include ``labels``; None when there is none."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and labels.items() <= s.labels.items():
-                return float(s.value)
-    return None
-
-
 def test_pvcnoded_shows_reconciles_the_running_domain_and_a_fresh_heartbeat(
     cluster: RunningCluster,
 ) -> None:
     text = node_text(cluster)
-    reconciles = value(text, "pvc_node_reconcile_duration_seconds_count", controller="vm@node1")
+    reconciles = metric_value(
+        text, "pvc_node_reconcile_duration_seconds_count", controller="vm@node1"
+    )
     assert reconciles is not None and reconciles > 0
-    assert value(text, "pvc_node_domains", node="node1", state="running") == 1
-    age = value(text, "pvc_node_heartbeat_age_seconds", node="node1")
+    assert metric_value(text, "pvc_node_domains", node="node1", state="running") == 1
+    age = metric_value(text, "pvc_node_heartbeat_age_seconds", node="node1")
     assert age is not None and 0 <= age < 10  # the keepalive is 5 s
-    assert value(text, "pvc_node_zookeeper_session_state", state="connected") == 1
-    assert value(text, "pvc_node_workqueue_depth", controller="vm@node1") is not None
+    assert metric_value(text, "pvc_node_zookeeper_session_state", state="connected") == 1
+    assert metric_value(text, "pvc_node_workqueue_depth", controller="vm@node1") is not None
 
 
 def test_the_api_shows_each_vm_and_node_state(cluster: RunningCluster) -> None:
     text = api_text(cluster)
-    assert value(text, "pvc_vm_status_phase", vm="m1", phase="Running") == 1
-    assert value(text, "pvc_vm_status_phase", vm="m1", phase="Failed") == 0
-    assert value(text, "pvc_vm_info", vm="m1", node="node1", run_strategy="Always") == 1
-    assert value(text, "pvc_node_status_state", node="node1", state="run") == 1
-    assert value(text, "pvc_node_status_state", node="node1", state="dead") == 0
-    assert value(text, "pvc_node_status_ready", node="node1") == 1
-    assert value(text, "pvc_node_info", node="node1", coordinator="true") == 1
+    assert metric_value(text, "pvc_vm_status_phase", vm="m1", phase="Running") == 1
+    assert metric_value(text, "pvc_vm_status_phase", vm="m1", phase="Failed") == 0
+    assert metric_value(text, "pvc_vm_info", vm="m1", node="node1", run_strategy="Always") == 1
+    assert metric_value(text, "pvc_node_status_state", node="node1", state="run") == 1
+    assert metric_value(text, "pvc_node_status_state", node="node1", state="dead") == 0
+    assert metric_value(text, "pvc_node_status_ready", node="node1") == 1
+    assert metric_value(text, "pvc_node_info", node="node1", coordinator="true") == 1
 
 
 def test_a_watch_is_counted_and_gauged_but_not_timed(cluster: RunningCluster) -> None:
@@ -93,20 +85,24 @@ def test_a_watch_is_counted_and_gauged_but_not_timed(cluster: RunningCluster) ->
     ) as stream:
         assert stream.status_code == 200
         wait_for(
-            lambda: value(api_text(cluster), "pvc_api_watch_streams", route="/api/v1/vms") == 1,
+            lambda: (
+                metric_value(api_text(cluster), "pvc_api_watch_streams", route="/api/v1/vms") == 1
+            ),
             5,
             "the open watch gauged",
         )
     wait_for(
-        lambda: value(api_text(cluster), "pvc_api_watch_streams", route="/api/v1/vms") == 0,
+        lambda: metric_value(api_text(cluster), "pvc_api_watch_streams", route="/api/v1/vms") == 0,
         5,
         "the closed watch no longer gauged",
     )
     after = api_text(cluster)
     counted = "pvc_api_requests_total"
     timed = "pvc_api_request_duration_seconds_count"
-    assert (value(after, counted, **route) or 0) == (value(before, counted, **route) or 0) + 1
-    assert value(after, timed, **route) == value(before, timed, **route)
+    assert (metric_value(after, counted, **route) or 0) == (
+        metric_value(before, counted, **route) or 0
+    ) + 1
+    assert metric_value(after, timed, **route) == metric_value(before, timed, **route)
 
 
 def exposed_names(text: str) -> set[str]:

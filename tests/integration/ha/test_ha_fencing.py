@@ -14,7 +14,7 @@ import pytest
 from cli.localcluster.process import pid_alive, signal_ours
 from tests.ha_invariants import Invariants
 from tests.ha_manifests import cluster_object
-from tests.helpers import holds_for, wait_for
+from tests.helpers import holds_for, metric_value, wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
 VMS = [f"ha{i}" for i in range(6)]
@@ -71,6 +71,16 @@ def setup_vms(cluster: RunningCluster, **cluster_spec: Any) -> tuple[str, list[s
     return victim, sorted(n for n, w in where.items() if w == victim)
 
 
+def primary_of(cluster: RunningCluster) -> str:
+    return str(cluster.api("GET", "/api/v1/clusters/cluster").json()["status"]["primary"])
+
+
+def fences(cluster: RunningCluster, victim: str, outcome: str) -> float:
+    """The primary's count of fences of ``victim`` with ``outcome`` (its metrics endpoint)."""
+    text = cluster.node_metrics(primary_of(cluster))
+    return metric_value(text, "pvc_fences_total", node=victim, outcome=outcome) or 0.0
+
+
 def pid_of(cluster: RunningCluster, node: str) -> int:
     """The PID of ``node``'s daemon, checked to be still this cluster's (PIDs get reused)."""
     return cluster.cluster.pid(node)
@@ -98,6 +108,8 @@ def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) 
         took = time.monotonic() - killed
         fenced = condition(node_status(cluster, victim), "Fenced")
         assert fenced.get("status") == "True" and fenced.get("reason") == "PoweredOff"
+        assert fences(cluster, victim, "fenced") == 1
+        assert fences(cluster, victim, "failed") == 0
     # 3 s to be declared dead plus 3 s of saving throws, counted from the last heartbeat the
     # primary saw, which can precede the kill by up to one interval; then fence and restart.
     assert 5.0 <= took < 15.0, took
@@ -193,6 +205,7 @@ def test_a_failed_fence_recovers_nothing(cluster: RunningCluster) -> None:
             "a failed fence",
         )
         assert cond["status"] == "False" and "not recovered" in cond["message"]
+        assert fences(cluster, victim, "failed") >= 1
         assert all(vms(cluster)[n]["status"]["node"] == victim for n in victim_vms)
 
 
