@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
+from controllers.metrics import REGISTRY
 from hypervisor import DomainState
 from hypervisor.faulty import HypervisorWorld, Timings
 from schemas import DaemonState, MigrationState, VMPhase
@@ -198,6 +199,13 @@ def _failed(c: ChaosCluster, vm: str) -> bool:
     return migration is not None and migration.state == MigrationState.FAILED
 
 
+def migrations(outcome: str) -> float:
+    """pvc_migrations_total{kind="live"} of every daemon of this process (the harness runs
+    them all here)."""
+    labels = {"kind": "live", "outcome": outcome}
+    return REGISTRY.get_sample_value("pvc_migrations_total", labels) or 0.0
+
+
 def node_state(c: ChaosCluster, node: str) -> NodeDomainState:
     return c.node_status(node).domain_state
 
@@ -209,6 +217,7 @@ def test_a_live_migrate(c: ChaosCluster) -> None:
     source, target = "n1", "n2"
     apply_on(c, "la", source)
     since = time.monotonic()
+    succeeded = migrations("succeeded")
     response = migrate(c, "la", target, live=True)
     assert response.status_code == 200, response.text
     c.wait_running("la", 30, node=target)
@@ -224,6 +233,7 @@ def test_a_live_migrate(c: ChaosCluster) -> None:
     left = seen.index(f"{source} off:migrated")
     assert begun < came < left, seen
     assert stops(c, "la", source, since) == [], seen
+    assert migrations("succeeded") == succeeded + 1  # counted on the source, once
     assert "running" in states(c, "la", target, since)
     no_violation(c)
 
@@ -234,6 +244,7 @@ def test_b_forced_live_that_fails_never_falls_back(c: ChaosCluster) -> None:
     apply_on(c, "lb", source)
     c.world.fail_migrations("lb", why, count=10)
     since = time.monotonic()
+    failed, given_up = migrations("failed"), migrations("given_up")
     answer = migrate(c, "lb", target, live=True)
     assert answer.status_code == 200, answer.text
     wait_for(partial(_failed, c, "lb"), 30, "lb's migration Failed")
@@ -247,6 +258,7 @@ def test_b_forced_live_that_fails_never_falls_back(c: ChaosCluster) -> None:
     assert c.running_on("lb") == source
     # It ran on the source the whole time: three attempts, never a stop.
     assert states(c, "lb", source, since).count(f"migrating-out:{target}") == 3
+    assert (migrations("failed"), migrations("given_up")) == (failed + 3, given_up + 1)
     assert stops(c, "lb", source, since) == [], states(c, "lb", since=since)
     assert "running" not in states(c, "lb", target, since)
     assert not [r for r, _ in events(c, "lb") if r == "MigrationFallback"]
@@ -260,9 +272,11 @@ def test_c_auto_falls_back_to_a_shutdown_move(c: ChaosCluster) -> None:
     apply_on(c, "lc", source)
     c.world.fail_migrations("lc", "simulated: connection reset", count=10)
     since = time.monotonic()
+    fell_back = migrations("fell_back")
     assert migrate(c, "lc", target).status_code == 200
     c.wait_running("lc", 40, node=target)
     assert "shutdown instead" in event(c, "lc", "MigrationFallback")
+    assert migrations("fell_back") == fell_back + 1
     seen = states(c, "lc", source, since)
     assert seen.count(f"migrating-out:{target}") == 3, seen
     assert "shutting-down" in seen and seen.index("shutting-down") > seen.index(
