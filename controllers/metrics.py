@@ -86,17 +86,18 @@ class NodeSource:
 class _ScrapeTimeCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sources: list[NodeSource] = []
+        # Weak: a daemon that failed before its shutdown (the chaos harness starts another)
+        # leaves nothing behind to scrape.
+        self._sources: weakref.WeakSet[NodeSource] = weakref.WeakSet()
         self._controllers: weakref.WeakSet[Queued] = weakref.WeakSet()
 
     def add_source(self, source: NodeSource) -> None:
         with self._lock:
-            self._sources.append(source)
+            self._sources.add(source)
 
     def remove_source(self, source: NodeSource) -> None:
         with self._lock:
-            if source in self._sources:
-                self._sources.remove(source)
+            self._sources.discard(source)
 
     def add_controller(self, controller: Queued) -> None:
         with self._lock:
@@ -108,7 +109,7 @@ class _ScrapeTimeCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
-            sources = list(self._sources)
+            sources = sorted(self._sources, key=lambda s: s.node)
             controllers = list(self._controllers)
         depth = GaugeMetricFamily(
             "pvc_node_workqueue_depth",

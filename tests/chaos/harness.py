@@ -357,6 +357,7 @@ class ChaosCluster(EnsembleMembers):
             lambda: daemon.election.stop(timeout=1.0) if daemon.election else None,
             daemon.vms.stop,
             daemon.agent.stop,
+            daemon.metrics.stop,
             daemon.driver.close,
         ):
             with contextlib.suppress(Exception):

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from cli.localcluster.zookeeper import ZooKeeperServer
-from controllers.metrics import REGISTRY
+from controllers.metrics import MIGRATIONS
 from hypervisor import DomainState
 from hypervisor.faulty import HypervisorWorld, Timings
 from schemas import DaemonState, MigrationState, VMPhase
@@ -201,9 +201,17 @@ def _failed(c: ChaosCluster, vm: str) -> bool:
 
 def migrations(outcome: str) -> float:
     """pvc_migrations_total{kind="live"} of every daemon of this process (the harness runs
-    them all here)."""
-    labels = {"kind": "live", "outcome": outcome}
-    return REGISTRY.get_sample_value("pvc_migrations_total", labels) or 0.0
+    them all here); read from the counter alone, so no scrape-time hypervisor read runs."""
+    return next(
+        (
+            sample.value
+            for family in MIGRATIONS.collect()
+            for sample in family.samples
+            if sample.name == "pvc_migrations_total"
+            and sample.labels == {"kind": "live", "outcome": outcome}
+        ),
+        0.0,
+    )
 
 
 def node_state(c: ChaosCluster, node: str) -> NodeDomainState:
