@@ -396,8 +396,8 @@ def local_up(nodes: int, api_port: int, state_dir: Path | None, node_memory: str
         f"local cluster {verb}: {len(state.nodes)} nodes, API {cluster.server_url(state)}, "
         f"ZooKeeper 127.0.0.1:{state.zookeeper_port}, state in {cluster.dir}"
     )
-    ports = ", ".join(f"{n} {p}" for n, p in sorted(state.metrics_ports.items()))
-    click.echo(f"node metrics: http://127.0.0.1:PORT/metrics ({ports})")
+    urls = ", ".join(f"{n} {cluster.metrics_url(state, n)}" for n in sorted(state.metrics_ports))
+    click.echo(f"node metrics (Prometheus): {urls}")
 
 
 @local.command("down")
