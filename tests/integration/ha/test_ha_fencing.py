@@ -109,7 +109,6 @@ def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) 
         fenced = condition(node_status(cluster, victim), "Fenced")
         assert fenced.get("status") == "True" and fenced.get("reason") == "PoweredOff"
         assert fences(cluster, victim, "fenced") == 1
-        assert fences(cluster, victim, "failed") == 0
     # 3 s to be declared dead plus 3 s of saving throws, counted from the last heartbeat the
     # primary saw, which can precede the kill by up to one interval; then fence and restart.
     assert 5.0 <= took < 15.0, took
