@@ -57,6 +57,11 @@ MIGRATIONS = Counter(
     registry=REGISTRY,
 )
 
+MIGRATION_OUTCOMES = ("succeeded", "failed", "given_up", "fell_back")
+for _outcome in MIGRATION_OUTCOMES:
+    # At 0 from the start, so the first one shows in increase() and rate().
+    MIGRATIONS.labels("live", _outcome)
+
 ZOOKEEPER_STATES = ("connected", "suspended", "lost")
 
 
