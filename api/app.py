@@ -52,7 +52,12 @@ def freeze_heap() -> None:
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """With ``store`` given the caller owns its lifecycle (tests); otherwise the app does."""
     owned = store is None
-    the_store = store or Store(settings.zookeeper, settings.root)
+    the_store = store or Store(
+        settings.zookeeper,
+        settings.root,
+        auth=settings.zookeeper_auth.identity() if settings.zookeeper_auth else None,
+        tls=settings.zookeeper_tls,
+    )
     cache = ApiCache(the_store, settings.watch_cache_events)
     metrics = ApiMetrics(cache)
 

@@ -16,6 +16,7 @@ from schemas.daemon_logging import LogLevel, LogPriority
 from schemas.meta import DnsLabel, Model
 from schemas.node import FenceConfig
 from schemas.quantity import Duration, Size, to_seconds
+from zkstore.connection import ZookeeperAuth, ZookeeperTls
 
 
 class TestHost(Model):
@@ -161,6 +162,11 @@ class DaemonConfig(Model):
     schema_migration_timeout: Duration = "45s"
     """How long the daemon waits at start for another daemon's schema migration (the lock
     /locks/schema-migration) before exiting 1 (docs/backup.md)."""
+    zookeeper_auth: ZookeeperAuth | None = None
+    """The ZooKeeper identity this daemon connects with (``coordinator`` on coordinator
+    hosts, ``node`` elsewhere); None: anonymous, for a store made before ACLs."""
+    zookeeper_tls: ZookeeperTls | None = None
+    """Connect to ZooKeeper's secure client port with TLS."""
 
     @property
     def resync_seconds(self) -> float:
@@ -183,8 +189,14 @@ def load_config(path: str | Path) -> DaemonConfig:
     if env_zk := os.environ.get("PVC_ZOOKEEPER"):
         raw["zookeeper"] = env_zk
     try:
-        return DaemonConfig.model_validate(raw)
+        config = DaemonConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{path}: {field}: {err['msg']}") from None
+    if config.zookeeper_auth is not None:
+        try:
+            config.zookeeper_auth.identity()
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return config

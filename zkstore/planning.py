@@ -16,6 +16,7 @@ from schemas import Resource, utcnow
 from zkstore import paths
 from zkstore.codec import decode
 from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.secrets import split_secrets
 from zkstore.store import ApplyOutcome, Store
 
 
@@ -54,6 +55,7 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
     current_raw: dict[str, Any] = decode(data)
     current = store.get(cls, resource.name)
     new = resource.stored()
+    split_secrets(cls, new.get("spec", {}))  # kept apart: they never change the spec
     cls.keep_secrets(new.get("spec", {}), current_raw.get("spec", {}))
     cur_meta, new_meta = current_raw["metadata"], new["metadata"]
     spec_changed = current_raw.get("spec") != new.get("spec")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     BadVersionError,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
@@ -21,7 +22,9 @@ from pydantic import ValidationError
 
 from schemas import Placement, Resource, Status, utcnow
 from zkstore import paths
+from zkstore.acl import AclPolicy, Identity
 from zkstore.codec import decode, encode
+from zkstore.connection import AclClient, ZookeeperTls, make_client
 from zkstore.errors import (
     AlreadyExists,
     AlreadyPlaced,
@@ -32,6 +35,7 @@ from zkstore.errors import (
     Unavailable,
 )
 from zkstore.migrations import CODE_VERSION, ensure_schema
+from zkstore.secrets import read_secrets, reveal_into, split_secrets, write_secrets
 from zkstore.selector import Selector, parse_selector
 
 log = logging.getLogger(__name__)
@@ -57,15 +61,17 @@ class Store:
         *,
         timeout: float = 10.0,
         client: KazooClient | None = None,
+        auth: Identity | None = None,
+        tls: ZookeeperTls | None = None,
+        identities: Mapping[str, str] | None = None,
     ) -> None:
+        """``auth``: the digest identity to connect with (zkstore/acl.py); then every znode
+        this store creates gets the ACL of its path, from the identities' digests stored at
+        ``/identities`` (or ``identities``, for the bootstrap that writes them)."""
         self.root = root.rstrip("/")
         self._index_dirs: set[str] = set()
-        self.client = client or KazooClient(
-            hosts=hosts,
-            timeout=timeout,
-            connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
-            command_retry=KazooRetry(max_tries=3, max_delay=1.0),
-        )
+        self._identities = identities
+        self.client = client or make_client(hosts, timeout, identity=auth, tls=tls)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -77,8 +83,30 @@ class Store:
         when the store is newer than this code."""
         self.client.start(timeout=timeout)
         # A server that has just come up may still drop the first connection.
-        KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)(self.ensure_layout)
-        ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
+        retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
+        if isinstance(self.client, AclClient):
+            self.client.acl_policy = AclPolicy(self.root, retry(self._read_identities))
+        retry(self.ensure_layout)
+        try:
+            ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
+        except NoAuthError:
+            raise Unavailable(
+                f"the schema of {self.root} needs migrating, which this ZooKeeper identity may "
+                "not do (pvcapid's api identity): start a pvcnoded of this version first"
+            ) from None
+
+    def _read_identities(self) -> Mapping[str, str]:
+        if self._identities is not None:
+            return self._identities
+        try:
+            data, _ = self.client.get(self.path(paths.IDENTITIES))
+        except (NoNodeError, NoAuthError):
+            raise Unavailable(
+                f"ZooKeeper root {self.root} has no {self.path(paths.IDENTITIES)} this identity "
+                "may read: a wrong zookeeperAuth password, or a store not yet secured (run "
+                "pvc-secure-store; docs/configuration.md, ZooKeeper identities)"
+            ) from None
+        return dict(decode(data)["digests"])
 
     def stop(self) -> None:
         self.client.stop()
@@ -111,9 +139,12 @@ class Store:
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:
             self.client.ensure_path(self.path(paths.kind_root(cls.PLURAL)))
+            if cls.SECRET_FIELDS:
+                self.client.ensure_path(self.path(paths.secrets_kind(cls.PLURAL)))
         # The schema version znode is the migrations' (zkstore/migrations.py), not the layout's.
-        with contextlib.suppress(NodeExistsError):
-            self.client.create(self.path(paths.EPOCH), encode({}))
+        if self.client.exists(self.path(paths.EPOCH)) is None:
+            with contextlib.suppress(NodeExistsError):
+                self.client.create(self.path(paths.EPOCH), encode({}))
 
     # -- reading ---------------------------------------------------------
 
@@ -190,10 +221,13 @@ class Store:
         meta["uid"] = str(uuid.uuid4())
         meta["generation"] = 1
         meta["creationTimestamp"] = utcnow()
+        secrets = split_secrets(cls, stored.get("spec", {}))
         try:
             self.client.create(self.path(paths.resource(cls.PLURAL, resource.name)), encode(stored))
         except NodeExistsError:
             raise AlreadyExists(cls.KIND, resource.name) from None
+        if secrets:
+            write_secrets(self.client, self.path(paths.secret(cls.PLURAL, resource.name)), secrets)
         return self.get(cls, resource.name)
 
     def update(self, resource: R) -> R:
@@ -227,6 +261,12 @@ class Store:
                 )
             current = decode(data)
             new = resource.stored()
+            secrets = split_secrets(cls, new.get("spec", {}))
+            if secrets:
+                # Never read back (the API cannot): an apply carrying a value writes it.
+                write_secrets(
+                    self.client, self.path(paths.secret(cls.PLURAL, resource.name)), secrets
+                )
             cls.keep_secrets(new.get("spec", {}), current.get("spec", {}))
             cur_meta, new_meta = current["metadata"], new["metadata"]
             spec_changed = current.get("spec") != new.get("spec")
@@ -298,6 +338,9 @@ class Store:
                 if child != paths.PLACEMENT:
                     txn.delete(f"{path}/{child}")
             txn.delete(path, version=stat.version)
+            secret = self.path(paths.secret(cls.PLURAL, name))
+            if cls.SECRET_FIELDS and self.client.exists(secret) is not None:
+                txn.delete(secret)
             if also is not None:
                 also(txn)
             results = txn.commit()
@@ -309,6 +352,24 @@ class Store:
                 raise Conflict(f"{cls.KIND} {name!r} was modified concurrently")
             log.debug("event=delete_retry kind=%s name=%s results=%s", cls.KIND, name, results)
         raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up deleting it")
+
+    def reveal(self, obj: R) -> R:
+        """``obj`` with its secrets (the fence password, a pool's key) in place of their mask,
+        for the code that uses them (fencing on the primary, storage on the nodes). An
+        identity that may not read them gets ``obj`` as it was, with a warning."""
+        cls = type(obj)
+        if not cls.SECRET_FIELDS:
+            return obj
+        try:
+            secrets = read_secrets(self.client, self.path(paths.secret(cls.PLURAL, obj.name)))
+        except NoAuthError:
+            log.warning("event=secret_unreadable kind=%s name=%s", cls.KIND, obj.name)
+            return obj
+        if not secrets:
+            return obj
+        stored = obj.stored()
+        reveal_into(cls, stored, secrets)
+        return obj.model_copy(update={"spec": cls.model_validate(stored).spec})
 
     # -- status ----------------------------------------------------------
 
