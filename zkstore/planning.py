@@ -55,8 +55,8 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
     current_raw: dict[str, Any] = decode(data)
     current = store.get(cls, resource.name)
     new = resource.stored()
-    split_secrets(cls, new.get("spec", {}))  # kept apart: they never change the spec
     cls.keep_secrets(new.get("spec", {}), current_raw.get("spec", {}))
+    split_secrets(cls, new.get("spec", {}))  # kept apart: they never change the spec
     cur_meta, new_meta = current_raw["metadata"], new["metadata"]
     spec_changed = current_raw.get("spec") != new.get("spec")
     meta_changed = any(

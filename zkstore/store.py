@@ -226,9 +226,12 @@ class Store:
             self.client.create(self.path(paths.resource(cls.PLURAL, resource.name)), encode(stored))
         except NodeExistsError:
             raise AlreadyExists(cls.KIND, resource.name) from None
-        if secrets:
-            write_secrets(self.client, self.path(paths.secret(cls.PLURAL, resource.name)), secrets)
+        self._write_secrets(cls, resource.name, secrets)
         return self.get(cls, resource.name)
+
+    def _write_secrets(self, cls: type[Resource], name: str, secrets: dict[str, str]) -> None:
+        if secrets:
+            write_secrets(self.client, self.path(paths.secret(cls.PLURAL, name)), secrets)
 
     def update(self, resource: R) -> R:
         """Replace spec, labels and annotations. With metadata.resourceVersion: compare-and-set."""
@@ -261,19 +264,18 @@ class Store:
                 )
             current = decode(data)
             new = resource.stored()
-            secrets = split_secrets(cls, new.get("spec", {}))
-            if secrets:
-                # Never read back (the API cannot): an apply carrying a value writes it.
-                write_secrets(
-                    self.client, self.path(paths.secret(cls.PLURAL, resource.name)), secrets
-                )
             cls.keep_secrets(new.get("spec", {}), current.get("spec", {}))
+            # Never read back (the API cannot): a write carrying a value stores it, once the
+            # spec write has gone through (a 409 changes nothing). After keep_secrets, so a
+            # value still inside an old spec moves out too.
+            secrets = split_secrets(cls, new.get("spec", {}))
             cur_meta, new_meta = current["metadata"], new["metadata"]
             spec_changed = current.get("spec") != new.get("spec")
             meta_changed = any(
                 cur_meta.get(k, {}) != new_meta.get(k, {}) for k in ("labels", "annotations")
             ) or cur_meta.get("finalizers", []) != new_meta.get("finalizers", [])
             if not spec_changed and not meta_changed:
+                self._write_secrets(cls, resource.name, secrets)
                 return self._read(
                     cls, resource.name, data, stat, self._get_status_raw(cls.PLURAL, resource.name)
                 ), "unchanged"
@@ -294,6 +296,7 @@ class Store:
                 continue
             except NoNodeError:
                 raise NotFound(cls.KIND, resource.name) from None
+            self._write_secrets(cls, resource.name, secrets)
             return self.get(cls, resource.name), "configured"
         raise Conflict(
             f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries"

@@ -175,6 +175,14 @@ def test_fence_passwords_are_set_by_the_api_and_read_by_coordinators_only(
     api.delete(Node, "hv1")
     assert api.client.exists(secret) is None
 
+    # A password given to a Node registered without one (as its daemon registers it).
+    bare = node_with_password("hv2")
+    bare.spec.fence.password = None
+    api.create(bare)
+    api.update(node_with_password("hv2", "late"))
+    assert api.get(Node, "hv2").wire()["spec"]["fence"]["password"] == "********"
+    assert fence_password(coordinator.reveal(coordinator.get(Node, "hv2"))) == "late"
+
 
 def test_migrating_an_open_store_secures_it_and_moves_secrets_out_of_specs(
     zookeeper: ZooKeeperServer, tmp_path: Path
