@@ -199,4 +199,9 @@ def load_config(path: str | Path) -> DaemonConfig:
             config.zookeeper_auth.identity()
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        if config.coordinator and config.zookeeper_auth.user == "node":
+            raise ConfigError(
+                f"{path}: zookeeperAuth.user: a coordinator connects as 'coordinator' (as "
+                "primary it fences, and only that identity reads fence credentials)"
+            )
     return config

@@ -97,6 +97,9 @@ def test_daemon_and_api_configs_name_an_unreadable_password_file(tmp_path: Path)
     node.write_text(f"zookeeperAuth: {{user: node, passwordFile: {missing}}}\n")
     with pytest.raises(ConfigError, match=f"{missing}: cannot read"):
         load_config(node)
+    node.write_text("coordinator: true\nzookeeperAuth: {user: node, password: p}\n")
+    with pytest.raises(ConfigError, match="a coordinator connects as 'coordinator'"):
+        load_config(node)
     api = tmp_path / "pvcapid.yaml"
     api.write_text(f"zookeeperAuth: {{user: api, passwordFile: {missing}}}\n")
     with pytest.raises(SettingsError, match=f"{missing}: cannot read"):
