@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
@@ -85,7 +86,7 @@ class Store:
         # A server that has just come up may still drop the first connection.
         retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
         if isinstance(self.client, AclClient):
-            self.client.acl_policy = AclPolicy(self.root, retry(self._read_identities))
+            self.client.acl_policy = AclPolicy(self.root, self._wait_identities(timeout))
         retry(self.ensure_layout)
         try:
             ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
@@ -95,18 +96,32 @@ class Store:
                 "not do (pvcapid's api identity): start a pvcnoded of this version first"
             ) from None
 
-    def _read_identities(self) -> Mapping[str, str]:
+    def _wait_identities(self, timeout: float) -> Mapping[str, str]:
+        """The identities' digests; while the root has none yet (pvc-secure-store still
+        running, as when the local cluster starts), wait up to ``timeout`` seconds."""
         if self._identities is not None:
             return self._identities
-        try:
-            data, _ = self.client.get(self.path(paths.IDENTITIES))
-        except (NoNodeError, NoAuthError):
-            raise Unavailable(
-                f"ZooKeeper root {self.root} has no {self.path(paths.IDENTITIES)} this identity "
-                "may read: a wrong zookeeperAuth password, or a store not yet secured (run "
-                "pvc-secure-store; docs/configuration.md, ZooKeeper identities)"
-            ) from None
-        return dict(decode(data)["digests"])
+        retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                data, _ = retry(self.client.get, self.path(paths.IDENTITIES))
+                return dict(decode(data)["digests"])
+            except NoNodeError:
+                if time.monotonic() + delay > deadline:
+                    break
+                if delay == 0.05:
+                    log.info("event=identities_awaited root=%s timeout=%s", self.root, timeout)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except NoAuthError:
+                break
+        raise Unavailable(
+            f"ZooKeeper root {self.root} has no {self.path(paths.IDENTITIES)} this identity "
+            "may read: a wrong zookeeperAuth password, or a store not yet secured (run "
+            "pvc-secure-store; docs/configuration.md, ZooKeeper identities)"
+        )
 
     def stop(self) -> None:
         self.client.stop()

@@ -26,7 +26,7 @@ from cli.localcluster.zkauth import (
     SecureStoreError,
     auth_config,
     make_passwords,
-    secure_store,
+    start_secure_store,
 )
 from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 
@@ -208,14 +208,15 @@ class LocalCluster:
                 state.zookeeper_pid, state.zookeeper_port = zookeeper.pid, zookeeper.port
             self.save_state(state)
             make_passwords(self.dir)
-            try:
-                secure_store(self.dir, state.zookeeper_hosts, state.root, timeout)
-            except SecureStoreError as exc:
-                raise LocalClusterError(str(exc)) from None
+            securing = start_secure_store(self.dir, state.zookeeper_hosts, state.root, timeout)
             for index in range(1, self.node_count + 1):
                 name = f"node{index}"
                 state.nodes[name] = self._start_node(name, state)
                 self.save_state(state)
+            try:
+                securing.finish()
+            except SecureStoreError as exc:
+                raise LocalClusterError(str(exc)) from None
             self._start_api(state, timeout)
             wait_until(
                 lambda: self._check_alive(state) and self._nodes_ready(state),

@@ -50,8 +50,9 @@ def make_passwords(cluster_dir: Path) -> None:
             out.write(secrets.token_urlsafe(24) + "\n")
 
 
-def secure_store(cluster_dir: Path, hosts: str, root: str, timeout: float) -> None:
-    """Run ``pvc-secure-store`` as admin over the new root; its output goes to a log."""
+def start_secure_store(cluster_dir: Path, hosts: str, root: str, timeout: float) -> SecureRun:
+    """Start ``pvc-secure-store`` as admin over the new root (its output goes to a log); the
+    daemons may start meanwhile: they wait for the identities it stores first."""
     config = auth_dir(cluster_dir) / "secure-store.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -67,12 +68,28 @@ def secure_store(cluster_dir: Path, hosts: str, root: str, timeout: float) -> No
     )
     log = cluster_dir / "secure-store.log"
     with open(log, "ab") as out:
-        done = subprocess.run(
+        process = subprocess.Popen(
             [sys.executable, "-m", "controllers.secure_store", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=timeout + 30,
-            check=False,
         )
-    if done.returncode != 0:
-        raise SecureStoreError(f"pvc-secure-store failed (exit {done.returncode}); see {log}")
+    return SecureRun(process, log, timeout + 30)
+
+
+class SecureRun:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+        self.process, self.log, self.timeout = process, log, timeout
+
+    def finish(self) -> None:
+        """Wait for it; SecureStoreError (naming the log) unless it succeeded."""
+        try:
+            code = self.process.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise SecureStoreError(
+                f"pvc-secure-store took over {self.timeout:g}s; see {self.log}"
+            ) from None
+        if code != 0:
+            raise SecureStoreError(f"pvc-secure-store failed (exit {code}); see {self.log}")

@@ -239,7 +239,7 @@ def test_an_identity_on_a_root_not_secured_is_told_what_to_run(
     )
     try:
         with pytest.raises(Unavailable, match="pvc-secure-store"):
-            store.start()
+            store.start(timeout=1.0)  # waits that long for a pvc-secure-store under way
     finally:
         store.stop()
 
