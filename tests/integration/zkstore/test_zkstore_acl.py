@@ -17,7 +17,15 @@ from kazoo.security import ACL
 
 from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.secure_store import main as secure_main
-from schemas import Node, Placement, VirtualMachine, VirtualMachineStatus, VMPhase, parse_resource
+from schemas import (
+    Node,
+    Placement,
+    StoragePool,
+    VirtualMachine,
+    VirtualMachineStatus,
+    VMPhase,
+    parse_resource,
+)
 from schemas.node import NodeStatus
 from zkstore import Store, Unavailable, paths
 from zkstore.acl import ROLES, AclPolicy, Identity
@@ -182,6 +190,34 @@ def test_fence_passwords_are_set_by_the_api_and_read_by_coordinators_only(
     api.update(node_with_password("hv2", "late"))
     assert api.get(Node, "hv2").wire()["spec"]["fence"]["password"] == "********"
     assert fence_password(coordinator.reveal(coordinator.get(Node, "hv2"))) == "late"
+
+
+def test_a_node_registers_its_fence_password_and_reads_pool_keys(secured: dict[str, Any]) -> None:
+    coordinator: Store = secured["stores"]["coordinator"]
+    node: Store = secured["stores"]["node"]
+    api: Store = secured["stores"]["api"]
+    # A daemon registers its Node with the fence agent of its config: it may set, not read.
+    node.create(node_with_password("hv9", "from-config"))
+    assert fence_password(node.reveal(node.get(Node, "hv9"))) == "********"
+    assert fence_password(coordinator.reveal(coordinator.get(Node, "hv9"))) == "from-config"
+    # A pool's cephx key: set by the API, read by every node (it goes into their libvirt).
+    key = "AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A=="
+    rbd = {"monitors": ["10.0.0.1:6789"], "pool": "rbd", "user": "pvc", "key": key}
+    pool = parse_resource(
+        {
+            "apiVersion": "pvc/v1",
+            "kind": "StoragePool",
+            "metadata": {"name": "ceph"},
+            "spec": {"type": "rbd", "rbd": rbd},
+        }
+    )
+    assert isinstance(pool, StoragePool)
+    api.create(pool)
+    assert api.get(StoragePool, "ceph").wire()["spec"]["rbd"]["key"] == "********"
+    revealed = node.reveal(node.get(StoragePool, "ceph")).spec.rbd
+    assert revealed is not None and revealed.key.get_secret_value() == key
+    with pytest.raises(NoAuthError):
+        secured["clients"]["api"].get(api.path(paths.secret("storagepools", "ceph")))
 
 
 def test_migrating_an_open_store_secures_it_and_moves_secrets_out_of_specs(
