@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -45,6 +47,10 @@ R = TypeVar("R", bound=Resource)
 ApplyOutcome = Literal["created", "configured", "unchanged"]
 SCHEMA_VERSION = CODE_VERSION
 _CAS_RETRIES = 8
+
+
+def _set_event(event: threading.Event, _watched: object) -> None:
+    event.set()
 
 
 class Store:
@@ -98,25 +104,27 @@ class Store:
 
     def _wait_identities(self, timeout: float) -> Mapping[str, str]:
         """The identities' digests; while the root has none yet (pvc-secure-store still
-        running, as when the local cluster starts), wait up to ``timeout`` seconds."""
+        running, as when the local cluster starts), wait for them (a watch, no polling) up
+        to ``timeout`` seconds."""
         if self._identities is not None:
             return self._identities
         retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
+        path = self.path(paths.IDENTITIES)
         deadline = time.monotonic() + timeout
-        delay = 0.05
         while True:
             try:
-                data, _ = retry(self.client.get, self.path(paths.IDENTITIES))
+                data, _ = retry(self.client.get, path)
                 return dict(decode(data)["digests"])
-            except NoNodeError:
-                if time.monotonic() + delay > deadline:
-                    break
-                if delay == 0.05:
-                    log.info("event=identities_awaited root=%s timeout=%s", self.root, timeout)
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
             except NoAuthError:
                 break
+            except NoNodeError:
+                appeared = threading.Event()
+                watch = functools.partial(_set_event, appeared)
+                if retry(self.client.exists, path, watch=watch):
+                    continue  # made meanwhile
+                log.info("event=identities_awaited root=%s timeout=%s", self.root, timeout)
+                if not appeared.wait(max(0.0, deadline - time.monotonic())):
+                    break
         raise Unavailable(
             f"ZooKeeper root {self.root} has no {self.path(paths.IDENTITIES)} this identity "
             "may read: a wrong zookeeperAuth password, or a store not yet secured (run "
