@@ -50,8 +50,11 @@ _API_RIGHTS: dict[str, int] = {
     "index-node": R | C | D,  # migrate and delete move a VM's index entry
     "index-entry": R | W,
     "events": R | C | D,  # records events and trims the log
+    "event": R | W,  # a VM rename renames its events
     "disk-record": R | W,  # delete --delete-volumes marks records deleting
-    "volume-deletions": R | C,
+    "volume-deletions": R | C | D,
+    # A VM rename (zkstore/rename.py, run by the API) moves these records to the new name.
+    "rename-dir": R | C | D,
     "secrets": R,  # names only: their znodes hold the values
     "secret-kind": R | C | D,
     "secret": W,  # an apply sets a secret it can never read back
@@ -66,6 +69,10 @@ _NODE_RIGHTS: dict[str, int] = {
     "pool-secret": R | W,
 }
 _COORDINATOR_RIGHTS: dict[str, int] = {"identities": R}
+
+
+# Directories of per-VM records a rename moves, and how deep their directories go.
+_RENAMED_DIRS = {paths.HOLDERS: 2, paths.DISKS: 2, "/consoles": 1, "/domainxml": 1}
 
 
 def digest_id(user: str, password: str) -> str:
@@ -111,9 +118,11 @@ def path_kind(relative: str) -> str:
     if relative.startswith(paths.INDEX_NODES + "/"):
         return "index-node" if depth == 3 else "index-entry"
     if top == paths.EVENTS:
-        return "events" if depth == 1 else "other"
+        return "events" if depth == 1 else "event"
     if top == paths.DISKS and depth == 3:
         return "disk-record"
+    if top in _RENAMED_DIRS and depth <= _RENAMED_DIRS[top]:
+        return "rename-dir"
     if top == paths.VOLUME_DELETIONS and depth == 1:
         return "volume-deletions"
     if top == paths.SECRETS:

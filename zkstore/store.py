@@ -97,6 +97,11 @@ class Store:
         try:
             ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
         except NoAuthError:
+            if not isinstance(self.client, AclClient):
+                raise Unavailable(
+                    f"ZooKeeper refused this anonymous client under {self.root}: the store is "
+                    "secured (ACLs); give this daemon its zookeeperAuth identity"
+                ) from None
             raise Unavailable(
                 f"the schema of {self.root} needs migrating, which this ZooKeeper identity may "
                 "not do (pvcapid's api identity): start a pvcnoded of this version first"
