@@ -49,10 +49,20 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+def store_for(settings: Settings) -> Store:
+    """pvcapid's store: its ZooKeeper, root, identity (``zookeeperAuth``) and TLS."""
+    return Store(
+        settings.zookeeper,
+        settings.root,
+        auth=settings.zookeeper_auth.identity() if settings.zookeeper_auth else None,
+        tls=settings.zookeeper_tls,
+    )
+
+
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     """With ``store`` given the caller owns its lifecycle (tests); otherwise the app does."""
     owned = store is None
-    the_store = store or Store(settings.zookeeper, settings.root)
+    the_store = store or store_for(settings)
     cache = ApiCache(the_store, settings.watch_cache_events)
     metrics = ApiMetrics(cache)
 

@@ -12,6 +12,7 @@ from api.tokens import MIN_TOKEN_LENGTH, is_token_hash
 from schemas.configfile import ConfigFileError, read_yaml_mapping
 from schemas.daemon_logging import LogLevel, LogPriority
 from schemas.meta import Model
+from zkstore.connection import ZookeeperAuth, ZookeeperTls
 
 
 class ApiToken(Model):
@@ -63,6 +64,11 @@ class Settings(Model):
     schema_migration_timeout: float = Field(default=45.0, gt=0)
     """Seconds pvcapid waits at start for another daemon's schema migration before it
     exits 1 (docs/backup.md)."""
+    zookeeper_auth: ZookeeperAuth | None = None
+    """The ZooKeeper identity pvcapid connects with (user ``api``); None: anonymous, for a
+    store made before ACLs."""
+    zookeeper_tls: ZookeeperTls | None = None
+    """Connect to ZooKeeper's secure client port with TLS."""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -96,8 +102,14 @@ def load_settings(path: str | Path | None = None) -> Settings:
         if env in os.environ:
             raw[field] = os.environ[env]
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in err["loc"])
         raise SettingsError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+    if settings.zookeeper_auth is not None:
+        try:
+            settings.zookeeper_auth.identity()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    return settings

@@ -11,7 +11,7 @@ import sys
 import uvicorn
 from kazoo.handlers.threading import KazooTimeoutError
 
-from api.app import create_app
+from api.app import create_app, store_for
 from api.config import Settings, SettingsError, load_settings
 from api.tokens import MIN_TOKEN_LENGTH, hash_token
 from schemas.daemon_logging import setup_logging
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     # Connected (and the schema checked or migrated) before serving: a store newer than this
     # code is a clear error and exit 1, not a failed application startup.
-    store = Store(settings.zookeeper, settings.root)
+    store = store_for(settings)
     try:
         store.start(
             holder=f"pvcapid/{socket.gethostname()}:{settings.port}",

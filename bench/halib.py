@@ -224,7 +224,13 @@ class LeaseGone:
 
         self.at: float | None = None
         self._existed = False
-        self.client = KazooClient(hosts=f"127.0.0.1:{run.state.zookeeper_port}", timeout=10.0)
+        from cli.localcluster.zkauth import admin_auth_data
+
+        self.client = KazooClient(
+            hosts=f"127.0.0.1:{run.state.zookeeper_port}",
+            timeout=10.0,
+            auth_data=admin_auth_data(run.cluster.dir),
+        )
         self.client.start(timeout=15)
         DataWatch(self.client, f"{run.state.root}/leases/nodes/{node}", self._changed)
 

@@ -16,6 +16,7 @@ from schemas.daemon_logging import LogLevel, LogPriority
 from schemas.meta import DnsLabel, Model
 from schemas.node import FenceConfig
 from schemas.quantity import Duration, Size, to_seconds
+from zkstore.connection import ZookeeperAuth, ZookeeperTls
 
 
 class TestHost(Model):
@@ -182,6 +183,11 @@ class DaemonConfig(Model):
     """How long the daemon waits at start for another daemon's schema migration (the lock
     /locks/schema-migration) before exiting 1 (docs/backup.md)."""
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    zookeeper_auth: ZookeeperAuth | None = None
+    """The ZooKeeper identity this daemon connects with (``coordinator`` on coordinator
+    hosts, ``node`` elsewhere); None: anonymous, for a store made before ACLs."""
+    zookeeper_tls: ZookeeperTls | None = None
+    """Connect to ZooKeeper's secure client port with TLS."""
 
     @property
     def resync_seconds(self) -> float:
@@ -204,8 +210,19 @@ def load_config(path: str | Path) -> DaemonConfig:
     if env_zk := os.environ.get("PVC_ZOOKEEPER"):
         raw["zookeeper"] = env_zk
     try:
-        return DaemonConfig.model_validate(raw)
+        config = DaemonConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{path}: {field}: {err['msg']}") from None
+    if config.zookeeper_auth is not None:
+        try:
+            config.zookeeper_auth.identity()
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if config.coordinator and config.zookeeper_auth.user == "node":
+            raise ConfigError(
+                f"{path}: zookeeperAuth.user: a coordinator connects as 'coordinator' (as "
+                "primary it fences, and only that identity reads fence credentials)"
+            )
+    return config

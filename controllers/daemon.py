@@ -33,7 +33,14 @@ from hypervisor.hostnet import HostNetworkError, NetlinkHostBridges, NetlinkHost
 from schemas import DomainState, Node, to_mib, to_seconds, utcnow, verbs
 from schemas.daemon_logging import setup_logging
 from schemas.sdnotify import Notifier
-from zkstore import LeaseHeld, SchemaMigrationTimeout, SchemaTooNew, Store, StoreError
+from zkstore import (
+    LeaseHeld,
+    SchemaMigrationTimeout,
+    SchemaTooNew,
+    Store,
+    StoreError,
+    Unavailable,
+)
 
 log = logging.getLogger("pvcnoded")
 
@@ -76,7 +83,13 @@ class Daemon:
         self.stopped = threading.Event()
         self.uri = hypervisor_uri(config)
         self.driver = driver or LibvirtDriver(self.uri)
-        self.store = Store(config.zookeeper, config.root, timeout=config.session_seconds)
+        self.store = Store(
+            config.zookeeper,
+            config.root,
+            timeout=config.session_seconds,
+            auth=config.zookeeper_auth.identity() if config.zookeeper_auth else None,
+            tls=config.zookeeper_tls,
+        )
         self.vms = VMController(
             self.store,
             self.driver,
@@ -319,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         daemon.run()
+    except Unavailable as exc:
+        log.error("event=zookeeper_refused node=%s error=%s", config.node, exc)
+        print(f"pvcnoded: {exc}", file=sys.stderr)
+        return 1
     except LeaseHeld as exc:
         log.error("event=lease_held node=%s error=%s", config.node, exc)
         return 1

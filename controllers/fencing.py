@@ -399,6 +399,11 @@ class FenceController:
                 raise FenceStepFailed("the fence record changed under this fence")
         self._finish(node, spec)
 
+    def _fence_config(self, node: Node) -> FenceConfig:
+        """The node's fence agent with its credentials, read now from their own znode: only
+        here, on the primary, and never kept."""
+        return self.store.reveal(node).spec.fence
+
     def _has_cluster(self) -> bool:
         return self.store.exists(Cluster, CLUSTER_NAME)
 
@@ -409,7 +414,7 @@ class FenceController:
         meanwhile may run its VMs, so it is fenced again instead."""
         name = node.name
         with self._fence_lock():
-            agent = self._agents(name, node.spec.fence)
+            agent = self._agents(name, self._fence_config(node))
             if agent is None:
                 raise FenceStepFailed("no fence agent to confirm the node is still off")
             try:
@@ -431,7 +436,7 @@ class FenceController:
 
     def _power_on(self, node: Node) -> None:
         name = node.name
-        agent = self._agents(name, node.spec.fence)
+        agent = self._agents(name, self._fence_config(node))
         if agent is not None:
             try:
                 agent.power_on()
@@ -444,7 +449,7 @@ class FenceController:
         self.records.advance(name, FenceStep.POWERED_ON, self.epoch, after=FenceStep.RECOVERED)
 
     def _power_off(self, node: Node, spec: ClusterSpec) -> tuple[bool, str]:
-        agent = self._agents(node.name, node.spec.fence)
+        agent = self._agents(node.name, self._fence_config(node))
         if agent is None:
             return False, "no fence agent configured (spec.fence.agent is none)"
         log.warning("event=fence_start node=%s agent=%r", node.name, agent.description)

@@ -149,6 +149,7 @@ class PoolProber:
     def _probe(self, pool: StoragePool) -> NodePool:
         started = time.monotonic()
         try:
+            pool = self.store.reveal(pool)  # an rbd pool's key, for this node's libvirt
             usage = volume_store(pool, self.timeout).probe()
             ensure_secret(self.driver, pool)
         except (StorageError, HypervisorError, OSError) as exc:

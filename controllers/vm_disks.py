@@ -52,7 +52,7 @@ def volumes_here(
         if disk.pool is None:
             continue
         try:
-            pool = disks.store.get(StoragePool, disk.pool)
+            pool = disks.store.reveal(disks.store.get(StoragePool, disk.pool))
         except NotFound:
             found.reason, found.problem = "PoolNotFound", f"storage pool {disk.pool} does not exist"
             return found

@@ -107,7 +107,7 @@ class VolumeReaper:
     def _delete(self, record: DiskRecord) -> bool:
         assert record.pool is not None and record.volume is not None
         try:
-            pool = self.store.get(StoragePool, record.pool)
+            pool = self.store.reveal(self.store.get(StoragePool, record.pool))
         except NotFound:
             log.warning(
                 "event=volume_kept vm=%s volume=%s reason=pool_gone pool=%s",

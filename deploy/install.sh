@@ -29,15 +29,16 @@ echo "install: $(basename "$WHEEL") into $PREFIX"
 "$PREFIX/bin/python" -m pip install --quiet --upgrade "$WHEEL"
 
 mkdir -p "$BIN_DIR" "$UNIT_DIR"
-for command in pvcctl pvcnoded pvcapid; do
+for command in pvcctl pvcnoded pvcapid pvc-secure-store; do
   ln -sfn "$PREFIX/bin/$command" "$BIN_DIR/$command"
 done
 for unit in pvcnoded.service pvcapid.service; do
   sed "s#/opt/pvc/bin/#$PREFIX/bin/#" "$HERE/systemd/$unit" >"$UNIT_DIR/$unit"
 done
-echo "install: linked pvcctl, pvcnoded, pvcapid into $BIN_DIR; units in $UNIT_DIR"
+echo "install: linked pvcctl, pvcnoded, pvcapid, pvc-secure-store into $BIN_DIR; units in $UNIT_DIR"
 if [ "$UNIT_DIR" = /etc/systemd/system ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
-  echo "install: now write /etc/pvc/pvcnoded.yaml (and pvcapid.yaml on coordinators), then:" \
+  echo "install: now run pvc-secure-store once per cluster, write /etc/pvc/pvcnoded.yaml" \
+    "(and pvcapid.yaml on coordinators), then:" \
     "systemctl enable --now pvcnoded (pvcapid)"
 fi

@@ -221,6 +221,7 @@ class Node(Resource):
     KIND = "Node"
     PLURAL = "nodes"
     SHORT_NAMES = ("node", "nodes", "no")
+    SECRET_FIELDS = (("fence", "password"),)
 
     @classmethod
     def keep_secrets(cls, new_spec: dict[str, Any], current_spec: dict[str, Any]) -> None:

@@ -15,6 +15,9 @@ class Resource(Model):
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    SECRET_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    """Where in ``spec`` this kind keeps secrets (paths of keys): the store keeps their
+    values in a znode of their own, readable only by the daemons that use them."""
 
     api_version: str = Field(default=API_VERSION)
     kind: str

@@ -105,6 +105,7 @@ class StoragePool(Resource):
     KIND = "StoragePool"
     PLURAL = "storagepools"
     SHORT_NAMES = ("storagepool", "storagepools", "pool", "pools", "sp")
+    SECRET_FIELDS = (("rbd", "key"),)
 
     @classmethod
     def keep_secrets(cls, new_spec: dict[str, Any], current_spec: dict[str, Any]) -> None:

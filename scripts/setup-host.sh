@@ -8,6 +8,9 @@ PACKAGES=(
   zookeeper python3-venv python3-dev gcc pkg-config libvirt-dev
   # systemd-analyze, which checks deploy/systemd's units (a container's Debian lacks it)
   systemd
+  # TLS to ZooKeeper: the Netty codec its secure client port loads (not on the Class-Path
+  # of Debian's zookeeper.jar, so the local server adds it) and openssl for test certificates
+  libnetty-java openssl
   # hypervisor: libvirt's test driver needs only the client library; KVM e2e needs the rest
   libvirt-daemon-system qemu-system-x86 qemu-utils
   # host networking (floating addresses: ip, arping), DHCP and fencing: ipmitool for the

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from kazoo.client import KazooClient
 
 from cli.localcluster import LocalCluster, LocalState
 from cli.localcluster.process import processes_naming
+from cli.localcluster.zkauth import admin_auth_data
 from tests.helpers import wait_for
 
 PVCCTL = str(Path(sys.executable).parent / "pvcctl")
@@ -41,6 +43,18 @@ class RunningCluster:
         response = httpx.get(LocalCluster.metrics_url(self.state, node), timeout=10)
         response.raise_for_status()
         return response.text
+
+    def zk_client(self, timeout: float = 10.0) -> KazooClient:
+        """A started kazoo client on the cluster's ZooKeeper with the admin identity (the
+        store runs with ACLs on: an anonymous client may read nothing under the root);
+        the caller stops and closes it."""
+        client = KazooClient(
+            hosts=self.state.zookeeper_hosts,
+            timeout=timeout,
+            auth_data=admin_auth_data(self.cluster.dir),
+        )
+        client.start(timeout=15)
+        return client
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, f"{self.server}{path}", timeout=10, **kwargs)

@@ -15,6 +15,8 @@ HOLDERS = "/holders"
 FENCING = "/fencing"
 DISKS = "/disks"
 VOLUME_DELETIONS = "/volume-deletions"
+IDENTITIES = "/identities"
+SECRETS = "/secrets"
 
 STATUS = "status"
 PLACEMENT = "placement"
@@ -82,3 +84,12 @@ def volume_deletion(vm: str) -> str:
     """Marks a deleted VM whose volumes are to go (``--delete-volumes``): the volume reaper's
     work list, so it never scans every record."""
     return f"{VOLUME_DELETIONS}/{vm}"
+
+
+def secrets_kind(plural: str) -> str:
+    return f"{SECRETS}/{plural}"
+
+
+def secret(plural: str, name: str) -> str:
+    """The secrets of one object (zkstore/secrets.py): a znode only their users may read."""
+    return f"{SECRETS}/{plural}/{name}"

@@ -16,6 +16,7 @@ from schemas import Resource, utcnow
 from zkstore import paths
 from zkstore.codec import decode
 from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.secrets import split_secrets
 from zkstore.store import ApplyOutcome, Store
 
 
@@ -55,6 +56,7 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
     current = store.get(cls, resource.name)
     new = resource.stored()
     cls.keep_secrets(new.get("spec", {}), current_raw.get("spec", {}))
+    split_secrets(cls, new.get("spec", {}))  # kept apart: they never change the spec
     cur_meta, new_meta = current_raw["metadata"], new["metadata"]
     spec_changed = current_raw.get("spec") != new.get("spec")
     meta_changed = any(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     BadVersionError,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
@@ -21,7 +25,9 @@ from pydantic import ValidationError
 
 from schemas import Placement, Resource, Status, utcnow
 from zkstore import paths
+from zkstore.acl import AclPolicy, Identity
 from zkstore.codec import decode, encode
+from zkstore.connection import AclClient, ZookeeperTls, make_client
 from zkstore.errors import (
     AlreadyExists,
     AlreadyPlaced,
@@ -32,6 +38,7 @@ from zkstore.errors import (
     Unavailable,
 )
 from zkstore.migrations import CODE_VERSION, ensure_schema
+from zkstore.secrets import read_secrets, reveal_into, split_secrets, write_secrets
 from zkstore.selector import Selector, parse_selector
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,10 @@ R = TypeVar("R", bound=Resource)
 ApplyOutcome = Literal["created", "configured", "unchanged"]
 SCHEMA_VERSION = CODE_VERSION
 _CAS_RETRIES = 8
+
+
+def _set_event(event: threading.Event, _watched: object) -> None:
+    event.set()
 
 
 class Store:
@@ -57,15 +68,17 @@ class Store:
         *,
         timeout: float = 10.0,
         client: KazooClient | None = None,
+        auth: Identity | None = None,
+        tls: ZookeeperTls | None = None,
+        identities: Mapping[str, str] | None = None,
     ) -> None:
+        """``auth``: the digest identity to connect with (zkstore/acl.py); then every znode
+        this store creates gets the ACL of its path, from the identities' digests stored at
+        ``/identities`` (or ``identities``, for the bootstrap that writes them)."""
         self.root = root.rstrip("/")
         self._index_dirs: set[str] = set()
-        self.client = client or KazooClient(
-            hosts=hosts,
-            timeout=timeout,
-            connection_retry=KazooRetry(max_tries=-1, max_delay=2.0),
-            command_retry=KazooRetry(max_tries=3, max_delay=1.0),
-        )
+        self._identities = identities
+        self.client = client or make_client(hosts, timeout, identity=auth, tls=tls)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -77,8 +90,51 @@ class Store:
         when the store is newer than this code."""
         self.client.start(timeout=timeout)
         # A server that has just come up may still drop the first connection.
-        KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)(self.ensure_layout)
-        ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
+        retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
+        if isinstance(self.client, AclClient):
+            self.client.acl_policy = AclPolicy(self.root, self._wait_identities(timeout))
+        retry(self.ensure_layout)
+        try:
+            ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
+        except NoAuthError:
+            if not isinstance(self.client, AclClient):
+                raise Unavailable(
+                    f"ZooKeeper refused this anonymous client under {self.root}: the store is "
+                    "secured (ACLs); give this daemon its zookeeperAuth identity"
+                ) from None
+            raise Unavailable(
+                f"the schema of {self.root} needs migrating, which this ZooKeeper identity may "
+                "not do (pvcapid's api identity): start a pvcnoded of this version first"
+            ) from None
+
+    def _wait_identities(self, timeout: float) -> Mapping[str, str]:
+        """The identities' digests; while the root has none yet (pvc-secure-store still
+        running, as when the local cluster starts), wait for them (a watch, no polling) up
+        to ``timeout`` seconds."""
+        if self._identities is not None:
+            return self._identities
+        retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
+        path = self.path(paths.IDENTITIES)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                data, _ = retry(self.client.get, path)
+                return dict(decode(data)["digests"])
+            except NoAuthError:
+                break
+            except NoNodeError:
+                appeared = threading.Event()
+                watch = functools.partial(_set_event, appeared)
+                if retry(self.client.exists, path, watch=watch):
+                    continue  # made meanwhile
+                log.info("event=identities_awaited root=%s timeout=%s", self.root, timeout)
+                if not appeared.wait(max(0.0, deadline - time.monotonic())):
+                    break
+        raise Unavailable(
+            f"ZooKeeper root {self.root} has no {self.path(paths.IDENTITIES)} this identity "
+            "may read: a wrong zookeeperAuth password, or a store not yet secured (run "
+            "pvc-secure-store; docs/configuration.md, ZooKeeper identities)"
+        )
 
     def stop(self) -> None:
         self.client.stop()
@@ -111,9 +167,12 @@ class Store:
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:
             self.client.ensure_path(self.path(paths.kind_root(cls.PLURAL)))
+            if cls.SECRET_FIELDS:
+                self.client.ensure_path(self.path(paths.secrets_kind(cls.PLURAL)))
         # The schema version znode is the migrations' (zkstore/migrations.py), not the layout's.
-        with contextlib.suppress(NodeExistsError):
-            self.client.create(self.path(paths.EPOCH), encode({}))
+        if self.client.exists(self.path(paths.EPOCH)) is None:
+            with contextlib.suppress(NodeExistsError):
+                self.client.create(self.path(paths.EPOCH), encode({}))
 
     # -- reading ---------------------------------------------------------
 
@@ -190,11 +249,17 @@ class Store:
         meta["uid"] = str(uuid.uuid4())
         meta["generation"] = 1
         meta["creationTimestamp"] = utcnow()
+        secrets = split_secrets(cls, stored.get("spec", {}))
         try:
             self.client.create(self.path(paths.resource(cls.PLURAL, resource.name)), encode(stored))
         except NodeExistsError:
             raise AlreadyExists(cls.KIND, resource.name) from None
+        self._write_secrets(cls, resource.name, secrets)
         return self.get(cls, resource.name)
+
+    def _write_secrets(self, cls: type[Resource], name: str, secrets: dict[str, str]) -> None:
+        if secrets:
+            write_secrets(self.client, self.path(paths.secret(cls.PLURAL, name)), secrets)
 
     def update(self, resource: R) -> R:
         """Replace spec, labels and annotations. With metadata.resourceVersion: compare-and-set."""
@@ -228,12 +293,17 @@ class Store:
             current = decode(data)
             new = resource.stored()
             cls.keep_secrets(new.get("spec", {}), current.get("spec", {}))
+            # Never read back (the API cannot): a write carrying a value stores it, once the
+            # spec write has gone through (a 409 changes nothing). After keep_secrets, so a
+            # value still inside an old spec moves out too.
+            secrets = split_secrets(cls, new.get("spec", {}))
             cur_meta, new_meta = current["metadata"], new["metadata"]
             spec_changed = current.get("spec") != new.get("spec")
             meta_changed = any(
                 cur_meta.get(k, {}) != new_meta.get(k, {}) for k in ("labels", "annotations")
             ) or cur_meta.get("finalizers", []) != new_meta.get("finalizers", [])
             if not spec_changed and not meta_changed:
+                self._write_secrets(cls, resource.name, secrets)
                 return self._read(
                     cls, resource.name, data, stat, self._get_status_raw(cls.PLURAL, resource.name)
                 ), "unchanged"
@@ -254,6 +324,7 @@ class Store:
                 continue
             except NoNodeError:
                 raise NotFound(cls.KIND, resource.name) from None
+            self._write_secrets(cls, resource.name, secrets)
             return self.get(cls, resource.name), "configured"
         raise Conflict(
             f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries"
@@ -298,6 +369,9 @@ class Store:
                 if child != paths.PLACEMENT:
                     txn.delete(f"{path}/{child}")
             txn.delete(path, version=stat.version)
+            secret = self.path(paths.secret(cls.PLURAL, name))
+            if cls.SECRET_FIELDS and self.client.exists(secret) is not None:
+                txn.delete(secret)
             if also is not None:
                 also(txn)
             results = txn.commit()
@@ -309,6 +383,24 @@ class Store:
                 raise Conflict(f"{cls.KIND} {name!r} was modified concurrently")
             log.debug("event=delete_retry kind=%s name=%s results=%s", cls.KIND, name, results)
         raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up deleting it")
+
+    def reveal(self, obj: R) -> R:
+        """``obj`` with its secrets (the fence password, a pool's key) in place of their mask,
+        for the code that uses them (fencing on the primary, storage on the nodes). An
+        identity that may not read them gets ``obj`` as it was, with a warning."""
+        cls = type(obj)
+        if not cls.SECRET_FIELDS:
+            return obj
+        try:
+            secrets = read_secrets(self.client, self.path(paths.secret(cls.PLURAL, obj.name)))
+        except NoAuthError:
+            log.warning("event=secret_unreadable kind=%s name=%s", cls.KIND, obj.name)
+            return obj
+        if not secrets:
+            return obj
+        stored = obj.stored()
+        reveal_into(cls, stored, secrets)
+        return obj.model_copy(update={"spec": cls.model_validate(stored).spec})
 
     # -- status ----------------------------------------------------------
 

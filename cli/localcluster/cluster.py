@@ -22,6 +22,12 @@ from cli.localcluster.process import (
     stop_pid,
     wait_until,
 )
+from cli.localcluster.zkauth import (
+    SecureStoreError,
+    auth_config,
+    make_passwords,
+    start_secure_store,
+)
 from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 
 
@@ -208,10 +214,16 @@ class LocalCluster:
                 assert zookeeper.pid is not None
                 state.zookeeper_pid, state.zookeeper_port = zookeeper.pid, zookeeper.port
             self.save_state(state)
+            make_passwords(self.dir)
+            securing = start_secure_store(self.dir, state.zookeeper_hosts, state.root, timeout)
             for index in range(1, self.node_count + 1):
                 name = f"node{index}"
                 state.nodes[name] = self._start_node(name, state)
                 self.save_state(state)
+            try:
+                securing.finish()
+            except SecureStoreError as exc:
+                raise LocalClusterError(str(exc)) from None
             self._start_api(state, timeout)
             wait_until(
                 lambda: self._check_alive(state) and self._nodes_ready(state),
@@ -251,7 +263,13 @@ class LocalCluster:
             # The config file names this cluster's folder on the command line, so a
             # teardown can tell our API from any other (see _stop_strays).
             self.api_config.write_text(
-                yaml.safe_dump({"zookeeper": state.zookeeper_hosts, "root": state.root})
+                yaml.safe_dump(
+                    {
+                        "zookeeper": state.zookeeper_hosts,
+                        "root": state.root,
+                        "zookeeperAuth": auth_config(self.dir, "api"),
+                    }
+                )
             )
             state.api_pid = spawn(
                 [
@@ -324,6 +342,8 @@ class LocalCluster:
                     "zookeeper": state.zookeeper_hosts,
                     "root": state.root,
                     "coordinator": True,
+                    # Every local node is a coordinator: it may fence, so it reads credentials.
+                    "zookeeperAuth": auth_config(self.dir, "coordinator"),
                     "libvirt": self._libvirt_config(name),
                     # The test driver attaches no NICs: no bridges on the user's host unless a
                     # test gives the node a namespace of its own (manage: true there).

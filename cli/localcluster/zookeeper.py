@@ -11,6 +11,32 @@ from cli.localcluster.process import free_port, pid_alive, spawn, stop_pid, wait
 
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 ZOOKEEPER_CONF_DIR = Path("/etc/zookeeper/conf")
+# The secure client port's TLS handler needs Netty's codec, which Debian's zookeeper.jar
+# does not name on its Class-Path (libnetty-java ships it).
+NETTY_CODEC_JAR = Path("/usr/share/java/netty-codec.jar")
+NETTY_FACTORY = "org.apache.zookeeper.server.NettyServerCnxnFactory"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A secure client port: the server's key and certificate in one PEM file, and the CA
+    (PEM) its clients' certificates must chain to (clients must present one)."""
+
+    port: int
+    key_and_cert: Path
+    ca: Path
+
+    def config_lines(self) -> list[str]:
+        return [
+            f"secureClientPort={self.port}",
+            "secureClientPortAddress=127.0.0.1",
+            f"serverCnxnFactory={NETTY_FACTORY}",
+            f"ssl.keyStore.location={self.key_and_cert}",
+            "ssl.keyStore.type=PEM",
+            f"ssl.trustStore.location={self.ca}",
+            "ssl.trustStore.type=PEM",
+            "ssl.clientAuth=need",
+        ]
 
 
 class ZooKeeperMissing(RuntimeError):
@@ -44,6 +70,8 @@ class ZooKeeperServer:
     """With ``ensemble``: this member's id (1-based)."""
     ensemble: list[tuple[int, int, int]] | None = None
     """(client, quorum, election) ports of every member, this one included."""
+    tls: ServerTls | None = None
+    """Also serve TLS clients (the plain port stays, for the readiness check)."""
 
     @property
     def hosts(self) -> str:
@@ -68,6 +96,7 @@ class ZooKeeperServer:
                     # Short ticks keep test session timeouts short; allow up to 30 s sessions.
                     "maxSessionTimeout=30000",
                     *self._ensemble_lines(data),
+                    *(self.tls.config_lines() if self.tls else []),
                     "",
                 ]
             )
@@ -111,10 +140,15 @@ class ZooKeeperServer:
             self.port = free_port()
         cfg = self.write_config()
         classpath = f"{ZOOKEEPER_CONF_DIR}:{ZOOKEEPER_JAR}"
+        options = []
+        if self.tls is not None:
+            classpath += f":{NETTY_CODEC_JAR}"
+            options.append(f"-Dzookeeper.serverCnxnFactory={NETTY_FACTORY}")
         self.pid = spawn(
             [
                 java,
                 "-Xmx256m",
+                *options,
                 "-cp",
                 classpath,
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",

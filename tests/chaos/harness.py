@@ -88,6 +88,8 @@ from tests.chaos.nodes import Incarnation, NodeSlot
 from tests.chaos.timings import ChaosTimings
 from tests.chaos.zkproxy import ZkProxy
 from zkstore import NotFound, Store
+from zkstore.acl import ADMIN, COORDINATOR, NODE, ROLES, Identity
+from zkstore.secure import write_identities
 
 if TYPE_CHECKING:
     from cli.localcluster.zookeeper import ZooKeeperServer
@@ -194,7 +196,16 @@ class ChaosCluster(EnsembleMembers):
             uri = write_test_host_xml(self.workdir / f"{name}-host.xml", node_memory_mib, 4)
             self.slots[name] = NodeSlot(name, i <= count_coordinators, uri)
         self.world.on_power(self._on_power)
-        self.store = Store(self.zk_hosts, self.root, timeout=10.0)
+        # ACLs on, as in production: the harness (and its in-process API) is admin; each
+        # daemon connects as coordinator or node, as its slot is.
+        self.identities = {role: Identity(role, uuid.uuid4().hex) for role in ROLES}
+        self.store = Store(
+            self.zk_hosts,
+            self.root,
+            timeout=10.0,
+            auth=self.identities[ADMIN],
+            identities={role: identity.digest for role, identity in self.identities.items()},
+        )
         self.monitor = InvariantMonitor(self)
         self._client: TestClient | None = None
 
@@ -213,6 +224,7 @@ class ChaosCluster(EnsembleMembers):
 
     def start(self, timeout: float = 30.0) -> None:
         self.store.start()
+        write_identities(self.store, self.store.client.acl_policy.digests)
         app = create_app(Settings(zookeeper=self.zk_hosts, root=self.root), self.store)
         self._client = TestClient(app, raise_server_exceptions=False)
         self._client.__enter__()
@@ -264,12 +276,14 @@ class ChaosCluster(EnsembleMembers):
 
     def _config(self, slot: NodeSlot, proxy: ZkProxy) -> DaemonConfig:
         t = self.timings
+        identity = self.identities[COORDINATOR if slot.coordinator else NODE]
         return DaemonConfig.model_validate(
             {
                 "node": slot.name,
                 "zookeeper": proxy.hosts,
                 "root": self.root,
                 "coordinator": slot.coordinator,
+                "zookeeperAuth": {"user": identity.user, "password": identity.password},
                 "libvirt": {
                     "uri": slot.uri,
                     "diskDir": str(self.workdir / "disks"),

@@ -72,7 +72,7 @@ def test_merge_patch_keeps_a_masked_password(client: TestClient, store: Store) -
     )
     response = patch(client, "/api/v1/nodes/hv1", {"spec": {"coordinator": True}})
     assert response.status_code == 200 and "s3cret" not in response.text
-    stored = store.get(Node, "hv1").spec.fence.password
+    stored = store.reveal(store.get(Node, "hv1")).spec.fence.password
     assert stored is not None and stored.get_secret_value() == "s3cret"
 
 

@@ -187,7 +187,7 @@ def test_applying_a_read_back_node_keeps_its_password(client: TestClient, store:
     assert (
         client.post("/api/v1/apply", json=[read_back]).json()["items"][0]["outcome"] == "configured"
     )
-    stored = store.get(Node, "hv2")
+    stored = store.reveal(store.get(Node, "hv2"))
     assert stored.spec.coordinator
     assert stored.spec.fence.password is not None
     assert stored.spec.fence.password.get_secret_value() == "s3cret"

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
 
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
@@ -49,4 +51,24 @@ def test_a_cluster_started_again_after_down_runs_the_same_manifests(
     assert not list(cluster.cluster.shared_pool_dir().iterdir())
     state, reused = cluster.cluster.up(timeout=90)
     assert not reused
-    web(RunningCluster(cluster.cluster, state))
+    again = RunningCluster(cluster.cluster, state)
+    web(again)
+    assert_acls_on(again)
+
+
+def assert_acls_on(cluster: RunningCluster) -> None:
+    """As in production, the store is secured: ZooKeeper serves an anonymous client nothing
+    under the root, the admin identity (new passwords on each start) everything."""
+    anonymous = KazooClient(hosts=cluster.state.zookeeper_hosts, timeout=10)
+    anonymous.start(timeout=15)
+    admin = cluster.zk_client()
+    try:
+        with pytest.raises(NoAuthError):
+            anonymous.get_children(cluster.state.root)
+        with pytest.raises(NoAuthError):
+            anonymous.get(f"{cluster.state.root}/resources/vms/web2")
+        assert "web2" in admin.get_children(f"{cluster.state.root}/resources/vms")
+    finally:
+        for client in (anonymous, admin):
+            client.stop()
+            client.close()

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient
 
 from schemas.version import pvc_version
 from tests.helpers import vm_manifest, wait_for
@@ -187,8 +186,7 @@ def test_console_log_and_domain_xml_through_the_store(cluster: RunningCluster) -
 
     # Deleted: both go with it.
     assert cluster.api("DELETE", "/api/v1/vms/con").status_code == 200
-    client = KazooClient(hosts=cluster.state.zookeeper_hosts)
-    client.start()
+    client = cluster.zk_client()
     try:
         root = cluster.state.root
         wait_for(

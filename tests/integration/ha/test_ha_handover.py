@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kazoo.client import KazooClient
 from kazoo.recipe.lock import ReadLock
 
 from cli.localcluster.process import signal_ours
@@ -157,8 +156,7 @@ def vm_nodes(cluster: RunningCluster) -> dict[str, tuple[str | None, str | None]
 @contextlib.contextmanager
 def drain_step_in_flight(cluster: RunningCluster) -> Iterator[ReadLock]:
     """Hold the read side of the handover lock, as a primary's drain step does."""
-    client = KazooClient(hosts=cluster.state.zookeeper_hosts, timeout=10)
-    client.start(timeout=15)
+    client = cluster.zk_client()
     try:
         lock = client.ReadLock(f"{cluster.state.root}/locks/primary-handover", "test-step")
         assert lock.acquire(timeout=10)

@@ -71,7 +71,7 @@ def test_backup_then_restore(store: Store, empty: Store) -> None:
         check_restore(store, objects, merge=False)
     check_restore(store, objects, merge=True)
     assert [r.outcome for r in restore(store, objects)] == ["unchanged"] * 3
-    node = store.get(Node, "n1").spec.fence.password
+    node = store.reveal(store.get(Node, "n1")).spec.fence.password
     assert node is not None and node.get_secret_value() == "s3cret"
 
     # Into an empty cluster: the node's password is only a mask there: refused, naming it.

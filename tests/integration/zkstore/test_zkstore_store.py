@@ -119,11 +119,16 @@ def test_node_fence_password_survives_the_store_but_not_wire(store: Store) -> No
     )
     store.create(node)
     got = store.get(Node, "hv1")
-    assert got.spec.fence.password is not None
-    assert got.spec.fence.password.get_secret_value() == "hunter2"
     assert got.wire()["spec"]["fence"]["password"] == "********"
-    # Re-applying what was read is a no-op: the secret round-trips exactly.
+    # Kept apart from the spec: only reveal (the fencing code's read) puts it back.
+    assert got.spec.fence.password is not None
+    assert got.spec.fence.password.get_secret_value() == "********"
+    revealed = store.reveal(got).spec.fence.password
+    assert revealed is not None and revealed.get_secret_value() == "hunter2"
+    # Re-applying what was read is a no-op that keeps the secret.
     assert store.apply(got)[1] == "unchanged"
+    kept = store.reveal(store.get(Node, "hv1")).spec.fence.password
+    assert kept is not None and kept.get_secret_value() == "hunter2"
 
 
 # -- apply / update ----------------------------------------------------------------------
