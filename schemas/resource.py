@@ -15,6 +15,8 @@ class Resource(Model):
     KIND: ClassVar[str] = ""
     PLURAL: ClassVar[str] = ""
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ()
+    FINALIZERS: ClassVar[tuple[str, ...]] = ()
+    """Finalizers the store puts on every new object of the kind."""
 
     api_version: str = Field(default=API_VERSION)
     kind: str
@@ -32,6 +34,11 @@ class Resource(Model):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    @property
+    def deleting(self) -> bool:
+        """A delete was asked and waits for the object's finalizers (kubectl: Terminating)."""
+        return self.metadata.deletion_timestamp is not None
 
     @classmethod
     def keep_secrets(cls, new_spec: dict[str, Any], current_spec: dict[str, Any]) -> None:
