@@ -45,6 +45,7 @@ from schemas.node import CHECK_FENCE_AGENT_INSTALLED
 from zkstore import Conflict, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
 from zkstore.deletion import Deletions
+from zkstore.errors import Terminating
 from zkstore.events import EventLog
 from zkstore.network_admission import network_in_use
 from zkstore.planning import plan_write
@@ -485,6 +486,8 @@ def write_patch(
             return plan_write(store, obj, create=False, update=True).result.wire()
         try:
             updated = store.update(obj)
+        except Terminating:
+            raise  # retrying cannot help: the object is being deleted
         except Conflict:
             if pinned:
                 raise
