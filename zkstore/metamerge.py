@@ -3,7 +3,9 @@ store's writes (store.py) and the server-side dry run (planning.py), so both agr
 
 A writer that sends no ``metadata.finalizers`` (a manifest, as users write them) keeps the
 stored ones: finalizers belong to the controllers that put them there, and an apply must
-not drop them. Sending the field replaces them (a user may remove a finalizer on purpose).
+not drop them; nor does an apply that sends an empty list (a client's dump of a manifest).
+A replace or a merge patch that sends the field replaces them: that is how a user removes
+a finalizer on purpose.
 While an object is being deleted (it has a ``deletionTimestamp``), nothing changes but the
 removal of finalizers, as Kubernetes has it for most fields: anything else is Terminating.
 """
@@ -23,8 +25,10 @@ def with_kind_finalizers(cls: type[Resource], meta: dict[str, Any]) -> None:
     meta["finalizers"] = list(dict.fromkeys([*meta.get("finalizers", []), *cls.FINALIZERS]))
 
 
-def finalizers_given(resource: Resource) -> bool:
-    return "finalizers" in resource.metadata.model_fields_set
+def keeps_finalizers(resource: Resource, *, apply: bool) -> bool:
+    """Whether a write of ``resource`` keeps the stored finalizers (see above)."""
+    given = "finalizers" in resource.metadata.model_fields_set
+    return not given or (apply and not resource.metadata.finalizers)
 
 
 def merge_metadata(

@@ -16,7 +16,7 @@ from schemas import Resource, utcnow
 from zkstore import paths
 from zkstore.codec import decode
 from zkstore.errors import AlreadyExists, Conflict, NotFound
-from zkstore.metamerge import finalizers_given, merge_metadata, with_kind_finalizers
+from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
 from zkstore.store import ApplyOutcome, Store
 
 
@@ -59,7 +59,11 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
     new = resource.stored()
     cls.keep_secrets(new.get("spec", {}), current_raw.get("spec", {}))
     merged_meta = merge_metadata(
-        cls, resource.name, current_raw, new, keep_finalizers=not finalizers_given(resource)
+        cls,
+        resource.name,
+        current_raw,
+        new,
+        keep_finalizers=keeps_finalizers(resource, apply=create),
     )
     if merged_meta is None:
         return WritePlan("unchanged", current, current)

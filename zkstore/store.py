@@ -32,7 +32,7 @@ from zkstore.errors import (
     Terminating,
     Unavailable,
 )
-from zkstore.metamerge import finalizers_given, merge_metadata, with_kind_finalizers
+from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
 from zkstore.migrations import CODE_VERSION, ensure_schema
 from zkstore.selector import Selector, parse_selector
 
@@ -236,7 +236,7 @@ class Store:
                 resource.name,
                 current,
                 new,
-                keep_finalizers=not finalizers_given(resource),
+                keep_finalizers=keeps_finalizers(resource, apply=create),
             )
             if merged_meta is None:
                 return self._read(
