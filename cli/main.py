@@ -204,7 +204,7 @@ def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None
     default=True,
     is_flag=False,
     flag_value=True,
-    show_default=True,
+    show_default="true",
     metavar="[true|false]",
     help="return only once the objects are gone, as kubectl does; --wait=false returns "
     "at once (a VM then shows Terminating until its domain is shut down).",
