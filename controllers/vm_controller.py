@@ -519,6 +519,14 @@ class VMController:
             # here, and this node moves it on); a source that dies takes the copy with it.
             self.departures.watch_holders(name)
             return 1.0
+        if vm.deleting:
+            # Going away: a move under way ends first (the guest stays here), then the guest
+            # is shut down here as a stop would.
+            if progress is not None and not self.departures.flights.abort(name):
+                self.driver.abort_migration(name)
+            if progress is not None:
+                return 0.5
+            return self.power.shut_down(vm, local, "deleting")
         delay, local.move = self.departures.leave(vm, local.move, info.state)
         if delay is not None:
             return delay
@@ -531,6 +539,12 @@ class VMController:
         the last (zkstore/deletion.py). Nothing starts or moves it meanwhile."""
         name = vm.name
         local = self._local.setdefault(name, LocalState())
+        progress = self.driver.migration_progress(name)
+        if progress is not None and not progress.outgoing:
+            # A live migration's copy arriving from its source, not yet ours: the source
+            # ends the move and shuts the guest down there (_leave).
+            self.departures.watch_holders(name)
+            return 1.0
         info = self.driver.info(name)
         if info is not None and info.owner_tag == self.owner_tag:
             if info.state in UP_OR_STOPPING:
@@ -547,6 +561,7 @@ class VMController:
                     return again
             self._remove_domain(name, "the VM is being deleted")
         self._release(name)
+        self.departures.watch_holders(name)  # before the read: a release then wakes it
         others = sorted(self.holders.read(name))
         if others:  # another node may hold it still (a move): the primary decides then
             self.statuses.write(
