@@ -76,8 +76,8 @@ class Deletions:
             else:
                 self._told_deleted(cls, name, "deleted (it ran nowhere)")
                 return obj, True
-        annotations = {verbs.DELETE_VOLUMES: "true"} if delete_volumes else None
-        marked = self.store.mark_deleting(cls, name, resource_version, annotations)
+        stamped = (verbs.DELETE_VOLUMES,) if delete_volumes else ()
+        marked = self.store.mark_deleting(cls, name, resource_version, stamped)
         if not obj.deleting:
             self.events.record(
                 cls.KIND,
@@ -168,7 +168,10 @@ class Deletions:
 
 
 def _asked_volumes(obj: Resource) -> bool:
-    return obj.metadata.annotations.get(verbs.DELETE_VOLUMES) == "true"
+    """This deletion was asked with deleteVolumes: the annotation carries this very
+    deletionTimestamp (one copied from elsewhere, e.g. a backup, never matches)."""
+    asked = obj.metadata.annotations.get(verbs.DELETE_VOLUMES)
+    return obj.deleting and asked == obj.metadata.deletion_timestamp
 
 
 def _terminating_message(obj: Resource) -> str:

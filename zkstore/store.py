@@ -323,11 +323,11 @@ class Store:
         cls: type[R],
         name: str,
         resource_version: str | None = None,
-        annotations: dict[str, str] | None = None,
+        stamped: tuple[str, ...] = (),
     ) -> R:
-        """Set ``metadata.deletionTimestamp`` (the first one stays) and add ``annotations``;
-        nothing else changes, generation included. The object then waits for its
-        finalizers (zkstore/deletion.py)."""
+        """Set ``metadata.deletionTimestamp`` (the first one stays) and the annotations
+        ``stamped`` to it; nothing else changes, generation included. The object then waits
+        for its finalizers (zkstore/deletion.py)."""
         path = self.path(paths.resource(cls.PLURAL, name))
         for _ in range(_CAS_RETRIES):
             try:
@@ -338,10 +338,11 @@ class Store:
                 raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
             current = decode(data)
             meta = current["metadata"]
-            wanted = {**meta.get("annotations", {}), **(annotations or {})}
+            since = meta.get("deletionTimestamp") or utcnow()
+            wanted = {**meta.get("annotations", {}), **dict.fromkeys(stamped, since)}
             if meta.get("deletionTimestamp") and wanted == meta.get("annotations", {}):
                 return self._read(cls, name, data, stat, self._get_status_raw(cls.PLURAL, name))
-            meta.setdefault("deletionTimestamp", utcnow())
+            meta["deletionTimestamp"] = since
             meta["annotations"] = wanted
             try:
                 self.client.set(path, encode(current), version=stat.version)
