@@ -197,8 +197,30 @@ def diff(ctx: Context, files: tuple[str, ...], prune: bool, selector: str | None
 )
 @click.argument("names", nargs=-1, metavar="", shell_complete=complete_names)
 @click.option("-f", "--filename", "files", multiple=True, help="delete what these manifests name.")
-@click.option("--wait", "wait_", is_flag=True, help="return only once the objects are gone.")
-@click.option("--timeout", default="60s", show_default=True, help="with --wait: give up after.")
+@click.option(
+    "--wait",
+    "wait_",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    show_default="true",
+    metavar="[true|false]",
+    help="return only once the objects are gone, as kubectl does; --wait=false returns "
+    "at once (a VM then shows Terminating until its domain is shut down).",
+)
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    help="with --wait: give up after this long (exit 1; the deletion goes on). Default: a "
+    "VM's shutdownTimeout plus 60s, 60s for other kinds.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="VMs: delete the object at once, without the graceful shutdown; its node destroys "
+    "the domain (powers it off) when it sees the VM gone.",
+)
 @click.option(
     "--delete-volumes",
     is_flag=True,
@@ -213,10 +235,17 @@ def delete(
     names: tuple[str, ...],
     files: tuple[str, ...],
     wait_: bool,
-    timeout: str,
+    timeout: str | None,
+    force: bool,
     delete_volumes: bool,
 ) -> None:
-    """Delete objects: KIND NAME..., KIND/NAME... or -f FILE."""
+    """Delete objects: KIND NAME..., KIND/NAME... or -f FILE.
+
+    A VM is deleted gracefully: it shows Terminating while the node that runs it shuts
+    the guest down (ACPI, then forced off at its shutdownTimeout) and undefines it; then
+    the object goes. A VM that runs nowhere goes at once. This waits until every object
+    is gone (--wait=false: it does not), then prints KIND "NAME" deleted.
+    """
     from cli.manifests import load_all
     from cli.output import console
 
@@ -231,21 +260,39 @@ def delete(
         if not kind or (not names and "/" not in kind):
             raise InputError("usage: pvcctl delete KIND NAME... or KIND/NAME... (or -f FILE)")
         targets = split_targets((kind, *names))
-    if delete_volumes and any(cls.KIND != "VirtualMachine" for cls, _ in targets):
-        raise InputError("--delete-volumes is for VMs only")
-    limit = seconds(timeout)
+    vm_only = [
+        flag for flag, on in (("--delete-volumes", delete_volumes), ("--force", force)) if on
+    ]
+    if vm_only and any(cls.KIND != "VirtualMachine" for cls, _ in targets):
+        raise InputError(f"{' and '.join(vm_only)} is for VMs only")
+    limit = seconds(timeout) if timeout else None
     out = console()
     for cls, name in targets:
-        query = "?deleteVolumes=true" if delete_volumes else ""
-        ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}{query}")
+        params = {
+            k: "true" for k, on in (("deleteVolumes", delete_volumes), ("force", force)) if on
+        }
+        obj = ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}", params=params or None)
         told = " (its volumes are deleted once its domain is gone)" if delete_volumes else ""
-        out.print(f"{cls.KIND.lower()}/{name} deleted{told}", markup=False)
-    if wait_:
-        for cls, name in targets:
-            with progress(f"waiting for {cls.KIND.lower()}/{name} to go"):
-                gone = wait_until(ctx.client, cls.PLURAL, lambda s: not s, limit, name=name)
+        if wait_ and (obj.get("metadata") or {}).get("deletionTimestamp"):
+            with progress(f'waiting for {cls.KIND.lower()} "{name}" to go (Terminating)'):
+                gone = wait_until(
+                    ctx.client, cls.PLURAL, lambda s: not s, limit or _delete_limit(obj), name=name
+                )
             if not gone:
-                raise ServerError(f"timed out after {timeout}: {cls.KIND.lower()}/{name} remains")
+                raise ServerError(
+                    f'timed out: {cls.KIND.lower()} "{name}" is still Terminating (the deletion '
+                    "goes on; pvcctl describe says what it waits for)"
+                )
+        out.print(f'{cls.KIND.lower()} "{name}" deleted{told}', markup=False)
+
+
+def _delete_limit(obj: dict[str, Any]) -> float:
+    """How long a delete waits by default: the VM's own shutdownTimeout, and a minute more."""
+    shutdown = (obj.get("spec") or {}).get("shutdownTimeout")
+    try:
+        return 60.0 + (seconds(shutdown) if isinstance(shutdown, str) else 0.0)
+    except InputError:
+        return 60.0
 
 
 # -- verbs ----------------------------------------------------------------------------

@@ -61,9 +61,11 @@ def _mib(value: int) -> str:
 def _vm_row(obj: dict[str, Any], wide: bool) -> list[str]:
     spec, status = obj["spec"], obj.get("status") or {}
     ready = condition(obj, "Ready")
+    # As kubectl: an object being deleted shows Terminating, whatever its node last said.
+    terminating = obj["metadata"].get("deletionTimestamp")
     row = [
         obj["metadata"]["name"],
-        status.get("phase", "Pending"),
+        "Terminating" if terminating else status.get("phase", "Pending"),
         status.get("node") or "-",
         str(spec.get("vcpus", "")),
         spec.get("memory", ""),
@@ -356,6 +358,11 @@ def describe(obj: dict[str, Any], out: Console) -> None:
         text = ", ".join(f"{k}={v}" for k, v in values.items()) or "<none>"
         out.print(_field(key.capitalize(), text))
     out.print(_field("Created", meta.get("creationTimestamp", "-")))
+    if meta.get("deletionTimestamp"):
+        waiting = ", ".join(meta.get("finalizers") or []) or "nothing"
+        out.print(_field("Terminating", f"since {meta['deletionTimestamp']} (waits for {waiting})"))
+    elif meta.get("finalizers"):
+        out.print(_field("Finalizers", ", ".join(meta["finalizers"])))
     out.print(
         _field(
             "Generation",

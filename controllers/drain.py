@@ -327,6 +327,8 @@ class DrainController:
     ) -> _Move | None:
         """Place the VM elsewhere; the move written, or None when it cannot go (yet)."""
         vm = move.vm
+        if vm.deleting:
+            return None  # Terminating: its node shuts it down, then it is gone from here
         if vm.spec.run_strategy == RunStrategy.HALTED:
             target, why = None, "halted: unplaced until the node is back"
         elif self._live_failed(node, vm):
@@ -383,6 +385,8 @@ class DrainController:
 
     def _bring_back(self, node: Node, move: _Move) -> _Move | None:
         vm = move.vm
+        if vm.deleting:
+            return None  # Terminating: it goes, it does not come back
         loads = self.scheduler.node_loads({node.name: node})
         memory = to_bytes(vm.spec.memory)
         halted = vm.spec.run_strategy == RunStrategy.HALTED

@@ -493,6 +493,12 @@ class FenceController:
                 vm = self.store.get(VirtualMachine, name)
             except NotFound:
                 continue
+            if vm.deleting:
+                # Terminating: its domain went with the fence (its holder too, just now),
+                # so the scheduler may let the object go instead.
+                log.info("event=vm_not_recovered vm=%s node=%s why=terminating", name, dead)
+                self.scheduler.controller.enqueue(name)
+                continue
             if vm.spec.run_strategy == RunStrategy.HALTED:
                 target, why = None, "halted VMs are not recovered"
             elif (bound := self.scheduler.bound_to(vm)) is not None and bound.node == dead:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from controllers.runtime import Controller
+from controllers.vm_deleting import DeletingVMs
 from schemas import (
     CLUSTER_NAME,
     Cluster,
@@ -31,7 +32,7 @@ from schemas import (
     set_condition,
     to_bytes,
 )
-from schemas.verbs import PLACEMENT_FLUSH
+from schemas.verbs import DOMAIN_FINALIZER, PLACEMENT_FLUSH
 from zkstore import (
     AlreadyPlaced,
     Disks,
@@ -90,6 +91,7 @@ class Scheduler:
         self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
         self.clusters = ResourceInformer(store, Cluster, self._on_node)
         self.events = EventLog(store)
+        self.deleting = DeletingVMs(store, self.vms)
         # Placements written but maybe not yet seen by the informer (kube-scheduler's "assume").
         self._assumed: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -122,9 +124,10 @@ class Scheduler:
                 self._assumed[vm] = node
 
     def _on_node(self, _name: str) -> None:
-        # A node came, went or changed: every unplaced VM may fit now.
+        # A node came, went or changed: every unplaced VM may fit now, and a VM being
+        # deleted may be let go (its node was fenced).
         for vm in self.vms.keys():  # noqa: SIM118 (an informer, not a dict)
-            if self._placed_node(vm) is None:
+            if self._placed_node(vm) is None or self.deleting.waiting(vm):
                 self.controller.enqueue(vm)
 
     def _placed_node(self, vm: str) -> str | None:
@@ -252,6 +255,10 @@ class Scheduler:
             with self._lock:
                 self._assumed.pop(name, None)
             return None
+        if vm.deleting:
+            return self.deleting.reconcile(vm)
+        if DOMAIN_FINALIZER not in vm.metadata.finalizers:
+            self.deleting.add_finalizer(name)
         if self._placed_node(name) is not None:
             return None
         if vm.spec.run_strategy == RunStrategy.HALTED:

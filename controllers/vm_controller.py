@@ -39,6 +39,7 @@ from schemas import (
 )
 from zkstore import Disks, Holders, Informer, NotFound, Store, paths
 from zkstore.codec import decode
+from zkstore.deletion import Deletions
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,8 @@ class VMController:
             self._remove_domain(name)  # VM deleted; its index entry goes with it
             self._release(name)
             return None
+        if vm.deleting:
+            return self._delete_here(vm, placement)
         if not self._claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, LocalState())
@@ -516,12 +519,67 @@ class VMController:
             # here, and this node moves it on); a source that dies takes the copy with it.
             self.departures.watch_holders(name)
             return 1.0
+        if vm.deleting:
+            # Going away: a move under way ends first (the guest stays here), then the guest
+            # is shut down here as a stop would.
+            if progress is not None and not self.departures.flights.abort(name):
+                self.driver.abort_migration(name)
+            if progress is not None:
+                return 0.5
+            return self.power.shut_down(vm, local, "deleting")
         delay, local.move = self.departures.leave(vm, local.move, info.state)
         if delay is not None:
             return delay
         return self.power.shut_down(vm, local, "placed_elsewhere")
 
-    def _remove_domain(self, name: str) -> None:
+    def _delete_here(self, vm: VirtualMachine, placement: Placement) -> float | None:
+        """The VM is being deleted (Terminating) and placed here: shut its domain down as a
+        Halted stop does (ACPI, then forced off at shutdownTimeout), undefine it, let go of
+        it, then remove the pvc.io/domain finalizer, which removes the object when it was
+        the last (zkstore/deletion.py). Nothing starts or moves it meanwhile."""
+        name = vm.name
+        local = self._local.setdefault(name, LocalState())
+        progress = self.driver.migration_progress(name)
+        if progress is not None and not progress.outgoing:
+            # A live migration's copy arriving from its source, not yet ours: the source
+            # ends the move and shuts the guest down there (_leave).
+            self.departures.watch_holders(name)
+            return 1.0
+        info = self.driver.info(name)
+        if info is not None and info.owner_tag == self.owner_tag:
+            if info.state in UP_OR_STOPPING:
+                again = self.power.shut_down(vm, local, "deleting")
+                if again is not None:
+                    self.statuses.write(
+                        vm,
+                        placement,
+                        VMPhase.TERMINATING,
+                        "Deleting",
+                        f"shutting the guest down before the VM is deleted (forced off "
+                        f"after {vm.spec.shutdown_timeout})",
+                    )
+                    return again
+            self._remove_domain(name, "the VM is being deleted")
+        self._release(name)
+        self.departures.watch_holders(name)  # before the read: a release then wakes it
+        others = sorted(self.holders.read(name))
+        if others:  # another node may hold it still (a move): the primary decides then
+            self.statuses.write(
+                vm,
+                placement,
+                VMPhase.TERMINATING,
+                "Deleting",
+                f"its domain is gone from {self.node}; waiting for {', '.join(others)}",
+            )
+            local.holder_waits += 1
+            return min(0.1 * 2.0 ** min(local.holder_waits, 8), 30.0)
+        log.info("event=deletion_finalized vm=%s by=%s", name, self.node)
+        Deletions(self.store, self.events, self.node).finalize(
+            VirtualMachine, name, verbs.DOMAIN_FINALIZER
+        )
+        return None
+
+    def _remove_domain(self, name: str, why: str | None = None) -> None:
         """Undefine ``name``'s domain here (off: checked by the caller); a deleted VM's
         console and XML go too."""
         info = self.driver.info(name)
@@ -532,16 +590,18 @@ class VMController:
         self.driver.undefine(name)
         self._on_domains_changed()
         log.info("event=domain_removed vm=%s node=%s reason=not_placed_here", name, self.node)
-        if not self.store.exists(VirtualMachine, name):
-            self.consoles.forget(name)
-            why = "no VM has this name now (deleted or renamed)"
-        elif (placed := self.store.read_placement(name)) is not None and placed.node:
-            why = f"placed on {placed.node}"
-        else:
-            why = "placed on no node"
+        why = why or self._why_removed(name)
         self.vm_events.record(
             name, "DomainRemoved", f"its domain is removed from {self.node}: {why}"
         )
+
+    def _why_removed(self, name: str) -> str:
+        if not self.store.exists(VirtualMachine, name):
+            self.consoles.forget(name)
+            return "no VM has this name now (deleted or renamed)"
+        if (placed := self.store.read_placement(name)) is not None and placed.node:
+            return f"placed on {placed.node}"
+        return "placed on no node"
 
     def _unless_sole_holder(
         self,

@@ -18,6 +18,8 @@ class Resource(Model):
     SECRET_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = ()
     """Where in ``spec`` this kind keeps secrets (paths of keys): the store keeps their
     values in a znode of their own, readable only by the daemons that use them."""
+    FINALIZERS: ClassVar[tuple[str, ...]] = ()
+    """Finalizers the store puts on every new object of the kind."""
 
     api_version: str = Field(default=API_VERSION)
     kind: str
@@ -35,6 +37,11 @@ class Resource(Model):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    @property
+    def deleting(self) -> bool:
+        """A delete was asked and waits for the object's finalizers (kubectl: Terminating)."""
+        return self.metadata.deletion_timestamp is not None
 
     @classmethod
     def keep_secrets(cls, new_spec: dict[str, Any], current_spec: dict[str, Any]) -> None:

@@ -13,6 +13,17 @@ RESTART = "pvc.io/restart"
 FORCE_STOP = "pvc.io/force-stop"
 """With runStrategy Halted: power the VM off at once instead of waiting for ACPI."""
 
+DOMAIN_FINALIZER = "pvc.io/domain"
+"""On every VM: the node that holds its domain shuts it down (ACPI, then forced off at
+shutdownTimeout) and undefines it before the object may go; the primary's scheduler
+removes it from a VM that no node holds. See docs/resources.md, "Deleting a VM"."""
+
+DELETE_VOLUMES = "pvc.io/delete-volumes"
+"""Set by a graceful delete asked with ``deleteVolumes``, to the VM's deletionTimestamp: the
+VM's volumes in storage pools are marked for deletion in the transaction that removes the
+object. Only a value equal to the deletionTimestamp counts (a copy restored from a backup
+onto a new object never does)."""
+
 FLUSHED_ON_SHUTDOWN = "pvc.io/flushed-on-shutdown"
 """On a Node: its daemon flushed it as it stopped (``flushOnShutdown``) at this time; the
 daemon unflushes it when it starts again, and removes this."""

@@ -20,6 +20,7 @@ from schemas.meta import (
 )
 from schemas.quantity import Duration, Size
 from schemas.resource import Resource
+from schemas.verbs import DOMAIN_FINALIZER
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -73,6 +74,7 @@ class VMPhase(StrEnum):
     MIGRATING = "Migrating"
     FAILED = "Failed"
     UNKNOWN = "Unknown"
+    TERMINATING = "Terminating"
 
 
 _VOLUME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -311,6 +313,7 @@ class VirtualMachine(Resource):
     KIND = "VirtualMachine"
     PLURAL = "vms"
     SHORT_NAMES = ("vm", "vms", "virtualmachine", "virtualmachines")
+    FINALIZERS = (DOMAIN_FINALIZER,)
 
     kind: Literal["VirtualMachine"] = "VirtualMachine"
     metadata: ObjectMeta

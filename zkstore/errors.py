@@ -52,3 +52,16 @@ class PlacementMoved(Conflict):
         super().__init__(
             f"VM {vm!r} is no longer on {expected or 'no node'} (now {actual or 'no node'})"
         )
+
+
+class Terminating(Conflict):
+    """A write to an object that is being deleted (it has a deletionTimestamp and waits for
+    its finalizers): nothing but removing finalizers may change it."""
+
+    def __init__(self, kind: str, name: str, since: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(
+            f"{kind} {name!r} is being deleted (Terminating since {since}): it cannot be "
+            "changed now, except to remove finalizers"
+        )

@@ -1,7 +1,7 @@
 """What a spec write would do, computed without writing (server-side dry run).
 
-Mirrors ``Store._write_spec``'s notion of a change: spec, labels, annotations
-and finalizers, with masked secrets put back first, so a dry run reports the
+Mirrors ``Store._write_spec``'s notion of a change (zkstore/metamerge.py: spec, labels,
+annotations and finalizers, with masked secrets put back first), so a dry run reports the
 same outcome the real write would.
 """
 
@@ -16,6 +16,7 @@ from schemas import Resource, utcnow
 from zkstore import paths
 from zkstore.codec import decode
 from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
 from zkstore.secrets import split_secrets
 from zkstore.store import ApplyOutcome, Store
 
@@ -44,6 +45,8 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
         new = resource.stored()
         new["metadata"].update(generation=1, creationTimestamp=utcnow())
         new["metadata"].pop("resourceVersion", None)
+        new["metadata"].pop("deletionTimestamp", None)
+        with_kind_finalizers(cls, new["metadata"])
         return WritePlan("created", None, cls.model_validate(new))
     if not update:
         raise AlreadyExists(cls.KIND, resource.name)
@@ -57,18 +60,15 @@ def plan_write(store: Store, resource: Resource, *, create: bool, update: bool) 
     new = resource.stored()
     cls.keep_secrets(new.get("spec", {}), current_raw.get("spec", {}))
     split_secrets(cls, new.get("spec", {}))  # kept apart: they never change the spec
-    cur_meta, new_meta = current_raw["metadata"], new["metadata"]
-    spec_changed = current_raw.get("spec") != new.get("spec")
-    meta_changed = any(
-        cur_meta.get(k, {}) != new_meta.get(k, {}) for k in ("labels", "annotations")
-    ) or cur_meta.get("finalizers", []) != new_meta.get("finalizers", [])
-    if not spec_changed and not meta_changed:
+    merged_meta = merge_metadata(
+        cls,
+        resource.name,
+        current_raw,
+        new,
+        keep_finalizers=keeps_finalizers(resource, apply=create),
+    )
+    if merged_meta is None:
         return WritePlan("unchanged", current, current)
-    merged_meta = dict(cur_meta)
-    for key in ("labels", "annotations", "finalizers"):
-        merged_meta[key] = new_meta.get(key, [] if key == "finalizers" else {})
-    if spec_changed:
-        merged_meta["generation"] = int(cur_meta.get("generation", 1)) + 1
     merged_meta["resourceVersion"] = str(stat.mzxid)
     status = current.status.wire() if current.status is not None else None
     after = {**current_raw, "metadata": merged_meta, "spec": new["spec"]}

@@ -170,6 +170,8 @@ def _refuse_unless_stopped(
 ) -> None:
     name = vm.name
     why = f"VirtualMachine {name!r} cannot be renamed now: "
+    if vm.deleting:
+        raise RenameRefused(why + "it is being deleted (Terminating)")
     if vm.spec.run_strategy != RunStrategy.HALTED:
         raise RenameRefused(
             why + f"runStrategy is {vm.spec.run_strategy.value}; stop it first "

@@ -35,8 +35,10 @@ from zkstore.errors import (
     EpochMoved,
     NotFound,
     PlacementMoved,
+    Terminating,
     Unavailable,
 )
+from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
 from zkstore.migrations import CODE_VERSION, ensure_schema
 from zkstore.secrets import read_secrets, reveal_into, split_secrets, write_secrets
 from zkstore.selector import Selector, parse_selector
@@ -250,6 +252,7 @@ class Store:
         meta["generation"] = 1
         meta["creationTimestamp"] = utcnow()
         secrets = split_secrets(cls, stored.get("spec", {}))
+        with_kind_finalizers(cls, meta)
         try:
             self.client.create(self.path(paths.resource(cls.PLURAL, resource.name)), encode(stored))
         except NodeExistsError:
@@ -297,21 +300,18 @@ class Store:
             # spec write has gone through (a 409 changes nothing). After keep_secrets, so a
             # value still inside an old spec moves out too.
             secrets = split_secrets(cls, new.get("spec", {}))
-            cur_meta, new_meta = current["metadata"], new["metadata"]
-            spec_changed = current.get("spec") != new.get("spec")
-            meta_changed = any(
-                cur_meta.get(k, {}) != new_meta.get(k, {}) for k in ("labels", "annotations")
-            ) or cur_meta.get("finalizers", []) != new_meta.get("finalizers", [])
-            if not spec_changed and not meta_changed:
+            merged_meta = merge_metadata(
+                cls,
+                resource.name,
+                current,
+                new,
+                keep_finalizers=keeps_finalizers(resource, apply=create),
+            )
+            if merged_meta is None:
                 self._write_secrets(cls, resource.name, secrets)
                 return self._read(
                     cls, resource.name, data, stat, self._get_status_raw(cls.PLURAL, resource.name)
                 ), "unchanged"
-            merged_meta = dict(cur_meta)
-            for key in ("labels", "annotations", "finalizers"):
-                merged_meta[key] = new_meta.get(key, [] if key == "finalizers" else {})
-            if spec_changed:
-                merged_meta["generation"] = int(cur_meta.get("generation", 1)) + 1
             current["metadata"] = merged_meta
             current["spec"] = new["spec"]
             try:
@@ -337,6 +337,8 @@ class Store:
             change(obj)
             try:
                 return self.update(obj)
+            except Terminating:
+                raise
             except Conflict:
                 continue
         raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up after {_CAS_RETRIES} tries")
@@ -347,9 +349,13 @@ class Store:
         name: str,
         resource_version: str | None = None,
         also: Callable[[TransactionRequest], None] | None = None,
+        *,
+        unplaced_only: bool = False,
     ) -> None:
-        """Delete the object with its status, placement and node-index entry, atomically;
-        ``also`` adds operations to the same transaction (read anew on each try)."""
+        """Delete the object with its status, placement and node-index entry, atomically,
+        whatever its finalizers (zkstore/deletion.py honours them); ``also`` adds operations
+        to the same transaction (read anew on each try). With ``unplaced_only``, only while
+        the VM is placed on no node (AlreadyPlaced otherwise, checked in the transaction)."""
         path = self.path(paths.resource(cls.PLURAL, name))
         for _ in range(_CAS_RETRIES):
             try:
@@ -362,6 +368,8 @@ class Store:
             txn = self.client.transaction()
             if paths.PLACEMENT in children:
                 placement, pstat = self._get_placement_raw(name)
+                if unplaced_only and placement is not None and placement.node:
+                    raise AlreadyPlaced(name, placement.node)
                 if placement is not None and placement.node:
                     txn.delete(self.path(paths.node_index_entry(placement.node, name)))
                 txn.delete(self.path(paths.placement(name)), version=pstat)
@@ -401,6 +409,44 @@ class Store:
         stored = obj.stored()
         reveal_into(cls, stored, secrets)
         return obj.model_copy(update={"spec": cls.model_validate(stored).spec})
+
+    def mark_deleting(
+        self,
+        cls: type[R],
+        name: str,
+        resource_version: str | None = None,
+        stamped: tuple[str, ...] = (),
+    ) -> R:
+        """Set ``metadata.deletionTimestamp`` (the first one stays) and the annotations
+        ``stamped`` to it; nothing else changes, generation included. The object then waits
+        for its finalizers (zkstore/deletion.py)."""
+        path = self.path(paths.resource(cls.PLURAL, name))
+        for _ in range(_CAS_RETRIES):
+            try:
+                data, stat = self.client.get(path)
+            except NoNodeError:
+                raise NotFound(cls.KIND, name) from None
+            if resource_version and resource_version != str(stat.mzxid):
+                raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
+            current = decode(data)
+            meta = current["metadata"]
+            since = meta.get("deletionTimestamp") or utcnow()
+            wanted = {**meta.get("annotations", {}), **dict.fromkeys(stamped, since)}
+            if meta.get("deletionTimestamp") and wanted == meta.get("annotations", {}):
+                return self._read(cls, name, data, stat, self._get_status_raw(cls.PLURAL, name))
+            meta["deletionTimestamp"] = since
+            meta["annotations"] = wanted
+            try:
+                self.client.set(path, encode(current), version=stat.version)
+            except BadVersionError:
+                if resource_version:
+                    raise Conflict(f"{cls.KIND} {name!r} was modified concurrently") from None
+                continue
+            except NoNodeError:
+                raise NotFound(cls.KIND, name) from None
+            log.info("event=deletion_requested kind=%s name=%s", cls.KIND, name)
+            return self.get(cls, name)
+        raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up marking it deleted")
 
     # -- status ----------------------------------------------------------
 

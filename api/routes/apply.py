@@ -38,6 +38,7 @@ from api.routes.resources import (
 from schemas import KINDS, FieldError, InvalidResource, Resource
 from zkstore import AlreadyExists, Conflict, NotFound, Selector, Store, parse_selector
 from zkstore.admission import admit
+from zkstore.deletion import Deletions
 from zkstore.planning import plan_write
 
 router = APIRouter()
@@ -255,10 +256,13 @@ def _prune(
                 continue
             refuse_if_in_use(store, cls, obj.name)
             if not dry_run:
+                # As a delete: a VM is shut down gracefully first (Terminating), then goes.
                 try:
-                    store.delete(cls, obj.name, obj.metadata.resource_version)
+                    marked, gone = Deletions(store, events).request(
+                        cls, obj.name, resource_version=obj.metadata.resource_version
+                    )
                 except NotFound:
                     continue  # gone already: nothing left to prune
                 events.record(obj.kind, obj.name, "Pruned", "pruned by apply")
-                settle(cache.of(cls), obj.name, None)
+                settle(cache.of(cls), obj.name, None if gone else marked)
             results.append(_result(obj, "pruned", before=_diffable(obj), after=None))

@@ -42,8 +42,10 @@ from schemas import (
     parse_resource,
 )
 from schemas.node import CHECK_FENCE_AGENT_INSTALLED
-from zkstore import Conflict, Disks, Store, node_in_use, parse_selector
+from zkstore import Conflict, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
+from zkstore.deletion import Deletions
+from zkstore.errors import Terminating
 from zkstore.events import EventLog
 from zkstore.network_admission import network_in_use
 from zkstore.planning import plan_write
@@ -142,6 +144,15 @@ DeleteVolumes = Annotated[
     Query(
         description="also delete the volumes PVC created for the VM in storage pools, once "
         "its domain is gone (existing volumes it named are kept); without it they are kept"
+    ),
+]
+
+
+Force = Annotated[
+    bool,
+    Query(
+        description="delete the object at once, without the graceful shutdown: the node "
+        "destroys the domain when it sees the VM gone"
     ),
 ]
 
@@ -333,25 +344,20 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         resource_version: str | None,
         dry_run: bool,
         delete_volumes: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
-        obj = store.get(cls, name)
+        store.get(cls, name)  # 404 before 409
         refuse_if_in_use(store, cls, name)
-        if dry_run:
-            if resource_version and resource_version != obj.metadata.resource_version:
-                raise Conflict(f"{cls.KIND} {name!r} was modified: resourceVersion is stale")
-            return obj.wire()
-        disks = Disks(store)
-        also = disks.deletion_ops(name, sorted(disks.of(name))) if delete_volumes else None
-        store.delete(cls, name, resource_version, also=also)
-        events.record(cls.KIND, name, "Deleted", "deleted through the API")
-        if delete_volumes and disks.deletion_pending(name):
-            events.record(
-                cls.KIND,
-                name,
-                "VolumesDeleting",
-                "its volumes in storage pools are deleted once its domain is gone",
-            )
-        settle(cache.of(cls), name, None)
+        obj, gone = Deletions(store, events).request(
+            cls,
+            name,
+            resource_version=resource_version,
+            delete_volumes=delete_volumes,
+            force=force,
+            dry_run=dry_run,
+        )
+        if not dry_run:
+            settle(cache.of(cls), name, None if gone else obj)
         return obj.wire()
 
     def delete_object(
@@ -362,6 +368,8 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         resourceVersion: ResourceVersion = None,
         dryRun: DryRun = False,
     ) -> dict[str, Any]:
+        """Delete the object; one with finalizers is marked Terminating
+        (``metadata.deletionTimestamp``) and goes once they are all removed."""
         return delete(name, store, cache, events, resourceVersion, dryRun)
 
     def delete_vm(
@@ -372,8 +380,14 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         resourceVersion: ResourceVersion = None,
         dryRun: DryRun = False,
         deleteVolumes: DeleteVolumes = False,
+        force: Force = False,
     ) -> dict[str, Any]:
-        return delete(name, store, cache, events, resourceVersion, dryRun, deleteVolumes)
+        """Delete the VM gracefully: it is marked Terminating (``metadata.deletionTimestamp``),
+        the node that holds its domain shuts it down (ACPI, then forced off at
+        ``shutdownTimeout``) and undefines it, then the object goes. A VM that runs nowhere
+        goes at once. While Terminating, only removing finalizers may change it (else 409).
+        ``force=true`` deletes the object at once; its node then destroys the domain."""
+        return delete(name, store, cache, events, resourceVersion, dryRun, deleteVolumes, force)
 
     delete_vm.__name__ = "delete_object"  # one operation name per kind, as before
 
@@ -413,7 +427,20 @@ def write_replace(
         return plan_write(store, obj, create=False, update=True).result.wire()
     updated = store.update(obj)
     events.record(cls.KIND, obj.name, "Updated", "replaced through the API")
-    settle(cache.of(cls), obj.name, updated)
+    return finish_write(store, cache, events, updated)
+
+
+def finish_write(
+    store: Store, cache: ApiCache, events: EventLog, updated: Resource
+) -> dict[str, Any]:
+    """Settle the cache on a write; an object being deleted whose last finalizer the write
+    removed goes now."""
+    cls = type(updated)
+    if updated.deleting and not updated.metadata.finalizers:
+        if Deletions(store, events).complete(cls, updated.name):
+            settle(cache.of(cls), updated.name, None)
+            return updated.wire()
+    settle(cache.of(cls), updated.name, updated)
     return updated.wire()
 
 
@@ -459,13 +486,14 @@ def write_patch(
             return plan_write(store, obj, create=False, update=True).result.wire()
         try:
             updated = store.update(obj)
+        except Terminating:
+            raise  # retrying cannot help: the object is being deleted
         except Conflict:
             if pinned:
                 raise
             continue
         events.record(cls.KIND, name, "Patched", "merge-patched through the API")
-        settle(cache.of(cls), name, updated)
-        return updated.wire()
+        return finish_write(store, cache, events, updated)
     raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up patching it")
 
 

@@ -36,6 +36,7 @@ from schemas import (
 from schemas.meta import Model
 from schemas.registry import errors_from_validation
 from zkstore import AlreadyExists, Conflict, NotFound, Store
+from zkstore.errors import Terminating
 from zkstore.moves import live_migration_problem, unreached_disks
 
 router = APIRouter()
@@ -107,6 +108,9 @@ def _place(
     only_from: str | None = None,
     method: MigrationMethod | None = None,
 ) -> None:
+    current = store.get(VirtualMachine, vm)
+    if current.deleting:  # it goes: nothing may start or move it now
+        raise Terminating(current.KIND, vm, str(current.metadata.deletion_timestamp))
     placement = Placement(
         node=node, epoch=store.read_epoch(), reason=reason, migration=migration, method=method
     )

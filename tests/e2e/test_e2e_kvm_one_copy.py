@@ -134,7 +134,7 @@ def test_the_target_qemu_never_starts_before_the_source_qemu_is_gone(
         )
     finally:
         with contextlib.suppress(Exception):
-            cluster.api("DELETE", f"/api/v1/vms/{name}")
+            cluster.api("DELETE", f"/api/v1/vms/{name}", params={"force": "true"})
         wait_for(lambda: not qemu_pids(name), 60, f"{name}'s QEMU gone after delete")
         source.close()
         target.close()

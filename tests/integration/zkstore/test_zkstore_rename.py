@@ -177,3 +177,11 @@ def test_unknown_taken_and_legacy_disks(store: Store) -> None:
     store.write_status(VirtualMachine, "legacy", VirtualMachineStatus(phase=VMPhase.STOPPED))
     with pytest.raises(RenameRefused, match="images in the nodes' diskDir"):
         rename_vm(store, "legacy", "new")
+
+
+def test_a_vm_being_deleted_is_not_renamed(store: Store) -> None:
+    stopped_vm(store)
+    store.mark_deleting(VirtualMachine, "old")  # Terminating: its node removes the domain
+    with pytest.raises(RenameRefused, match="being deleted"):
+        rename_vm(store, "old", "new")
+    assert store.exists(VirtualMachine, "old") and not store.exists(VirtualMachine, "new")
