@@ -267,23 +267,47 @@ def delete(
         raise InputError(f"{' and '.join(vm_only)} is for VMs only")
     limit = seconds(timeout) if timeout else None
     out = console()
-    for cls, name in targets:
-        params = {
-            k: "true" for k, on in (("deleteVolumes", delete_volumes), ("force", force)) if on
-        }
-        obj = ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}", params=params or None)
-        told = " (its volumes are deleted once its domain is gone)" if delete_volumes else ""
-        if wait_ and (obj.get("metadata") or {}).get("deletionTimestamp"):
+    told = " (its volumes are deleted once its domain is gone)" if delete_volumes else ""
+    params = {k: "true" for k, on in (("deleteVolumes", delete_volumes), ("force", force)) if on}
+    # VMs first, all asked at once and then waited for together (a slow guest delays none of
+    # the others); then the rest, which a Terminating VM may still use (409).
+    phases = [
+        [t for t in targets if t[0].KIND == "VirtualMachine"],
+        [t for t in targets if t[0].KIND != "VirtualMachine"],
+    ]
+    stuck: list[str] = []
+    skipped: list[str] = []
+    for index, phase in enumerate(phases):
+        pending: list[tuple[type[Resource], str, dict[str, Any]]] = []
+        for cls, name in phase:
+            obj = ctx.client.request("DELETE", f"{API}/{cls.PLURAL}/{name}", params=params or None)
+            if wait_ and (obj.get("metadata") or {}).get("deletionTimestamp"):
+                pending.append((cls, name, obj))
+            else:
+                out.print(f'{cls.KIND.lower()} "{name}" deleted{told}', markup=False)
+        if not pending:
+            continue
+        started = time.monotonic()
+        for cls, name, obj in pending:
+            left = (limit or _delete_limit(obj)) - (time.monotonic() - started)
             with progress(f'waiting for {cls.KIND.lower()} "{name}" to go (Terminating)'):
                 gone = wait_until(
-                    ctx.client, cls.PLURAL, lambda s: not s, limit or _delete_limit(obj), name=name
+                    ctx.client, cls.PLURAL, lambda s: not s, max(left, 0.1), name=name
                 )
-            if not gone:
-                raise ServerError(
-                    f'timed out: {cls.KIND.lower()} "{name}" is still Terminating (the deletion '
-                    "goes on; pvcctl describe says what it waits for)"
-                )
-        out.print(f'{cls.KIND.lower()} "{name}" deleted{told}', markup=False)
+            if gone:
+                out.print(f'{cls.KIND.lower()} "{name}" deleted{told}', markup=False)
+            else:
+                stuck.append(f'{cls.KIND.lower()} "{name}"')
+        if stuck:
+            # What a Terminating VM may use stays until it is gone.
+            skipped = [f'{c.KIND.lower()} "{n}"' for p in phases[index + 1 :] for c, n in p]
+            break
+    if stuck:
+        raise ServerError(
+            f"timed out: {', '.join(stuck)} still Terminating (the deletion goes on; "
+            "pvcctl describe says what it waits for)"
+            + (f"; not deleted, as it may still be in use: {', '.join(skipped)}" if skipped else "")
+        )
 
 
 def _delete_limit(obj: dict[str, Any]) -> float:

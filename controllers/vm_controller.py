@@ -545,6 +545,12 @@ class VMController:
             # ends the move and shuts the guest down there (_leave).
             self.departures.watch_holders(name)
             return 1.0
+        # A live migration away from here (placed back here since, or followed after a
+        # restart) ends first: aborted, or, if it completed, its end makes the target a
+        # holder again (departures._pop_done), so the object waits for the target's copy.
+        flying, _ = self.departures.settle(name, look=True)
+        if flying:
+            return 0.5
         info = self.driver.info(name)
         if info is not None and info.owner_tag == self.owner_tag:
             if info.state in UP_OR_STOPPING:
@@ -563,7 +569,7 @@ class VMController:
         self._release(name)
         self.departures.watch_holders(name)  # before the read: a release then wakes it
         others = sorted(self.holders.read(name))
-        if others:  # another node may hold it still (a move): the primary decides then
+        if others:  # another node holds it still (a move's target): its release wakes us
             self.statuses.write(
                 vm,
                 placement,

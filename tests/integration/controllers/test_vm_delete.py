@@ -273,6 +273,22 @@ def test_pvcctl_delete_waits_until_the_vm_is_gone(cluster: Cluster) -> None:
     assert not cluster.exists("nowait")
 
 
+def test_pvcctl_delete_of_several_asks_for_all_before_it_waits(cluster: Cluster) -> None:
+    """One slow guest must not keep the others from being deleted: every DELETE goes out
+    first. Before, `delete vm slow quick` waited for slow alone, timed out, and never asked
+    for quick."""
+    cluster.run_vm("slow", "n1", "60s", ignore_acpi=True)
+    cluster.run_vm("quick", "n1", "1s", ignore_acpi=True)
+    result = cluster.pvcctl("delete", "vm", "slow", "quick", "--timeout", "3s")
+    assert result.returncode == 1
+    assert 'timed out: virtualmachine "slow" still Terminating' in result.stderr
+    assert 'virtualmachine "quick" deleted' in result.stdout
+    assert not cluster.exists("quick") and not cluster.world.holders("quick")
+    assert cluster.exists("slow")
+    assert cluster.api("DELETE", "/vms/slow", params={"force": "true"}).status_code == 200
+    wait_for(lambda: not cluster.world.holders("slow"), 10, "slow destroyed")
+
+
 def test_the_scheduler_puts_the_finalizer_back_on_a_vm_without_it(cluster: Cluster) -> None:
     store = cluster.store
     manifest = {"metadata": {"name": "old"}, "spec": {"memory": "64Mi"}}
