@@ -123,7 +123,7 @@ def test_a_paused_primary_past_its_session_steps_down_on_return(
     assert (name, final_epoch) == (new, new_epoch)
     log = cluster.cluster.dir / f"{old}.log"
     wait_for(
-        lambda: "why='session lost'" in log.read_text(), 10, f"{old} relinquished: session lost"
+        lambda: 'why="session lost"' in log.read_text(), 10, f"{old} relinquished: session lost"
     )
     # Its lost session is over: asked to, it becomes primary again.
     apply_cluster(cluster, maintenance=True, primary=old)
