@@ -144,8 +144,12 @@ class KindCache:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def wait_for_write(self, name: str, spec_version: int | None, timeout: float) -> bool:
-        """Block until the cache shows a write this API made (None: the object's deletion).
+    def wait_for_write(
+        self, name: str, spec_version: int | None, timeout: float, *, or_gone: bool = False
+    ) -> bool:
+        """Block until the cache shows a write this API made (None: the object's deletion);
+        with ``or_gone``, also once the object is gone (a deletion marked, then finished by
+        its node before the cache saw the mark).
 
         This gives a client read-your-writes through one instance, although
         reads come from a cache that watches catch up a few milliseconds later.
@@ -155,7 +159,9 @@ class KindCache:
             cached = self._objects.get(name)
             if spec_version is None:
                 return cached is None
-            return cached is not None and cached.spec_version >= spec_version
+            if cached is None:
+                return or_gone
+            return cached.spec_version >= spec_version
 
         with self._lock:
             return self._lock.wait_for(caught_up, timeout)

@@ -436,8 +436,9 @@ class Store:
                 return self._read(cls, name, data, stat, self._get_status_raw(cls.PLURAL, name))
             meta["deletionTimestamp"] = since
             meta["annotations"] = wanted
+            written = encode(current)
             try:
-                self.client.set(path, encode(current), version=stat.version)
+                written_stat = self.client.set(path, written, version=stat.version)
             except BadVersionError:
                 if resource_version:
                     raise Conflict(f"{cls.KIND} {name!r} was modified concurrently") from None
@@ -445,7 +446,11 @@ class Store:
             except NoNodeError:
                 raise NotFound(cls.KIND, name) from None
             log.info("event=deletion_requested kind=%s name=%s", cls.KIND, name)
-            return self.get(cls, name)
+            # As written, not read again: its node may finish the deletion (the object gone)
+            # before a read, and the caller asked for the marking, which did happen.
+            return self._read(
+                cls, name, written, written_stat, self._get_status_raw(cls.PLURAL, name)
+            )
         raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up marking it deleted")
 
     # -- status ----------------------------------------------------------

@@ -220,14 +220,15 @@ def validate_one(doc: Any, cls: type[Resource], name: str | None) -> Resource:
     return obj
 
 
-def settle(cache: KindCache, name: str, obj: Resource | None) -> None:
-    """Wait until the cache shows this write (None: a deletion), so reads see it."""
+def settle(cache: KindCache, name: str, obj: Resource | None, *, or_gone: bool = False) -> None:
+    """Wait until the cache shows this write (None: a deletion), so reads see it; with
+    ``or_gone``, or the object's deletion that may follow it at once (a marked deletion)."""
     if not cache.ready.is_set():
         return  # reads go to the store until the cache is loaded
     version = None
     if obj is not None:
         version = int(obj.metadata.resource_version or 0)
-    cache.wait_for_write(name, version, CACHE_CATCH_UP_SECONDS)
+    cache.wait_for_write(name, version, CACHE_CATCH_UP_SECONDS, or_gone=or_gone)
 
 
 def read_object(cache: KindCache, store: Store, cls: type[Resource], name: str) -> dict[str, Any]:
@@ -357,7 +358,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
             dry_run=dry_run,
         )
         if not dry_run:
-            settle(cache.of(cls), name, None if gone else obj)
+            settle(cache.of(cls), name, None if gone else obj, or_gone=True)
         return obj.wire()
 
     def delete_object(

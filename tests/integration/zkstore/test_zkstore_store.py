@@ -391,3 +391,25 @@ def test_first_placement_with_a_stale_epoch_creates_nothing(store: Store) -> Non
         store.write_placement("web", Placement(node="hv1"), epoch=stale)
     assert store.read_placement("web") is None
     assert store.node_index("hv1") == {}
+
+
+def test_marking_a_deletion_returns_the_marked_vm_though_its_node_removed_it_at_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the test driver a node shuts down, undefines and finalizes within milliseconds:
+    the object may be gone before the marking reads it back. The DELETE that marked it must
+    not answer 404 (seen in CI)."""
+    store.create(make_vm("quick"))
+    path = store.path(paths.resource(VirtualMachine.PLURAL, "quick"))
+    set_znode = store.client.set
+
+    def set_then_its_node_finishes(znode: str, value: bytes, version: int = -1) -> Any:
+        stat = set_znode(znode, value, version=version)
+        if znode == path:
+            store.client.delete(path)
+        return stat
+
+    monkeypatch.setattr(store.client, "set", set_then_its_node_finishes)
+    marked = store.mark_deleting(VirtualMachine, "quick")
+    assert marked.name == "quick" and marked.deleting
+    assert not store.exists(VirtualMachine, "quick")
