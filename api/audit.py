@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.middleware import CALLER, READ_METHODS, UNAUTHENTICATED
+from api.middleware import CALLER, READ_METHODS, TRUE_VALUES, UNAUTHENTICATED
 from schemas import kind_by_name, kind_by_plural, utcnow
 from zkstore.events import EventLog
 
@@ -112,7 +112,8 @@ class AuditMiddleware:
     def record(self, scope: Scope, target: Target, code: int, answer: bytes) -> None:
         token = str(scope.get(CALLER) or UNAUTHENTICATED)
         query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
-        dry_run = query.get("dryRun", ["false"])[-1].lower() in ("true", "1")
+        # As FastAPI reads the flag (yes, on, t, ... are true too): the last one given.
+        dry_run = query.get("dryRun", ["false"])[-1].lower() in TRUE_VALUES
         objects: list[tuple[str, str]] = []
         if target.names_from_answer and code < 400:
             objects = objects_in_answer(target, answer)

@@ -47,6 +47,9 @@ _API_RIGHTS: dict[str, int] = {
     "status": R,
     "placement": R | W,  # migrate/unmigrate write it (see docs/configuration.md)
     "object-child": R,
+    # A migrate to a node whose daemon never ran (a Node applied or restored first) makes
+    # that node's index folder.
+    "index-nodes": R | C,
     "index-node": R | C | D,  # migrate and delete move a VM's index entry
     "index-entry": R | W,
     "events": R | C | D,  # records events and trims the log
@@ -115,6 +118,8 @@ def path_kind(relative: str) -> str:
         if depth == 4 and parts[1] == "vms" and parts[3] == paths.PLACEMENT:
             return "placement"
         return "object-child" if depth > 3 else "other"
+    if relative == paths.INDEX_NODES:
+        return "index-nodes"
     if relative.startswith(paths.INDEX_NODES + "/"):
         return "index-node" if depth == 3 else "index-entry"
     if top == paths.EVENTS:

@@ -95,8 +95,9 @@ class Store:
         retry = KazooRetry(max_tries=10, delay=0.1, max_delay=2.0)
         if isinstance(self.client, AclClient):
             self.client.acl_policy = AclPolicy(self.root, self._wait_identities(timeout))
-        retry(self.ensure_layout)
         try:
+            # The layout's folders (a version may add some) and the schema's migrations.
+            retry(self.ensure_layout)
             ensure_schema(self.client, self.root, holder=holder, timeout=migration_timeout)
         except NoAuthError:
             if not isinstance(self.client, AclClient):
@@ -105,8 +106,9 @@ class Store:
                     "secured (ACLs); give this daemon its zookeeperAuth identity"
                 ) from None
             raise Unavailable(
-                f"the schema of {self.root} needs migrating, which this ZooKeeper identity may "
-                "not do (pvcapid's api identity): start a pvcnoded of this version first"
+                f"{self.root} needs folders or a schema migration of this version, which this "
+                "ZooKeeper identity may not make (pvcapid's api identity): start a pvcnoded "
+                "of this version first"
             ) from None
 
     def _wait_identities(self, timeout: float) -> Mapping[str, str]:

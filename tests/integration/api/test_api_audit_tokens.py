@@ -123,7 +123,8 @@ def test_apply_is_audited_per_object_and_dry_runs_make_no_event(
 ) -> None:
     caplog.set_level(logging.INFO)
     body = [vm("applied-a"), vm("applied-b")]
-    dry = client.post("/api/v1/apply", params={"dryRun": "true"}, json=body, headers=bearer(BOB))
+    # "yes" as FastAPI reads it: a dry run (the audit once took only true and 1 for one).
+    dry = client.post("/api/v1/apply", params={"dryRun": "yes"}, json=body, headers=bearer(BOB))
     assert dry.status_code == 200, dry.text
     assert client.post("/api/v1/apply", json=body, headers=bearer(BOB)).status_code == 200
     lines = audit_lines(caplog)

@@ -32,6 +32,7 @@ def perms(path: str, role: str) -> int:
         ("/resources/vms/web/status", "status"),
         ("/resources/nodes/n1/status", "status"),
         ("/resources/vms/web/placement", "placement"),
+        ("/index/nodes", "index-nodes"),
         ("/index/nodes/n1", "index-node"),
         ("/index/nodes/n1/web", "index-entry"),
         ("/leases/primary/lock-0001", "other"),
@@ -59,6 +60,8 @@ def test_api_reads_all_but_secrets_and_writes_no_controller_state() -> None:
     ):
         assert perms(owned, "api") == R, owned
     assert perms("/pvc/leases", "api") == R  # no election or lease znode of its own
+    # A migrate to a Node whose daemon never ran makes its index folder.
+    assert perms("/pvc/index/nodes", "api") == R | C
     assert perms("/pvc/secrets/nodes/n1", "api") == Permissions.WRITE  # set, never read
     assert not perms("/pvc/secrets/nodes/n1", "node") & R
     assert perms("/pvc/secrets/nodes/n1", "coordinator") & R
