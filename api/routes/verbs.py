@@ -37,6 +37,7 @@ from schemas.meta import Model
 from schemas.registry import errors_from_validation
 from zkstore import AlreadyExists, Conflict, NotFound, Store
 from zkstore.errors import Terminating
+from zkstore.events import EventLog
 from zkstore.moves import live_migration_problem, unreached_disks
 
 router = APIRouter()
@@ -101,6 +102,8 @@ def _require_node(store: Store, node: str) -> None:
 
 def _place(
     store: Store,
+    events: EventLog,
+    requested: tuple[str, str],
     vm: str,
     node: str,
     reason: str,
@@ -108,16 +111,26 @@ def _place(
     only_from: str | None = None,
     method: MigrationMethod | None = None,
 ) -> None:
+    """Place ``vm`` on ``node``. The ``requested`` event (reason, message) is recorded just
+    before the write, so the VM's story tells the request before what its nodes then do; a
+    write that fails then records ``...Refused`` with the reason."""
     current = store.get(VirtualMachine, vm)
     if current.deleting:  # it goes: nothing may start or move it now
         raise Terminating(current.KIND, vm, str(current.metadata.deletion_timestamp))
     placement = Placement(
         node=node, epoch=store.read_epoch(), reason=reason, migration=migration, method=method
     )
+    event_reason, message = requested
+    events.record(VirtualMachine.KIND, vm, event_reason, message)
     # The API is not the primary: it writes no epoch check (epoch=None), and the
     # primary treats a manual reason as an order to carry out, not to undo. With
     # ``only_from``, a placement changed since it was read (a drain, a recovery) is a 409.
-    store.write_placement(vm, placement, epoch=None, only_from=only_from)
+    try:
+        store.write_placement(vm, placement, epoch=None, only_from=only_from)
+    except Exception as exc:
+        refused = event_reason.removesuffix("Requested") + "Refused"
+        events.record(VirtualMachine.KIND, vm, refused, str(exc), type_="Warning")
+        raise
 
 
 @router.post(f"{VMS}/start", tags=["verbs"])
@@ -201,19 +214,18 @@ def vm_migrate(
     origin = (current.migration if current and current.migration else None) or source
     _place(
         store,
+        events,
+        (
+            "MigrateRequested",
+            f"to {body.node} from {source or '-'}"
+            + (" (live only)" if body.live else f" ({vm.spec.migration.method.value})"),
+        ),
         name,
         body.node,
         verbs.PLACEMENT_MIGRATE,
         origin,
         only_from=source,
         method=MigrationMethod.LIVE if body.live else None,
-    )
-    events.record(
-        VirtualMachine.KIND,
-        name,
-        "MigrateRequested",
-        f"to {body.node} from {source or '-'}"
-        + (" (live only)" if body.live else f" ({vm.spec.migration.method.value})"),
     )
     return vm.wire()
 
@@ -232,13 +244,14 @@ def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[st
         raise ApiError(409, f"VirtualMachine {name!r} is already on {target!r}")
     _place(
         store,
+        events,
+        ("UnmigrateRequested", f"back to {target}"),
         name,
         target,
         verbs.PLACEMENT_UNMIGRATE,
         None,
         only_from=current.node if current is not None else None,
     )
-    events.record(VirtualMachine.KIND, name, "UnmigrateRequested", f"back to {target}")
     return vm.wire()
 
 
@@ -258,8 +271,15 @@ def vm_move(
             raise invalid(errors_from_validation(exc)) from None
 
     vm = store.mutate_spec(VirtualMachine, name, change)
-    _place(store, name, body.node, verbs.PLACEMENT_MOVE, None)
-    events.record(VirtualMachine.KIND, name, "MoveRequested", f"home set to {body.node}")
+    _place(
+        store,
+        events,
+        ("MoveRequested", f"home set to {body.node}"),
+        name,
+        body.node,
+        verbs.PLACEMENT_MOVE,
+        None,
+    )
     return vm.wire()
 
 
