@@ -121,8 +121,19 @@ def test_a_killed_node_is_fenced_and_its_vms_recovered(cluster: RunningCluster) 
         "FenceStarted",
         "Fenced",
     ]
-    recovered = {e["involvedObject"]["name"] for e in events if e["reason"] == "Recovered"}
-    assert recovered == set(victim_vms)
+    # Each Recovered event follows the placement write it reports, so it may trail the VM.
+    wait_for(
+        lambda: (
+            {
+                e["involvedObject"]["name"]
+                for e in cluster.api("GET", "/api/v1/events").json()["items"]
+                if e["reason"] == "Recovered"
+            }
+            == set(victim_vms)
+        ),
+        10,
+        f"a Recovered event for each of {victim_vms}",
+    )
     assert {p for p, _ in checks.primaries} and len({e for _, e in checks.primaries}) == 1
     wait_for(
         lambda: node_status(cluster, victim).get("daemonState") == "run",

@@ -380,7 +380,12 @@ def test_f_target_loses_power_mid_migration(c: ChaosCluster) -> None:
         time.sleep(0.05)
     assert stops(c, "lf", source, since) == [], states(c, "lf", since=since)
     assert "migration-failed" in states(c, "lf", source, since)
-    assert [r for r, _ in events(c, "lf") if r in ("MigrationFailed", "Recovered")]
+    # The event follows the write that moved the VM (an event records what was done).
+    wait_for(
+        lambda: [r for r, _ in events(c, "lf") if r in ("MigrationFailed", "Recovered")],
+        10,
+        "a MigrationFailed or Recovered event of lf",
+    )
     running_once(c, "lf")
     no_violation(c)
 
@@ -400,8 +405,9 @@ def test_f_recovery_keeps_a_vm_where_its_failed_migration_left_it(c: ChaosCluste
         assert c.world.holders("lf2") == {source}
         wait_for(lambda: c.placement_of("lf2") != target, FENCED, "lf2 recovered from the target")
         assert c.placement_of("lf2") == source, events(c, "lf2")
-        recovered = [m for r, m in events(c, "lf2") if r == "Recovered"]
-        assert recovered and f"still runs on {source}" in recovered[0], recovered
+        # The Recovered event follows the placement write it reports: wait for it.
+        recovered = event(c, "lf2", "Recovered")
+        assert f"still runs on {source}" in recovered, recovered
     finally:
         c.boot(source)
     assert running_once(c, "lf2") == source
