@@ -59,6 +59,7 @@ from zkstore import (
     paths,
 )
 from zkstore.events import EventLog
+from zkstore.secrets import SecretMissing
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +402,8 @@ class FenceController:
 
     def _fence_config(self, node: Node) -> FenceConfig:
         """The node's fence agent with its credentials, read now from their own znode: only
-        here, on the primary, and never kept."""
+        here, on the primary, and never kept. SecretMissing when its spec names a password
+        that is not stored (or this identity may not read)."""
         return self.store.reveal(node).spec.fence
 
     def _has_cluster(self) -> bool:
@@ -449,7 +451,12 @@ class FenceController:
         self.records.advance(name, FenceStep.POWERED_ON, self.epoch, after=FenceStep.RECOVERED)
 
     def _power_off(self, node: Node, spec: ClusterSpec) -> tuple[bool, str]:
-        agent = self._agents(node.name, self._fence_config(node))
+        try:
+            config = self._fence_config(node)
+        except SecretMissing as exc:
+            # Never the mask in its place: the fence fails, saying what to do.
+            return False, f"cannot fence: {exc}"
+        agent = self._agents(node.name, config)
         if agent is None:
             return False, "no fence agent configured (spec.fence.agent is none)"
         log.warning("event=fence_start node=%s agent=%r", node.name, agent.description)

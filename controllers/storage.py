@@ -16,6 +16,7 @@ from hypervisor.storage.folder import FolderVolumes
 from hypervisor.storage.rbd import RbdVolumes
 from schemas import NodePool, PoolType, StoragePool, utcnow
 from zkstore import ResourceInformer, Store
+from zkstore.secrets import SecretMissing
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class PoolProber:
             pool = self.store.reveal(pool)  # an rbd pool's key, for this node's libvirt
             usage = volume_store(pool, self.timeout).probe()
             ensure_secret(self.driver, pool)
-        except (StorageError, HypervisorError, OSError) as exc:
+        except (StorageError, HypervisorError, OSError, SecretMissing) as exc:
             message = str(exc)
             return NodePool(
                 pool=pool.name,

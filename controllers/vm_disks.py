@@ -19,6 +19,7 @@ from schemas import Disk, PoolType, StoragePool, VirtualMachine, VolumeStatus, t
 from zkstore import DiskRecordLost, Disks, NotFound, paths
 from zkstore.disks import CREATING, DiskRecord
 from zkstore.events import EventLog
+from zkstore.secrets import SecretMissing
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def volumes_here(
             pool = disks.store.reveal(disks.store.get(StoragePool, disk.pool))
         except NotFound:
             found.reason, found.problem = "PoolNotFound", f"storage pool {disk.pool} does not exist"
+            return found
+        except SecretMissing as exc:
+            found.reason, found.problem = "PoolSecretMissing", f"disk {disk.name}: {exc}"
             return found
         try:
             problem = _one(disks, driver, events, node, vm, disk, pool, targets, found)

@@ -25,6 +25,7 @@ from schemas import PoolType, StoragePool, VirtualMachine
 from zkstore import Disks, Holders, NotFound, Store, paths
 from zkstore.disks import DiskRecord
 from zkstore.events import EventLog
+from zkstore.secrets import SecretMissing
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,14 @@ class VolumeReaper:
                 record.vm,
                 record.volume,
                 record.pool,
+            )
+            return False
+        except SecretMissing as exc:
+            log.warning(
+                "event=volume_kept vm=%s volume=%s reason=pool_secret_missing error=%s",
+                record.vm,
+                record.volume,
+                exc,
             )
             return False
         try:

@@ -38,13 +38,16 @@ def merge_metadata(
     new: dict[str, Any],
     *,
     keep_finalizers: bool,
+    secrets_changed: bool = False,
 ) -> dict[str, Any] | None:
     """The metadata after writing ``new`` over ``current`` (both as stored), or None when the
-    write changes nothing. Raises Terminating for a change an object being deleted refuses."""
+    write changes nothing. Raises Terminating for a change an object being deleted refuses.
+    ``secrets_changed``: a secret's stored value changes (its spec keeps the same mask),
+    which is a change of the spec: the generation moves."""
     cur_meta, new_meta = current["metadata"], new["metadata"]
     old_finalizers = list(cur_meta.get("finalizers", []))
     finalizers = old_finalizers if keep_finalizers else list(new_meta.get("finalizers", []))
-    spec_changed = current.get("spec") != new.get("spec")
+    spec_changed = secrets_changed or current.get("spec") != new.get("spec")
     mappings_changed = any(cur_meta.get(k, {}) != new_meta.get(k, {}) for k in _MAPPINGS)
     if not spec_changed and not mappings_changed and finalizers == old_finalizers:
         return None

@@ -7,9 +7,8 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
@@ -24,12 +23,11 @@ from kazoo.retry import KazooRetry
 from pydantic import ValidationError
 
 from schemas import Placement, Resource, Status, utcnow
-from zkstore import paths
+from zkstore import paths, specwrite
 from zkstore.acl import AclPolicy, Identity
 from zkstore.codec import decode, encode
 from zkstore.connection import AclClient, ZookeeperTls, make_client
 from zkstore.errors import (
-    AlreadyExists,
     AlreadyPlaced,
     Conflict,
     EpochMoved,
@@ -38,15 +36,14 @@ from zkstore.errors import (
     Terminating,
     Unavailable,
 )
-from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
 from zkstore.migrations import CODE_VERSION, ensure_schema
-from zkstore.secrets import read_secrets, reveal_into, split_secrets, write_secrets
+from zkstore.secrets import reveal_stored
 from zkstore.selector import Selector, parse_selector
+from zkstore.specwrite import ApplyOutcome, SpecWrite
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Resource)
-ApplyOutcome = Literal["created", "configured", "unchanged"]
 SCHEMA_VERSION = CODE_VERSION
 _CAS_RETRIES = 8
 
@@ -245,89 +242,38 @@ class Store:
     # -- writing spec ----------------------------------------------------
 
     def create(self, resource: R) -> R:
-        cls = type(resource)
-        stored = resource.stored()
-        meta = stored["metadata"]
-        meta.pop("resourceVersion", None)
-        meta.pop("deletionTimestamp", None)
-        meta["uid"] = str(uuid.uuid4())
-        meta["generation"] = 1
-        meta["creationTimestamp"] = utcnow()
-        secrets = split_secrets(cls, stored.get("spec", {}))
-        with_kind_finalizers(cls, meta)
-        try:
-            self.client.create(self.path(paths.resource(cls.PLURAL, resource.name)), encode(stored))
-        except NodeExistsError:
-            raise AlreadyExists(cls.KIND, resource.name) from None
-        self._write_secrets(cls, resource.name, secrets)
-        return self.get(cls, resource.name)
-
-    def _write_secrets(self, cls: type[Resource], name: str, secrets: dict[str, str]) -> None:
-        if secrets:
-            write_secrets(self.client, self.path(paths.secret(cls.PLURAL, name)), secrets)
+        created, _ = self._write_spec(resource, create=True, update=False)
+        return created
 
     def update(self, resource: R) -> R:
         """Replace spec, labels and annotations. With metadata.resourceVersion: compare-and-set."""
-        updated, _ = self._write_spec(resource, create=False)
+        updated, _ = self._write_spec(resource, create=False, update=True)
         return updated
 
     def apply(self, resource: R) -> tuple[R, ApplyOutcome]:
-        """Create or update; a no-op apply writes nothing and keeps generation/resourceVersion."""
-        return self._write_spec(resource, create=True)
+        """Create or update; a no-op apply writes nothing and keeps generation/resourceVersion.
+        A new secret value is a change (``configured``) though its spec keeps the same mask;
+        the same value again is none (told by its digest, zkstore/secrets.py)."""
+        return self._write_spec(resource, create=True, update=True)
 
-    def _write_spec(self, resource: R, *, create: bool) -> tuple[R, ApplyOutcome]:
+    def plan(self, resource: Resource, *, create: bool, update: bool) -> SpecWrite:
+        """What a write of ``resource`` would do, read now (zkstore/specwrite.py)."""
+        return specwrite.plan(self.client, self.root, resource, create=create, update=update)
+
+    def _write_spec(self, resource: R, *, create: bool, update: bool) -> tuple[R, ApplyOutcome]:
         cls = type(resource)
-        path = self.path(paths.resource(cls.PLURAL, resource.name))
-        wanted_version = resource.metadata.resource_version
         for _ in range(_CAS_RETRIES):
+            write = self.plan(resource, create=create, update=update)
+            if write.outcome == "unchanged":
+                assert write.read is not None
+                data, stat = write.read
+                status = self._get_status_raw(cls.PLURAL, resource.name)
+                return self._read(cls, resource.name, data, stat, status), "unchanged"
             try:
-                data, stat = self.client.get(path)
-            except NoNodeError:
-                if not create:
-                    raise NotFound(cls.KIND, resource.name) from None
-                # An apply of a saved object: its resourceVersion guards an update only.
-                try:
-                    return self.create(resource), "created"
-                except AlreadyExists:
-                    continue  # lost a race with another create: update instead
-            if wanted_version and wanted_version != str(stat.mzxid):
-                raise Conflict(
-                    f"{cls.KIND} {resource.name!r} was modified: resourceVersion "
-                    f"{wanted_version} is stale (current {stat.mzxid}); re-read and retry"
-                )
-            current = decode(data)
-            new = resource.stored()
-            cls.keep_secrets(new.get("spec", {}), current.get("spec", {}))
-            # Never read back (the API cannot): a write carrying a value stores it, once the
-            # spec write has gone through (a 409 changes nothing). After keep_secrets, so a
-            # value still inside an old spec moves out too.
-            secrets = split_secrets(cls, new.get("spec", {}))
-            merged_meta = merge_metadata(
-                cls,
-                resource.name,
-                current,
-                new,
-                keep_finalizers=keeps_finalizers(resource, apply=create),
-            )
-            if merged_meta is None:
-                self._write_secrets(cls, resource.name, secrets)
-                return self._read(
-                    cls, resource.name, data, stat, self._get_status_raw(cls.PLURAL, resource.name)
-                ), "unchanged"
-            current["metadata"] = merged_meta
-            current["spec"] = new["spec"]
-            try:
-                self.client.set(path, encode(current), version=stat.version)
-            except BadVersionError:
-                if wanted_version:
-                    raise Conflict(
-                        f"{cls.KIND} {resource.name!r} was modified concurrently; re-read and retry"
-                    ) from None
+                specwrite.commit(self.client, write)
+            except specwrite.Retry:
                 continue
-            except NoNodeError:
-                raise NotFound(cls.KIND, resource.name) from None
-            self._write_secrets(cls, resource.name, secrets)
-            return self.get(cls, resource.name), "configured"
+            return self.get(cls, resource.name), write.outcome
         raise Conflict(
             f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries"
         )
@@ -396,20 +342,16 @@ class Store:
 
     def reveal(self, obj: R) -> R:
         """``obj`` with its secrets (the fence password, a pool's key) in place of their mask,
-        for the code that uses them (fencing on the primary, storage on the nodes). An
-        identity that may not read them gets ``obj`` as it was, with a warning."""
+        for the code that uses them (fencing on the primary, storage on the nodes). Raises
+        SecretMissing when a secret is not stored, SecretUnreadable when this identity may
+        not read it: the mask never goes on as the value."""
         cls = type(obj)
         if not cls.SECRET_FIELDS:
             return obj
-        try:
-            secrets = read_secrets(self.client, self.path(paths.secret(cls.PLURAL, obj.name)))
-        except NoAuthError:
-            log.warning("event=secret_unreadable kind=%s name=%s", cls.KIND, obj.name)
-            return obj
-        if not secrets:
-            return obj
         stored = obj.stored()
-        reveal_into(cls, stored, secrets)
+        path = self.path(paths.secret(cls.PLURAL, obj.name))
+        if not reveal_stored(self.client, path, cls, obj.name, stored):
+            return obj
         return obj.model_copy(update={"spec": cls.model_validate(stored).spec})
 
     def mark_deleting(

@@ -1,0 +1,224 @@
+"""The one path of a spec write (create, replace, apply), planned from one read and carried
+out in one ZooKeeper transaction: the spec, its secrets and their digests together, so a
+crash leaves either all of them or none (zkstore/secrets.py).
+
+``plan`` decides (what the write would store, its outcome, what happens to the secrets);
+the store's writes commit that plan (``commit``) and the server-side dry run
+(zkstore/planning.py) reports it, so both agree by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
+from kazoo.protocol.states import ZnodeStat
+
+from schemas import Resource, utcnow
+from zkstore import paths
+from zkstore.codec import decode, encode
+from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
+from zkstore.secrets import SecretWrite, plan_secrets, read_digests, split_secrets
+
+log = logging.getLogger(__name__)
+
+ApplyOutcome = Literal["created", "configured", "unchanged"]
+
+
+class Retry(Exception):
+    """The store changed between the plan's read and its transaction: plan again."""
+
+
+@dataclass(frozen=True)
+class SpecWrite:
+    """One planned write of ``resource``'s spec, from one read of what is stored."""
+
+    resource: Resource
+    outcome: ApplyOutcome
+    path: str
+    read: tuple[bytes, ZnodeStat] | None
+    """The spec znode as read (None: the object does not exist, it is created)."""
+    after: dict[str, Any]
+    """The stored form to write (secrets masked; no resourceVersion, no uid yet)."""
+    secrets: SecretWrite
+    secret_path: str
+    secret_version: int
+    """The secret znode's version as read (-1: none). ``exists`` needs no READ, so the API
+    learns it without reading the secret."""
+    digests_path: str
+    digests_version: int
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        return decode(self.read[0]) if self.read is not None else None
+
+
+def plan(
+    client: KazooClient, root: str, resource: Resource, *, create: bool, update: bool
+) -> SpecWrite:
+    """Plan a create (``create`` only), a replace (``update`` only) or an apply (both);
+    raises NotFound, AlreadyExists, Conflict (a stale resourceVersion) or Terminating."""
+    cls = type(resource)
+    name = resource.name
+    path = root + paths.resource(cls.PLURAL, name)
+    secret_path = root + paths.secret(cls.PLURAL, name)
+    digests_path = root + paths.secret_digests(cls.PLURAL, name)
+    spec_read = client.get_async(path)
+    secret_read = client.exists_async(secret_path) if cls.SECRET_FIELDS else None
+    digests: dict[str, str] | None
+    digests, digests_version = (
+        read_digests(client, digests_path) if cls.SECRET_FIELDS else (None, -1)
+    )
+    secret_stat = secret_read.get() if secret_read is not None else None
+    secret_version = int(secret_stat.version) if secret_stat is not None else -1
+    try:
+        data, stat = spec_read.get()
+    except NoNodeError:
+        if not create:
+            raise NotFound(cls.KIND, name) from None
+        # An apply of a saved object (get -o yaml, delete, apply): its resourceVersion guards
+        # an update only; there is nothing to update, so it is created.
+        new = resource.stored()
+        meta = new["metadata"]
+        for owned in ("resourceVersion", "deletionTimestamp", "uid"):
+            meta.pop(owned, None)
+        meta.update(generation=1, creationTimestamp=utcnow())
+        with_kind_finalizers(cls, meta)
+        given = split_secrets(cls, new.get("spec", {}))
+        # A secret znode left by an older version's half-done write is replaced, never used.
+        secrets = plan_secrets(cls, new.get("spec", {}), given, None, secret_stored=False)
+        if not given and secret_version >= 0:
+            secrets = SecretWrite(values={})
+        return SpecWrite(
+            resource,
+            "created",
+            path,
+            None,
+            new,
+            secrets,
+            secret_path,
+            secret_version,
+            digests_path,
+            -1,
+        )
+    if not update:
+        raise AlreadyExists(cls.KIND, name)
+    wanted = resource.metadata.resource_version
+    if wanted and wanted != str(stat.mzxid):
+        raise Conflict(
+            f"{cls.KIND} {name!r} was modified: resourceVersion {wanted} is stale "
+            f"(current {stat.mzxid}); re-read and retry"
+        )
+    current: dict[str, Any] = decode(data)
+    new = resource.stored()
+    cls.keep_secrets(new.get("spec", {}), current.get("spec", {}))
+    # After keep_secrets, so a value still inside an old spec moves out too.
+    given = split_secrets(cls, new.get("spec", {}))
+    secrets = plan_secrets(
+        cls, new.get("spec", {}), given, digests, secret_stored=secret_version >= 0
+    )
+    merged = merge_metadata(
+        cls,
+        name,
+        current,
+        new,
+        keep_finalizers=keeps_finalizers(resource, apply=create),
+        secrets_changed=bool(secrets.changed),
+    )
+    if merged is None and not secrets.writes:
+        return SpecWrite(
+            resource,
+            "unchanged",
+            path,
+            (data, stat),
+            current,
+            secrets,
+            secret_path,
+            secret_version,
+            digests_path,
+            digests_version,
+        )
+    after = {**current, "metadata": merged or current["metadata"], "spec": new["spec"]}
+    return SpecWrite(
+        resource,
+        "configured",
+        path,
+        (data, stat),
+        after,
+        secrets,
+        secret_path,
+        secret_version,
+        digests_path,
+        digests_version,
+    )
+
+
+def commit(client: KazooClient, write: SpecWrite) -> None:
+    """Carry out ``write`` in one transaction. Raises Retry when something it read changed
+    meanwhile, Conflict for a write pinned to a resourceVersion, NotFound when the object
+    went, NoAuthError when this identity may not write a part of it."""
+    cls = type(write.resource)
+    name = write.resource.name
+    txn = client.transaction()
+    after = dict(write.after)
+    if write.read is None:
+        after["metadata"] = {**after["metadata"], "uid": str(uuid.uuid4())}
+        txn.create(write.path, encode(after))
+    else:
+        txn.set_data(write.path, encode(after), version=write.read[1].version)
+    secrets = write.secrets
+    if secrets.values is not None:
+        data = encode(secrets.values)
+        if write.secret_version >= 0:
+            txn.set_data(write.secret_path, data, version=write.secret_version)
+        else:
+            txn.create(write.secret_path, data)
+    if secrets.remove and write.secret_version >= 0:
+        txn.delete(write.secret_path, version=write.secret_version)
+    if (secrets.digests is not None or secrets.remove) and write.digests_version >= 0:
+        txn.delete(write.digests_path, version=write.digests_version)
+    if secrets.digests is not None:
+        txn.create(write.digests_path, encode(secrets.digests))
+    results = txn.commit()
+    failures = [r for r in results if isinstance(r, Exception)]
+    if not failures:
+        if secrets.changed:
+            log.info(
+                "event=secret_written kind=%s name=%s fields=%s removed=%s",
+                cls.KIND,
+                name,
+                ",".join(secrets.changed),
+                secrets.remove,
+            )
+        return
+    refused = next((r for r in failures if isinstance(r, NoAuthError)), None)
+    if refused is not None:
+        raise refused  # this identity may not write a part of it: nothing was written
+    first = results[0]
+    if write.read is None and isinstance(first, NodeExistsError):
+        raise Retry  # created meanwhile: an apply updates it, a create says it exists
+    if isinstance(first, BadVersionError) and write.resource.metadata.resource_version:
+        raise Conflict(f"{cls.KIND} {name!r} was modified concurrently; re-read and retry")
+    if isinstance(first, NoNodeError):
+        raise NotFound(cls.KIND, name)
+    log.debug(
+        "event=spec_write_retry kind=%s name=%s results=%s",
+        cls.KIND,
+        name,
+        [type(r).__name__ for r in results if not isinstance(r, RolledBackError)],
+    )
+    raise Retry
+
+
+__all__ = ["ApplyOutcome", "Retry", "SpecWrite", "commit", "plan"]
