@@ -56,15 +56,28 @@ MANIFESTS_DOC = body_doc(
 )
 
 
-def _diffable(obj: Resource | None) -> dict[str, Any] | None:
-    """What diff shows: labels, annotations and spec (secrets masked)."""
+CHANGED_SECRET = "******** (changed)"
+"""What a diff shows, after the write, for a secret whose stored value the write changes."""
+
+
+def _diffable(obj: Resource | None, changed_secrets: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """What diff shows: labels, annotations and spec (secrets masked; a secret the write
+    changes shown as CHANGED_SECRET, so the diff is not empty)."""
     if obj is None:
         return None
     wire = obj.wire()
     meta = wire["metadata"]
+    spec = wire.get("spec", {})
+    for dotted in changed_secrets:
+        *parents, last = dotted.split(".")
+        holder = spec
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and last in holder:
+            holder[last] = CHANGED_SECRET
     return {
         "metadata": {k: meta[k] for k in ("labels", "annotations") if meta.get(k)},
-        "spec": wire.get("spec", {}),
+        "spec": spec,
     }
 
 
@@ -117,20 +130,7 @@ async def apply(
                 "prune needs a labelSelector naming the objects this set owns",
                 details={"field": "labelSelector"},
             )
-    objects: list[Resource] = []
-    seen: set[tuple[str, str]] = set()
-    for index, doc in enumerate(docs):
-        try:
-            obj = parse_strictly(doc)
-        except InvalidResource as exc:
-            # Nothing is written unless every document is valid.
-            raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
-        key = (obj.kind, obj.name)
-        if key in seen:
-            duplicate = FieldError(("metadata", "name"), f"{obj.kind} {obj.name!r} appears twice")
-            raise invalid([duplicate], prefix=f"document {index + 1}: ")
-        seen.add(key)
-        objects.append(obj)
+    objects = parse_objects(docs)
 
     def run() -> list[dict[str, Any]]:
         # Every document admitted, and a prune checked, before anything is written: a
@@ -147,19 +147,7 @@ async def apply(
                     _check_pinned_version(store, obj, index)
         if selector is not None and not dryRun:
             _prune(store, cache, events, objects, selector, True, [])
-        written: list[tuple[Resource, Resource]] = []
-        results: list[dict[str, Any]] = []
-        try:
-            for index, obj in enumerate(objects):
-                try:
-                    results.append(_apply_one(store, events, obj, dryRun, written))
-                except (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE) as exc:
-                    raise _stopped_at(exc, index, objects, results) from None
-        finally:
-            # Wait for the cache once, after the writes (even those of a stopped apply):
-            # by then most have arrived, and a client reads what was written.
-            for obj, stored in written:
-                settle(cache.of(type(obj)), obj.name, stored)
+        results = write_objects(store, cache, events, objects, dry_run=dryRun)
         if selector is not None:
             try:
                 _prune(store, cache, events, objects, selector, dryRun, results)
@@ -177,6 +165,58 @@ async def apply(
     return {"apiVersion": "pvc/v1", "kind": "ApplyResult", "dryRun": dryRun, "items": items}
 
 
+def parse_objects(docs: list[Any], *, unpinned: bool = False) -> list[Resource]:
+    """The documents of an apply or a restore as objects, each valid and named once (422
+    naming the document otherwise). ``unpinned``: their resourceVersion is dropped (a
+    restore's objects come from another time or cluster)."""
+    objects: list[Resource] = []
+    seen: set[tuple[str, str]] = set()
+    for index, doc in enumerate(docs):
+        try:
+            obj = parse_strictly(doc)
+        except InvalidResource as exc:
+            # Nothing is written unless every document is valid.
+            raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
+        if unpinned:
+            obj.metadata.resource_version = None
+        key = (obj.kind, obj.name)
+        if key in seen:
+            duplicate = FieldError(("metadata", "name"), f"{obj.kind} {obj.name!r} appears twice")
+            raise invalid([duplicate], prefix=f"document {index + 1}: ")
+        seen.add(key)
+        objects.append(obj)
+    return objects
+
+
+def write_objects(
+    store: Store,
+    cache: Any,
+    events: Any,
+    objects: list[Resource],
+    *,
+    dry_run: bool = False,
+    reason: str = "",
+    verb: str = "apply",
+) -> list[dict[str, Any]]:
+    """Create or update each checked object in turn (an apply's, a restore's), recording
+    an event (``reason``, else the outcome) for each one changed. A write that fails stops
+    it there: the error says which document and what was and was not written."""
+    written: list[tuple[Resource, Resource]] = []
+    results: list[dict[str, Any]] = []
+    try:
+        for index, obj in enumerate(objects):
+            try:
+                results.append(_apply_one(store, events, obj, dry_run, written, reason, verb))
+            except (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE) as exc:
+                raise _stopped_at(exc, index, objects, results, verb) from None
+    finally:
+        # Wait for the cache once, after the writes (even those of a stopped apply):
+        # by then most have arrived, and a client reads what was written.
+        for obj, stored in written:
+            settle(cache.of(type(obj)), obj.name, stored)
+    return results
+
+
 def _check_pinned_version(store: Store, obj: Resource, index: int) -> None:
     """409 before anything is written when a document pins a stale resourceVersion."""
     try:
@@ -190,7 +230,11 @@ def _check_pinned_version(store: Store, obj: Resource, index: int) -> None:
 
 
 def _stopped_at(
-    exc: Exception, index: int, objects: list[Resource], results: list[dict[str, Any]]
+    exc: Exception,
+    index: int,
+    objects: list[Resource],
+    results: list[dict[str, Any]],
+    verb: str,
 ) -> ApiError:
     """The error of a write that failed mid-way: which document, what was and was not written."""
     obj = objects[index]
@@ -202,7 +246,7 @@ def _stopped_at(
         f"document {index + 1} ({obj.kind} {obj.name!r}) was not written: {exc}. "
         f"Written before it: {done or 'nothing'}"
         + (f"; not written: it and the {rest} after it" if rest else "")
-        + ". Apply again to finish."
+        + f". {verb.capitalize()} again to finish."
     )
     details = {
         "document": index + 1,
@@ -220,6 +264,8 @@ def _apply_one(
     obj: Resource,
     dry_run: bool,
     written: list[tuple[Resource, Resource]],
+    reason: str,
+    verb: str,
 ) -> dict[str, Any]:
     if dry_run:
         plan = plan_write(store, obj, create=True, update=True)
@@ -227,11 +273,12 @@ def _apply_one(
             plan.result,
             plan.outcome,
             before=_diffable(plan.current),
-            after=_diffable(plan.result),
+            after=_diffable(plan.result, plan.changed_secrets),
+            **({"changedSecrets": list(plan.changed_secrets)} if plan.changed_secrets else {}),
         )
     stored, outcome = store.apply(obj)
     if outcome != "unchanged":
-        events.record(obj.kind, obj.name, outcome.capitalize(), f"{outcome} by apply")
+        events.record(obj.kind, obj.name, reason or outcome.capitalize(), f"{outcome} by {verb}")
         written.append((obj, stored))
     return _result(stored, outcome)
 

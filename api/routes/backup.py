@@ -10,6 +10,7 @@ document or a masked secret with no stored one to keep; nothing is written then.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,10 +18,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents, read_body
 from api.errors import ApiError, invalid
-from api.routes.apply import MANIFESTS_DOC
-from api.routes.resources import API_PREFIX, parse_strictly, settle
-from schemas import FieldError, InvalidResource, Resource
-from zkstore.backup import MaskedSecret, backup, check_restore, restore
+from api.routes.apply import MANIFESTS_DOC, parse_objects, write_objects
+from api.routes.resources import API_PREFIX
+from schemas import InvalidResource
+from zkstore.backup import MaskedSecret, backup, check_restore, restore_order
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -48,21 +51,9 @@ async def post_restore(
 ) -> dict[str, Any]:
     body = await read_body(request, settings)
     docs = parse_documents(body, request.headers.get("content-type", ""))
-    objects: list[Resource] = []
-    seen: set[tuple[str, str]] = set()
-    for index, doc in enumerate(docs):
-        try:
-            obj = parse_strictly(doc)
-        except InvalidResource as exc:
-            raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
-        # A saved `get -o yaml` restores too: its status is never written, and its
-        # resourceVersion must not pin a compare-and-set against another cluster's.
-        obj.metadata.resource_version = None
-        if (obj.kind, obj.name) in seen:
-            duplicate = FieldError(("metadata", "name"), f"{obj.kind} {obj.name!r} appears twice")
-            raise invalid([duplicate], prefix=f"document {index + 1}: ")
-        seen.add((obj.kind, obj.name))
-        objects.append(obj)
+    # A saved `get -o yaml` restores too: its status is never written, and its
+    # resourceVersion must not pin a compare-and-set against another cluster's.
+    objects = parse_objects(docs, unpinned=True)
 
     def run() -> list[dict[str, Any]]:
         try:
@@ -72,13 +63,15 @@ async def post_restore(
             raise ApiError(422, str(exc), details={"maskedSecrets": found}) from None
         except InvalidResource as exc:
             raise invalid(exc.errors, prefix="nothing was restored: ") from None
-        items = []
-        for done in restore(store, objects):
-            obj = done.obj
-            if done.outcome != "unchanged":
-                events.record(obj.kind, obj.name, "Restored", f"{done.outcome} by restore")
-                settle(cache.of(type(obj)), obj.name, obj)
-            items.append({"kind": obj.kind, "name": obj.name, "outcome": done.outcome})
+        items = write_objects(
+            store, cache, events, restore_order(objects), reason="Restored", verb="restore"
+        )
+        log.info(
+            "event=restore_done objects=%d created=%d configured=%d",
+            len(items),
+            sum(1 for i in items if i["outcome"] == "created"),
+            sum(1 for i in items if i["outcome"] == "configured"),
+        )
         return items
 
     items = await run_in_threadpool(run)
