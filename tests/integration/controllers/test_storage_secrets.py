@@ -5,24 +5,13 @@ from __future__ import annotations
 
 from controllers.storage import PoolProber
 from hypervisor.libvirt_driver import LibvirtDriver
-from schemas import StoragePool, parse_resource
 from tests.helpers import wait_for
+from tests.integration.zkstore.test_zkstore_acl import rbd_pool
 from zkstore import Store, paths
-
-KEY = "AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A=="
 
 
 def test_a_pool_without_its_stored_key_is_unreachable_saying_why(store: Store) -> None:
-    rbd = {"monitors": ["127.0.0.1:1"], "pool": "rbd", "user": "pvc", "key": KEY}
-    pool = parse_resource(
-        {
-            "apiVersion": "pvc/v1",
-            "kind": "StoragePool",
-            "metadata": {"name": "ceph"},
-            "spec": {"type": "rbd", "rbd": rbd},
-        }
-    )
-    assert isinstance(pool, StoragePool)
+    pool = rbd_pool("ceph", monitor="127.0.0.1:1")
     store.create(pool)
     store.client.delete(store.path(paths.secret("storagepools", "ceph")))
 

@@ -71,6 +71,17 @@ def node_with_password(name: str, password: str = "hunter2") -> Node:
     return obj
 
 
+RBD_KEY = "AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A=="
+
+
+def rbd_pool(name: str, monitor: str = "10.0.0.1:6789") -> StoragePool:
+    """An rbd StoragePool with the key RBD_KEY."""
+    rbd = {"monitors": [monitor], "pool": "rbd", "user": "pvc", "key": RBD_KEY}
+    return StoragePool.model_validate(
+        {"kind": "StoragePool", "metadata": {"name": name}, "spec": {"type": "rbd", "rbd": rbd}}
+    )
+
+
 def fence_password(node: Node) -> str | None:
     secret = node.spec.fence.password
     return secret.get_secret_value() if secret is not None else None
@@ -205,21 +216,10 @@ def test_a_node_registers_its_fence_password_and_reads_pool_keys(secured: dict[s
         node.reveal(node.get(Node, "hv9"))
     assert fence_password(coordinator.reveal(coordinator.get(Node, "hv9"))) == "from-config"
     # A pool's cephx key: set by the API, read by every node (it goes into their libvirt).
-    key = "AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A=="
-    rbd = {"monitors": ["10.0.0.1:6789"], "pool": "rbd", "user": "pvc", "key": key}
-    pool = parse_resource(
-        {
-            "apiVersion": "pvc/v1",
-            "kind": "StoragePool",
-            "metadata": {"name": "ceph"},
-            "spec": {"type": "rbd", "rbd": rbd},
-        }
-    )
-    assert isinstance(pool, StoragePool)
-    api.create(pool)
+    api.create(rbd_pool("ceph"))
     assert api.get(StoragePool, "ceph").wire()["spec"]["rbd"]["key"] == "********"
     revealed = node.reveal(node.get(StoragePool, "ceph")).spec.rbd
-    assert revealed is not None and revealed.key.get_secret_value() == key
+    assert revealed is not None and revealed.key.get_secret_value() == RBD_KEY
     with pytest.raises(NoAuthError):
         secured["clients"]["api"].get(api.path(paths.secret("storagepools", "ceph")))
 
