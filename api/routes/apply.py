@@ -194,21 +194,26 @@ def write_objects(
     events: Any,
     objects: list[Resource],
     *,
+    order: list[int] | None = None,
     dry_run: bool = False,
     reason: str = "",
     verb: str = "apply",
 ) -> list[dict[str, Any]]:
-    """Create or update each checked object in turn (an apply's, a restore's), recording
-    an event (``reason``, else the outcome) for each one changed. A write that fails stops
-    it there: the error says which document and what was and was not written."""
+    """Create or update each checked object (an apply's, a restore's) in turn, in ``order``
+    (indexes into ``objects``, as the documents came; default: that order), recording an
+    event (``reason``, else the outcome) for each one changed. A write that fails stops it
+    there: the error names its document and what was and was not written."""
+    order = list(range(len(objects))) if order is None else order
     written: list[tuple[Resource, Resource]] = []
     results: list[dict[str, Any]] = []
     try:
-        for index, obj in enumerate(objects):
+        for position, index in enumerate(order):
+            obj = objects[index]
             try:
                 results.append(_apply_one(store, events, obj, dry_run, written, reason, verb))
             except (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE) as exc:
-                raise _stopped_at(exc, index, objects, results, verb) from None
+                pending = [objects[i] for i in order[position:]]
+                raise _stopped_at(exc, index, pending, results, verb) from None
     finally:
         # Wait for the cache once, after the writes (even those of a stopped apply):
         # by then most have arrived, and a client reads what was written.
@@ -232,15 +237,16 @@ def _check_pinned_version(store: Store, obj: Resource, index: int) -> None:
 def _stopped_at(
     exc: Exception,
     index: int,
-    objects: list[Resource],
+    pending: list[Resource],
     results: list[dict[str, Any]],
     verb: str,
 ) -> ApiError:
-    """The error of a write that failed mid-way: which document, what was and was not written."""
-    obj = objects[index]
+    """The error of a write that failed mid-way: which document (``index``, the first of
+    ``pending``), what was and was not written."""
+    obj = pending[0]
     changed = [r for r in results if r["outcome"] != "unchanged"]
     done = ", ".join(f"{r['kind']} {r['name']!r} {r['outcome']}" for r in changed)
-    rest = len(objects) - index - 1
+    rest = len(pending) - 1
     code = 503 if isinstance(exc, STORE_UNAVAILABLE) else 409
     message = (
         f"document {index + 1} ({obj.kind} {obj.name!r}) was not written: {exc}. "
@@ -253,7 +259,7 @@ def _stopped_at(
         "kind": obj.kind,
         "name": obj.name,
         "written": results,
-        "notWritten": [{"kind": o.kind, "name": o.name} for o in objects[index:]],
+        "notWritten": [{"kind": o.kind, "name": o.name} for o in pending],
     }
     return ApiError(code, message, details=details)
 

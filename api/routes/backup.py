@@ -63,8 +63,11 @@ async def post_restore(
             raise ApiError(422, str(exc), details={"maskedSecrets": found}) from None
         except InvalidResource as exc:
             raise invalid(exc.errors, prefix="nothing was restored: ") from None
+        # In restore order (what a VM names first), each error naming its document.
+        ordered = {id(o): i for i, o in enumerate(objects)}
+        order = [ordered[id(o)] for o in restore_order(objects)]
         items = write_objects(
-            store, cache, events, restore_order(objects), reason="Restored", verb="restore"
+            store, cache, events, objects, order=order, reason="Restored", verb="restore"
         )
         log.info(
             "event=restore_done objects=%d created=%d configured=%d",
