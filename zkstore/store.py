@@ -242,6 +242,8 @@ class Store:
     # -- writing spec ----------------------------------------------------
 
     def create(self, resource: R) -> R:
+        """Create the object (AlreadyExists when it does), its secrets in the same
+        transaction; the store sets uid, generation and creationTimestamp."""
         created, _ = self._write_spec(resource, create=True, update=False)
         return created
 
