@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.meta import API_VERSION, Model, ObjectMeta, Status
+
+SECRET_DIGESTS = "secretDigests"
+"""The key beside ``spec`` in a stored object where the store keeps salted digests of its
+secrets (zkstore/secrets.py): the store's own record, never part of the object a daemon
+reads or a client sees (a client sending it has it ignored)."""
 
 
 class Resource(Model):
@@ -26,6 +31,13 @@ class Resource(Model):
     metadata: ObjectMeta
     spec: Model
     status: Status | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_store_records(cls, data: Any) -> Any:
+        if isinstance(data, dict) and SECRET_DIGESTS in data:
+            return {k: v for k, v in data.items() if k != SECRET_DIGESTS}
+        return data
 
     @field_validator("api_version")
     @classmethod

@@ -93,13 +93,3 @@ def secrets_kind(plural: str) -> str:
 def secret(plural: str, name: str) -> str:
     """The secrets of one object (zkstore/secrets.py): a znode only their users may read."""
     return f"{SECRETS}/{plural}/{name}"
-
-
-SECRET_DIGESTS = "secretdigests"
-
-
-def secret_digests(plural: str, name: str) -> str:
-    """Salted digests of the object's secrets, beside its spec (zkstore/secrets.py): readable
-    by the API, which may never read the secrets, so an apply tells a new value from the
-    stored one."""
-    return f"{resource(plural, name)}/{SECRET_DIGESTS}"

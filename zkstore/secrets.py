@@ -7,10 +7,11 @@ puts the key in its libvirt). A spec from before this split still holds the valu
 ``reveal`` uses it, and ``pvc-secure-store`` moves it.
 
 So that a write can tell a new value from the stored one without reading it (the API may
-not), each stored value has a salted scrypt digest in ``secretdigests`` beside its spec
-(zkstore/paths.py), readable by every daemon identity, never shown by the API. A value
-whose digest matches is unchanged; a new one (or one stored before digests) is written and
-reported ``configured``. The secret znode, the digests and the spec are written in one
+not), each stored value has a salted scrypt digest in the spec znode, beside ``spec``
+under ``secretDigests`` (schemas/resource.py: no model carries it, so no daemon reads it
+and the API never shows it); every identity that reads specs reads it, hence a slow KDF.
+A value whose digest matches is unchanged; a new one (or one stored before digests) is
+written and reported ``configured``. The secret znode and the spec are written in one
 ZooKeeper transaction (zkstore/specwrite.py).
 """
 
@@ -182,16 +183,6 @@ def plan_secrets(
     return SecretWrite()
 
 
-def read_digests(client: KazooClient, path: str) -> tuple[dict[str, str] | None, int]:
-    """The digests at ``path`` and their znode's version (None and -1 when there are none)."""
-    try:
-        data, stat = client.get(path)
-    except NoNodeError:
-        return None, -1
-    stored = decode(data)
-    return (dict(stored) if isinstance(stored, dict) else {}), int(stat.version)
-
-
 def write_secrets(
     client: KazooClient, path: str, values: dict[str, str], *, merge: bool = False
 ) -> None:
@@ -263,7 +254,6 @@ __all__ = [
     "digest_matches",
     "masked_fields",
     "plan_secrets",
-    "read_digests",
     "read_secrets",
     "reveal_into",
     "reveal_stored",

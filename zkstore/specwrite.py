@@ -1,6 +1,6 @@
 """The one path of a spec write (create, replace, apply), planned from one read and carried
-out in one ZooKeeper transaction: the spec, its secrets and their digests together, so a
-crash leaves either all of them or none (zkstore/secrets.py).
+out in one ZooKeeper transaction: the spec (with its secrets' digests) and the secrets
+together, so a crash leaves either both or neither (zkstore/secrets.py).
 
 ``plan`` decides (what the write would store, its outcome, what happens to the secrets);
 the store's writes commit that plan (``commit``) and the server-side dry run
@@ -25,11 +25,12 @@ from kazoo.exceptions import (
 from kazoo.protocol.states import ZnodeStat
 
 from schemas import Resource, utcnow
+from schemas.resource import SECRET_DIGESTS
 from zkstore import paths
 from zkstore.codec import decode, encode
 from zkstore.errors import AlreadyExists, Conflict, NotFound
 from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
-from zkstore.secrets import SecretWrite, plan_secrets, read_digests, split_secrets
+from zkstore.secrets import SecretWrite, plan_secrets, split_secrets
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,12 @@ class SpecWrite:
     read: tuple[bytes, ZnodeStat] | None
     """The spec znode as read (None: the object does not exist, it is created)."""
     after: dict[str, Any]
-    """The stored form to write (secrets masked; no resourceVersion, no uid yet)."""
+    """The stored form to write (secrets masked, their digests under SECRET_DIGESTS; no
+    resourceVersion, no uid yet)."""
     secrets: SecretWrite
     secret_path: str
     secret_version: int
-    """The secret znode's version as read (-1: none). ``exists`` needs no READ, so the API
-    learns it without reading the secret."""
-    digests_path: str
-    digests_version: int
-
-    @property
-    def current(self) -> dict[str, Any] | None:
-        return decode(self.read[0]) if self.read is not None else None
+    """The secret znode's version as read (-1: none)."""
 
 
 def plan(
@@ -73,14 +68,9 @@ def plan(
     name = resource.name
     path = root + paths.resource(cls.PLURAL, name)
     secret_path = root + paths.secret(cls.PLURAL, name)
-    digests_path = root + paths.secret_digests(cls.PLURAL, name)
     spec_read = client.get_async(path)
-    secret_read = client.exists_async(secret_path) if cls.SECRET_FIELDS else None
-    digests: dict[str, str] | None
-    digests, digests_version = (
-        read_digests(client, digests_path) if cls.SECRET_FIELDS else (None, -1)
-    )
-    secret_stat = secret_read.get() if secret_read is not None else None
+    # exists needs no READ: the API learns the secret's version without reading it.
+    secret_stat = client.exists(secret_path) if cls.SECRET_FIELDS else None
     secret_version = int(secret_stat.version) if secret_stat is not None else -1
     try:
         data, stat = spec_read.get()
@@ -100,18 +90,9 @@ def plan(
         secrets = plan_secrets(cls, new.get("spec", {}), given, None, secret_stored=False)
         if not given and secret_version >= 0:
             secrets = SecretWrite(values={})
-        return SpecWrite(
-            resource,
-            "created",
-            path,
-            None,
-            new,
-            secrets,
-            secret_path,
-            secret_version,
-            digests_path,
-            -1,
-        )
+        if secrets.digests:
+            new[SECRET_DIGESTS] = secrets.digests
+        return SpecWrite(resource, "created", path, None, new, secrets, secret_path, secret_version)
     if not update:
         raise AlreadyExists(cls.KIND, name)
     wanted = resource.metadata.resource_version
@@ -126,7 +107,11 @@ def plan(
     # After keep_secrets, so a value still inside an old spec moves out too.
     given = split_secrets(cls, new.get("spec", {}))
     secrets = plan_secrets(
-        cls, new.get("spec", {}), given, digests, secret_stored=secret_version >= 0
+        cls,
+        new.get("spec", {}),
+        given,
+        current.get(SECRET_DIGESTS),
+        secret_stored=secret_version >= 0,
     )
     merged = merge_metadata(
         cls,
@@ -138,29 +123,15 @@ def plan(
     )
     if merged is None and not secrets.writes:
         return SpecWrite(
-            resource,
-            "unchanged",
-            path,
-            (data, stat),
-            current,
-            secrets,
-            secret_path,
-            secret_version,
-            digests_path,
-            digests_version,
+            resource, "unchanged", path, (data, stat), current, secrets, secret_path, secret_version
         )
     after = {**current, "metadata": merged or current["metadata"], "spec": new["spec"]}
+    if secrets.digests is not None:
+        after[SECRET_DIGESTS] = secrets.digests
+    if secrets.remove:
+        after.pop(SECRET_DIGESTS, None)
     return SpecWrite(
-        resource,
-        "configured",
-        path,
-        (data, stat),
-        after,
-        secrets,
-        secret_path,
-        secret_version,
-        digests_path,
-        digests_version,
+        resource, "configured", path, (data, stat), after, secrets, secret_path, secret_version
     )
 
 
@@ -186,10 +157,6 @@ def commit(client: KazooClient, write: SpecWrite) -> None:
             txn.create(write.secret_path, data)
     if secrets.remove and write.secret_version >= 0:
         txn.delete(write.secret_path, version=write.secret_version)
-    if (secrets.digests is not None or secrets.remove) and write.digests_version >= 0:
-        txn.delete(write.digests_path, version=write.digests_version)
-    if secrets.digests is not None:
-        txn.create(write.digests_path, encode(secrets.digests))
     results = txn.commit()
     failures = [r for r in results if isinstance(r, Exception)]
     if not failures:

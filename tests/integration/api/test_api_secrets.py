@@ -20,6 +20,7 @@ from api.config import Settings
 from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.secure_store import main as secure_main
 from schemas import Node
+from schemas.resource import SECRET_DIGESTS
 from tests.integration.api.api_helpers import node
 from tests.integration.zkstore.test_zkstore_acl import (
     PASSWORDS,
@@ -30,6 +31,7 @@ from tests.integration.zkstore.test_zkstore_acl import (
 )
 from zkstore import Store, paths
 from zkstore.acl import AclPolicy, Identity
+from zkstore.codec import decode
 
 FENCE = {"agent": "ipmi", "address": "10.0.0.9", "user": "root"}
 
@@ -82,6 +84,8 @@ def test_an_apply_of_only_a_new_password_stores_it_and_says_configured(secured: 
     changed = apply(secured, fenced_node("hv1", "second"))[0]
     assert (changed["outcome"], changed["generation"]) == ("configured", 2)
     assert stored_password(secured, "hv1") == "second"
+    shown = secured.api.get("/api/v1/nodes/hv1").text
+    assert "second" not in shown and "scrypt" not in shown  # nor its digest
     # The same password again: known unchanged from its digest, never read by the API.
     same = apply(secured, fenced_node("hv1", "second"))[0]
     assert (same["outcome"], same["generation"]) == ("unchanged", 2)
@@ -109,11 +113,12 @@ def test_an_apply_of_only_a_new_password_stores_it_and_says_configured(secured: 
 def test_a_password_removed_from_the_spec_is_removed_from_the_store(secured: Secured) -> None:
     apply(secured, fenced_node("hv2", "s3cret"))
     secret = secured.root + paths.secret("nodes", "hv2")
-    digests = secured.root + paths.secret_digests("nodes", "hv2")
-    assert secured.admin.exists(secret) and secured.admin.exists(digests)
+    spec = secured.root + paths.resource("nodes", "hv2")
+    assert secured.admin.exists(secret) and SECRET_DIGESTS in decode(secured.admin.get(spec)[0])
 
     assert apply(secured, fenced_node("hv2", None))[0]["outcome"] == "configured"
-    assert secured.admin.exists(secret) is None and secured.admin.exists(digests) is None
+    assert secured.admin.exists(secret) is None
+    assert SECRET_DIGESTS not in decode(secured.admin.get(spec)[0])
     assert stored_password(secured, "hv2") is None
     # Given again, it is stored again.
     assert apply(secured, fenced_node("hv2", "back"))[0]["outcome"] == "configured"
