@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kazoo.exceptions import ConnectionLoss, KazooException, SessionExpiredError
+from kazoo.exceptions import ConnectionLoss, KazooException, NoAuthError, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -161,6 +161,20 @@ def install_handlers(app: FastAPI) -> None:
         # A bug, not bad input: log it whole, answer in the one error shape.
         log.exception("event=internal_error error=%r", exc)
         return _response(ApiError(500, f"internal error: {type(exc).__name__}"))
+
+    @app.exception_handler(NoAuthError)
+    async def _no_auth(_req: Request, exc: NoAuthError) -> JSONResponse:
+        # The store's ACLs refused pvcapid's own identity: nothing was written (a refused
+        # part fails its whole transaction). The caller did nothing wrong; the admin must
+        # give pvcapid the identity and rights docs/configuration.md names.
+        log.error("event=store_refused error=%r", exc)
+        return _response(
+            ApiError(
+                403,
+                "the cluster store refused pvcapid's ZooKeeper identity this write "
+                "(its ACLs do not allow it); nothing was changed",
+            )
+        )
 
     @app.exception_handler(KazooException)
     async def _kazoo(_req: Request, exc: KazooException) -> JSONResponse:
