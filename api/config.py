@@ -64,6 +64,10 @@ class Settings(Model):
     schema_migration_timeout: float = Field(default=45.0, gt=0)
     """Seconds pvcapid waits at start for another daemon's schema migration before it
     exits 1 (docs/backup.md)."""
+    primary_request_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a write the primary carries out (migrate, unmigrate, move, a delete that
+    removes an object at once, rename) waits for the primary's outcome; past it the API
+    withdraws the request and answers 503, nothing changed."""
     zookeeper_auth: ZookeeperAuth | None = None
     """The ZooKeeper identity pvcapid connects with (user ``api``); None: anonymous, for a
     store made before ACLs."""

@@ -35,6 +35,7 @@ from controllers.fencing import AgentFactory, FenceController, configured_agent
 from controllers.floating import FloatingAddresses, Held
 from controllers.migrations import MigrationController
 from controllers.pool_status import PoolStatusController
+from controllers.requests import RequestController
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
 from controllers.volume_reaper import VolumeReaper
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 _Worker: TypeAlias = (
     "Scheduler | ClusterStatusController | FenceController | DrainController | MigrationController"
-    " | PoolStatusController | VolumeReaper"
+    " | PoolStatusController | VolumeReaper | RequestController"
 )
 """The controllers a primary runs."""
 
@@ -381,6 +382,7 @@ class PrimaryElection:
                 MigrationController(self.store, self.node, self.epoch, scheduler),
                 PoolStatusController(self.store, self.node, self.epoch, scheduler),
                 VolumeReaper(self.store, self.node, primary=True),
+                RequestController(self.store, self.node, self.epoch),
             ]
             for worker in workers:
                 worker.start()

@@ -8,8 +8,11 @@ Four ZooKeeper digest identities (docs/configuration.md, "ZooKeeper identities")
 - ``node``: the pvcnoded of any other host: what a daemon needs; it reads no fence
   credentials but reads StoragePool keys (each node puts an rbd pool's key in its libvirt).
 - ``api``: pvcapid: reads everything but secrets; creates and writes specs, metadata and
-  annotations (the verbs), events, and secrets it can never read back; never writes a
-  status, a lease, a fence record, the epoch or an election znode.
+  annotations (the verbs), events, and secrets it can never read back; creates and deletes
+  requests to the primary (zkstore/requests.py). It never creates, writes or deletes a
+  status, a placement, a node-index entry, a lease, a fence record, the epoch or an
+  election znode: what needs those (migrate, unmigrate, move, removing an object with its
+  status, a rename) it asks the primary for, which does it with its identity and epoch.
 
 Nobody else (an unauthenticated client) reads or writes anything under the root. Every
 znode gets its ACL where it is created (``AclClient`` asks ``AclPolicy.acl_for``), and
@@ -42,22 +45,25 @@ RWCD = R | W | C | D
 _API_RIGHTS: dict[str, int] = {
     "root": R,
     "identities": R,
-    "kind": R | C | D,  # /resources/<plural>: create and delete objects
-    "object": R | W | C | D,  # spec; C and D: placement (migrate verbs) and delete
+    # /resources/<plural>: create objects, and delete one that has no status or placement
+    # (one that has them goes through the primary: zkstore/requests.py).
+    "kind": R | C | D,
+    # The spec only: no C or D, so no status or placement created or deleted under it.
+    "object": R | W,
     "status": R,
-    "placement": R | W,  # migrate/unmigrate write it (see docs/configuration.md)
+    "placement": R,
     "object-child": R,
-    # A migrate to a node whose daemon never ran (a Node applied or restored first) makes
-    # that node's index folder.
-    "index-nodes": R | C,
-    "index-node": R | C | D,  # migrate and delete move a VM's index entry
-    "index-entry": R | W,
+    "index-nodes": R,
+    "index-node": R,
+    "index-entry": R,
     "events": R | C | D,  # records events and trims the log
-    "event": R | W,  # a VM rename renames its events
-    "disk-record": R | W,  # delete --delete-volumes marks records deleting
-    "volume-deletions": R | C | D,
-    # A VM rename (zkstore/rename.py, run by the API) moves these records to the new name.
-    "rename-dir": R | C | D,
+    "event": R,
+    "disk-record": R,
+    "volume-deletions": R,
+    "rename-dir": R,
+    # Its own requests to the primary: created (ephemeral) and withdrawn or removed.
+    "requests": R | C | D,
+    "request": R,
     "secrets": R,  # names only: their znodes hold the values
     "secret-kind": R | C | D,
     "secret": W,  # an apply sets a secret it can never read back
@@ -70,6 +76,8 @@ _NODE_RIGHTS: dict[str, int] = {
     "secret-kind": R | C,  # a daemon registers its Node with the fence agent of its config
     "secret": W,
     "pool-secret": R | W,
+    "requests": R,
+    "request": R,
 }
 _COORDINATOR_RIGHTS: dict[str, int] = {"identities": R}
 
@@ -130,6 +138,8 @@ def path_kind(relative: str) -> str:
         return "rename-dir"
     if top == paths.VOLUME_DELETIONS and depth == 1:
         return "volume-deletions"
+    if top == paths.REQUESTS:
+        return "requests" if depth == 1 else "request"
     if top == paths.SECRETS:
         if depth == 1:
             return "secrets"

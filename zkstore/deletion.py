@@ -10,16 +10,24 @@ here: nothing can be running, and the delete's transaction checks it is still un
 ``force`` deletes at once whatever the finalizers (the node then destroys a domain it no
 longer sees placed). ``deleteVolumes`` marks the VM's volumes in the transaction that
 removes the object, so they go only once the domain is gone (controllers/volume_reaper.py).
+
+The removal itself (the object with its status, placement and node-index entry) is the
+primary's or a daemon's: pvcapid may not touch those znodes (zkstore/acl.py), so its
+``Deletions`` gets a ``remover`` that asks the primary (zkstore/requests.py), which runs
+``remove_now`` with a check on its epoch. Marking an object Terminating writes its spec
+only, and stays the API's.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from kazoo.client import TransactionRequest
 
 from schemas import Resource, VirtualMachine, utcnow, verbs
+from zkstore import paths
 from zkstore.disks import Disks
 from zkstore.errors import AlreadyPlaced, Conflict, NotFound
 from zkstore.events import EventLog
@@ -31,15 +39,41 @@ log = logging.getLogger(__name__)
 _RETRIES = 8
 
 
+class Remover(Protocol):
+    """Removes an object at once with its status, placement and node-index entry (and,
+    with ``delete_volumes``, marks its volumes); ``unplaced_only``: only while the VM is
+    placed on no node (AlreadyPlaced otherwise)."""
+
+    def __call__(
+        self,
+        cls: type[Resource],
+        name: str,
+        resource_version: str | None,
+        delete_volumes: bool,
+        *,
+        unplaced_only: bool = False,
+    ) -> None: ...
+
+
 class Deletions:
     """Asks for, and completes, the deletion of objects (one per Store user)."""
 
-    def __init__(self, store: Store, events: EventLog | None = None, source: str = "") -> None:
+    def __init__(
+        self,
+        store: Store,
+        events: EventLog | None = None,
+        source: str = "",
+        *,
+        remover: Remover | None = None,
+    ) -> None:
+        """``remover``: who removes an object at once (pvcapid's asks the primary);
+        by default this store's identity, with no epoch check (a node's daemon)."""
         self.store = store
         self.events = events or EventLog(store)
         self.source = source
         self.disks = Disks(store)
         self.holders = Holders(store)
+        self._remover = remover
 
     def request(
         self,
@@ -149,9 +183,36 @@ class Deletions:
         *,
         unplaced_only: bool = False,
     ) -> None:
-        also: Callable[[TransactionRequest], None] | None = None
+        if self._remover is not None:
+            self._remover(cls, name, resource_version, delete_volumes, unplaced_only=unplaced_only)
+        else:
+            self.remove_now(
+                cls, name, resource_version, delete_volumes, unplaced_only=unplaced_only
+            )
+
+    def remove_now(
+        self,
+        cls: type[Resource],
+        name: str,
+        resource_version: str | None,
+        delete_volumes: bool,
+        *,
+        unplaced_only: bool = False,
+        epoch: int | None = None,
+    ) -> None:
+        """Remove the object with its status, placement and index entry in one transaction
+        (the primary's with ``epoch``: only while the cluster epoch is still that)."""
+        volume_ops: Callable[[TransactionRequest], None] | None = None
         if delete_volumes and cls is VirtualMachine:
-            also = self.disks.deletion_ops(name, sorted(self.disks.of(name)))
+            volume_ops = self.disks.deletion_ops(name, sorted(self.disks.of(name)))
+        epoch_path = self.store.path(paths.EPOCH)
+
+        def also(txn: TransactionRequest) -> None:
+            if epoch is not None:
+                txn.check(epoch_path, version=epoch)
+            if volume_ops is not None:
+                volume_ops(txn)
+
         self.store.delete(cls, name, resource_version, also=also, unplaced_only=unplaced_only)
         log.info("event=deleted kind=%s name=%s", cls.KIND, name)
         if delete_volumes and self.disks.deletion_pending(name):
@@ -183,4 +244,4 @@ def _terminating_message(obj: Resource) -> str:
     return f"deletion requested: waiting for finalizers {', '.join(obj.metadata.finalizers)}"
 
 
-__all__ = ["Deletions"]
+__all__ = ["Deletions", "Remover"]

@@ -17,6 +17,9 @@ DISKS = "/disks"
 VOLUME_DELETIONS = "/volume-deletions"
 IDENTITIES = "/identities"
 SECRETS = "/secrets"
+REQUESTS = "/requests"
+"""What the API asks the primary to carry out (zkstore/requests.py)."""
+REQUEST_PREFIX = f"{REQUESTS}/req-"
 
 STATUS = "status"
 PLACEMENT = "placement"
@@ -44,6 +47,10 @@ def node_index(node: str) -> str:
 
 def node_index_entry(node: str, vm: str) -> str:
     return f"{INDEX_NODES}/{node}/{vm}"
+
+
+def request(key: str) -> str:
+    return f"{REQUESTS}/{key}"
 
 
 def node_lease(node: str) -> str:

@@ -34,7 +34,7 @@ from schemas.vm import derived_mac
 from zkstore import paths
 from zkstore.codec import decode, encode
 from zkstore.console import CONSOLES, DOMAIN_XML
-from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.errors import AlreadyExists, Conflict, EpochMoved, NotFound
 from zkstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,18 @@ class RenamePlan:
     parents_old: list[str] = field(default_factory=list)
     """Directories of the old name to delete (after the znodes under them)."""
     event_updates: list[tuple[str, bytes, int]] = field(default_factory=list)
+    epoch: int | None = None
+    """The primary's epoch: the rename commits only while the cluster epoch is that."""
 
     def commit(self) -> VirtualMachine:
         txn = self.store.client.transaction()
+        if self.epoch is not None:
+            txn.check(self.store.path(paths.EPOCH), version=self.epoch)
         self._add(txn)
         results = txn.commit()
         failed = [r for r in results if isinstance(r, Exception)]
+        if self.epoch is not None and isinstance(results[0], Exception):
+            raise EpochMoved(f"rename of {self.old!r} refused: the epoch moved past {self.epoch}")
         if not failed:
             log.info(
                 "event=vm_renamed vm=%s new=%s znodes=%d events=%d",
@@ -88,7 +94,8 @@ class RenamePlan:
                 len(self.event_updates),
             )
             return self.store.get(VirtualMachine, self.new)
-        if isinstance(results[0], NodeExistsError):
+        first = results[1] if self.epoch is not None else results[0]
+        if isinstance(first, NodeExistsError):
             raise AlreadyExists(KIND, self.new)
         log.info("event=vm_rename_conflict vm=%s new=%s results=%r", self.old, self.new, results)
         raise Conflict(
@@ -158,11 +165,14 @@ def plan_rename(store: Store, old: str, new: str) -> RenamePlan:
     return plan
 
 
-def rename_vm(store: Store, old: str, new: str) -> VirtualMachine:
-    """Rename the stopped VM ``old`` to ``new`` in one transaction (see the module's doc)."""
+def rename_vm(store: Store, old: str, new: str, *, epoch: int | None = None) -> VirtualMachine:
+    """Rename the stopped VM ``old`` to ``new`` in one transaction (see the module's doc);
+    with ``epoch`` (the primary's) only while the cluster epoch is still that."""
     if old == new:
         raise AlreadyExists(KIND, new)
-    return plan_rename(store, old, new).commit()
+    plan = plan_rename(store, old, new)
+    plan.epoch = epoch
+    return plan.commit()
 
 
 def _refuse_unless_stopped(

@@ -164,6 +164,7 @@ class Store:
             paths.FENCING,
             paths.DISKS,
             paths.VOLUME_DELETIONS,
+            paths.REQUESTS,
         ):
             self.client.ensure_path(self.path(relative))
         for cls in KINDS:

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import CacheDep, EventsDep, SettingsDep, StoreDep, parse_documents, read_body
 from api.errors import STORE_UNAVAILABLE, ApiError, invalid
+from api.primary_requests import Primary, PrimaryDep
 from api.routes.resources import (
     API_PREFIX,
     SELECTOR_RULE,
@@ -38,7 +39,6 @@ from api.routes.resources import (
 from schemas import KINDS, FieldError, InvalidResource, Resource
 from zkstore import AlreadyExists, Conflict, NotFound, Selector, Store, parse_selector
 from zkstore.admission import admit
-from zkstore.deletion import Deletions
 from zkstore.planning import plan_write
 
 router = APIRouter()
@@ -104,6 +104,7 @@ async def apply(
     settings: SettingsDep,
     cache: CacheDep,
     events: EventsDep,
+    primary: PrimaryDep,
     dryRun: DryRun = False,
     prune: Annotated[
         bool, Query(description="delete labelled objects of the applied kinds not in the body")
@@ -146,11 +147,11 @@ async def apply(
                 if obj.metadata.resource_version:
                     _check_pinned_version(store, obj, index)
         if selector is not None and not dryRun:
-            _prune(store, cache, events, objects, selector, True, [])
+            _prune(store, cache, events, objects, selector, True, [], primary)
         results = write_objects(store, cache, events, objects, dry_run=dryRun)
         if selector is not None:
             try:
-                _prune(store, cache, events, objects, selector, dryRun, results)
+                _prune(store, cache, events, objects, selector, dryRun, results, primary)
             except (Conflict, *STORE_UNAVAILABLE) as exc:
                 code = 503 if isinstance(exc, STORE_UNAVAILABLE) else 409
                 raise ApiError(
@@ -297,9 +298,10 @@ def _prune(
     selector: Selector,
     dry_run: bool,
     results: list[dict[str, Any]],
+    primary: Primary,
 ) -> None:
     """Delete (or with ``dry_run`` only check) what the set no longer has, adding each
-    pruned object to ``results`` as it goes."""
+    pruned object to ``results`` as it goes (``primary`` removes what goes at once)."""
     keep = {(o.kind, o.name) for o in applied}
     # VMs first: a network or a pool is refused (409) while a VM uses it.
     kinds = sorted({type(o) for o in applied}, key=lambda c: (c.KIND != "VirtualMachine", c.KIND))
@@ -311,7 +313,7 @@ def _prune(
             if not dry_run:
                 # As a delete: a VM is shut down gracefully first (Terminating), then goes.
                 try:
-                    marked, gone = Deletions(store, events).request(
+                    marked, gone = primary.deletions(events).request(
                         cls, obj.name, resource_version=obj.metadata.resource_version
                     )
                 except NotFound:

@@ -30,6 +30,7 @@ from api.deps import (
 )
 from api.errors import ApiError, invalid
 from api.patch import merge_patch
+from api.primary_requests import Primary, PrimaryDep
 from schemas import (
     KINDS,
     FieldError,
@@ -44,7 +45,7 @@ from schemas import (
 from schemas.node import CHECK_FENCE_AGENT_INSTALLED
 from zkstore import Conflict, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
-from zkstore.deletion import Deletions
+from zkstore.deletion import Deletions, Remover
 from zkstore.errors import Terminating
 from zkstore.events import EventLog
 from zkstore.network_admission import network_in_use
@@ -314,10 +315,13 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         settings: SettingsDep,
         cache: CacheDep,
         events: EventsDep,
+        primary: PrimaryDep,
         dryRun: DryRun = False,
     ) -> dict[str, Any]:
         obj = await parse_one(request, settings, cls, name)
-        return await run_in_threadpool(write_replace, store, cache, events, obj, dryRun)
+        return await run_in_threadpool(
+            write_replace, store, cache, events, obj, dryRun, primary.remove
+        )
 
     async def patch_object(
         name: NameParam,
@@ -326,6 +330,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         settings: SettingsDep,
         cache: CacheDep,
         events: EventsDep,
+        primary: PrimaryDep,
         dryRun: DryRun = False,
     ) -> dict[str, Any]:
         media = check_media_type(request.headers.get("content-type", ""), patch=True)
@@ -334,7 +339,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         if len(patch) != 1 or not isinstance(patch[0], dict):
             raise ApiError(400, "a merge patch is one JSON object")
         return await run_in_threadpool(
-            write_patch, store, cache, events, cls, name, patch[0], dryRun
+            write_patch, store, cache, events, cls, name, patch[0], dryRun, primary.remove
         )
 
     def delete(
@@ -342,6 +347,7 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         store: Store,
         cache: ApiCache,
         events: EventLog,
+        primary: Primary,
         resource_version: str | None,
         dry_run: bool,
         delete_volumes: bool = False,
@@ -349,7 +355,9 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
     ) -> dict[str, Any]:
         store.get(cls, name)  # 404 before 409
         refuse_if_in_use(store, cls, name)
-        obj, gone = Deletions(store, events).request(
+        # Marking it Terminating is a spec write (the API's); removing it with its status
+        # and placement is the primary's (api/primary_requests.py).
+        obj, gone = primary.deletions(events).request(
             cls,
             name,
             resource_version=resource_version,
@@ -366,18 +374,22 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         store: StoreDep,
         cache: CacheDep,
         events: EventsDep,
+        primary: PrimaryDep,
         resourceVersion: ResourceVersion = None,
         dryRun: DryRun = False,
     ) -> dict[str, Any]:
         """Delete the object; one with finalizers is marked Terminating
-        (``metadata.deletionTimestamp``) and goes once they are all removed."""
-        return delete(name, store, cache, events, resourceVersion, dryRun)
+        (``metadata.deletionTimestamp``) and goes once they are all removed. The primary
+        removes it (with its status): 503 when none did within ``primaryRequestTimeout``,
+        nothing deleted."""
+        return delete(name, store, cache, events, primary, resourceVersion, dryRun)
 
     def delete_vm(
         name: NameParam,
         store: StoreDep,
         cache: CacheDep,
         events: EventsDep,
+        primary: PrimaryDep,
         resourceVersion: ResourceVersion = None,
         dryRun: DryRun = False,
         deleteVolumes: DeleteVolumes = False,
@@ -387,8 +399,12 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         the node that holds its domain shuts it down (ACPI, then forced off at
         ``shutdownTimeout``) and undefines it, then the object goes. A VM that runs nowhere
         goes at once. While Terminating, only removing finalizers may change it (else 409).
-        ``force=true`` deletes the object at once; its node then destroys the domain."""
-        return delete(name, store, cache, events, resourceVersion, dryRun, deleteVolumes, force)
+        ``force=true`` deletes the object at once; its node then destroys the domain.
+        The primary removes the object (with its status and placement): 503 when none did
+        within ``primaryRequestTimeout``, nothing deleted."""
+        return delete(
+            name, store, cache, events, primary, resourceVersion, dryRun, deleteVolumes, force
+        )
 
     delete_vm.__name__ = "delete_object"  # one operation name per kind, as before
 
@@ -420,7 +436,12 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
 
 
 def write_replace(
-    store: Store, cache: ApiCache, events: EventLog, obj: Resource, dry_run: bool
+    store: Store,
+    cache: ApiCache,
+    events: EventLog,
+    obj: Resource,
+    dry_run: bool,
+    remover: Remover | None = None,
 ) -> dict[str, Any]:
     cls = type(obj)
     admit(store, obj)
@@ -428,17 +449,21 @@ def write_replace(
         return plan_write(store, obj, create=False, update=True).result.wire()
     updated = store.update(obj)
     events.record(cls.KIND, obj.name, "Updated", "replaced through the API")
-    return finish_write(store, cache, events, updated)
+    return finish_write(store, cache, events, updated, remover)
 
 
 def finish_write(
-    store: Store, cache: ApiCache, events: EventLog, updated: Resource
+    store: Store,
+    cache: ApiCache,
+    events: EventLog,
+    updated: Resource,
+    remover: Remover | None = None,
 ) -> dict[str, Any]:
     """Settle the cache on a write; an object being deleted whose last finalizer the write
-    removed goes now."""
+    removed goes now (``remover``: the primary removes it, api/primary_requests.py)."""
     cls = type(updated)
     if updated.deleting and not updated.metadata.finalizers:
-        if Deletions(store, events).complete(cls, updated.name):
+        if Deletions(store, events, remover=remover).complete(cls, updated.name):
             settle(cache.of(cls), updated.name, None)
             return updated.wire()
     settle(cache.of(cls), updated.name, updated)
@@ -453,6 +478,7 @@ def write_patch(
     name: str,
     patch: dict[str, Any],
     dry_run: bool,
+    remover: Remover | None = None,
 ) -> dict[str, Any]:
     """Apply an RFC 7386 merge patch to metadata (labels, annotations) and spec.
 
@@ -494,7 +520,7 @@ def write_patch(
                 raise
             continue
         events.record(cls.KIND, name, "Patched", "merge-patched through the API")
-        return finish_write(store, cache, events, updated)
+        return finish_write(store, cache, events, updated, remover)
     raise Conflict(f"{cls.KIND} {name!r} kept changing; gave up patching it")
 
 

@@ -3,7 +3,9 @@
 Each verb only writes spec, an annotation or the VM's placement record, and
 answers with the object it changed. Temporary placement (migrate, unmigrate)
 never touches spec, so a GitOps pipeline never sees it as drift; ``move``
-changes ``spec.placement.home`` on purpose.
+changes ``spec.placement.home`` on purpose. The placement is the primary's to
+write: those verbs ask it (api/primary_requests.py) and answer with its outcome,
+or 503 when no primary acted within ``primaryRequestTimeout``, nothing changed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic.config import JsonDict
 from api.deps import EventsDep, NameParam, StoreDep, is_object_name
 from api.errors import ApiError, invalid
 from api.openapi_contract import DNS_LABEL
+from api.primary_requests import Primary, PrimaryDep
 from api.routes.resources import API_PREFIX
 from schemas import (
     CLUSTER_NAME,
@@ -26,7 +29,6 @@ from schemas import (
     FieldError,
     MigrationMethod,
     Node,
-    Placement,
     RouterState,
     RunStrategy,
     VirtualMachine,
@@ -37,8 +39,8 @@ from schemas.meta import Model
 from schemas.registry import errors_from_validation
 from zkstore import AlreadyExists, Conflict, NotFound, Store
 from zkstore.errors import Terminating
-from zkstore.events import EventLog
 from zkstore.moves import live_migration_problem, unreached_disks
+from zkstore.requests import PLACE
 
 router = APIRouter()
 VMS = f"{API_PREFIX}/vms/{{name}}"
@@ -102,7 +104,7 @@ def _require_node(store: Store, node: str) -> None:
 
 def _place(
     store: Store,
-    events: EventLog,
+    primary: Primary,
     requested: tuple[str, str],
     vm: str,
     node: str,
@@ -111,26 +113,25 @@ def _place(
     only_from: str | None = None,
     method: MigrationMethod | None = None,
 ) -> None:
-    """Place ``vm`` on ``node``. The ``requested`` event (reason, message) is recorded just
-    before the write, so the VM's story tells the request before what its nodes then do; a
-    write that fails then records ``...Refused`` with the reason."""
+    """Have the primary place ``vm`` on ``node`` (controllers/requests.py): it checks again
+    that the VM exists, is not Terminating, that the node exists and, with ``only_from``,
+    that the VM is still there (a drain or a recovery moved it since: 409), then records
+    the ``requested`` event (reason, message) just before its write, and ``...Refused``
+    with the reason when the write fails. The API may not write a placement itself."""
     current = store.get(VirtualMachine, vm)
     if current.deleting:  # it goes: nothing may start or move it now
         raise Terminating(current.KIND, vm, str(current.metadata.deletion_timestamp))
-    placement = Placement(
-        node=node, epoch=store.read_epoch(), reason=reason, migration=migration, method=method
-    )
     event_reason, message = requested
-    events.record(VirtualMachine.KIND, vm, event_reason, message)
-    # The API is not the primary: it writes no epoch check (epoch=None), and the
-    # primary treats a manual reason as an order to carry out, not to undo. With
-    # ``only_from``, a placement changed since it was read (a drain, a recovery) is a 409.
-    try:
-        store.write_placement(vm, placement, epoch=None, only_from=only_from)
-    except Exception as exc:
-        refused = event_reason.removesuffix("Requested") + "Refused"
-        events.record(VirtualMachine.KIND, vm, refused, str(exc), type_="Warning")
-        raise
+    args = {
+        "node": node,
+        "reason": reason,
+        "migration": migration,
+        "onlyFrom": only_from,
+        "method": method.value if method is not None else None,
+        "event": event_reason,
+        "message": message,
+    }
+    primary.ask(PLACE, VirtualMachine.KIND, vm, args)
 
 
 @router.post(f"{VMS}/start", tags=["verbs"])
@@ -174,7 +175,7 @@ def vm_restart(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str,
 
 @router.post(f"{VMS}/migrate", tags=["verbs"])
 def vm_migrate(
-    name: NameParam, body: MigrateRequest, store: StoreDep, events: EventsDep
+    name: NameParam, body: MigrateRequest, store: StoreDep, primary: PrimaryDep
 ) -> dict[str, Any]:
     """Place the VM on another node for now; spec is untouched, ``unmigrate`` returns it.
 
@@ -214,7 +215,7 @@ def vm_migrate(
     origin = (current.migration if current and current.migration else None) or source
     _place(
         store,
-        events,
+        primary,
         (
             "MigrateRequested",
             f"to {body.node} from {source or '-'}"
@@ -231,7 +232,7 @@ def vm_migrate(
 
 
 @router.post(f"{VMS}/unmigrate", tags=["verbs"])
-def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[str, Any]:
+def vm_unmigrate(name: NameParam, store: StoreDep, primary: PrimaryDep) -> dict[str, Any]:
     """Return the VM to where it came from (placement.migration), else spec.placement.home."""
     vm = store.get(VirtualMachine, name)
     current = store.read_placement(name)
@@ -244,7 +245,7 @@ def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[st
         raise ApiError(409, f"VirtualMachine {name!r} is already on {target!r}")
     _place(
         store,
-        events,
+        primary,
         ("UnmigrateRequested", f"back to {target}"),
         name,
         target,
@@ -257,7 +258,7 @@ def vm_unmigrate(name: NameParam, store: StoreDep, events: EventsDep) -> dict[st
 
 @router.post(f"{VMS}/move", tags=["verbs"])
 def vm_move(
-    name: NameParam, body: MoveRequest, store: StoreDep, events: EventsDep
+    name: NameParam, body: MoveRequest, store: StoreDep, primary: PrimaryDep
 ) -> dict[str, Any]:
     """Change spec.placement.home for good, and place the VM there."""
     store.get(VirtualMachine, name)
@@ -273,7 +274,7 @@ def vm_move(
     vm = store.mutate_spec(VirtualMachine, name, change)
     _place(
         store,
-        events,
+        primary,
         ("MoveRequested", f"home set to {body.node}"),
         name,
         body.node,

@@ -1,8 +1,11 @@
 """``POST /api/v1/vms/{name}/rename``: rename a stopped VM (zkstore/rename.py).
 
-404 when the VM does not exist; 422 for a new name that is not a DNS label; 409 when the
-new name is taken (reason ``AlreadyExists``), while the VM is not stopped (the reason says
-what to do), or when it changed while being renamed (nothing was renamed).
+The primary carries it out (the API may not move a status or a placement: zkstore/acl.py);
+the API asks it (api/primary_requests.py) and answers with its outcome. 404 when the VM
+does not exist; 422 for a new name that is not a DNS label; 409 when the new name is taken
+(reason ``AlreadyExists``), while the VM is not stopped (the reason says what to do), or
+when it changed while being renamed (nothing was renamed); 503 when no primary acted within
+``primaryRequestTimeout`` (nothing was renamed).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from pydantic import ConfigDict, Field
 
 from api.deps import CacheDep, EventsDep, NameParam, StoreDep
 from api.openapi_contract import DNS_LABEL
+from api.primary_requests import PrimaryDep
 from api.routes.resources import API_PREFIX, settle
 from schemas import VirtualMachine
 from schemas.meta import Model
-from zkstore.rename import rename_vm
+from zkstore.requests import RENAME
 
 router = APIRouter()
 
@@ -33,7 +37,12 @@ class RenameRequest(Model):
 
 @router.post(f"{API_PREFIX}/vms/{{name}}/rename", tags=["verbs"])
 async def vm_rename(
-    name: NameParam, body: RenameRequest, store: StoreDep, cache: CacheDep, events: EventsDep
+    name: NameParam,
+    body: RenameRequest,
+    store: StoreDep,
+    cache: CacheDep,
+    events: EventsDep,
+    primary: PrimaryDep,
 ) -> dict[str, Any]:
     """Rename a stopped VM (runStrategy Halted, phase Stopped): its spec, status, placement,
     events, console and disk records move to the new name in one transaction; its volumes
@@ -41,7 +50,9 @@ async def vm_rename(
     new = body.new_name
 
     def run() -> VirtualMachine:
-        renamed = rename_vm(store, name, new)
+        store.get(VirtualMachine, name)  # 404 without asking the primary
+        primary.ask(RENAME, VirtualMachine.KIND, name, {"newName": new})
+        renamed = store.get(VirtualMachine, new)
         settle(cache.of(VirtualMachine), name, None)
         settle(cache.of(VirtualMachine), new, renamed)
         return renamed

@@ -12,6 +12,7 @@ import uvicorn
 
 from api.app import create_app
 from api.config import Settings
+from controllers.requests import RequestController
 from tests.helpers import wait_for
 from zkstore import Store
 
@@ -44,8 +45,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(store: Store, settings: Settings | None = None) -> Iterator[str]:
-    """A real uvicorn serving the app on a free loopback port, in a thread."""
+def primary_requests(store: Store, node: str = "primary") -> Iterator[RequestController]:
+    """The primary's request controller (the real one, at the store's current epoch), for
+    an API with no primary daemon: the verbs that write a placement, a delete that removes
+    an object, and a rename are requests only the primary carries out."""
+    controller = RequestController(store, node, store.read_epoch())
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+@contextmanager
+def live_server(
+    store: Store, settings: Settings | None = None, *, primary: bool = True
+) -> Iterator[str]:
+    """A real uvicorn serving the app on a free loopback port, in a thread; with
+    ``primary``, the primary's request controller too (``primary_requests``)."""
+    if primary:
+        with primary_requests(store), live_server(store, settings, primary=False) as url:
+            yield url
+        return
     settings = settings or Settings(root=store.root)
     config = uvicorn.Config(
         create_app(settings, store),
