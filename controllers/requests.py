@@ -139,7 +139,9 @@ class RequestController:
             outcome, state = refusal(exc), REFUSED
         self._finish(key, relative, request, version, state, outcome)
         self._mine.discard(key)
-        return None
+        # Its asker removes it once read; if it does not, it is collected then.
+        self._finished_since[key] = time.monotonic()
+        return request.wait_seconds
 
     def _take(self, relative: str, request: Request, version: int) -> int:
         request.state, request.epoch, request.taken_by = TAKEN, self.epoch, self.node

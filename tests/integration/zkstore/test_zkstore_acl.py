@@ -16,6 +16,7 @@ from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL
 
 from cli.localcluster.zookeeper import ZooKeeperServer
+from controllers.requests import RequestController
 from controllers.secure_store import main as secure_main
 from schemas import (
     Node,
@@ -30,6 +31,7 @@ from schemas.node import NodeStatus
 from zkstore import Store, Unavailable, paths
 from zkstore.acl import ROLES, AclPolicy, Identity
 from zkstore.codec import decode, encode
+from zkstore.requests import PLACE, REMOVE, ask
 from zkstore.secrets import SecretUnreadable
 
 PASSWORDS = {role: f"{role}-{uuid.uuid4().hex}" for role in ROLES}
@@ -134,14 +136,37 @@ def test_api_identity_writes_specs_but_no_status_lease_fence_record_or_epoch(
 
     with pytest.raises(NoAuthError):
         api.write_status(VirtualMachine, "web", VirtualMachineStatus(phase=VMPhase.STOPPED))
+    with pytest.raises(NoAuthError):
+        api.write_placement("web", Placement(node="n2", epoch=0), epoch=None)
     for relative in (
         paths.status("vms", "web"),
+        paths.placement("web"),
+        paths.node_index_entry("n1", "web"),
         paths.fence_record("n1"),
         paths.node_lease("n1"),
         paths.EPOCH,
     ):
         with pytest.raises(NoAuthError):
             raw.set(api.path(relative), b"{}")
+    # Nor create or delete a status, a placement or a node-index entry (nor an index folder).
+    api.create(parse_resource({**vm.wire(), "metadata": {"name": "web2"}}))
+    for relative in (
+        paths.status("vms", "web"),
+        paths.placement("web"),
+        paths.node_index_entry("n1", "web"),
+    ):
+        with pytest.raises(NoAuthError):
+            raw.delete(api.path(relative))
+    for relative in (
+        paths.status("vms", "web2"),
+        paths.placement("web2"),
+        paths.node_index_entry("n1", "web2"),
+        paths.node_index("n9"),
+    ):
+        with pytest.raises(NoAuthError):
+            raw.create(api.path(relative), b"{}")
+    assert coordinator.read_placement("web") == Placement(node="n1", epoch=0)
+    assert coordinator.node_index_entry("n1", "web") is not None
     with pytest.raises(NoAuthError):  # no election znode, no lease of its own
         raw.create(api.path(paths.LEASE_PRIMARY + "/x"), b"", makepath=True)
     with pytest.raises(NoAuthError):
@@ -291,3 +316,47 @@ def test_secure_store_refuses_an_incomplete_config(
     config.write_text("identities: {admin: {password: a}, node: {password: n}}\n")
     assert secure_main(["--config", str(config)]) == 2
     assert "identities.coordinator: Field required" in capsys.readouterr().err
+
+
+def test_the_api_asks_the_primary_which_writes_the_placement_with_its_identity(
+    secured: dict[str, Any],
+) -> None:
+    coordinator: Store = secured["stores"]["coordinator"]
+    api: Store = secured["stores"]["api"]
+    for name in ("n1", "n2"):
+        api.create(
+            parse_resource({"apiVersion": "pvc/v1", "kind": "Node", "metadata": {"name": name}})
+        )
+    api.create(
+        parse_resource(
+            {
+                "apiVersion": "pvc/v1",
+                "kind": "VirtualMachine",
+                "metadata": {"name": "db"},
+                "spec": {"memory": "1Gi"},
+            }
+        )
+    )
+    coordinator.write_placement("db", Placement(node="n1", epoch=0), epoch=None)
+    coordinator.write_status(VirtualMachine, "db", VirtualMachineStatus(phase=VMPhase.STOPPED))
+    primary = RequestController(coordinator, "n1", coordinator.read_epoch())
+    primary.start()
+    try:
+        place = {"node": "n2", "reason": "migrate", "event": "MigrateRequested", "message": "m"}
+        ask(api, PLACE, "VirtualMachine", "db", place, requester="ops", timeout=10)
+        placement = api.read_placement("db")
+        assert placement is not None and placement.node == "n2"
+        assert api.node_index_entry("n2", "db") is not None
+        # The API may not forge a request's outcome: only the primary writes one.
+        key = api.client.create(
+            api.path(paths.REQUEST_PREFIX), b"{}", ephemeral=True, sequence=True
+        )
+        with pytest.raises(NoAuthError):
+            secured["clients"]["api"].set(key, b"{}")
+        api.client.delete(key)
+        # Removing the VM with its status and placement: the primary's, through a request.
+        ask(api, REMOVE, "VirtualMachine", "db", {}, requester="ops", timeout=10)
+        assert not api.exists(VirtualMachine, "db")
+        assert api.node_index_entry("n2", "db") is None
+    finally:
+        primary.stop()
