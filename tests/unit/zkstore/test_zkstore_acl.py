@@ -40,6 +40,8 @@ def perms(path: str, role: str) -> int:
         ("/secrets/nodes/n1", "secret"),
         ("/secrets/storagepools/ceph", "pool-secret"),
         ("/identities", "identities"),
+        ("/requests", "requests"),
+        ("/requests/req-0000000001", "request"),
     ],
 )
 def test_path_kinds(relative: str, kind: str) -> None:
@@ -52,6 +54,13 @@ def test_api_reads_all_but_secrets_and_writes_no_controller_state() -> None:
     assert perms("/pvc/resources/vms", "api") & C
     for owned in (
         "/pvc/resources/vms/web/status",
+        "/pvc/resources/vms/web/placement",
+        "/pvc/index/nodes",
+        "/pvc/index/nodes/n1",
+        "/pvc/index/nodes/n1/web",
+        "/pvc/holders/web",
+        "/pvc/disks/web/root",
+        "/pvc/requests/req-0000000001",  # the primary writes its outcome
         "/pvc/leases/nodes/n1",
         "/pvc/leases/primary/x",
         "/pvc/fencing/n1",
@@ -60,8 +69,9 @@ def test_api_reads_all_but_secrets_and_writes_no_controller_state() -> None:
     ):
         assert perms(owned, "api") == R, owned
     assert perms("/pvc/leases", "api") == R  # no election or lease znode of its own
-    # A migrate to a Node whose daemon never ran makes its index folder.
-    assert perms("/pvc/index/nodes", "api") == R | C
+    # Nor a status or placement under an object (it asks the primary: zkstore/requests.py).
+    assert perms("/pvc/resources/vms/web", "api") == R | W
+    assert perms("/pvc/requests", "api") == R | C | Permissions.DELETE  # its requests
     assert perms("/pvc/secrets/nodes/n1", "api") == Permissions.WRITE  # set, never read
     assert not perms("/pvc/secrets/nodes/n1", "node") & R
     assert perms("/pvc/secrets/nodes/n1", "coordinator") & R
