@@ -18,7 +18,6 @@ from api.middleware import CALLER
 from schemas import Resource
 from zkstore import Store
 from zkstore.deletion import Deletions
-from zkstore.errors import AlreadyPlaced
 from zkstore.events import EventLog
 from zkstore.requests import REMOVE, NoPrimary, Refused, ask
 
@@ -31,17 +30,10 @@ class Primary:
         self.requester = requester
         self.timeout = timeout
 
-    def ask(
-        self,
-        verb: str,
-        kind: str,
-        name: str,
-        args: dict[str, Any],
-        *,
-        passed_on: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
-        """Its result once done; ApiError with its refusal (a refusal for a store error
-        named in ``passed_on`` is raised as ``Refused``), or 503 when none acted in time."""
+    def ask(self, verb: str, kind: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Its result once done. Its refusal is raised as the store error it met (NotFound,
+        Conflict, AlreadyPlaced...: the caller's code and the API's handlers treat it as
+        before), else as an ApiError with its code; 503 when no primary acted in time."""
         try:
             return ask(
                 self.store,
@@ -53,8 +45,9 @@ class Primary:
                 timeout=self.timeout,
             )
         except Refused as exc:
-            if exc.error in passed_on:
-                raise
+            error = exc.as_store_error()
+            if error is not exc:
+                raise error from None
             raise ApiError(exc.code, exc.message, reason=exc.reason, details=exc.details) from None
         except NoPrimary as exc:
             raise ApiError(503, str(exc)) from None
@@ -74,10 +67,7 @@ class Primary:
             "deleteVolumes": delete_volumes,
             "unplacedOnly": unplaced_only,
         }
-        try:
-            self.ask(REMOVE, cls.KIND, name, args, passed_on=("AlreadyPlaced",))
-        except Refused as exc:  # placed meanwhile: Deletions marks it Terminating instead
-            raise AlreadyPlaced(name, exc.error_args.get("node", "")) from None
+        self.ask(REMOVE, cls.KIND, name, args)
 
     def deletions(self, events: EventLog) -> Deletions:
         return Deletions(self.store, events, remover=self.remove)

@@ -36,7 +36,14 @@ from kazoo.exceptions import BadVersionError, NoNodeError
 
 from zkstore import paths
 from zkstore.codec import decode, encode
-from zkstore.errors import AlreadyExists, NotFound, StoreError, Unavailable
+from zkstore.errors import (
+    AlreadyExists,
+    AlreadyPlaced,
+    Conflict,
+    NotFound,
+    StoreError,
+    Unavailable,
+)
 from zkstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,20 @@ class Refused(StoreError):
         self.error_args: dict[str, str] = {}
         """The arguments to raise that store error with again (AlreadyPlaced's node)."""
         super().__init__(message)
+
+    def as_store_error(self) -> StoreError:
+        """The store error the primary met, as the asker's own code catches it (NotFound,
+        AlreadyExists, AlreadyPlaced, Conflict); itself for any other refusal."""
+        kind, name = str(self.details.get("kind", "")), str(self.details.get("name", ""))
+        if self.code == 404 and kind:
+            return NotFound(kind, name)
+        if self.reason == "AlreadyExists" and kind:
+            return AlreadyExists(kind, name)
+        if self.error == "AlreadyPlaced":
+            return AlreadyPlaced(self.error_args.get("vm", ""), self.error_args.get("node", ""))
+        if self.code == 409:
+            return Conflict(self.message)
+        return self
 
 
 class NoPrimary(Unavailable):
