@@ -18,6 +18,7 @@ from kazoo.exceptions import NoNodeError
 from schemas import utcnow
 from zkstore import paths
 from zkstore.codec import decode, encode
+from zkstore.errors import raise_if_refused
 from zkstore.store import Store
 
 CONSOLES = "/consoles"
@@ -104,6 +105,7 @@ class VMOutputs:
             results = txn.commit()
             if not any(isinstance(r, Exception) for r in results):
                 return
+            raise_if_refused(results)
             if isinstance(results[0], NoNodeError):
                 return  # the VM is deleted: nothing to say of it
             # Created or deleted by another writer between the look and the write: again.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from kazoo.exceptions import NoAuthError
+
 
 class StoreError(Exception):
     """Base of every store error."""
@@ -65,3 +69,12 @@ class Terminating(Conflict):
             f"{kind} {name!r} is being deleted (Terminating since {since}): it cannot be "
             "changed now, except to remove finalizers"
         )
+
+
+def raise_if_refused(results: Iterable[object]) -> None:
+    """Raise the NoAuthError among a transaction's results, if any: the store's ACLs refused
+    this identity a part of it, so none of it was written, and trying again cannot help (a
+    retry loop would report it as a conflict)."""
+    refused = next((r for r in results if isinstance(r, NoAuthError)), None)
+    if refused is not None:
+        raise refused

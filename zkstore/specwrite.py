@@ -17,7 +17,6 @@ from typing import Any, Literal
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     BadVersionError,
-    NoAuthError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
@@ -28,7 +27,7 @@ from schemas import Resource, utcnow
 from schemas.resource import SECRET_DIGESTS
 from zkstore import paths
 from zkstore.codec import decode, encode
-from zkstore.errors import AlreadyExists, Conflict, NotFound
+from zkstore.errors import AlreadyExists, Conflict, NotFound, raise_if_refused
 from zkstore.metamerge import keeps_finalizers, merge_metadata, with_kind_finalizers
 from zkstore.secrets import SecretWrite, plan_secrets, split_secrets
 
@@ -169,9 +168,7 @@ def commit(client: KazooClient, write: SpecWrite) -> None:
                 secrets.remove,
             )
         return
-    refused = next((r for r in failures if isinstance(r, NoAuthError)), None)
-    if refused is not None:
-        raise refused  # this identity may not write a part of it: nothing was written
+    raise_if_refused(failures)  # this identity may not write a part of it: nothing written
     first = results[0]
     if write.read is None and isinstance(first, NodeExistsError):
         raise Retry  # created meanwhile: an apply updates it, a create says it exists

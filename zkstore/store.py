@@ -35,6 +35,7 @@ from zkstore.errors import (
     PlacementMoved,
     Terminating,
     Unavailable,
+    raise_if_refused,
 )
 from zkstore.migrations import CODE_VERSION, ensure_schema
 from zkstore.secrets import reveal_stored
@@ -336,6 +337,7 @@ class Store:
             results = txn.commit()
             if not any(isinstance(r, Exception) for r in results):
                 return
+            raise_if_refused(results)
             if any(isinstance(r, NoNodeError) for r in results) and not self.exists(cls, name):
                 raise NotFound(cls.KIND, name)
             if resource_version and any(isinstance(r, BadVersionError) for r in results):
@@ -531,6 +533,7 @@ class Store:
             ]
             if not failures:
                 return
+            raise_if_refused(failures)
             if epoch is not None and isinstance(results[0], BadVersionError | NoNodeError):
                 raise EpochMoved(
                     f"placement of {vm!r} refused: the cluster epoch moved past {epoch}"
