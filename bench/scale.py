@@ -84,14 +84,14 @@ def log(message: str) -> None:
 class Cluster:
     """The API and ZooKeeper of the running local cluster, as the bench uses them."""
 
-    def __init__(self, local: LocalCluster) -> None:
+    def __init__(self, local: LocalCluster, http_timeout: float = 600.0) -> None:
         self.local = local
         state = local.load_state()
         assert state is not None
         self.state = state
         self.server = LocalCluster.server_url(state)
         self.zk_port = state.zookeeper_port
-        self.http = httpx.Client(base_url=self.server, timeout=120.0)
+        self.http = httpx.Client(base_url=self.server, timeout=http_timeout)
 
     def refresh(self) -> None:
         state = self.local.load_state()
@@ -269,7 +269,8 @@ def process_figures(cluster: Cluster, window: float) -> dict[str, Any]:
     agent_pid, agent_nodes = max(packed.items(), key=lambda kv: len(kv[1]))
     with cpu_during({"primary": primary_pid, "agent": agent_pid}) as idle:
         time.sleep(window)
-    watches = observe.watches_by_process(cluster.zk_port, [primary_pid, agent_pid, cluster.state.api_pid])
+    pids = [primary_pid, agent_pid, cluster.state.api_pid]
+    watches = observe.watches_by_process(cluster.zk_port, pids)
     per_node = len(agent_nodes)
     return {
         "primary": {
@@ -411,7 +412,8 @@ def kill_group(cluster: Cluster, timeout: float) -> dict[str, Any]:
     for n, p in index.items():
         stat = client.exists(p)
         children = set(client.get_children(p)) if stat else set()
-        changes = (stat.cversion if stat else 0) - (start_stats[n].cversion if start_stats[n] else 0)
+        first = start_stats[n]
+        changes = (stat.cversion if stat else 0) - (first.cversion if first else 0)
         removed = len(start_children[n] - children)
         added[n] = max(0, changes - removed) + len(children - start_children[n])
     client.stop()
@@ -424,7 +426,8 @@ def kill_group(cluster: Cluster, timeout: float) -> dict[str, Any]:
     cluster.set_profile("default")
     log(
         f"kill of {len(victims)} nodes: {len(moved)}/{len(theirs)} VMs elsewhere in "
-        f"{seconds:.1f} s; placed on a dead node: {sum(added.values())}; on two nodes: {len(doubles)}"
+        f"{seconds:.1f} s; placed on a dead node: {sum(added.values())}; "
+        f"on two nodes: {len(doubles)}"
     )
     return {
         "nodes": victims,
@@ -463,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coordinators", type=int, default=3)
     parser.add_argument("--batch", type=int, default=250, help="documents per apply request")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--http-timeout", type=float, default=600.0, help="per request, seconds")
     parser.add_argument("--idle-window", type=float, default=20.0, help="seconds per idle figure")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
     parser.add_argument("--skip-ha", action="store_true", help="no flush and kill phases")
@@ -472,8 +476,12 @@ def main(argv: list[str] | None = None) -> int:
 
     node_mib = max(8192, (args.vms * 64 * 4) // max(1, args.nodes - args.per_process) + 2048)
     state_dir = Path(tempfile.mkdtemp(prefix="pvc-bench-scale-"))
-    result: dict[str, Any] = {"config": vars(args) | {"out": str(args.out)}, "started_at": now_iso()}
-    steps = sorted({max(args.coordinators + 1, args.nodes // 4), max(args.coordinators + 1, args.nodes // 2), args.nodes})
+    result: dict[str, Any] = {
+        "config": vars(args) | {"out": str(args.out)},
+        "started_at": now_iso(),
+    }
+    least = args.coordinators + 1
+    steps = sorted({max(least, args.nodes // 4), max(least, args.nodes // 2), args.nodes})
     local = LocalCluster(
         state_dir,
         nodes=steps[0],
@@ -487,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = time.monotonic()
         local.up(timeout=args.timeout)
-        cluster = Cluster(local)
+        cluster = Cluster(local, args.http_timeout)
         log(f"cluster of {steps[0]} nodes up in {time.monotonic() - started:.1f} s ({state_dir})")
         cluster.set_profile("default")
         result["floor"] = {
@@ -554,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["goals"] = {k: {"goal": GOALS.get(k), "value": v} for k, v in figures.items()}
     write_json(args.out, result)
-    print(f"idle slope: {result['idle']['slope_per_node']} writes/s per node, "
-          f"{result['idle']['slope_per_vm']} per VM")
+    print(
+        f"idle slope: {result['idle']['slope_per_node']} writes/s per node, "
+        f"{result['idle']['slope_per_vm']} per VM"
+    )
     print(" ".join(f"{k}={v:.2f}" for k, v in figures.items()))
     return 0
 

@@ -136,9 +136,7 @@ def test_a_large_apply_is_written_in_windows_and_a_failure_says_exactly_what_was
     details = body["details"]
     not_written = {n["name"] for n in details["notWritten"]}
     assert not_written == {"v020"} | {f"v{i:03d}" for i in range(32, 70)}
-    assert {r["name"] for r in details["written"]} == {f"v{i:03d}" for i in range(32)} - {
-        "v020"
-    }
+    assert {r["name"] for r in details["written"]} == {f"v{i:03d}" for i in range(32)} - {"v020"}
     assert set(names(store)) == {f"v{i:03d}" for i in range(32)}
     store.change_before_writing = None
     docs[20] = pinned(store, "v020", vcpus=4)
