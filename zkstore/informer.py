@@ -68,8 +68,7 @@ class Informer:
                 )
             elif now - since >= stall:
                 raise TimeoutError(
-                    f"informer on {self._root} made no progress for {stall:g}s "
-                    f"({seen} znodes read)"
+                    f"informer on {self._root} made no progress for {stall:g}s ({seen} znodes read)"
                 )
 
     def close(self) -> None:
