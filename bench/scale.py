@@ -200,8 +200,18 @@ def kazoo_create_floor(cluster: Cluster, count: int) -> dict[str, Any]:
 
 
 def idle_writes(cluster: Cluster, window: float, settle: float) -> dict[str, Any]:
-    time.sleep(settle)
-    rate, count = observe.writes_per_second(cluster.zk_port, window)
+    """Writes/s once the rate has settled: two windows in a row within 20 % (+1/s), so the
+    tail of a converge (events trimmed, last statuses) is not counted as idle; at most
+    ``settle`` s of windows before the last one."""
+    deadline = time.monotonic() + settle
+    previous: float | None = None
+    while True:
+        rate, count = observe.writes_per_second(cluster.zk_port, window)
+        if previous is not None and abs(rate - previous) <= 0.2 * previous + 1.0:
+            break
+        if time.monotonic() >= deadline:
+            break
+        previous = rate
     nodes = len(cluster.nodes())
     return {
         "nodes": nodes,
@@ -513,13 +523,13 @@ def main(argv: list[str] | None = None) -> int:
                 began = time.monotonic()
                 local.grow(step, timeout=args.timeout)
                 log(f"grew to {step} nodes in {time.monotonic() - began:.1f} s")
-            point = idle_writes(cluster, args.idle_window, settle=5.0)
+            point = idle_writes(cluster, args.idle_window, settle=60.0)
             nodes_points.append(point)
             log(f"idle at {step} nodes, 0 VMs: {point['writes_per_s']:.2f} writes/s")
         names = [f"scale-{i:05d}" for i in range(args.vms)]
         result["converge"] = converge(cluster, names, args)
         log(f"converge of {args.vms} VMs: {result['converge']['converge_s']:.1f} s")
-        vms_points = [idle_writes(cluster, args.idle_window, settle=10.0)]
+        vms_points = [idle_writes(cluster, args.idle_window, settle=120.0)]
         log(f"idle at {args.vms} VMs: {vms_points[0]['writes_per_s']:.2f} writes/s")
         result["processes"] = process_figures(cluster, args.idle_window)
         result["get_vms"] = {
@@ -533,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         for keep in (args.vms // 2, args.vms // 4):
             seconds = delete_down_to(cluster, names, keep, args.concurrency)
             log(f"deleted down to {keep} VMs in {seconds:.1f} s")
-            vms_points.append(idle_writes(cluster, args.idle_window, settle=10.0))
+            vms_points.append(idle_writes(cluster, args.idle_window, settle=120.0))
             vms_points[-1]["deleted_in_s"] = seconds
         result["idle"] = {
             "over_nodes": nodes_points,
