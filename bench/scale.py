@@ -430,7 +430,11 @@ def kill_group(cluster: Cluster, timeout: float) -> dict[str, Any]:
     client.close()
     hosts: dict[str, list[str]] = {}
     for item in cluster.nodes():
-        for domain in (item.get("status") or {}).get("domains") or []:
+        status = item.get("status") or {}
+        # A dead node's status is its last heartbeat, not its hypervisor (gone with it).
+        if item["metadata"]["name"] in victims or status.get("daemonState") != "run":
+            continue
+        for domain in status.get("domains") or []:
             hosts.setdefault(domain, []).append(item["metadata"]["name"])
     doubles = {k: v for k, v in hosts.items() if len(v) > 1}
     cluster.set_profile("default")
