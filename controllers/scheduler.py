@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass, field
 
+from controllers.node_ledger import Ledger, NodeLoad, Share
 from controllers.runtime import Controller
 from controllers.vm_deleting import DeletingVMs
 from schemas import (
@@ -50,22 +50,6 @@ from zkstore.volumes import Binding, bound_to, unreached
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class NodeLoad:
-    name: str
-    memory_total: int
-    memory_allocated: int = 0
-    memory_provisioned: int = 0
-    vcpus_allocated: int = 0
-    vms: int = 0
-    load: float = 0.0
-    vm_names: set[str] = field(default_factory=set)
-
-    @property
-    def memory_free(self) -> int:
-        return self.memory_total - self.memory_allocated
-
-
 def rank_key(policy: PlacementPolicy, load: NodeLoad) -> tuple[float, str]:
     """Smaller is better; ties go to the node name so choices are reproducible."""
     score: float
@@ -83,7 +67,7 @@ def rank_key(policy: PlacementPolicy, load: NodeLoad) -> tuple[float, str]:
 
 
 class Scheduler:
-    def __init__(self, store: Store, epoch: int) -> None:
+    def __init__(self, store: Store, epoch: int, workers: int = 4) -> None:
         self.store = store
         self.epoch = epoch
         self.vms = ResourceInformer(store, VirtualMachine, self._on_vm)
@@ -95,9 +79,17 @@ class Scheduler:
         # Placements written but maybe not yet seen by the informer (kube-scheduler's "assume").
         self._assumed: dict[str, str] = {}
         self._lock = threading.Lock()
-        # One worker: placements are decided one at a time so memory is never double-booked.
+        # What each node holds, kept up to date from VM events (only the VMs that changed
+        # are read again), so a placement costs O(nodes), not O(VMs).
+        self.ledger = Ledger()
+        # VMs whose last reconcile left them unplaced: a node change may let them fit.
+        self._waiting: set[str] = set()
+        # Placements are decided one at a time (under _deciding) so memory is never
+        # double-booked; the ZooKeeper round trips around them (finalizer, placement
+        # transaction, event) overlap on several workers.
+        self._deciding = threading.Lock()
         self.controller = Controller(
-            "scheduler", self.reconcile, workers=1, list_keys=self.vms.keys
+            "scheduler", self.reconcile, workers=workers, list_keys=self.vms.keys
         )
 
     def start(self) -> None:
@@ -113,6 +105,7 @@ class Scheduler:
             informer.close()
 
     def _on_vm(self, name: str) -> None:
+        self.ledger.touch(name)
         self.controller.enqueue(name)
 
     def assume(self, vm: str, node: str | None) -> None:
@@ -122,13 +115,18 @@ class Scheduler:
                 self._assumed.pop(vm, None)
             else:
                 self._assumed[vm] = node
+        self.ledger.touch(vm)
 
     def _on_node(self, _name: str) -> None:
         # A node came, went or changed: every unplaced VM may fit now, and a VM being
-        # deleted may be let go (its node was fenced).
-        for vm in self.vms.keys():  # noqa: SIM118 (an informer, not a dict)
-            if self._placed_node(vm) is None or self.deleting.waiting(vm):
-                self.controller.enqueue(vm)
+        # deleted may be let go (its node was fenced). Those are the VMs whose last
+        # reconcile left them so: no scan of every VM per heartbeat.
+        with self._lock:
+            waiting = list(self._waiting)
+        for vm in waiting:
+            self.controller.enqueue(vm)
+        for vm in self.deleting.waiting_names():
+            self.controller.enqueue(vm)
 
     def _placed_node(self, vm: str) -> str | None:
         raw = self.vms.placement_raw(vm)
@@ -164,27 +162,24 @@ class Scheduler:
         return ready
 
     def node_loads(self, nodes: dict[str, Node]) -> dict[str, NodeLoad]:
-        loads = {
-            name: NodeLoad(
-                name=name,
+        self.ledger.refresh(self._contribution, self.vms.keys)
+        return {
+            name: self.ledger.load(
+                name,
                 memory_total=n.status.resources.memory_total if n.status else 0,
                 load=n.status.resources.load if n.status else 0.0,
             )
             for name, n in nodes.items()
         }
-        for vm in self.vms.objects():
-            where = self._placed_node(vm.name)
-            if where not in loads:
-                continue
-            load = loads[where]
-            memory = to_bytes(vm.spec.memory)
-            load.memory_provisioned += memory
-            load.vm_names.add(vm.name)
-            if vm.spec.run_strategy != RunStrategy.HALTED:
-                load.memory_allocated += memory
-                load.vcpus_allocated += vm.spec.vcpus
-                load.vms += 1
-        return loads
+
+    def _contribution(self, name: str) -> Share | None:
+        """What VM ``name`` takes on its node, from the caches (None: nowhere)."""
+        vm = self.vms.get(name)
+        where = self._placed_node(name)
+        if vm is None or where is None:
+            return None
+        halted = vm.spec.run_strategy == RunStrategy.HALTED
+        return Share(where, to_bytes(vm.spec.memory), vm.spec.vcpus, halted)
 
     def bound_to(self, vm: VirtualMachine) -> Binding | None:
         """The volume in a local pool that binds ``vm`` to its node (records read fresh):
@@ -250,6 +245,8 @@ class Scheduler:
     def reconcile(self, name: str) -> float | None:
         if not self.store.connected:
             return 1.0  # SUSPENDED: a primary that cannot reach ZooKeeper decides nothing
+        with self._lock:
+            self._waiting.discard(name)
         vm = self.vms.get(name)
         if vm is None:
             with self._lock:
@@ -271,11 +268,18 @@ class Scheduler:
             why = f"network {', '.join(repr(n) for n in missing)} does not exist"
             self._write_unplaced_status(vm, VMPhase.PENDING, "NetworkNotFound", why)
             log.info("event=unschedulable vm=%s why=%r", name, why)
+            self._wait_for_nodes(name)
             return None
-        target, why = self.choose(vm)
+        # Decided one at a time, and booked (assumed) before the next decision, so memory
+        # is never double-booked; the writes then run on several workers at once.
+        with self._deciding:
+            target, why = self.choose(vm)
+            if target is not None:
+                self.assume(name, target)
         if target is None:
             self._write_unplaced_status(vm, VMPhase.PENDING, "Unschedulable", why)
             log.info("event=unschedulable vm=%s why=%r", name, why)
+            self._wait_for_nodes(name)
             return None
         # A VM a flush unplaced (halted then) and started since keeps its flush record,
         # so the unflush brings it back.
@@ -295,23 +299,30 @@ class Scheduler:
             )
         except AlreadyPlaced as exc:
             log.info("event=placement_skipped vm=%s reason=already_placed node=%s", name, exc.node)
-            with self._lock:
-                self._assumed[name] = exc.node
+            self.assume(name, exc.node)
             return None
         except NotFound:
+            self.assume(name, None)
             return None
         except EpochMoved:
+            self.assume(name, None)
             log.warning(
                 "event=placement_refused vm=%s reason=epoch_moved epoch=%d", name, self.epoch
             )
             raise
-        with self._lock:
-            self._assumed[name] = target
+        except BaseException:
+            self.assume(name, None)  # not written: the booking goes, a retry decides again
+            raise
         log.info("event=placed vm=%s node=%s why=%r epoch=%d", name, target, why, self.epoch)
         self.events.record(
             VirtualMachine.KIND, name, "Scheduled", f"placed on {target}: {why}", source=target
         )
         return None
+
+    def _wait_for_nodes(self, name: str) -> None:
+        """Try ``name`` again at the next node change (it fits nowhere now)."""
+        with self._lock:
+            self._waiting.add(name)
 
     def _write_unplaced_status(
         self, vm: VirtualMachine, phase: VMPhase, reason: str, message: str

@@ -56,6 +56,11 @@ class DeletingVMs:
         with self._lock:
             return name in self._waits
 
+    def waiting_names(self) -> list[str]:
+        """The deleted VMs waiting for a dead node's fence."""
+        with self._lock:
+            return list(self._waits)
+
     def add_finalizer(self, name: str) -> None:
         def change(vm: VirtualMachine) -> None:
             if not vm.deleting and DOMAIN_FINALIZER not in vm.metadata.finalizers:

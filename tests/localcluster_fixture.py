@@ -94,6 +94,8 @@ def start_cluster(
     zookeeper_members: int = 1,
     node_networks: dict[str, dict[str, object]] | None = None,
     node_config: dict[str, dict[str, object]] | None = None,
+    coordinators: int | None = None,
+    nodes_per_process: int = 1,
 ) -> Iterator[RunningCluster]:
     cluster = LocalCluster(
         state_dir,
@@ -106,6 +108,8 @@ def start_cluster(
         zookeeper_members=zookeeper_members,
         node_networks=node_networks,
         node_config=node_config,
+        coordinators=coordinators,
+        nodes_per_process=nodes_per_process,
     )
     try:
         state, _ = cluster.up(timeout=90)

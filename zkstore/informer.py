@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +34,7 @@ class Informer:
         self._root = store.path(relative_root)
         self._listeners: list[Callable[[str], None]] = [on_key] if on_key else []
         self._initialized = threading.Event()
+        self._loaded = 0  # events seen: the load's progress
         self._cache = TreeCache(store.client, self._root)
         self._cache.listen(self._on_event)
 
@@ -45,8 +47,29 @@ class Informer:
             self._store.client.ensure_path, self._root
         )
         self._cache.start()
-        if not self._initialized.wait(timeout):
-            raise TimeoutError(f"informer on {self._root} did not load within {timeout}s")
+        self._wait_loaded(timeout)
+
+    def _wait_loaded(self, stall: float) -> None:
+        """Wait while the load makes progress: a kind of 10,000 VMs takes a TreeCache tens
+        of seconds to read (one znode after another), longer on a busy host, and a primary
+        that gave up at a fixed deadline would start over and never finish (issue 16). It
+        fails only when nothing arrives for ``stall`` seconds."""
+        started = time.monotonic()
+        seen, since = -1, started
+        while not self._initialized.wait(min(stall, 5.0)):
+            now = time.monotonic()
+            if self._loaded != seen:
+                seen, since = self._loaded, now
+                log.info(
+                    "event=informer_loading root=%s znodes=%d after=%.1fs",
+                    self._root,
+                    seen,
+                    now - started,
+                )
+            elif now - since >= stall:
+                raise TimeoutError(
+                    f"informer on {self._root} made no progress for {stall:g}s ({seen} znodes read)"
+                )
 
     def close(self) -> None:
         self._cache.close()
@@ -64,6 +87,7 @@ class Informer:
         return int(node.stat.mzxid) if node is not None and node.stat is not None else None
 
     def _on_event(self, event: TreeEvent) -> None:
+        self._loaded += 1
         if event.event_type == TreeEvent.INITIALIZED:
             self._initialized.set()
             return

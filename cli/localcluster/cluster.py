@@ -78,8 +78,15 @@ class LocalCluster:
         zookeeper_members: int = 1,
         node_networks: dict[str, dict[str, object]] | None = None,
         node_config: dict[str, dict[str, object]] | None = None,
+        coordinators: int | None = None,
+        nodes_per_process: int = 1,
     ) -> None:
-        """``node_config`` maps node names to more settings of their daemon's config file
+        """``coordinators``: how many nodes (the first ones) are coordinators; all by default.
+        ``nodes_per_process`` > 1 runs the other nodes that many to a process
+        (``controllers.simhost``: many simulated nodes on a small machine); a coordinator
+        always has a process of its own. Powering off a node of such a process kills every
+        node in it.
+        ``node_config`` maps node names to more settings of their daemon's config file
         (e.g. ``flushOnShutdown``).
         ``libvirt_uris`` maps node names to real libvirt URIs (e.g. qemu:///system);
         nodes not named there simulate their host with libvirt's test driver.
@@ -96,6 +103,8 @@ class LocalCluster:
         self.disk_dir = disk_dir
         self.node_networks = node_networks or {}
         self.node_config = node_config or {}
+        self.coordinators = nodes if coordinators is None else coordinators
+        self.nodes_per_process = max(1, nodes_per_process)
 
     # -- state file ----------------------------------------------------------
 
@@ -216,9 +225,9 @@ class LocalCluster:
             self.save_state(state)
             make_passwords(self.dir)
             securing = start_secure_store(self.dir, state.zookeeper_hosts, state.root, timeout)
-            for index in range(1, self.node_count + 1):
-                name = f"node{index}"
-                state.nodes[name] = self._start_node(name, state)
+            for group in self.process_groups():
+                pid = self._start_nodes(group, state)
+                state.nodes.update(dict.fromkeys(group, pid))
                 self.save_state(state)
             try:
                 securing.finish()
@@ -332,8 +341,60 @@ class LocalCluster:
             **disks,
         }
 
+    def process_groups(self, first: int = 1) -> list[list[str]]:
+        """The nodes each process runs, from node ``first`` on: every coordinator alone,
+        the others ``nodes_per_process`` to a process."""
+        names = [f"node{i}" for i in range(first, self.node_count + 1)]
+        groups = [[n] for n in names if self.is_coordinator(n)]
+        rest = [n for n in names if not self.is_coordinator(n)]
+        step = self.nodes_per_process
+        groups += [rest[i : i + step] for i in range(0, len(rest), step)]
+        return groups
+
+    def grow(self, nodes: int, timeout: float = 120.0) -> LocalState:
+        """Start nodes up to ``nodes`` in all (a running cluster gains hosts) and wait
+        until every one is Ready."""
+        state = self.load_state()
+        if state is None:
+            raise LocalClusterError(f"no local cluster in {self.dir}")
+        first = self.node_count + 1
+        self.node_count = max(nodes, self.node_count)
+        for group in self.process_groups(first):
+            pid = self._start_nodes(group, state)
+            state.nodes.update(dict.fromkeys(group, pid))
+            self.save_state(state)
+        wait_until(
+            lambda: self._check_alive(state) and self._nodes_ready(state),
+            timeout,
+            f"{self.node_count} Ready nodes (see {self.dir}/node*.log)",
+            0.2,
+        )
+        return state
+
+    def _start_nodes(self, names: list[str], state: LocalState) -> int:
+        """Start one process for ``names``: pvcnoded for one node, controllers.simhost for
+        several (each node's config file on its command line, so each stays findable)."""
+        if len(names) == 1:
+            return self._start_node(names[0], state)
+        configs = [self._write_node_config(name, state) for name in names]
+        argv = [sys.executable, "-m", "controllers.simhost"]
+        for config in configs:
+            argv += ["--config", str(config)]
+        return spawn(argv, self.dir / f"{names[0]}-{names[-1]}.log")
+
+    def is_coordinator(self, name: str) -> bool:
+        return int(name.removeprefix("node")) <= self.coordinators
+
     def _start_node(self, name: str, state: LocalState) -> int:
+        config = self._write_node_config(name, state)
+        return spawn(
+            [sys.executable, "-m", "controllers.daemon", "--config", str(config)],
+            self.dir / f"{name}.log",
+        )
+
+    def _write_node_config(self, name: str, state: LocalState) -> Path:
         config = self.dir / f"{name}.yaml"
+        coordinator = self.is_coordinator(name)
         metrics_port = state.metrics_ports.setdefault(name, free_port())
         config.write_text(
             yaml.safe_dump(
@@ -341,9 +402,11 @@ class LocalCluster:
                     "node": name,
                     "zookeeper": state.zookeeper_hosts,
                     "root": state.root,
-                    "coordinator": True,
-                    # Every local node is a coordinator: it may fence, so it reads credentials.
-                    "zookeeperAuth": auth_config(self.dir, "coordinator"),
+                    "coordinator": coordinator,
+                    # A coordinator may fence, so it reads credentials.
+                    "zookeeperAuth": auth_config(
+                        self.dir, "coordinator" if coordinator else "node"
+                    ),
                     "libvirt": self._libvirt_config(name),
                     # The test driver attaches no NICs: no bridges on the user's host unless a
                     # test gives the node a namespace of its own (manage: true there).
@@ -375,10 +438,7 @@ class LocalCluster:
                 sort_keys=False,
             )
         )
-        return spawn(
-            [sys.executable, "-m", "controllers.daemon", "--config", str(config)],
-            self.dir / f"{name}.log",
-        )
+        return config
 
     def down(self) -> list[str]:
         """Stop everything recorded, API first and ZooKeeper last; returns what was stopped."""
@@ -410,7 +470,10 @@ class LocalCluster:
         config from this cluster's folder."""
         stopped = []
         for pid, cmdline in processes_naming(self.dir).items():
-            if any(what in cmdline for what in ("controllers.daemon", "api.server", "dnsmasq")):
+            if any(
+                what in cmdline
+                for what in ("controllers.daemon", "controllers.simhost", "api.server", "dnsmasq")
+            ):
                 stop_pid(pid, marker=f"{self.dir}/")
                 stopped.append(f"stray pid {pid}")
         return stopped

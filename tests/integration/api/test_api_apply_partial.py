@@ -119,3 +119,27 @@ def test_a_write_that_fails_mid_way_says_what_was_written_and_a_rerun_finishes(
         ("c", "configured"),
         ("d", "created"),
     ]
+
+
+def test_a_large_apply_is_written_in_windows_and_a_failure_says_exactly_what_was_not(
+    racing: tuple[TestClient, WriterBetween],
+) -> None:
+    """64 documents or more are written 16 at a time: a failure stops the apply after its
+    window, and written/notWritten list exactly what the cluster holds."""
+    client, store = racing
+    client.post("/api/v1/apply", json=[vm("v020")]).raise_for_status()
+    docs = [vm(f"v{i:03d}") for i in range(70)]
+    docs[20] = pinned(store, "v020", vcpus=4)  # in the second window (16..31)
+    store.change_before_writing = "v020"
+    body = assert_status(client.post("/api/v1/apply", json=docs), 409, "Conflict")
+    assert body["message"].startswith("document 21 (VirtualMachine 'v020') was not written: ")
+    details = body["details"]
+    not_written = {n["name"] for n in details["notWritten"]}
+    assert not_written == {"v020"} | {f"v{i:03d}" for i in range(32, 70)}
+    assert {r["name"] for r in details["written"]} == {f"v{i:03d}" for i in range(32)} - {"v020"}
+    assert set(names(store)) == {f"v{i:03d}" for i in range(32)}
+    store.change_before_writing = None
+    docs[20] = pinned(store, "v020", vcpus=4)
+    again = client.post("/api/v1/apply", json=docs)
+    assert again.status_code == 200, again.text
+    assert len(names(store)) == 70

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,3 +183,25 @@ def test_a_failing_listener_does_not_stop_the_others(store: Store, recorder: Rec
         wait_for(lambda: recorder.saw("two"), 10, "two reported after the failure")
     finally:
         inf.close()
+
+
+def test_a_slow_load_is_waited_for_while_it_progresses_and_fails_once_it_stalls(
+    store: Store,
+) -> None:
+    """A new primary's cache of 10,000 VMs loads for longer than any fixed deadline on a busy
+    host: waiting goes on while znodes arrive, and fails only after ``stall`` s without."""
+    informer = ResourceInformer(store, VirtualMachine)  # not started: we play its loader
+    stop = threading.Event()
+
+    def arrive() -> None:
+        while not stop.wait(0.05):
+            informer._loaded += 1
+
+    feeder = threading.Thread(target=arrive, daemon=True)
+    feeder.start()
+    threading.Timer(1.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"no progress for 0\.4s"):
+        informer._wait_loaded(0.4)
+    waited = time.monotonic() - started
+    assert 1.2 <= waited < 3.0, waited
