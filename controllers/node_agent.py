@@ -35,9 +35,6 @@ from zkstore.codec import decode
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEPALIVE = 5.0
-POKE_SHARE = 0.2
-"""A poke (domains changed) beats at most once per this share of the keepalive interval:
-10,000 VMs starting on 64 nodes would otherwise write a Node status per VM (issue 16)."""
 
 
 class NodeAgent:
@@ -87,8 +84,6 @@ class NodeAgent:
         self.keepalive = DEFAULT_KEEPALIVE
         self.self_fence_after: float | None = None
         self._wake = threading.Event()
-        self._poked = threading.Event()
-        self._urgent = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat: float | None = None  # monotonic, after the last successful write
@@ -131,7 +126,6 @@ class NodeAgent:
         if keepalive != self.keepalive:
             log.info("event=keepalive_changed node=%s interval=%.3fs", self.node, keepalive)
             self.keepalive = keepalive
-            self._urgent.set()
             self._wake.set()
         return not self._stop.is_set()
 
@@ -141,20 +135,16 @@ class NodeAgent:
         self._thread.start()
 
     def poke(self) -> None:
-        """Heartbeat soon rather than at the next interval (domains changed): within a fifth
-        of the interval, so a burst of changes makes one write, not one each."""
-        self._poked.set()
+        """Heartbeat now rather than at the next interval (domains changed)."""
         self._wake.set()
 
     def set_router_state(self, state: RouterState) -> None:
         self.router_state = state
-        self._urgent.set()
         self._wake.set()
 
     def stop(self, final_state: DaemonState = DaemonState.STOP) -> None:
         """Keep heartbeating until this very last step, then say why we stopped."""
         self._stop.set()
-        self._urgent.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10.0)
@@ -184,27 +174,8 @@ class NodeAgent:
                     exc,
                 )
             self._on_beat()
-            self._wait_for_next_beat(wait)
-
-    def _wait_for_next_beat(self, wait: float) -> None:
-        """Until the interval ends or an urgent wake (router state, keepalive, stop); after
-        a poke, once a fifth of the interval has passed since the beat, so the pokes of a
-        burst (one per domain started) make one write."""
-        now = time.monotonic()
-        deadline = now + wait
-        earliest = now + self.keepalive * POKE_SHARE
-        while not self._stop.is_set() and not self._urgent.is_set():
-            now = time.monotonic()
-            if self._poked.is_set() and now >= earliest:
-                break
-            until = min(deadline, earliest) if self._poked.is_set() else deadline
-            if now >= deadline:
-                break
-            self._wake.wait(until - now)
+            self._wake.wait(wait)
             self._wake.clear()
-        self._urgent.clear()
-        self._poked.clear()
-        self._wake.clear()
 
     def beat(self) -> None:
         try:

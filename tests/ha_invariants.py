@@ -31,7 +31,7 @@ class Invariants:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(10)
-        assert self.violations == []
+        assert self.violations == [], self.violations[:10]
         assert self.checks > 0, "the invariant checker never got an answer from the API"
 
     def _run(self) -> None:

@@ -3,7 +3,6 @@ reports of the hypervisor, and that a node whose hypervisor runs no guests gets 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,12 @@ from hypervisor import LibvirtDriver, libvirt_driver, write_test_host_xml
 from schemas import (
     Node,
     NodeStatus,
-    RouterState,
     VirtualMachine,
     get_condition,
     parse_resource,
 )
 from tests.helpers import wait_for
-from zkstore import Store, paths
+from zkstore import Store
 
 GIB_MIB = 1024
 
@@ -122,32 +120,3 @@ def test_a_node_whose_hypervisor_runs_no_guests_is_not_ready_and_gets_no_vms(
         assert store.read_placement("b") is None
     finally:
         scheduler.stop()
-
-
-def test_a_burst_of_pokes_makes_one_heartbeat_and_a_router_change_beats_at_once(
-    store: Store, start_agent: AgentFactory
-) -> None:
-    """Domains changing one after another (10,000 VMs starting) write the Node status once
-    per fifth of the keepalive interval, not once per domain; a router state change is not
-    held back."""
-    agent = start_agent("n1", 8 * GIB_MIB)
-    agent.keepalive = 2.0  # a poke waits 0.4 s after a beat
-    stat = store.client.exists(store.path(paths.status("nodes", "n1")))
-    assert stat is not None
-    before = stat.version
-    for _ in range(40):
-        agent.poke()
-        time.sleep(0.01)
-
-    def beats() -> int:
-        now = store.client.exists(store.path(paths.status("nodes", "n1")))
-        assert now is not None
-        return int(now.version) - before
-
-    wait_for(lambda: beats() >= 1, 2.0, "the poked heartbeat")
-    assert beats() <= 2, "a heartbeat per poke"
-    started = time.monotonic()
-    agent.poke()
-    agent.set_router_state(RouterState.PRIMARY)
-    wait_for(lambda: node_status(store, "n1").router_state == RouterState.PRIMARY, 2.0, "primary")
-    assert time.monotonic() - started < 0.4
