@@ -8,11 +8,10 @@ equal, and commands that act on objects still resolve kinds through ``schemas``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class KindWords:
+class KindWords(NamedTuple):  # not a dataclass: dataclasses (and copy) cost each <TAB> ~3 ms
     kind: str
     plural: str
     short_names: tuple[str, ...]
