@@ -61,8 +61,10 @@ class ApiClient:
             raise error_for(response)
         if not response.content:
             return None
+        import orjson  # (the standard library's json is slower on a list of 10,000 VMs)
+
         try:
-            return response.json()
+            return orjson.loads(response.content)
         except ValueError:
             raise ServerError(f"the API answered {method} {path} with non-JSON content") from None
 
