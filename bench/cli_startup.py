@@ -53,7 +53,7 @@ GET_GOAL_S = 1.0
 
 RAW_GET = (
     "import json, sys, urllib.request\n"
-    "json.load(urllib.request.urlopen(sys.argv[1] + sys.argv[2], timeout=5))\n"
+    "json.load(urllib.request.urlopen(sys.argv[1] + sys.argv[2], timeout=60))\n"
 )
 
 
