@@ -59,9 +59,13 @@ def age(timestamp: str | None) -> str:
     if not timestamp:
         return "-"
     try:
-        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        # fromisoformat, not strptime: written in C, 10,000 rows in milliseconds (strptime
+        # took most of a 10,000-VM table's time). It reads the API's "...T12:00:00.000000Z".
+        then = datetime.fromisoformat(timestamp)
     except ValueError:
         return "-"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
     seconds = int((datetime.now(UTC) - then).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
