@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from schemas import KINDS, Resource
@@ -54,6 +56,12 @@ class Cached:
     pos: int
     spec_version: int
     labels: dict[str, str]
+
+    @cached_property
+    def json(self) -> str:
+        """The object as compact JSON, made once per version (at its first list): a list
+        of 10,000 VMs joins these instead of encoding every object again."""
+        return json.dumps(self.wire, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,13 @@ class KindCache:
             objects = [self._objects[n] for n in self._names]
             pos = self._max_pos
         return [o.wire for o in objects if selector is None or selector.matches(o.labels)], pos
+
+    def list_json(self, selector: Selector | None = None) -> tuple[builtins.list[str], int]:
+        """``list`` with each object as its compact JSON text."""
+        with self._lock:
+            objects = [self._objects[n] for n in self._names]
+            pos = self._max_pos
+        return [o.json for o in objects if selector is None or selector.matches(o.labels)], pos
 
     def get(self, name: str) -> dict[str, Any] | None:
         with self._lock:

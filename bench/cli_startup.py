@@ -14,7 +14,13 @@ It starts its own ZooKeeper and pvcapid, fills VMS VMs, takes the median of REPE
 each, prints the figures and writes JSON (with each figure as a ratio to both floors) to
 bench/results/cli_startup.json.
 
-    .venv/bin/python bench/cli_startup.py [--vms 100] [--repeats 9]
+Then, for each of --get-sizes (default 1,000 and 10,000 VMs, each with a status, under a
+root of its own and a pvcapid whose watch cache has loaded): `pvcctl get vms` (the table)
+and `pvcctl get vms -o json`, each against its floor, a Python process doing one raw
+urllib GET of /api/v1/vms and json.loads of it (goal: both under 1 s). The last line:
+`completion_ms=… get_1000_ms=… get_json_1000_ms=… get_10000_ms=… get_json_10000_ms=…`.
+
+    .venv/bin/python bench/cli_startup.py [--vms 100] [--repeats 9] [--get-sizes 1000,10000]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,10 +49,11 @@ from zkstore import Store
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "cli_startup.json"
 PVCCTL = str(Path(sys.executable).parent / "pvcctl")
 GOAL_S = 0.250
+GET_GOAL_S = 1.0
 
 RAW_GET = (
     "import json, sys, urllib.request\n"
-    "json.load(urllib.request.urlopen(sys.argv[1] + sys.argv[2], timeout=5))\n"
+    "json.load(urllib.request.urlopen(sys.argv[1] + sys.argv[2], timeout=60))\n"
 )
 
 
@@ -120,6 +128,42 @@ def bench(url: str, vms: int, repeats: int) -> dict[str, Any]:
     return {"figures": figures, "ratios": ratios, "names_listed": listed}
 
 
+def get_figures(zk: ZooKeeperServer, size: int, repeats: int, workdir: Path) -> dict[str, Any]:
+    """`get vms` and `get vms -o json` over ``size`` VMs, next to a raw GET + json.loads."""
+    store = Store(zk.hosts, f"/bench-{uuid.uuid4().hex[:8]}", timeout=30.0)
+    store.start()
+    proc = None
+    try:
+        fill(store, [f"vm-{i:05d}" for i in range(size)])
+        proc, url = start_api(zk.hosts, store.root, workdir / f"api-{size}.log")
+        deadline = time.monotonic() + 300
+        # Served from ZooKeeper until the watch cache has loaded (resourceVersion "0").
+        while (
+            json.load(urllib.request.urlopen(f"{url}/api/v1/vms"))["metadata"]["resourceVersion"]
+            == "0"
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("PVC_", "_PVCCTL"))}
+        env = {**base, "PVC_SERVER": url, "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="pvc-h-")}
+        figures: dict[str, Any] = {}
+        figures["floor_raw_list"], _ = measure(
+            repeats, [sys.executable, "-c", RAW_GET, url, "/api/v1/vms"], env
+        )
+        figures["get_vms"], table = measure(repeats, [PVCCTL, "get", "vms"], env)
+        figures["get_vms_json"], doc = measure(repeats, [PVCCTL, "get", "vms", "-o", "json"], env)
+        if len(table.splitlines()) != size + 1 or len(json.loads(doc)["items"]) != size:
+            raise RuntimeError(f"get vms did not list all {size} VMs")
+        floor = figures["floor_raw_list"]["median_s"]
+        for name in ("get_vms", "get_vms_json"):
+            figures[name]["to_floor_raw_list"] = figures[name]["median_s"] / floor
+        return figures
+    finally:
+        if proc is not None:
+            stop_api(proc)
+        store.stop()
+
+
 def print_summary(report: dict[str, Any]) -> None:
     figures, ratios = report["figures"], report["ratios"]
     print(f"\npvcctl start-up, {report['vms']} VMs, median of {report['repeats']} runs")
@@ -139,6 +183,22 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"  names listed by completion: {report['names_listed']} (of {report['vms']})")
     verdict = "met" if report["completion_goal_met"] else "NOT met"
     print(f"  completion goal (< {GOAL_S * 1000:.0f} ms): {verdict}")
+    last = [f"completion_ms={figures['completion_get']['median_s'] * 1000:.0f}"]
+    for size, got in report.get("get", {}).items():
+        floor = got["floor_raw_list"]["median_s"]
+        print(f"  get over {size} VMs (goal < {GET_GOAL_S:.0f} s), raw GET + loads {floor:.3f} s:")
+        for name in ("get_vms", "get_vms_json"):
+            fig = got[name]
+            print(
+                f"    {name:<13} {fig['median_s']:.3f} s (CPU {fig['cpu_median_s']:.3f} s)"
+                f"  {fig['to_floor_raw_list']:.2f}x the raw GET"
+            )
+        last += [
+            f"get_{size}_ms={got['get_vms']['median_s'] * 1000:.0f}",
+            f"get_json_{size}_ms={got['get_vms_json']['median_s'] * 1000:.0f}",
+        ]
+    print(f"  machine: {report['nproc']} CPUs, load average {report['loadavg']}")
+    print(" ".join(last))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vms", type=int, default=100, help="VMs in the cluster listed")
     parser.add_argument("--repeats", type=int, default=9, help="runs of each, median taken")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--get-sizes",
+        default="1000,10000",
+        help="VM counts to time get vms over, comma-separated ('' for none)",
+    )
     args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.get_sizes.split(",") if n.strip()]
     report: dict[str, Any] = {
         "started_at": now_iso(),
         "commit": git_commit(),
@@ -166,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             fill(store, [f"vm-{i:05d}" for i in range(args.vms)])
             proc, url = start_api(zk.hosts, store.root, workdir / "api.log")
             report.update(bench(url, args.vms, args.repeats))
+            stop_api(proc)
+            proc = None
+            report["get"] = {
+                size: get_figures(zk, size, max(3, args.repeats // 2), workdir) for size in sizes
+            }
         finally:
             if proc is not None:
                 stop_api(proc)
@@ -177,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, count in report["names_listed"].items()
     )
     report["finished_at"] = now_iso()
+    report["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(nan_to_none(report), indent=2))
     print_summary(report)

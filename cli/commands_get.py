@@ -10,12 +10,19 @@ import click
 from click.shell_completion import CompletionItem
 
 from cli.client import API
-from cli.common import Context, complete_kinds, complete_names, kind_named, seconds, split_target
+from cli.common import (
+    Context,
+    complete_kinds,
+    complete_names,
+    kind_words_named,
+    seconds,
+    split_target_words,
+)
 from cli.errors import InputError, ServerError
+from cli.kindwords import KindWords
 
 if TYPE_CHECKING:
     from cli.output import Format
-    from schemas.resource import Resource
 
 # cli.output (rich, yaml) and cli.jsonpath are imported in the commands: see cli.completion.
 
@@ -80,7 +87,7 @@ def get(
 ) -> None:
     """Show objects: KIND[,KIND...] [NAME], or KIND/NAME."""
     from cli.jsonpath import compile_path
-    from cli.output import console, parse_format, render, render_document, sort_items
+    from cli.output import PlainOut, parse_format, render, render_document, sort_items
 
     output = parse_format(fmt)
     sort_path = compile_path(sort_by) if sort_by else None
@@ -90,17 +97,17 @@ def get(
     if "/" in kinds:
         if "," in kinds:
             raise InputError("KIND/NAME names one object: give KIND[,KIND...] or KIND/NAME")
-        cls, name = split_target(kinds, name)
+        cls, name = split_target_words(kinds, name)
         classes = [cls]
     else:
-        classes = [kind_named(k) for k in kinds.split(",") if k]
+        classes = [kind_words_named(k) for k in kinds.split(",") if k]
     if not classes:
         raise InputError("no kind given")
     if name and len(classes) > 1:
         raise InputError("a NAME goes with one kind only")
     if watch_ and len(classes) > 1:
         raise InputError("-w watches one kind at a time")
-    out = console()
+    out = PlainOut()  # rows and documents are never styled: no rich to import
     version: str | None = None
     documents: list[dict[str, Any]] = []
     for i, cls in enumerate(classes):
@@ -139,7 +146,7 @@ def _one_document(documents: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _watch(
     ctx: Context,
-    cls: type[Resource],
+    cls: KindWords,
     name: str | None,
     selector: str | None,
     fmt: Format,
@@ -174,7 +181,7 @@ def describe_cmd(ctx: Context, kind: str, name: str | None) -> None:
 
     from cli.output import console, describe, render_events
 
-    cls, name = split_target(kind, name)
+    cls, name = split_target_words(kind, name)
     if not name:
         raise InputError(f"describe needs a name: {kind} NAME or {kind}/NAME")
     out = console()
@@ -205,7 +212,7 @@ def events(ctx: Context, kind: str | None, name: str | None, limit: int, watch_:
 
     kind_name = None
     if kind:
-        cls, name = split_target(kind, name)
+        cls, name = split_target_words(kind, name)
         kind_name = cls.KIND
     if watch_:
         from cli.vm_console import follow_events

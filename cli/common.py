@@ -7,6 +7,7 @@ runs (a test keeps it so)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -14,6 +15,7 @@ import click
 from cli.client import ApiClient
 from cli.completion import complete_kinds, complete_names
 from cli.errors import InputError
+from cli.kindwords import KindWords, kind_words_for, unknown_kind
 from cli.settings import resolve
 
 if TYPE_CHECKING:
@@ -24,8 +26,10 @@ __all__ = [
     "complete_kinds",
     "complete_names",
     "kind_named",
+    "kind_words_named",
     "seconds",
     "split_target",
+    "split_target_words",
     "split_targets",
     "told",
 ]
@@ -72,16 +76,36 @@ def kind_named(word: str) -> type[Resource]:
         raise InputError(str(exc.args[0])) from None
 
 
+def kind_words_named(word: str) -> KindWords:
+    """``kind_named`` without the models (schemas, pydantic): for commands that only name
+    a kind's objects (get, describe, events)."""
+    found = kind_words_for(word)
+    if found is None:
+        raise InputError(unknown_kind(word))
+    return found
+
+
 def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | None]:
     """``KIND NAME`` or ``KIND/NAME`` (kubectl's two spellings) as (kind, name or None).
 
     Exit 2 for an unknown kind, an empty name (``vm/``), or both spellings at once.
     """
+    word, target = _split(kind, name, kind_named)
+    return kind_named(word), target
+
+
+def split_target_words(kind: str, name: str | None) -> tuple[KindWords, str | None]:
+    """``split_target`` without the models: the kind's words (KIND, PLURAL)."""
+    word, target = _split(kind, name, kind_words_named)
+    return kind_words_named(word), target
+
+
+def _split(kind: str, name: str | None, resolve: Callable[[str], object]) -> tuple[str, str | None]:
     word, slash, inline = kind.partition("/")
-    cls = kind_named(word)
+    resolve(word)  # an unknown kind first
     if not slash:
         _no_slash(name)
-        return cls, name
+        return word, name
     _no_slash(inline)
     if not inline:
         raise InputError(f"{kind!r}: a name goes after the '/', e.g. {word}/NAME")
@@ -89,7 +113,7 @@ def split_target(kind: str, name: str | None) -> tuple[type[Resource], str | Non
         raise InputError(
             f"give either {kind} or {word} {name}, not both: KIND/NAME already names the object"
         )
-    return cls, inline
+    return word, inline
 
 
 def _no_slash(name: str | None) -> None:

@@ -8,14 +8,22 @@ equal, and commands that act on objects still resolve kinds through ``schemas``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class KindWords:
+class KindWords(NamedTuple):  # not a dataclass: dataclasses (and copy) cost each <TAB> ~3 ms
     kind: str
     plural: str
     short_names: tuple[str, ...]
+
+    # As on the model classes: commands that only name a kind (get) take either.
+    @property
+    def KIND(self) -> str:
+        return self.kind
+
+    @property
+    def PLURAL(self) -> str:
+        return self.plural
 
 
 KIND_WORDS: tuple[KindWords, ...] = (
@@ -27,6 +35,12 @@ KIND_WORDS: tuple[KindWords, ...] = (
     ),
     KindWords("Cluster", "clusters", ("cluster", "clusters")),
 )
+
+
+def unknown_kind(word: str) -> str:
+    """The message for a kind nobody knows (as ``schemas.kind_for`` words it)."""
+    known = ", ".join(f"{k.plural} ({k.kind})" for k in KIND_WORDS)
+    return f"unknown kind {word!r}; known kinds: {known}"
 
 
 def kind_words_for(word: str) -> KindWords | None:

@@ -19,24 +19,38 @@ import click
 from click.shell_completion import CompletionItem
 
 from cli.client import API
-from cli.commands_get import describe_cmd, events, get
 from cli.common import Context, complete_kinds, complete_names, seconds, split_targets, told
 from cli.completion import complete_node_names
-from cli.config_commands import config_group, version
-from cli.data_commands import backup, rename, restore
-from cli.edit_commands import annotate, edit, label, patch
 from cli.errors import InputError, ServerError
-from cli.progress import progress
+from cli.lazygroup import LazyGroup
 from cli.settings import context_names
-from cli.vm_commands import vm
-from cli.wait_commands import wait, wait_for_node, wait_for_primary
-from cli.watch import wait_until
 
 if TYPE_CHECKING:
     from schemas.resource import Resource
 
 # Heavy modules (rich, yaml, difflib, the schemas behind cli.manifests) are imported inside
-# the commands that use them: the shell runs pvcctl on every <TAB> (see cli.completion).
+# the commands that use them, and the command modules when their command is used: the
+# shell runs pvcctl on every <TAB> (see cli.completion, cli.lazygroup).
+COMMANDS = {
+    "get": "cli.commands_get:get",
+    "describe": "cli.commands_get:describe_cmd",
+    "events": "cli.commands_get:events",
+    "vm": "cli.vm_commands:vm",
+    "wait": "cli.wait_commands:wait",
+    "edit": "cli.edit_commands:edit",
+    "patch": "cli.edit_commands:patch",
+    "label": "cli.edit_commands:label",
+    "annotate": "cli.edit_commands:annotate",
+    "config": "cli.config_commands:config_group",
+    "version": "cli.config_commands:version",
+}
+
+
+def _add_rename(vm: click.Command) -> None:
+    from cli.data_commands import rename
+
+    assert isinstance(vm, click.Group)
+    vm.add_command(rename)
 
 
 def _complete_contexts(
@@ -49,7 +63,12 @@ def _complete_contexts(
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    then={"vm": _add_rename},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("--server", "-s", metavar="URL", help="API address (env PVC_SERVER).")
 @click.option(
     "--context",
@@ -265,6 +284,9 @@ def delete(
     ]
     if vm_only and any(cls.KIND != "VirtualMachine" for cls, _ in targets):
         raise InputError(f"{' and '.join(vm_only)} is for VMs only")
+    from cli.progress import progress
+    from cli.watch import wait_until
+
     limit = seconds(timeout) if timeout else None
     out = console()
     told = " (its volumes are deleted once its domain is gone)" if delete_volumes else ""
@@ -358,6 +380,8 @@ def flush(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     ctx.client.request("POST", f"{API}/nodes/{name}/flush")
     told("node", name, "flush requested")
     if wait_:
+        from cli.wait_commands import wait_for_node
+
         wait_for_node(
             ctx,
             name,
@@ -377,6 +401,8 @@ def ready(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     ctx.client.request("POST", f"{API}/nodes/{name}/ready")
     told("node", name, "ready requested")
     if wait_:
+        from cli.wait_commands import wait_for_node
+
         wait_for_node(
             ctx,
             name,
@@ -396,6 +422,8 @@ def primary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None:
     ctx.client.request("POST", f"{API}/nodes/{name}/primary")
     told("node", name, "primary requested")
     if wait_:
+        from cli.wait_commands import wait_for_primary
+
         wait_for_primary(ctx, name, True, timeout)
 
 
@@ -408,10 +436,16 @@ def secondary(ctx: Context, name: str, wait_: bool, timeout: str | None) -> None
     ctx.client.request("POST", f"{API}/nodes/{name}/secondary")
     told("node", name, "secondary requested")
     if wait_:
+        from cli.wait_commands import wait_for_primary
+
         wait_for_primary(ctx, name, False, timeout)
 
 
-@cli.group(name="cluster")
+@cli.group(
+    name="cluster",
+    cls=LazyGroup,
+    lazy={"backup": "cli.data_commands:backup", "restore": "cli.data_commands:restore"},
+)
 def cluster_group() -> None:
     """Cluster-wide verbs."""
 
@@ -424,11 +458,6 @@ def maintenance(ctx: Context, state: str) -> None:
     body = {"enabled": state == "on"}
     ctx.client.request("POST", f"{API}/clusters/cluster/maintenance", json=body)
     click.echo(f"cluster maintenance {state}")
-
-
-cluster_group.add_command(backup)
-cluster_group.add_command(restore)
-vm.add_command(rename)
 
 
 @cli.group()
@@ -530,15 +559,6 @@ def explain_cmd(target: str) -> None:
     from cli.explain import explain  # the schemas' models: imported only for explain
 
     click.echo(explain(target), nl=False)
-
-
-cli.add_command(vm)
-cli.add_command(get)
-cli.add_command(describe_cmd)
-cli.add_command(events)
-cli.add_command(wait)
-for command in (edit, patch, label, annotate, config_group, version):
-    cli.add_command(command)
 
 
 def main() -> None:

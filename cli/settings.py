@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,8 @@ def write_config(path: Path, doc: dict[str, Any]) -> None:
     temp: str | None = None
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import tempfile  # (shutil, random...): only when the config file is written
+
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w") as out:
             os.fchmod(out.fileno(), 0o600)

@@ -20,8 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-
-from kazoo.exceptions import NoNodeError
+from typing import Any
 
 from controllers import metrics
 from controllers.live_migration import (
@@ -360,8 +359,15 @@ class Departures:
                 self._watching.discard(name)
             self._wake(name)
 
-        try:
-            self.store.client.get_children(self.store.path(paths.holders(name)), watch=fired)
-        except NoNodeError:
-            with self._lock:
-                self._watching.discard(name)
+        def answered(result: Any) -> None:
+            try:
+                result.get()
+            except Exception:  # NoNodeError (no set: no watch), or a lost connection
+                with self._lock:
+                    self._watching.discard(name)
+
+        # Not waited for: ZooKeeper answers one session's requests in order, so a read sent
+        # after this one is served after the watch is set (no round trip of its own).
+        self.store.client.get_children_async(
+            self.store.path(paths.holders(name)), watch=fired
+        ).rawlink(answered)

@@ -193,6 +193,10 @@ class VMController:
             self._release(name)
             self._forget(name)
             return None
+        with self._lock:
+            claimed = name in self._claimed
+        # The claim's first reads go out now: answered with the spec's (one round trip).
+        begun = None if claimed else self.holders.begin_claim(name, self.node)
         if not known:
             self._watch_spec(name)
             with self._lock:
@@ -218,7 +222,8 @@ class VMController:
             return None
         if vm.deleting:
             return self._delete_here(vm, placement)
-        if not self._claim(name):
+        status_read = self.statuses.prefetch(name)  # its round trip overlaps the claim's
+        if not self._claim(name, begun):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, LocalState())
         local.spec_waits = 0
@@ -230,7 +235,7 @@ class VMController:
             local.started_at = None
             local.stop_requested = True
         local.move = None
-        status = self.statuses.read(name)
+        status = status_read()
         try:
             if vm.spec.run_strategy == RunStrategy.HALTED:
                 return self.power.halt(vm, placement, local, status)
@@ -353,7 +358,7 @@ class VMController:
             # Running, yet not started by this process: a daemon restart found it, or a live
             # migration brought it. Ours only once no other node holds it (the source lets
             # go when its copy is gone).
-            waiting = self._unless_sole_holder(vm, placement, local, status, "IncomingMigration")
+            waiting, _ = self._unless_sole_holder(vm, placement, local, status, "IncomingMigration")
             if waiting is not None:
                 return waiting
             local.started_at = now
@@ -387,49 +392,63 @@ class VMController:
         name = vm.name
         # One copy: start only as the sole holder, read after a sync (docs/ha.md). Nothing
         # is defined before: a live migration to here brings its own definition.
-        again = self._unless_sole_holder(vm, placement, local, status, "WaitingForSource")
+        again, entry_version = self._unless_sole_holder(
+            vm, placement, local, status, "WaitingForSource"
+        )
         if again is not None:
             return again
+        defined = False
         if (
             local.defined_generation != vm.metadata.generation
             or self.driver.state(name) == DomainState.ABSENT
         ):
-            if not self._define(vm, placement, local):
+            if not self._define(vm, placement, local, publish=False):
                 return 30.0
-        # Fencing token: start only for the placement ZooKeeper holds now, not a cached one.
-        current = self.store.node_index_entry(self.node, name, sync=True)
-        if current is None or current.epoch != placement.epoch:
-            log.info("event=start_skipped vm=%s node=%s reason=placement_moved", name, self.node)
-            return 0.1
-        self.statuses.write(
+            defined = True
+        # Fencing token: start only for the placement ZooKeeper holds now, not a cached one:
+        # Starting is written in one transaction with a check that the index entry is still
+        # the one the sole-holder read found (with this placement's epoch), right before
+        # the start.
+        entry = self.store.path(paths.node_index_entry(self.node, name))
+        if entry_version is None or not self.statuses.write(
             vm,
             placement,
             VMPhase.STARTING,
             "Starting",
             "starting the domain",
+            unless_moved=(entry, entry_version),
             failures=status.failures,
-        )
+        ):
+            log.info("event=start_skipped vm=%s node=%s reason=placement_moved", name, self.node)
+            return 0.1
         self.driver.start(name)
         local.started_at = time.monotonic()
         local.forced_off = local.stop_requested = False
         with self._lock:
             self._self_fenced.discard(name)
-        log.info("event=domain_started vm=%s node=%s", name, self.node)
-        self.vm_events.record(
-            name,
-            "Restarted" if restart is not None else "Started",
-            f"started on {self.node}" + (f" ({placement.reason})" if placement.reason else ""),
-        )
-        self._on_domains_changed()
         extra: dict[str, Any] = {"failures": status.failures}
         if restart is not None:
             extra["restart_handled"] = restart
         self.statuses.write(
             vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}", **extra
         )
+        # Records for people and the heartbeat: after the status that says Running.
+        log.info("event=domain_started vm=%s node=%s", name, self.node)
+        self.vm_events.record(
+            name,
+            "Restarted" if restart is not None else "Started",
+            f"started on {self.node}" + (f" ({placement.reason})" if placement.reason else ""),
+        )
+        if defined:
+            self.consoles.domain_defined(name)
+        self._on_domains_changed()
         return self.crash_loop.reset_after if status.failures else None
 
-    def _define(self, vm: VirtualMachine, placement: Placement, local: LocalState) -> bool:
+    def _define(
+        self, vm: VirtualMachine, placement: Placement, local: LocalState, *, publish: bool = True
+    ) -> bool:
+        """Define the domain as the spec says; ``publish`` its XML (the caller does later
+        when False: a start publishes after it)."""
         targets = {d.name: disk_target(i) for i, d in enumerate(vm.spec.disks)}
         volumes = volumes_here(self.disks, self.driver, self.events, self.node, vm, targets)
         if volumes.reason is not None:
@@ -478,7 +497,8 @@ class VMController:
             log.warning("event=disk_missing vm=%s node=%s why=%r", vm.name, self.node, missing)
             return False
         self.driver.define(spec)
-        self.consoles.domain_defined(vm.name)
+        if publish:
+            self.consoles.domain_defined(vm.name)
         local.defined_generation = vm.metadata.generation
         self.statuses.set_volumes(vm.name, volumes.statuses)
         log.info(
@@ -616,26 +636,31 @@ class VMController:
         local: LocalState,
         status: VirtualMachineStatus,
         reason: str,
-    ) -> float | None:
-        """None when this node is the VM's sole holder (read after a sync), else the requeue
-        delay: other nodes may still hold its domain (a change of the set wakes it)."""
+    ) -> tuple[float | None, int | None]:
+        """(None, the index entry's version) when this node is the VM's sole holder and the
+        VM is placed here with this placement's epoch (both read after one sync, in one
+        round trip), else (the requeue delay, None): other nodes may still hold its domain
+        (a change of the set wakes it). The version is None when the placement moved."""
         name = vm.name
-        # The watch before the read: a release between the two still wakes this VM.
+        # The watch before the read (sent first, answered in order): a release between
+        # the two still wakes this VM.
         self.departures.watch_holders(name)
-        holders = self.holders.read(name)
+        holders, current = self.holders.read_with_entry(name, self.node)
+        entry_version = (
+            current[1] if current is not None and current[0].epoch == placement.epoch else None
+        )
         if self.node not in holders:
             # Removed by the primary after a fence of this node: this daemon's memory is stale.
             log.warning("event=holder_missing vm=%s node=%s", name, self.node)
             with self._lock:
                 self._claimed.discard(name)
-            return 0.1
+            return 0.1, None
         others = sorted(holders - {self.node})
         if not others:
             local.holder_waits = 0
-            return None
-        current = self.store.node_index_entry(self.node, name, sync=True)
-        if current is None or current.epoch != placement.epoch:
-            return 0.1  # placed elsewhere since: no stale status over the others' word
+            return None, entry_version
+        if entry_version is None:
+            return 0.1, None  # placed elsewhere since: no stale status over the others' word
         self.statuses.write_waiting(  # unless a live migration's source reports it
             vm,
             placement,
@@ -643,15 +668,15 @@ class VMController:
             f"waiting for {', '.join(others)} to let go of it (the domain may still exist there)",
         )
         local.holder_waits += 1
-        return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0)
+        return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0), None
 
-    def _claim(self, name: str) -> bool:
+    def _claim(self, name: str, begun: tuple[Any, Any] | None = None) -> bool:
         """Be among ``name``'s holders before defining or starting anything; False when the
         placement no longer names this node."""
         with self._lock:
             if name in self._claimed:
                 return True
-        if not self.holders.claim(name, self.node):
+        if not self.holders.claim(name, self.node, begun):
             return False
         with self._lock:
             self._claimed.add(name)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
 
 from controllers.domainspec import macs_of
 from schemas import (
@@ -24,7 +27,10 @@ from schemas import (
     set_condition,
 )
 from schemas.vm import CONVERGED, RESTART_REQUIRED
-from zkstore import NotFound, Store
+from zkstore import Conflict, NotFound, Store, paths
+from zkstore.codec import decode, encode
+
+_CAS_RETRIES = 8
 
 _WAITED = ("WaitingForSource", "IncomingMigration")
 """Reasons a move's target writes while it waits: the VM did not run there."""
@@ -47,9 +53,12 @@ class StatusWriter:
     def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.node = node
-        # name -> (the status this daemon last wrote, the zxid of that write): reused only
-        # while nobody else (another node, the primary) wrote since.
-        self._last: dict[str, tuple[dict[str, Any], int]] = {}
+        # name -> the stored status as this daemon last wrote or read it (None: no status
+        # znode), its znode version (-1: none) and the zxid of that write (None: not known).
+        # Writes are compare-and-set against that version; an unchanged status is skipped
+        # only after one cheap zxid check says nobody else (another node, the primary)
+        # wrote since.
+        self._last: dict[str, tuple[dict[str, Any] | None, int, int | None]] = {}
         # name -> its volumes as this node's last define found them (status.volumes).
         self._volumes: dict[str, list[VolumeStatus]] = {}
 
@@ -61,14 +70,41 @@ class StatusWriter:
         """Report these volumes in ``name``'s status from the next write on."""
         self._volumes[name] = volumes
 
-    def read(self, name: str, own: dict[str, Any] | None = None) -> VirtualMachineStatus:
-        raw = own if own is not None else self._own(name)
-        if raw is None:
-            raw = self.store.read_status(VirtualMachine, name) or {}
+    def _path(self, name: str) -> str:
+        return self.store.path(paths.status(VirtualMachine.PLURAL, name))
+
+    def prefetch(self, name: str) -> Callable[[], VirtualMachineStatus]:
+        """Send the read of ``name``'s status now (the zxid check of the one this daemon
+        knows, or the read itself) and return what collects it: so its round trip overlaps
+        others' (the claim's)."""
+        cached = self._last.get(name)
+        client = self.store.client
+        if cached is not None and cached[2] is not None:
+            check = client.exists_async(self._path(name))
+
+            def checked() -> VirtualMachineStatus:
+                stat = check.get()
+                if (stat.mzxid if stat is not None else None) == cached[2]:
+                    return _parse(cached[0])
+                self._last.pop(name, None)
+                return self.read(name)
+
+            return checked
+        read = client.get_async(self._path(name))
+        return lambda: _parse(self._collect(name, read))
+
+    def read(self, name: str) -> VirtualMachineStatus:
+        return self.prefetch(name)()
+
+    def _collect(self, name: str, read: Any) -> dict[str, Any] | None:
         try:
-            return VirtualMachineStatus.model_validate(raw)
-        except ValueError:
-            return VirtualMachineStatus()
+            data, stat = read.get()
+        except NoNodeError:
+            self._last[name] = (None, -1, None)
+            return None
+        raw = decode(data) if data else {}
+        self._last[name] = (raw, int(stat.version), int(stat.mzxid))
+        return raw
 
     def was_running_here(self, status: VirtualMachineStatus) -> bool:
         return status.node == self.node and status.phase in (VMPhase.RUNNING, VMPhase.STARTING)
@@ -86,16 +122,6 @@ class StatusWriter:
             in (MigrationState.WAITING, MigrationState.RUNNING, MigrationState.FAILED)
         )
 
-    def _own(self, name: str) -> dict[str, Any] | None:
-        """The status as this daemon last wrote it, if it is still the stored one."""
-        cached = self._last.get(name)
-        if cached is None:
-            return None
-        if self.store.status_zxid(VirtualMachine, name) != cached[1]:
-            del self._last[name]  # another writer since: read theirs
-            return None
-        return cached[0]
-
     def write(
         self,
         vm: VirtualMachine,
@@ -103,19 +129,67 @@ class StatusWriter:
         phase: VMPhase,
         reason: str,
         message: str,
+        *,
+        unless_moved: tuple[str, int] | None = None,
         **extra: Any,
-    ) -> None:
+    ) -> bool:
+        """Write the status (compare-and-set on the version last seen; built again from
+        the stored one when another writer got in between). With ``unless_moved`` (an
+        absolute znode path and its version: the VM's index entry) only in one transaction
+        with a check that the placement is still that one: False, nothing written, when
+        it is not (or the VM is gone)."""
         name = vm.name
-        own = self._own(name)
-        new = self._build(self.read(name, own), vm, placement, phase, reason, message, extra)
-        wire = new.wire()
-        if wire == own:
-            return
-        try:
-            zxid = self.store.write_status(VirtualMachine, name, new)
-        except NotFound:
-            return
-        self._last[name] = (wire, zxid)
+        path = self._path(name)
+        client = self.store.client
+        for _ in range(_CAS_RETRIES):
+            cached = self._last.get(name)
+            fresh = cached is None
+            if cached is None:
+                self._collect(name, client.get_async(path))
+                cached = self._last[name]
+            raw, version, zxid = cached
+            new = self._build(_parse(raw), vm, placement, phase, reason, message, extra)
+            wire = new.wire()
+            if wire == raw and unless_moved is None:
+                if fresh:
+                    return True
+                stat = client.exists(path)
+                if stat is not None and int(stat.mzxid) == zxid:
+                    return True
+                self._last.pop(name, None)  # another writer since: build on theirs
+                continue
+            data = encode(wire)
+            try:
+                if unless_moved is not None:
+                    txn = client.transaction()
+                    txn.check(unless_moved[0], version=unless_moved[1])
+                    if version < 0:
+                        txn.create(path, data)
+                    else:
+                        txn.set_data(path, data, version=version)
+                    check, result = txn.commit()
+                    if isinstance(check, Exception) and not isinstance(check, RolledBackError):
+                        return False  # placed elsewhere since (or the VM is gone)
+                    if isinstance(result, Exception):
+                        raise result
+                    stored = (wire, version + 1, _zxid_of(result))
+                elif version < 0:
+                    _, stat = client.create(path, data, include_data=True)
+                    stored = (wire, int(stat.version), int(stat.mzxid))
+                else:
+                    stat = client.set(path, data, version=version)
+                    stored = (wire, int(stat.version), int(stat.mzxid))
+            except (BadVersionError, NodeExistsError):
+                self._last.pop(name, None)  # another writer since: build on theirs
+                continue
+            except NoNodeError:
+                self._last.pop(name, None)
+                if version < 0:
+                    return False  # the VM is gone
+                continue  # its status znode is: create it again
+            self._last[name] = stored
+            return True
+        raise Conflict(f"status of VirtualMachine {name!r} kept changing; gave up")
 
     def write_waiting(
         self,
@@ -217,6 +291,19 @@ class StatusWriter:
             macs=macs_of(vm),
             **fields,
         )
+
+
+def _parse(raw: dict[str, Any] | None) -> VirtualMachineStatus:
+    try:
+        return VirtualMachineStatus.model_validate(raw or {})
+    except ValueError:
+        return VirtualMachineStatus()
+
+
+def _zxid_of(result: Any) -> int | None:
+    """The zxid of a transaction's write: a set_data answers its stat, a create only its
+    path (then not known: the next unchanged write reads the status again)."""
+    return int(result.mzxid) if hasattr(result, "mzxid") else None
 
 
 def _booted(status: VirtualMachineStatus, vm: VirtualMachine, phase: VMPhase) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from kazoo.exceptions import (
     BadVersionError,
@@ -20,7 +21,9 @@ from kazoo.exceptions import (
     NotEmptyError,
 )
 
+from schemas import Placement
 from zkstore import paths
+from zkstore.codec import decode
 from zkstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,15 +38,22 @@ class Holders:
         self.store = store
         self.client = store.client
 
-    def claim(self, vm: str, node: str) -> bool:
+    def begin_claim(self, vm: str, node: str) -> tuple[Any, Any]:
+        """Send a claim's first reads (a sync and the index entry's stat) without waiting:
+        pass the result to ``claim``, so their round trip overlaps the caller's reads."""
+        entry = self.store.path(paths.node_index_entry(node, vm))
+        return self.client.sync_async(entry), self.client.exists_async(entry)
+
+    def claim(self, vm: str, node: str, begun: tuple[Any, Any] | None = None) -> bool:
         """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``; False
         (nothing added) when it is not placed there. Two round trips: requests are
-        pipelined, as ZooKeeper answers one session's requests in order."""
+        pipelined, as ZooKeeper answers one session's requests in order (one when
+        ``begun`` by ``begin_claim``)."""
         entry = self.store.path(paths.node_index_entry(node, vm))
         mine = self.store.path(paths.holder(vm, node))
         for _ in range(_RETRIES):
-            pending = self.client.sync_async(entry)
-            stat = self.client.exists_async(entry)
+            pending, stat = begun or self.begin_claim(vm, node)
+            begun = None
             pending.get()
             placed = stat.get()
             if placed is None:
@@ -82,6 +92,27 @@ class Holders:
             return frozenset(children.get())
         except NoNodeError:
             return frozenset()
+
+    def read_with_entry(
+        self, vm: str, node: str
+    ) -> tuple[frozenset[str], tuple[Placement, int] | None]:
+        """``read`` and, in the same round trip (one sync, both reads sent together),
+        ``node``'s index entry for ``vm``: its placement and znode version, None when the
+        VM is not placed there. What a node reads right before it starts a domain."""
+        path = self.store.path(paths.holders(vm))
+        pending = self.client.sync_async(path)
+        children = self.client.get_children_async(path)
+        entry = self.client.get_async(self.store.path(paths.node_index_entry(node, vm)))
+        pending.get()
+        try:
+            holders = frozenset(children.get())
+        except NoNodeError:
+            holders = frozenset()
+        try:
+            data, stat = entry.get()
+        except NoNodeError:
+            return holders, None
+        return holders, (Placement.model_validate(decode(data)), int(stat.version))
 
     def ensure(self, vm: str, node: str) -> None:
         """Make ``node`` a holder of ``vm`` whatever its placement: called by a live

@@ -496,9 +496,17 @@ class Store:
         ``only_from`` it only succeeds while the VM is still placed on that node
         (PlacementMoved otherwise): compare-and-set against the decision's read; with
         ``only_version`` only while the placement is still that version.
+
+        ``only_if_unplaced`` first tries the transaction as for a VM never placed (it
+        creates the placement znode, so it fails if there is one) without reading it: a
+        new VM's placement costs one round trip; the read follows only when that fails.
         """
+        guess_new = only_if_unplaced
         for _ in range(_CAS_RETRIES):
-            old, version = self._get_placement_raw(vm)
+            if guess_new:
+                old, version, guess_new = None, -1, False
+            else:
+                old, version = self._get_placement_raw(vm)
             if only_if_unplaced and old is not None and old.node:
                 raise AlreadyPlaced(vm, old.node)
             if only_from is not None and (old is None or old.node != only_from):

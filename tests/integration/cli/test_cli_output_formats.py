@@ -145,7 +145,8 @@ def _complete(server: str, kind: str, incomplete: str) -> list[str]:
     with click.Context(cli, info_name="pvcctl") as root:
         root.params = {"server": server, "context_name": None, "token": None}
         root.params["config_path"] = None
-        get = cli.commands["get"]
+        get = cli.get_command(root, "get")  # imported on first use (cli.lazygroup)
+        assert get is not None
         with click.Context(get, parent=root, info_name="get") as ctx:
             ctx.params = {"kinds": kind}
             param = next(p for p in get.params if p.name == "name")

@@ -1,0 +1,267 @@
+"""The chain floor of apply → Running: PVC's reconcile chain done raw with kazoo and libvirt,
+no PVC code, on the same machine in the same run; and the watch that times a VM to Running.
+
+PVC turns an apply into a running domain through a chain of actors, each of which can
+only act once the previous one's write reached it through a ZooKeeper watch. The floor
+does the same chain with the same actors (one process per node daemon, the scheduler a
+thread of the first one, sharing its session as the primary shares its daemon's; the
+bench's own process is the API), the same watches and the same sequential round trips
+that the design's safety rules need, and nothing else:
+
+1. API: ``create`` of the VM's spec znode (1 round trip).
+2. Scheduler: a children watch on the VMs fires (hop 1) and hands the change to a worker
+   thread, which reads the children again (re-arming the watch) and then the new VM's
+   spec (2 round trips: what kazoo's TreeCache, PVC's informer, does on a new child).
+3. Scheduler: one transaction: check the epoch's version (a deposed primary's write
+   fails), create the placement, create the node's index entry (1 round trip).
+4. Node: a children watch on its index fires (hop 2), its worker reads the children
+   again, then the entry and the VM's spec, sent together (2 round trips).
+5. Node, the claim (the one-copy rule): a sync and the entry's stat, sent together; then
+   one transaction: check the entry's version, create its holder znode (2 round trips).
+6. Node, right before the start: a sync, the holder set and the index entry, sent
+   together (1 round trip): it starts only as the sole holder, only for the placement
+   ZooKeeper holds now (epoch-checked).
+7. libvirt ``defineXML`` + ``create`` of the same 64 MiB domain PVC's driver defines, on
+   a test-driver host of the node's own.
+8. Node: the status write, Running (1 round trip).
+9. The observer: a data watch on the status fires (hop 3), and it reads the status
+   (1 round trip): exactly how the PVC run is timed too (``StatusWatch``).
+
+So 9 sequential round trips and 3 watch hops, plus define+start. What PVC does beyond
+that (its API's validation and reads, informer caches, work queues, status reads,
+events, published domain XML, a Starting status) is what the ratio measures.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import queue
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from benchlib import summary
+
+VM_MEMORY_MIB = 64
+RUNNING = b'{"phase": "Running"}'
+
+
+def kazoo_client(hosts: str, auth: tuple[str, str] | None = None) -> Any:
+    from kazoo.client import KazooClient
+
+    auth_data = [("digest", f"{auth[0]}:{auth[1]}")] if auth else None
+    client = KazooClient(hosts=hosts, timeout=10.0, auth_data=auth_data)
+    client.start(timeout=30)
+    return client
+
+
+class StatusWatch:
+    """Times VMs to Running with a data watch on each one's status znode: the time is when
+    the watch's read showing ``phase: Running`` returned, in this process (monotonic).
+
+    ``expect(name)`` before the apply (it sets the watch: one round trip, not timed),
+    ``wait(name, timeout)`` after it."""
+
+    def __init__(self, client: Any, status_path: Any) -> None:
+        self.client = client
+        self.status_path = status_path
+        self.running_at: dict[str, float] = {}
+        self.last_phase: dict[str, str | None] = {}
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, name: str) -> None:
+        from kazoo.recipe.watchers import DataWatch
+
+        done = threading.Event()
+        with self._lock:
+            self._events[name] = done
+
+        def changed(data: bytes | None, _stat: Any, _event: Any = None) -> bool:
+            if data:
+                try:
+                    phase = json.loads(data).get("phase")
+                except ValueError:
+                    phase = None
+                self.last_phase[name] = phase
+                if phase == "Running":
+                    self.running_at.setdefault(name, time.monotonic())
+                    done.set()
+                    return False  # stop watching
+            return True
+
+        DataWatch(self.client, self.status_path(name), changed)
+
+    def wait(self, name: str, timeout: float) -> float | None:
+        """When ``name`` was first seen Running, or None after ``timeout``."""
+        with self._lock:
+            done = self._events[name]
+        return self.running_at.get(name) if done.wait(timeout) else None
+
+
+# -- the floor's actors (each node a process of its own) ------------------------------
+
+
+def _worker_loop(work: queue.Queue[str | None], handle: Any) -> None:
+    while (item := work.get()) is not None:
+        try:
+            handle(item)
+        except Exception as exc:
+            print(f"chain floor: {type(exc).__name__}: {exc}", flush=True)
+
+
+def _children_watcher(client: Any, path: str, on_new: Any) -> queue.Queue[str | None]:
+    """A children watch whose firing a worker thread handles: read the children again
+    (re-arming the watch), then hand each new one to ``on_new``."""
+    work: queue.Queue[str | None] = queue.Queue()
+    seen: set[str] = set()
+
+    def fired(_event: Any) -> None:
+        work.put(path)  # kazoo's event thread must not block: a worker reads
+
+    def handle(_item: str) -> None:
+        for child in client.get_children(path, watch=fired):
+            if child not in seen:
+                seen.add(child)
+                on_new(child)
+
+    seen.update(client.get_children(path, watch=fired))
+    threading.Thread(target=_worker_loop, args=(work, handle), daemon=True).start()
+    return work
+
+
+def _node_process(
+    hosts: str, base: str, node: str, nodes: list[str], host_mib: int, ready: Any, stop: Any
+) -> None:
+    import libvirt
+
+    from hypervisor import DomainSpec, render_domain_xml, write_test_host_xml
+
+    client = kazoo_client(hosts)
+    workdir = Path(tempfile.mkdtemp(prefix=f"pvc-chain-{node}-"))
+    conn = libvirt.open(write_test_host_xml(workdir / "host.xml", host_mib, 4))
+    index = f"{base}/index/{node}"
+
+    def run_vm(name: str) -> None:
+        entry = f"{index}/{name}"
+        spec_read = client.get_async(f"{base}/vms/{name}")
+        entry_read = client.get_async(entry)
+        spec_read.get()
+        entry_read.get()
+        # The claim: the placement as of now, then the holder created only while it holds.
+        synced = client.sync_async(entry)
+        stat = client.exists_async(entry)
+        synced.get()
+        placed = stat.get()
+        if placed is None:
+            return
+        holders = f"{base}/holders/{name}"
+        parent = client.create_async(holders, b"")
+        txn = client.transaction()
+        txn.check(entry, version=placed.version)
+        txn.create(f"{holders}/{node}", b"")
+        committed = txn.commit_async()
+        with suppress(Exception):
+            parent.get()
+        committed.get()
+        # Sole holder, placement unchanged: read after a sync, sent together.
+        synced = client.sync_async(holders)
+        others = client.get_children_async(holders)
+        current = client.get_async(entry)
+        synced.get()
+        if set(others.get()) != {node} or current.get()[1].version != placed.version:
+            return
+        spec = DomainSpec(name=name, uuid=str(uuid.uuid4()), vcpus=1, memory_mib=VM_MEMORY_MIB)
+        conn.defineXML(render_domain_xml(spec, "test")).create()
+        client.create(f"{base}/vms/{name}/status", RUNNING)
+
+    _children_watcher(client, index, run_vm)
+    if node == nodes[0]:
+        turn = iter(range(1 << 30))
+
+        def place(name: str) -> None:
+            client.get(f"{base}/vms/{name}")
+            target = nodes[next(turn) % len(nodes)]
+            txn = client.transaction()
+            txn.check(f"{base}/epoch", version=0)
+            txn.create(f"{base}/vms/{name}/placement", target.encode())
+            txn.create(f"{base}/index/{target}/{name}", target.encode())
+            txn.commit()
+
+        _children_watcher(client, f"{base}/vms", place)
+    ready.set()
+    stop.wait()
+    conn.close()
+    client.stop()
+    client.close()
+
+
+def chain_floor(
+    hosts: str, count: int, nodes: int, driver: Any, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Run the chain ``count`` times, one VM at a time (as the PVC run does with
+    concurrency 1), under a scratch root ``/pvc-bench-chain/<random>`` on ``hosts``,
+    removed after. ``driver`` is a kazoo client of the bench's own process (the API and
+    the observer). Returns per-VM times and their summary."""
+    base = f"/pvc-bench-chain/{secrets.token_hex(4)}"
+    names = [f"chain-{i:04d}" for i in range(count)]
+    node_names = [f"node{i + 1}" for i in range(nodes)]
+    for path in ("vms", "holders", "epoch", *(f"index/{n}" for n in node_names)):
+        driver.ensure_path(f"{base}/{path}")
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    procs = []
+    readies = []
+    host_mib = count * VM_MEMORY_MIB + 1024
+    for node in node_names:
+        ready = ctx.Event()
+        proc = ctx.Process(
+            target=_node_process,
+            args=(hosts, base, node, node_names, host_mib, ready, stop),
+            daemon=True,
+        )
+        proc.start()
+        procs.append(proc)
+        readies.append(ready)
+    samples: list[float] = []
+    missing: list[str] = []
+    try:
+        for ready in readies:
+            if not ready.wait(60):
+                raise RuntimeError("a chain-floor node process did not start within 60 s")
+        watch = StatusWatch(driver, lambda n: f"{base}/vms/{n}/status")
+        for name in names:
+            watch.expect(name)
+            sent = time.monotonic()
+            driver.create(f"{base}/vms/{name}", b'{"spec": {"memory": "64Mi"}}')
+            at = watch.wait(name, timeout)
+            if at is None:
+                missing.append(name)
+            else:
+                samples.append(at - sent)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        with suppress(Exception):
+            driver.delete(base, recursive=True)
+    return {
+        "hosts": hosts,
+        "root": base,
+        "nodes": nodes,
+        "round_trips": 9,
+        "watch_hops": 3,
+        "samples_s": samples,
+        "missing": missing,
+        "median_s": statistics.median(samples) if samples else float("nan"),
+        **summary(samples),
+    }
