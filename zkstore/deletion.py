@@ -73,7 +73,9 @@ class Deletions:
         self.source = source
         self.disks = Disks(store)
         self.holders = Holders(store)
-        self._remover = remover
+        # Who removes an object at once: the primary (through the API's request) or this
+        # store user itself.
+        self._remove: Remover = remover or self.remove_now
 
     def request(
         self,
@@ -173,22 +175,6 @@ class Deletions:
     def _unheld(self, vm: str) -> bool:
         placement = self.store.read_placement(vm)
         return (placement is None or not placement.node) and not self.holders.read(vm)
-
-    def _remove(
-        self,
-        cls: type[Resource],
-        name: str,
-        resource_version: str | None,
-        delete_volumes: bool,
-        *,
-        unplaced_only: bool = False,
-    ) -> None:
-        if self._remover is not None:
-            self._remover(cls, name, resource_version, delete_volumes, unplaced_only=unplaced_only)
-        else:
-            self.remove_now(
-                cls, name, resource_version, delete_volumes, unplaced_only=unplaced_only
-            )
 
     def remove_now(
         self,
