@@ -323,11 +323,60 @@ def apply_all(cluster: Cluster, names: list[str], batch: int, concurrency: int) 
     return time.monotonic() - started
 
 
+@contextmanager
+def timeline(
+    cluster: Cluster, wanted: set[str], every: float = 2.0
+) -> Iterator[list[dict[str, Any]]]:
+    """Every ``every`` seconds while the block runs, how many of ``wanted`` the API lists,
+    how many a node has (``status.node``) and how many are Running: where a converge's time
+    goes (writing, placing, starting), logged and kept for the JSON."""
+    points: list[dict[str, Any]] = []
+    stop = threading.Event()
+    started = time.monotonic()
+    http = httpx.Client(base_url=cluster.server, timeout=60.0)
+
+    def run() -> None:
+        while not stop.wait(every):
+            try:
+                response = http.get("/api/v1/vms")
+                response.raise_for_status()
+                items = response.json()["items"]
+            except (httpx.HTTPError, ValueError):
+                continue
+            listed = placed = running = 0
+            for item in items:
+                if item["metadata"]["name"] not in wanted:
+                    continue
+                listed += 1
+                status = item.get("status") or {}
+                placed += bool(status.get("node"))
+                running += status.get("phase") == "Running"
+            point = {"t_s": round(time.monotonic() - started, 1), "listed": listed}
+            point.update(placed=placed, running=running)
+            points.append(point)
+            log(f"  t={point['t_s']:.0f}s listed={listed} on-a-node={placed} running={running}")
+
+    thread = threading.Thread(target=run, name="timeline", daemon=True)
+    thread.start()
+    try:
+        yield points
+    finally:
+        stop.set()
+        thread.join(65)
+        http.close()
+
+
 def converge(cluster: Cluster, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     wanted = set(names)
-    with cpu_during(
-        {"primary": process_of(cluster, cluster.primary() or "node1"), "api": cluster.state.api_pid}
-    ) as cpu:
+    with (
+        timeline(cluster, wanted) as points,
+        cpu_during(
+            {
+                "primary": process_of(cluster, cluster.primary() or "node1"),
+                "api": cluster.state.api_pid,
+            }
+        ) as cpu,
+    ):
         started = time.monotonic()
         applied = apply_all(cluster, names, args.batch, args.concurrency)
         log(f"applied {len(names)} VMs in {applied:.1f} s")
@@ -355,6 +404,7 @@ def converge(cluster: Cluster, names: list[str], args: argparse.Namespace) -> di
         "per_node_min": min(per_node.values(), default=0),
         "per_node_max": max(per_node.values(), default=0),
         "cpu_during": cpu,
+        "timeline": points,
     }
 
 

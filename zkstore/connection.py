@@ -12,6 +12,7 @@ from pydantic import SecretStr, model_validator
 
 from schemas.meta import Model
 from zkstore.acl import ROLES, AclPolicy, Identity
+from zkstore.pollhandler import PollHandler
 
 
 class ZookeeperAuth(Model):
@@ -114,6 +115,8 @@ def make_client(
         "timeout": timeout,
         "connection_retry": KazooRetry(max_tries=-1, max_delay=2.0),
         "command_retry": KazooRetry(max_tries=3, max_delay=1.0),
+        # kazoo's stock handler makes an epoll set per wait: zkstore/pollhandler.py.
+        "handler": PollHandler(),
         **(tls.kazoo_args() if tls is not None else {}),
     }
     if identity is None:

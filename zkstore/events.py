@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +55,9 @@ class EventLog:
         self._dir = store.path(paths.EVENTS)
         self.limit = limit
         self._trim_every = trim_every
+        self._trim_state = threading.Lock()
+        self._trimming = False
+        self._trim_again = False
 
     def record(
         self,
@@ -100,11 +104,34 @@ class EventLog:
         pending.rawlink(done)
 
     def trim(self) -> None:
+        """Delete the oldest entries beyond ``limit``. One trim runs at a time: a trim asked
+        for meanwhile makes the running one go round again instead of listing the log
+        beside it. The deletes of a round go out together, not one round trip after the
+        other (a 10,000-VM apply records 10,000 events, issue 16)."""
+        with self._trim_state:
+            if self._trimming:
+                self._trim_again = True
+                return
+            self._trimming = True
+        try:
+            while True:
+                self._trim_once()
+                with self._trim_state:
+                    if not self._trim_again:
+                        return
+                    self._trim_again = False
+        finally:
+            with self._trim_state:
+                self._trimming = False
+
+    def _trim_once(self) -> None:
         try:
             children = sorted(self._store.client.get_children(self._dir))
-            for child in children[: max(0, len(children) - self.limit)]:
+            extra = children[: max(0, len(children) - self.limit)]
+            pending = [self._store.client.delete_async(f"{self._dir}/{c}") for c in extra]
+            for result in pending:
                 with contextlib.suppress(NoNodeError):
-                    self._store.client.delete(f"{self._dir}/{child}")
+                    result.get()
         except NoNodeError:
             return
         except KazooException as exc:  # runs in its own thread: log, the next trim catches up
