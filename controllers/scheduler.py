@@ -45,6 +45,7 @@ from zkstore import (
 )
 from zkstore.events import EventLog
 from zkstore.moves import unready_networks
+from zkstore.placements import GroupCommit
 from zkstore.volumes import Binding, bound_to, unreached
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,14 @@ def rank_key(policy: PlacementPolicy, load: NodeLoad) -> tuple[float, str]:
     return score, load.name
 
 
+WORKERS = 32
+"""Placement decisions are made one at a time and cost microseconds; the workers' time goes
+in waiting for ZooKeeper, and their new placements are written together
+(zkstore/placements.py), so more workers make bigger transactions, not more of them."""
+
+
 class Scheduler:
-    def __init__(self, store: Store, epoch: int, workers: int = 4) -> None:
+    def __init__(self, store: Store, epoch: int, workers: int = WORKERS) -> None:
         self.store = store
         self.epoch = epoch
         self.vms = ResourceInformer(store, VirtualMachine, self._on_vm)
@@ -88,6 +95,7 @@ class Scheduler:
         # double-booked; the ZooKeeper round trips around them (finalizer, placement
         # transaction, event) overlap on several workers.
         self._deciding = threading.Lock()
+        self.placements = GroupCommit(store, epoch)
         self.controller = Controller(
             "scheduler", self.reconcile, workers=workers, list_keys=self.vms.keys
         )
@@ -285,18 +293,19 @@ class Scheduler:
         # so the unflush brings it back.
         raw = self.vms.placement_raw(name) or {}
         flushed_from = raw.get("migration") if raw.get("reason") == PLACEMENT_FLUSH else None
+        placement = Placement(
+            node=target,
+            epoch=self.epoch,
+            reason=PLACEMENT_FLUSH if flushed_from else why,
+            migration=flushed_from,
+        )
         try:
-            self.store.write_placement(
-                name,
-                Placement(
-                    node=target,
-                    epoch=self.epoch,
-                    reason=PLACEMENT_FLUSH if flushed_from else why,
-                    migration=flushed_from,
-                ),
-                epoch=self.epoch,
-                only_if_unplaced=True,
-            )
+            if raw:
+                # Placed before (a record without a node): a compare-and-set of that record.
+                self.store.write_placement(name, placement, epoch=self.epoch, only_if_unplaced=True)
+            else:
+                # Never placed: written together with the other workers' new placements.
+                self.placements.write(name, placement)
         except AlreadyPlaced as exc:
             log.info("event=placement_skipped vm=%s reason=already_placed node=%s", name, exc.node)
             self.assume(name, exc.node)

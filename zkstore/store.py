@@ -525,10 +525,7 @@ class Store:
             if old_node and old_node != placement.node:
                 txn.delete(self.path(paths.node_index_entry(old_node, vm)))
             if placement.node:
-                index_dir = self.path(paths.node_index(placement.node))
-                if index_dir not in self._index_dirs:
-                    self.client.ensure_path(index_dir)
-                    self._index_dirs.add(index_dir)
+                index_dir = self.ensure_node_index(placement.node)
                 if old_node == placement.node:
                     txn.set_data(f"{index_dir}/{vm}", data)
                 else:
@@ -550,6 +547,14 @@ class Store:
                 raise NotFound("VirtualMachine", vm)
             log.debug("event=placement_retry vm=%s failures=%s", vm, failures)
         raise Conflict(f"placement of {vm!r} kept changing; gave up")
+
+    def ensure_node_index(self, node: str) -> str:
+        """The path of ``node``'s index folder, created the first time this store asks."""
+        index_dir = self.path(paths.node_index(node))
+        if index_dir not in self._index_dirs:
+            self.client.ensure_path(index_dir)
+            self._index_dirs.add(index_dir)
+        return index_dir
 
     def node_index_entry(self, node: str, vm: str, *, sync: bool = False) -> Placement | None:
         """With ``sync``, the value as of now on the leader, not a lagging follower's.
