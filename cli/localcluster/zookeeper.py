@@ -95,6 +95,10 @@ class ZooKeeperServer:
                     "4lw.commands.whitelist=*",
                     # Short ticks keep test session timeouts short; allow up to 30 s sessions.
                     "maxSessionTimeout=30000",
+                    # Every local node, daemon and tool connects from 127.0.0.1, and
+                    # ZooKeeper's default allows one address 60 connections: a 64-node local
+                    # cluster (bench/scale.py) had its last nodes' sessions dropped at once.
+                    "maxClientCnxns=0",
                     *self._ensemble_lines(data),
                     *(self.tls.config_lines() if self.tls else []),
                     "",
