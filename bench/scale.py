@@ -366,10 +366,36 @@ def timeline(
         http.close()
 
 
+def cpu_by_role(cluster: Cluster) -> dict[str, list[int]]:
+    """The cluster's processes by role: primary, other coordinators, packed node agents,
+    pvcapid, ZooKeeper (for where a phase's CPU goes)."""
+    primary_pid = process_of(cluster, cluster.primary() or "node1")
+    packed = packed_processes(cluster)
+    others = {int(p) for p in cluster.state.nodes.values()} - set(packed) - {primary_pid}
+    return {
+        "primary": [primary_pid],
+        "coordinators": sorted(others),
+        "agents": sorted(packed),
+        "api": [cluster.state.api_pid],
+        "zookeeper": [cluster.state.zookeeper_pid] if cluster.state.zookeeper_pid else [],
+    }
+
+
+@contextmanager
+def cpu_seconds(roles: dict[str, list[int]]) -> Iterator[dict[str, float]]:
+    """CPU seconds (user + system) each role's processes used over the block."""
+    before = {r: sum(observe.sample(p).cpu_seconds for p in pids) for r, pids in roles.items()}
+    result: dict[str, float] = {}
+    yield result
+    for role, pids in roles.items():
+        result[role] = round(sum(observe.sample(p).cpu_seconds for p in pids) - before[role], 2)
+
+
 def converge(cluster: Cluster, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     wanted = set(names)
     with (
         timeline(cluster, wanted) as points,
+        cpu_seconds(cpu_by_role(cluster)) as spent,
         cpu_during(
             {
                 "primary": process_of(cluster, cluster.primary() or "node1"),
@@ -404,6 +430,8 @@ def converge(cluster: Cluster, names: list[str], args: argparse.Namespace) -> di
         "per_node_min": min(per_node.values(), default=0),
         "per_node_max": max(per_node.values(), default=0),
         "cpu_during": cpu,
+        "cpu_seconds": spent,
+        "cpu_ms_per_vm": {r: round(1000 * v / len(names), 2) for r, v in spent.items()},
         "timeline": points,
     }
 
@@ -601,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [f"scale-{i:05d}" for i in range(args.vms)]
         result["converge"] = converge(cluster, names, args)
         log(f"converge of {args.vms} VMs: {result['converge']['converge_s']:.1f} s")
+        log(f"  CPU ms per VM by role: {result['converge']['cpu_ms_per_vm']}")
         # A VM point counts as idle once within 10x the no-VM rate at this node count: a
         # per-VM cost shows anyway (800 VMs writing once every 10 s is 80/s), while the
         # converge's tail (thousands of writes/s for tens of seconds) is waited out.

@@ -104,6 +104,7 @@ class Daemon:
                 reset_after=to_seconds(config.crash_loop.reset_after),
             ),
             on_domains_changed=lambda: self.agent.poke(),
+            on_domain_started=lambda: self.agent.poke_soon(),
         )
         self.pools = PoolProber(
             self.store,

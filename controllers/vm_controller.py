@@ -58,6 +58,7 @@ class VMController:
         resync_period: float = 30.0,
         crash_loop: CrashLoopPolicy | None = None,
         on_domains_changed: Callable[[], None] | None = None,
+        on_domain_started: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -69,6 +70,9 @@ class VMController:
         self.owner_tag = store.root
         self.crash_loop = crash_loop or CrashLoopPolicy()
         self._on_domains_changed = on_domains_changed or (lambda: None)
+        # A start may be reported a moment later (starts in a burst share one heartbeat);
+        # a stop or removal at once (callers wait for a node to be seen empty).
+        self._on_domain_started = on_domain_started or self._on_domains_changed
         self.index = Informer(store, paths.node_index(node), self._enqueue)
         self.holders = Holders(store)
         # VMs this daemon added itself to the holders of: only this node removes itself, so
@@ -441,7 +445,7 @@ class VMController:
         )
         if defined:
             self.consoles.domain_defined(name)
-        self._on_domains_changed()
+        self._on_domain_started()
         return self.crash_loop.reset_after if status.failures else None
 
     def _define(

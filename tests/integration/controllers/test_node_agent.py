@@ -3,13 +3,14 @@ reports of the hypervisor, and that a node whose hypervisor runs no guests gets 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controllers.node_agent import NodeAgent
+from controllers.node_agent import START_REPORT_DELAY, NodeAgent
 from controllers.scheduler import Scheduler
 from hypervisor import LibvirtDriver, libvirt_driver, write_test_host_xml
 from schemas import (
@@ -120,3 +121,30 @@ def test_a_node_whose_hypervisor_runs_no_guests_is_not_ready_and_gets_no_vms(
         assert store.read_placement("b") is None
     finally:
         scheduler.stop()
+
+
+def test_a_burst_of_starts_shares_one_heartbeat_and_a_stop_is_reported_at_once(
+    start_agent: AgentFactory,
+) -> None:
+    agent = start_agent("hv1", 4 * GIB_MIB)
+    beats: list[float] = []
+    real_beat = agent.beat
+
+    def counted() -> None:
+        beats.append(time.monotonic())
+        real_beat()
+
+    agent.beat = counted  # type: ignore[method-assign]
+    assert agent.keepalive >= 2.0  # so a beat within a second is a poke's, not the interval's
+    started = time.monotonic()
+    for _ in range(20):
+        agent.poke_soon()
+    wait_for(lambda: beats, 2.0, "a heartbeat after the starts")
+    assert beats[0] - started < 1.0
+    time.sleep(0.5)  # the window in which 19 more pokes' beats would have come
+    assert len(beats) == 1, f"{len(beats)} heartbeats for one burst of 20 starts"
+    count = len(beats)
+    stopped = time.monotonic()
+    agent.poke()
+    wait_for(lambda: len(beats) > count, 2.0, "a heartbeat after the stop")
+    assert beats[count] - stopped < START_REPORT_DELAY
