@@ -391,11 +391,24 @@ def cpu_seconds(roles: dict[str, list[int]]) -> Iterator[dict[str, float]]:
         result[role] = round(sum(observe.sample(p).cpu_seconds for p in pids) - before[role], 2)
 
 
+@contextmanager
+def zookeeper_traffic(port: int, vms: int) -> Iterator[dict[str, float]]:
+    """Per VM over the block: requests ZooKeeper received, packets it sent (answers and
+    watch notifications) and writes it committed (zxids)."""
+    before = observe.packets(port)
+    result: dict[str, float] = {}
+    yield result
+    after = observe.packets(port)
+    for key, old, new in zip(("requests", "sent", "writes"), before, after, strict=True):
+        result[key] = round((new - old) / vms, 1)
+
+
 def converge(cluster: Cluster, names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     wanted = set(names)
     with (
         timeline(cluster, wanted) as points,
         cpu_seconds(cpu_by_role(cluster)) as spent,
+        zookeeper_traffic(cluster.zk_port, len(names)) as traffic,
         cpu_during(
             {
                 "primary": process_of(cluster, cluster.primary() or "node1"),
@@ -432,6 +445,7 @@ def converge(cluster: Cluster, names: list[str], args: argparse.Namespace) -> di
         "cpu_during": cpu,
         "cpu_seconds": spent,
         "cpu_ms_per_vm": {r: round(1000 * v / len(names), 2) for r, v in spent.items()},
+        "zookeeper_per_vm": traffic,
         "timeline": points,
     }
 
@@ -630,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         result["converge"] = converge(cluster, names, args)
         log(f"converge of {args.vms} VMs: {result['converge']['converge_s']:.1f} s")
         log(f"  CPU ms per VM by role: {result['converge']['cpu_ms_per_vm']}")
+        log(f"  ZooKeeper per VM: {result['converge']['zookeeper_per_vm']}")
         # A VM point counts as idle once within 10x the no-VM rate at this node count: a
         # per-VM cost shows anyway (800 VMs writing once every 10 s is 80/s), while the
         # converge's tail (thousands of writes/s for tens of seconds) is waited out.

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
 _PREFIX = "ev-"
+TRIM_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,19 @@ class EventLog:
         try:
             children = sorted(self._store.client.get_children(self._dir))
             extra = children[: max(0, len(children) - self.limit)]
-            pending = [self._store.client.delete_async(f"{self._dir}/{c}") for c in extra]
-            for result in pending:
-                with contextlib.suppress(NoNodeError):
-                    result.get()
+            # Deleted in transactions of TRIM_CHUNK: one commit (one zxid) each, not one per
+            # event. A chunk with an entry already gone (another process trimmed it) fails
+            # whole, and its entries are then deleted one by one.
+            for start in range(0, len(extra), TRIM_CHUNK):
+                chunk = [f"{self._dir}/{c}" for c in extra[start : start + TRIM_CHUNK]]
+                txn = self._store.client.transaction()
+                for path in chunk:
+                    txn.delete(path)
+                if all(not isinstance(r, Exception) for r in txn.commit()):
+                    continue
+                for result in [self._store.client.delete_async(path) for path in chunk]:
+                    with contextlib.suppress(NoNodeError):
+                        result.get()
         except NoNodeError:
             return
         except KazooException as exc:  # runs in its own thread: log, the next trim catches up

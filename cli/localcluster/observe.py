@@ -28,6 +28,18 @@ def zxid(port: int) -> int:
     return int(match.group(1), 16) & 0xFFFFFFFF
 
 
+def packets(port: int) -> tuple[int, int, int]:
+    """The server's packets received (requests, pings included) and sent (answers and watch
+    notifications) since it started, and its last zxid (``srvr``)."""
+    text = four_letter(port, "srvr", timeout=5.0)
+    found = [re.search(rf"{key}: (\d+)", text) for key in ("Received", "Sent")]
+    last = re.search(r"Zxid: 0x([0-9a-f]+)", text)
+    if None in found or last is None:
+        raise RuntimeError(f"ZooKeeper on port {port} did not answer srvr")
+    received, sent = (int(m.group(1)) for m in found if m is not None)
+    return received, sent, int(last.group(1), 16) & 0xFFFFFFFF
+
+
 def writes_per_second(port: int, seconds: float) -> tuple[float, int]:
     """ZooKeeper's committed writes per second over ``seconds`` (and the count)."""
     start, began = zxid(port), time.monotonic()
