@@ -23,17 +23,18 @@ API's cache need).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import TransactionRequest
+from kazoo.exceptions import NoNodeError
 from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import ZnodeStat
 
 from schemas import Resource
 from zkstore import paths, specwrite
-from zkstore.specwrite import ApplyOutcome, SpecWrite
+from zkstore.specwrite import ApplyOutcome, SpecRead, SpecWrite
 from zkstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,13 @@ def apply_all(store: Store, resources: Sequence[Resource], stops: Errors) -> Ite
     yielding each one applied, segment by segment. An error of the ``stops`` types for an
     object (a stale resourceVersion, the object deleted meanwhile, the store lost) raises
     Stopped once the rest of its segment is written; any other error is raised at once."""
-    client = store.client
-    reads = [specwrite.start_read(client, store.root, type(r), r.name) for r in resources]
+    reads = _read_all(store, resources)
     for start in range(0, len(resources), SEGMENT):
         segment = range(start, min(start + SEGMENT, len(resources)))
         step = _Segment(store, stops)
         for position in segment:
             try:
-                read = reads[position].wait()
+                read = reads[position]()
                 plan = specwrite.decide(
                     store.root, resources[position], read, create=True, update=True
                 )
@@ -95,6 +95,40 @@ def apply_all(store: Store, resources: Sequence[Resource], stops: Errors) -> Ite
             raise Stopped(
                 sorted(step.failed, key=lambda f: f[0]), range(segment.stop, len(resources))
             )
+
+
+def _read_all(store: Store, resources: Sequence[Resource]) -> list[Callable[[], SpecRead]]:
+    """Send every read the plans need at once. An object its kind's children do not name
+    (nor its secrets') is not there: nothing more to read for it (an apply that creates
+    thousands reads one list, not thousands of znodes). One created meanwhile makes its
+    transaction fail, and it is then planned anew like any other race."""
+    client = store.client
+    listed: dict[str, IAsyncResult] = {}
+    for cls in {type(r) for r in resources}:
+        kind_dirs = [paths.kind_root(cls.PLURAL)]
+        if cls.SECRET_FIELDS:
+            kind_dirs.append(paths.secrets_kind(cls.PLURAL))
+        for relative in kind_dirs:
+            listed[relative] = client.get_children_async(store.path(relative))
+    present: set[str] = set()
+    for relative, children in listed.items():
+        try:
+            present.update(f"{relative}/{name}" for name in children.get())
+        except NoNodeError:
+            continue  # no such kind yet: its objects' creates fail as alone (NotFound)
+    reads: list[Callable[[], SpecRead]] = []
+    for obj in resources:
+        cls = type(obj)
+        here = {paths.resource(cls.PLURAL, obj.name), paths.secret(cls.PLURAL, obj.name)}
+        if here & present:
+            reads.append(specwrite.start_read(client, store.root, cls, obj.name).wait)
+        else:
+            reads.append(_absent)
+    return reads
+
+
+def _absent() -> SpecRead:
+    return SpecRead(None, -1)
 
 
 @dataclass
