@@ -10,7 +10,9 @@ in one run on one machine:
 - floor:     the same data read with raw kazoo: every spec and status znode
              pipelined (get_async, what a list needs), and one by one (sync get);
 - and apply of 1,000 objects in one POST /api/v1/apply (created, then
-  unchanged, then configured), next to 1,000 raw kazoo creates of the same bytes.
+  unchanged, then configured), next to 1,000 raw kazoo creates of the same bytes,
+  one at a time and in transactions of as many as the bulk apply puts in one
+  (zkstore/bulkwrite.py SEGMENT).
 
 It starts its own ZooKeeper (a temp dir, a free port) and its own pvcapid
 process, fills ZooKeeper directly (fast, pipelined), prints a summary and writes
@@ -18,6 +20,7 @@ JSON to bench/results/api_throughput.json.
 
     .venv/bin/python bench/api_throughput.py
     .venv/bin/python bench/api_throughput.py --sizes 1000 --apply 200
+    .venv/bin/python bench/api_throughput.py --sizes "" --apply 1000   # the apply alone
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from cli.localcluster.process import free_port  # noqa: E402
 from cli.localcluster.zookeeper import ZooKeeperServer  # noqa: E402
 from cli.output import render  # noqa: E402
 from zkstore import Store  # noqa: E402
+from zkstore.bulkwrite import SEGMENT  # noqa: E402
 from zkstore.codec import encode  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "api_throughput.json"
@@ -312,6 +316,15 @@ def bench_apply(zk: ZooKeeperServer, count: int, workdir: Path) -> dict[str, Any
                 store.client.create(f"{scratch}/{i}", data)
 
         floor_s, _ = timed(raw_creates)
+
+        def multi_creates() -> None:
+            for first in range(0, count, SEGMENT):
+                txn = store.client.transaction()
+                for i in range(first, min(first + SEGMENT, count)):
+                    txn.create(f"{scratch}/multi-{i}", payloads[i])
+                txn.commit()
+
+        multi_floor_s, _ = timed(multi_creates)
         return {
             "objects": count,
             "created_s": created_s,
@@ -319,16 +332,20 @@ def bench_apply(zk: ZooKeeperServer, count: int, workdir: Path) -> dict[str, Any
             "configured_s": configured_s,
             "pvcctl_apply_configured_s": pvcctl_s,
             "floor_raw_creates_s": floor_s,
+            "floor_multi_creates_s": multi_floor_s,
+            "created_per_s": count / created_s,
             "per_object_s": {
                 "created": created_s / count,
                 "unchanged": unchanged_s / count,
                 "configured": configured_s / count,
                 "floor_create": floor_s / count,
+                "floor_multi_create": multi_floor_s / count,
             },
             "ratio": {
                 "created_over_floor": created_s / floor_s,
                 "unchanged_over_floor": unchanged_s / floor_s,
                 "configured_over_floor": configured_s / floor_s,
+                "created_over_multi_floor": created_s / multi_floor_s,
             },
         }
     finally:
@@ -378,6 +395,11 @@ def print_summary(report: dict[str, Any]) -> None:
             f"    per object: created {ms(p['created'])}, configured {ms(p['configured'])}, "
             f"floor (raw kazoo create) {ms(p['floor_create'])}   "
             f"x{a['ratio']['created_over_floor']:.2f}"
+        )
+        print(
+            f"    created {a['created_per_s']:.0f}/s; floor in transactions of {SEGMENT} "
+            f"{ms(p['floor_multi_create'])} per object   "
+            f"x{a['ratio']['created_over_multi_floor']:.2f}"
         )
 
 

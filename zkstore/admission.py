@@ -5,7 +5,10 @@ forbids for now raises Conflict (409, saying what to do first)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from schemas import (
+    Disk,
     FieldError,
     InvalidResource,
     Network,
@@ -24,19 +27,50 @@ from zkstore.errors import Conflict, NotFound
 from zkstore.network_admission import admit_network
 from zkstore.store import Store
 
+R = TypeVar("R", bound=Resource)
 Batch = dict[tuple[str, str], Resource]
 """Objects written together (one apply), by (kind, name): admitted as a whole, so a VM may
 name a pool that comes in the same apply."""
 
 
-def admit(store: Store, obj: Resource, batch: Batch | None = None) -> None:
-    """Raise when writing ``obj`` (created, replaced or applied) must not happen."""
+class Reads:
+    """What admission reads of the cluster that is not one object's own (a pool many VMs
+    name, every VM, every network): read once for a batch (one apply, one restore), not once
+    for each of its documents."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._found: dict[tuple[str, str], Resource | None] = {}
+        self._every: dict[str, list[Resource]] = {}
+
+    def current(self, cls: type[R], name: str) -> R | None:
+        """The stored object (None: there is none)."""
+        key = (cls.KIND, name)
+        if key not in self._found:
+            self._found[key] = _current(self.store, cls, name)
+        found = self._found[key]
+        assert found is None or isinstance(found, cls)
+        return found
+
+    def every(self, cls: type[R]) -> list[R]:
+        """Every stored object of a kind."""
+        if cls.KIND not in self._every:
+            self._every[cls.KIND] = list(self.store.list(cls))
+        return [o for o in self._every[cls.KIND] if isinstance(o, cls)]
+
+
+def admit(
+    store: Store, obj: Resource, batch: Batch | None = None, reads: Reads | None = None
+) -> None:
+    """Raise when writing ``obj`` (created, replaced or applied) must not happen. ``reads``:
+    what the batch's admission has read so far (one per batch; default: read anew)."""
+    reads = reads or Reads(store)
     if isinstance(obj, VirtualMachine):
-        _vm(store, obj, batch or {})
+        _vm(store, obj, batch or {}, reads)
     elif isinstance(obj, StoragePool):
         _pool(store, obj)
     elif isinstance(obj, Network):
-        admit_network(store, obj, dict(batch or {}))
+        admit_network(store, obj, dict(batch or {}), reads.every(Network))
     elif isinstance(obj, Node):
         _node(store, obj)
 
@@ -45,20 +79,19 @@ def admit_all(store: Store, objs: list[Resource]) -> None:
     """Admit every object of one apply before any is written (nothing is written unless
     every one may be)."""
     batch: Batch = {(o.kind, o.name): o for o in objs}
+    reads = Reads(store)
     for obj in objs:
-        admit(store, obj, batch)
+        admit(store, obj, batch, reads)
 
 
-def _current(store: Store, cls: type[Resource], name: str) -> Resource | None:
+def _current(store: Store, cls: type[R], name: str) -> R | None:
     try:
         return store.get(cls, name)
     except NotFound:
         return None
 
 
-def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
-    current = _current(store, VirtualMachine, vm.name)
-    assert current is None or isinstance(current, VirtualMachine)
+def _vm(store: Store, vm: VirtualMachine, batch: Batch, reads: Reads) -> None:
     disks = Disks(store)
     if any(d.pool and d.creates for d in vm.spec.disks) and disks.deletion_pending(vm.name):
         raise Conflict(
@@ -66,20 +99,15 @@ def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
             "(--delete-volumes; a volume that other volumes are clones of is kept until they "
             "are gone: see its VolumeKept event); give this VM its pool disks once they are"
         )
-    pools: dict[str, StoragePool | None] = {}
     errors: list[FieldError] = []
-    before = {d.name: d for d in current.spec.disks} if current is not None else {}
+    before: dict[str, Disk] | None = None  # the stored VM's disks, read when a size needs them
     records = Disks(store).of(vm.name) if any(d.creates for d in vm.spec.disks) else {}
     for i, disk in enumerate(vm.spec.disks):
         at = ("spec", "disks", i)
         if disk.pool is None:
             continue
-        if disk.pool not in pools:
-            found = batch.get((StoragePool.KIND, disk.pool)) or _current(
-                store, StoragePool, disk.pool
-            )
-            pools[disk.pool] = found if isinstance(found, StoragePool) else None
-        pool = pools[disk.pool]
+        found = batch.get((StoragePool.KIND, disk.pool)) or reads.current(StoragePool, disk.pool)
+        pool = found if isinstance(found, StoragePool) else None
         if pool is None:
             errors.append(FieldError((*at, "pool"), f"storage pool {disk.pool!r} does not exist"))
             continue
@@ -89,7 +117,7 @@ def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
         if not rbd and disk.from_ is not None and disk.format == "raw":
             errors.append(FieldError((*at, "format"), "a clone in a folder is a qcow2 overlay"))
         if disk.volume is not None:
-            errors.extend(_existing_volume(store, vm, disk.volume, pool, at))
+            errors.extend(_existing_volume(store, vm, disk.volume, pool, at, reads))
             continue
         record = records.get(disk.name)
         if record is not None and disk.creates and record.pool not in (None, disk.pool):
@@ -113,6 +141,9 @@ def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
         if disk.size is None:
             continue
         size = to_bytes(disk.size)
+        if before is None:
+            current = _current(store, VirtualMachine, vm.name)
+            before = {d.name: d for d in current.spec.disks} if current is not None else {}
         had = before.get(disk.name)
         known = to_bytes(had.size) if had is not None and had.size and had.pool else 0
         if record is not None and record.size:
@@ -140,7 +171,12 @@ def _vm(store: Store, vm: VirtualMachine, batch: Batch) -> None:
 
 
 def _existing_volume(
-    store: Store, vm: VirtualMachine, volume: str, pool: StoragePool, at: tuple[str | int, ...]
+    store: Store,
+    vm: VirtualMachine,
+    volume: str,
+    pool: StoragePool,
+    at: tuple[str | int, ...],
+    reads: Reads,
 ) -> list[FieldError]:
     """A disk naming an existing volume: not one PVC created for another VM's disk (deleting
     that VM with its volumes would delete it under this one), not one another VM names (one
@@ -161,7 +197,7 @@ def _existing_volume(
             )
     users = [
         other.name
-        for other in store.list(VirtualMachine)
+        for other in reads.every(VirtualMachine)
         if other.name != vm.name
         and any(d.pool == pool.name and d.volume == volume for d in other.spec.disks)
     ]

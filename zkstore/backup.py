@@ -35,7 +35,7 @@ from schemas import (
     VirtualMachine,
 )
 from schemas.node import SECRET_MASK
-from zkstore.admission import admit
+from zkstore.admission import admit_all
 from zkstore.errors import Conflict, NotFound
 from zkstore.migrations import read_version
 from zkstore.store import ApplyOutcome, Store
@@ -134,9 +134,7 @@ def check_restore(store: Store, objects: list[Resource], *, merge: bool) -> None
         ]
     if masked:
         raise MaskedSecret(masked)
-    batch = {(o.kind, o.name): o for o in objects}
-    for obj in objects:
-        admit(store, obj, batch)
+    admit_all(store, objects)
 
 
 def restore(store: Store, objects: list[Resource]) -> list[Restored]:

@@ -12,10 +12,14 @@ from zkstore.store import Store
 Batch = dict[tuple[str, str], object]
 
 
-def admit_network(store: Store, net: Network, batch: Batch) -> None:
+def admit_network(
+    store: Store, net: Network, batch: Batch, stored: list[Network] | None = None
+) -> None:
     """Refuse a vni or vlan another network has (their bridges share one name space,
-    vmbr<N>) and an IPv4 network that overlaps another's."""
-    others: dict[str, Network] = {n.name: n for n in store.list(Network)}
+    vmbr<N>) and an IPv4 network that overlaps another's. ``stored``: every stored network,
+    when the caller has read them (default: read now)."""
+    listed = store.list(Network) if stored is None else stored
+    others: dict[str, Network] = {n.name: n for n in listed}
     for (kind, name), obj in batch.items():
         if kind == Network.KIND and isinstance(obj, Network):
             others[name] = obj

@@ -14,13 +14,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     BadVersionError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
 )
+from kazoo.interfaces import IAsyncResult
 from kazoo.protocol.states import ZnodeStat
 
 from schemas import Resource, utcnow
@@ -58,24 +59,63 @@ class SpecWrite:
     """The secret znode's version as read (-1: none)."""
 
 
+@dataclass(frozen=True)
+class SpecRead:
+    """What a plan reads of one object, before it decides anything."""
+
+    spec: tuple[bytes, ZnodeStat] | None
+    """The spec znode (None: the object does not exist)."""
+    secret_version: int
+    """The secret znode's version (-1: none; never read for a kind without secrets)."""
+
+
+@dataclass(frozen=True)
+class PendingRead:
+    """The reads of one plan, sent (``start_read``)."""
+
+    spec: IAsyncResult
+    secret: IAsyncResult | None
+
+    def wait(self) -> SpecRead:
+        secret_stat = self.secret.get() if self.secret is not None else None
+        try:
+            spec = self.spec.get()
+        except NoNodeError:
+            spec = None
+        return SpecRead(spec, int(secret_stat.version) if secret_stat is not None else -1)
+
+
+def start_read(client: KazooClient, root: str, cls: type[Resource], name: str) -> PendingRead:
+    """Send the reads a plan of ``cls`` ``name`` needs without waiting for them (an apply of
+    many objects sends all of theirs at once); ``PendingRead.wait`` collects them."""
+    spec_read = client.get_async(root + paths.resource(cls.PLURAL, name))
+    # exists needs no READ: the API learns the secret's version without reading it.
+    secret_path = root + paths.secret(cls.PLURAL, name)
+    secret_read = client.exists_async(secret_path) if cls.SECRET_FIELDS else None
+    return PendingRead(spec_read, secret_read)
+
+
 def plan(
     client: KazooClient, root: str, resource: Resource, *, create: bool, update: bool
 ) -> SpecWrite:
     """Plan a create (``create`` only), a replace (``update`` only) or an apply (both);
     raises NotFound, AlreadyExists, Conflict (a stale resourceVersion) or Terminating."""
+    read = start_read(client, root, type(resource), resource.name).wait()
+    return decide(root, resource, read, create=create, update=update)
+
+
+def decide(
+    root: str, resource: Resource, read: SpecRead, *, create: bool, update: bool
+) -> SpecWrite:
+    """``plan`` from what ``read`` found (the same decision for one object and for many)."""
     cls = type(resource)
     name = resource.name
     path = root + paths.resource(cls.PLURAL, name)
     secret_path = root + paths.secret(cls.PLURAL, name)
-    spec_read = client.get_async(path)
-    # exists needs no READ: the API learns the secret's version without reading it.
-    secret_stat = client.exists(secret_path) if cls.SECRET_FIELDS else None
-    secret_version = int(secret_stat.version) if secret_stat is not None else -1
-    try:
-        data, stat = spec_read.get()
-    except NoNodeError:
+    secret_version = read.secret_version
+    if read.spec is None:
         if not create:
-            raise NotFound(cls.KIND, name) from None
+            raise NotFound(cls.KIND, name)
         # An apply of a saved object (get -o yaml, delete, apply): its resourceVersion guards
         # an update only; there is nothing to update, so it is created.
         new = resource.stored()
@@ -92,6 +132,7 @@ def plan(
         if secrets.digests:
             new[SECRET_DIGESTS] = secrets.digests
         return SpecWrite(resource, "created", path, None, new, secrets, secret_path, secret_version)
+    data, stat = read.spec
     if not update:
         raise AlreadyExists(cls.KIND, name)
     wanted = resource.metadata.resource_version
@@ -134,13 +175,9 @@ def plan(
     )
 
 
-def commit(client: KazooClient, write: SpecWrite) -> None:
-    """Carry out ``write`` in one transaction. Raises Retry when something it read changed
-    meanwhile, Conflict for a write pinned to a resourceVersion, NotFound when the object
-    went, NoAuthError when this identity may not write a part of it."""
-    cls = type(write.resource)
-    name = write.resource.name
-    txn = client.transaction()
+def add_to(txn: TransactionRequest, write: SpecWrite) -> dict[str, Any]:
+    """Add ``write``'s operations to ``txn`` (its spec's first, then its secret's); returns
+    the spec as it will be stored (a created object's with its new uid)."""
     after = dict(write.after)
     if write.read is None:
         after["metadata"] = {**after["metadata"], "uid": str(uuid.uuid4())}
@@ -156,7 +193,24 @@ def commit(client: KazooClient, write: SpecWrite) -> None:
             txn.create(write.secret_path, data)
     if secrets.remove and write.secret_version >= 0:
         txn.delete(write.secret_path, version=write.secret_version)
-    results = txn.commit()
+    return after
+
+
+def commit(client: KazooClient, write: SpecWrite) -> None:
+    """Carry out ``write`` in one transaction. Raises Retry when something it read changed
+    meanwhile, Conflict for a write pinned to a resourceVersion, NotFound when the object
+    went, NoAuthError when this identity may not write a part of it."""
+    txn = client.transaction()
+    add_to(txn, write)
+    check(write, txn.commit())
+
+
+def check(write: SpecWrite, results: list[Any]) -> None:
+    """What the results of ``write``'s operations (``add_to``) say: nothing when they were
+    written, else the error ``commit`` raises."""
+    cls = type(write.resource)
+    name = write.resource.name
+    secrets = write.secrets
     failures = [r for r in results if isinstance(r, Exception)]
     if not failures:
         if secrets.changed:
@@ -185,4 +239,16 @@ def commit(client: KazooClient, write: SpecWrite) -> None:
     raise Retry
 
 
-__all__ = ["ApplyOutcome", "Retry", "SpecWrite", "commit", "plan"]
+__all__ = [
+    "ApplyOutcome",
+    "PendingRead",
+    "Retry",
+    "SpecRead",
+    "SpecWrite",
+    "add_to",
+    "check",
+    "commit",
+    "decide",
+    "plan",
+    "start_read",
+]

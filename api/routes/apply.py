@@ -16,8 +16,7 @@ not in the applied set (outcome ``pruned``), as ``kubectl apply --prune -l``.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -39,8 +38,8 @@ from api.routes.resources import (
     settle,
 )
 from schemas import KINDS, FieldError, InvalidResource, Resource
-from zkstore import AlreadyExists, Conflict, NotFound, Selector, Store, parse_selector
-from zkstore.admission import admit
+from zkstore import AlreadyExists, Conflict, NotFound, Selector, Store, bulkwrite, parse_selector
+from zkstore.admission import Reads, admit
 from zkstore.planning import plan_write
 
 router = APIRouter()
@@ -139,9 +138,10 @@ async def apply(
         # Every document admitted, and a prune checked, before anything is written: a
         # refusal (422, 409) leaves the cluster as it was.
         batch = {(o.kind, o.name): o for o in objects}
+        reads = Reads(store)
         for index, obj in enumerate(objects):
             try:
-                admit(store, obj, batch)
+                admit(store, obj, batch, reads)
             except InvalidResource as exc:
                 raise invalid(exc.errors, prefix=f"document {index + 1}: ") from None
         if not dryRun:
@@ -207,23 +207,23 @@ def write_objects(
     event (``reason``, else the outcome) for each one changed. A write that fails stops it
     there: the error names its document and what was and was not written."""
     order = list(range(len(objects))) if order is None else order
-    written: list[tuple[Resource, Resource]] = []
+    done = _Done(events, reason, verb)
     results: list[dict[str, Any]] = []
     try:
         if not dry_run and len(order) >= PARALLEL_FROM:
-            _write_in_windows(store, events, objects, order, results, written, reason, verb)
+            _write_in_bulk(store, objects, order, results, done)
             return results
         for position, index in enumerate(order):
             obj = objects[index]
             try:
-                results.append(_apply_one(store, events, obj, dry_run, written, reason, verb))
-            except (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE) as exc:
+                results.append(_apply_one(store, obj, dry_run, done))
+            except WRITE_STOPS as exc:
                 pending = [objects[i] for i in order[position:]]
                 raise _stopped_at(exc, index, pending, results, verb) from None
     finally:
         # Wait for the cache once, after the writes (even those of a stopped apply):
         # by then most have arrived, and a client reads what was written.
-        for obj, stored in written:
+        for obj, stored in done.written:
             settle(cache.of(type(obj)), obj.name, stored)
     return results
 
@@ -241,50 +241,35 @@ def _check_pinned_version(store: Store, obj: Resource, index: int) -> None:
 
 
 PARALLEL_FROM = 64
-"""An apply or restore of this many documents or more writes them ``WINDOW`` at a time: each
-write is a few ZooKeeper round trips, and 10,000 VMs one after the other took minutes
+"""An apply or restore of this many documents or more is written in bulk
+(zkstore/bulkwrite.py): its reads pipelined, its creates in transactions of many objects.
+One object at a time is a few ZooKeeper round trips each, and 10,000 VMs took minutes
 (issue 16)."""
-WINDOW = 16
+WRITE_STOPS = (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE)
+"""The errors of one document's write that stop an apply there (with what was written and
+what not); any other error is the request's."""
 
 
-def _write_in_windows(
+def _write_in_bulk(
     store: Store,
-    events: Any,
     objects: list[Resource],
     order: list[int],
     results: list[dict[str, Any]],
-    written: list[tuple[Resource, Resource]],
-    reason: str,
-    verb: str,
+    done: _Done,
 ) -> None:
-    """Write in ``order``, ``WINDOW`` documents at once (each its own thread; the store's
-    client pipelines their requests). A failure stops it after its window: the error names
-    the first document that failed, what was written (a later document of the same window
-    may have been) and what was not."""
-    lock = threading.Lock()
-
-    def one(obj: Resource) -> dict[str, Any]:
-        mine: list[tuple[Resource, Resource]] = []
-        result = _apply_one(store, events, obj, False, mine, reason, verb)
-        with lock:
-            written.extend(mine)
-        return result
-
-    with ThreadPoolExecutor(max_workers=WINDOW, thread_name_prefix=verb) as pool:
-        for start in range(0, len(order), WINDOW):
-            window = order[start : start + WINDOW]
-            futures = [pool.submit(one, objects[i]) for i in window]
-            failed: list[tuple[int, Exception]] = []
-            for index, future in zip(window, futures, strict=True):
-                try:
-                    results.append(future.result())
-                except (Conflict, AlreadyExists, NotFound, *STORE_UNAVAILABLE) as error:
-                    failed.append((index, error))
-            if failed:
-                first_index, first = failed[0]
-                rest = order[start + WINDOW :]
-                pending = [objects[i] for i, _ in failed] + [objects[i] for i in rest]
-                raise _stopped_at(first, first_index, pending, results, verb)
+    """Write in ``order``, many documents at once. A failure stops it after the group of
+    documents written together (bulkwrite.SEGMENT): the error names the first document that
+    failed, what was written (a later document of the same group may have been) and what
+    was not."""
+    ordered = [objects[i] for i in order]
+    try:
+        for applied in bulkwrite.apply_all(store, ordered, WRITE_STOPS):
+            obj = ordered[applied.position]
+            results.append(done.result(obj, applied.stored, applied.outcome))
+    except bulkwrite.Stopped as stop:
+        first_position, first = stop.failed[0]
+        pending = [ordered[p] for p, _ in stop.failed] + [ordered[p] for p in stop.rest]
+        raise _stopped_at(first, order[first_position], pending, results, done.verb) from None
 
 
 def _stopped_at(
@@ -317,15 +302,26 @@ def _stopped_at(
     return ApiError(code, message, details=details)
 
 
-def _apply_one(
-    store: Store,
-    events: Any,
-    obj: Resource,
-    dry_run: bool,
-    written: list[tuple[Resource, Resource]],
-    reason: str,
-    verb: str,
-) -> dict[str, Any]:
+@dataclass
+class _Done:
+    """What an apply or a restore does with each document applied: an event for each one
+    changed (``reason``, else the outcome; "... by ``verb``"), listed in ``written`` for
+    the wait for the cache."""
+
+    events: Any
+    reason: str
+    verb: str
+    written: list[tuple[Resource, Resource]] = field(default_factory=list)
+
+    def result(self, obj: Resource, stored: Resource, outcome: str) -> dict[str, Any]:
+        if outcome != "unchanged":
+            what = self.reason or outcome.capitalize()
+            self.events.record(obj.kind, obj.name, what, f"{outcome} by {self.verb}")
+            self.written.append((obj, stored))
+        return _result(stored, outcome)
+
+
+def _apply_one(store: Store, obj: Resource, dry_run: bool, done: _Done) -> dict[str, Any]:
     if dry_run:
         plan = plan_write(store, obj, create=True, update=True)
         return _result(
@@ -336,10 +332,7 @@ def _apply_one(
             **({"changedSecrets": list(plan.changed_secrets)} if plan.changed_secrets else {}),
         )
     stored, outcome = store.apply(obj)
-    if outcome != "unchanged":
-        events.record(obj.kind, obj.name, reason or outcome.capitalize(), f"{outcome} by {verb}")
-        written.append((obj, stored))
-    return _result(stored, outcome)
+    return done.result(obj, stored, outcome)
 
 
 def _prune(

@@ -15,6 +15,7 @@ from api.config import Settings
 from cli.localcluster.zookeeper import ZooKeeperServer
 from schemas import Resource, VirtualMachine
 from tests.integration.api.api_helpers import assert_status, vm
+from tests.integration.zkstore.bulk_helpers import between_read_and_write
 from zkstore import ApplyOutcome, Store
 
 
@@ -121,25 +122,42 @@ def test_a_write_that_fails_mid_way_says_what_was_written_and_a_rerun_finishes(
     ]
 
 
-def test_a_large_apply_is_written_in_windows_and_a_failure_says_exactly_what_was_not(
-    racing: tuple[TestClient, WriterBetween],
+def test_a_large_apply_is_written_in_bulk_and_a_failure_says_exactly_what_was_not(
+    racing: tuple[TestClient, WriterBetween], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """64 documents or more are written 16 at a time: a failure stops the apply after its
-    window, and written/notWritten list exactly what the cluster holds."""
+    """64 documents or more are written in bulk, 50 at a time (zkstore/bulkwrite.py): a
+    failure stops the apply after its group, and written/notWritten list exactly what the
+    cluster holds."""
     client, store = racing
     client.post("/api/v1/apply", json=[vm("v020")]).raise_for_status()
-    docs = [vm(f"v{i:03d}") for i in range(70)]
-    docs[20] = pinned(store, "v020", vcpus=4)  # in the second window (16..31)
-    store.change_before_writing = "v020"
+    docs = [vm(f"v{i:03d}") for i in range(120)]
+    docs[60] = vm("v060", vcpus=3)
+    docs[20] = pinned(store, "v020", vcpus=4)  # in the first group (0..49)
+    between_read_and_write(
+        monkeypatch, "v020", lambda: store.other.mutate_spec(VirtualMachine, "v020", bump_vcpus)
+    )
     body = assert_status(client.post("/api/v1/apply", json=docs), 409, "Conflict")
     assert body["message"].startswith("document 21 (VirtualMachine 'v020') was not written: ")
+    assert "not written: it and the 70 after it" in body["message"]
     details = body["details"]
-    not_written = {n["name"] for n in details["notWritten"]}
-    assert not_written == {"v020"} | {f"v{i:03d}" for i in range(32, 70)}
-    assert {r["name"] for r in details["written"]} == {f"v{i:03d}" for i in range(32)} - {"v020"}
-    assert set(names(store)) == {f"v{i:03d}" for i in range(32)}
-    store.change_before_writing = None
+    assert details["document"] == 21
+    written = [f"v{i:03d}" for i in range(50) if i != 20]
+    assert [r["name"] for r in details["written"]] == written  # in document order
+    assert {r["outcome"] for r in details["written"]} == {"created"}
+    assert [n["name"] for n in details["notWritten"]] == ["v020"] + [
+        f"v{i:03d}" for i in range(50, 120)
+    ]
+    assert names(store) == sorted([*written, "v020"])
+    assert store.get(VirtualMachine, "v020").spec.vcpus == 2  # the other writer's, kept
+    for r in details["written"]:
+        assert (
+            client.get(f"/api/v1/vms/{r['name']}").json()["metadata"]["resourceVersion"]
+            == (r["resourceVersion"])
+        )
     docs[20] = pinned(store, "v020", vcpus=4)
     again = client.post("/api/v1/apply", json=docs)
     assert again.status_code == 200, again.text
-    assert len(names(store)) == 70
+    outcomes = [i["outcome"] for i in again.json()["items"]]
+    assert outcomes == ["unchanged"] * 20 + ["configured"] + ["unchanged"] * 29 + ["created"] * 70
+    assert len(names(store)) == 120
+    assert store.get(VirtualMachine, "v060").spec.vcpus == 3
