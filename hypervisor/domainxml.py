@@ -98,6 +98,12 @@ def find_owner_tag(xml: str) -> str | None:
     return element.get("owner", "")
 
 
+def owner_of_metadata(element: str) -> str:
+    """The owner in PVC's metadata element as libvirt's ``virDomain.metadata`` returns it
+    (the element alone), "" when it names none."""
+    return ET.fromstring(element).get("owner", "")
+
+
 def read_owner_tag(xml: str) -> str:
     """The owner recorded in PVC's metadata element, "" when there is none."""
     return find_owner_tag(xml) or ""
