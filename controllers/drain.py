@@ -102,6 +102,8 @@ class DrainController:
         # (VM, start of its failed live migration) -> when a flush may try it again.
         self._failed_until: dict[tuple[str, str], float] = {}
         self._written: dict[str, Placement] = {}
+        # Nodes in a flush or unflush, as their last reconcile found them.
+        self._draining: set[str] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -113,10 +115,12 @@ class DrainController:
         self.controller.stop()
 
     def _on_vm(self, _vm: str) -> None:
-        # Only nodes in a flush or unflush care about VM moves; there are few of them.
-        for node in self.scheduler.nodes.objects():
-            if node.spec.drain or _in_drain(node):
-                self.controller.enqueue(node.name)
+        # Only nodes in a flush or unflush care about VM moves; there are few of them, kept
+        # by reconcile (which every node event runs), so a VM event reads no node at all.
+        with self._lock:
+            draining = list(self._draining)
+        for node in draining:
+            self.controller.enqueue(node)
 
     # -- reading the caches ----------------------------------------------------
 
@@ -172,7 +176,13 @@ class DrainController:
         if not self.store.connected:
             return 1.0
         node = self.scheduler.nodes.get(name)
-        if node is None or not (node.spec.drain or _in_drain(node)):
+        draining = node is not None and (node.spec.drain or _in_drain(node))
+        with self._lock:
+            if draining:
+                self._draining.add(name)
+            else:
+                self._draining.discard(name)
+        if node is None or not draining:
             return None  # every heartbeat lands here: a ready node costs nothing more
         moves = self._placements()
         if node.spec.drain:

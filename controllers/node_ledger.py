@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,6 @@ class NodeLoad:
     vcpus_allocated: int = 0
     vms: int = 0
     load: float = 0.0
-    vm_names: set[str] = field(default_factory=set)
 
     @property
     def memory_free(self) -> int:
@@ -45,7 +44,6 @@ class _Sums:
     provisioned: int = 0
     vcpus: int = 0
     vms: int = 0
-    names: set[str] = field(default_factory=set)
 
     def add(self, name: str, share: Share, sign: int) -> None:
         self.provisioned += sign * share.memory
@@ -53,10 +51,6 @@ class _Sums:
             self.allocated += sign * share.memory
             self.vcpus += sign * share.vcpus
             self.vms += sign
-        if sign > 0:
-            self.names.add(name)
-        else:
-            self.names.discard(name)
 
 
 class Ledger:
@@ -112,5 +106,4 @@ class Ledger:
                 vcpus_allocated=sums.vcpus,
                 vms=sums.vms,
                 load=load,
-                vm_names=set(sums.names),
             )

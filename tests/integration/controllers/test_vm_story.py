@@ -58,7 +58,8 @@ def test_every_node_reports_its_daemon_version(cluster: RunningCluster) -> None:
 def test_converged_and_restart_required_follow_the_spec(cluster: RunningCluster) -> None:
     cluster.apply(vm_manifest("cv", home="node1"))
     wait_for(lambda: converged(cluster, "cv"), 30, "cv Converged")
-    assert "cv" in domains(cluster)["node1"]
+    # The node lists its domains in its heartbeat, which follows a start within 0.25 s.
+    wait_for(lambda: "cv" in domains(cluster)["node1"], 5, "node1's heartbeat to list cv")
     assert condition(cluster, "cv", "RestartRequired")["status"] == "False"
 
     cluster.apply(vm_manifest("cv", home="node1", memory="128Mi", vcpus=2))
