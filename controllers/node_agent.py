@@ -147,8 +147,9 @@ class NodeAgent:
         """Heartbeat within ``START_REPORT_DELAY`` (a domain started): the starts of a burst
         share one heartbeat, which lists every domain, instead of one each (at 150 VMs a
         node, a converge made that O(VMs²) per node, issue 16). Stops and removals still
-        ``poke``: they are reported at once, so a VM moving between nodes is never listed
-        by its new node before its old one stops listing it."""
+        ``poke``: they are reported at once, so a VM moving between nodes is dropped from
+        its old node's report as soon as before, and its new node reports it at most
+        START_REPORT_DELAY later than before (the flush reads the old node's report)."""
         with self._soon_lock:
             if self._soon is not None:
                 return

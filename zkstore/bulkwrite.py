@@ -151,12 +151,12 @@ class _Segment:
             if plan.outcome == "configured":
                 txn = _Txn(client.transaction(), creates=False)
                 txns.append(txn)
-            else:
-                if creates is None or creates.full():
-                    creates = _Txn(client.transaction(), creates=True)
-                    txns.append(creates)
-                txn = creates
-            txn.add(position, plan)
+                txn.add(position, plan)
+            elif creates is None or not creates.add(position, plan):
+                # A new transaction of creates: the first, or the last one is full.
+                creates = _Txn(client.transaction(), creates=True)
+                txns.append(creates)
+                creates.add(position, plan)
         # Every transaction is sent before any answer is awaited.
         sent = [(txn, txn.request.commit_async()) for txn in txns]
         created: list[tuple[_Txn, IAsyncResult]] = []
@@ -248,16 +248,21 @@ class _Txn:
     def ops(self) -> int:
         return len(self.request.operations)
 
-    def add(self, position: int, plan: SpecWrite) -> None:
+    def add(self, position: int, plan: SpecWrite) -> bool:
+        """Add ``plan``'s operations, unless the transaction holds objects already and they
+        would take it past TRANSACTION_BYTES (False: nothing added). An object alone is
+        always taken: one bigger than that is as big as its own apply would send."""
         before = self.ops
         form = specwrite.add_to(self.request, plan)
         added = self.request.operations[before:]
-        self.size += sum(len(getattr(op, "data", b"") or b"") for op in added)
+        size = sum(len(getattr(op, "data", b"") or b"") for op in added)
+        if self.objects and self.size + size > TRANSACTION_BYTES:
+            del self.request.operations[before:]
+            return False
+        self.size += size
         self.objects.append((position, plan, form))
         self.op_counts.append(len(added))
-
-    def full(self) -> bool:
-        return self.size >= TRANSACTION_BYTES
+        return True
 
     def objects_with_ops(self) -> Iterator[tuple[int, SpecWrite, dict[str, Any], int]]:
         for (position, plan, form), ops in zip(self.objects, self.op_counts, strict=True):

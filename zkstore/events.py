@@ -114,16 +114,22 @@ class EventLog:
                 self._trim_again = True
                 return
             self._trimming = True
+        done = False
         try:
             while True:
                 self._trim_once()
                 with self._trim_state:
                     if not self._trim_again:
+                        # Stop in the same locked step that sees no new ask: a trim()
+                        # after it finds none running and runs itself.
+                        self._trimming = False
+                        done = True
                         return
                     self._trim_again = False
         finally:
-            with self._trim_state:
-                self._trimming = False
+            if not done:  # an error: the next ask runs again
+                with self._trim_state:
+                    self._trimming = False
 
     def _trim_once(self) -> None:
         try:

@@ -60,11 +60,21 @@ def place_new(store: Store, batch: list[tuple[str, Placement]], *, epoch: int) -
     raise_if_refused(failures)
     if isinstance(results[0], BadVersionError | NoNodeError):
         raise EpochMoved(f"{len(batch)} placements refused: the cluster epoch moved past {epoch}")
-    raise BatchRefused(failures[0])
+    refused = {(i - 1) // 2 for i, r in enumerate(results) if i and _failed(r)}
+    raise BatchRefused(failures[0], sorted(refused))
+
+
+def _failed(result: object) -> bool:
+    return isinstance(result, Exception) and not isinstance(result, RolledBackError)
 
 
 class BatchRefused(Exception):
-    """One create of a batch failed (a VM placed or deleted meanwhile): nothing was written."""
+    """A create of a batch failed (a VM placed or deleted meanwhile): nothing was written.
+    ``refused``: the indexes in the batch of the VMs whose create failed."""
+
+    def __init__(self, first: Exception, refused: list[int]) -> None:
+        super().__init__(repr(first))
+        self.refused = refused
 
 
 @dataclass
@@ -117,13 +127,22 @@ class GroupCommit:
         if item.error is not None:
             raise item.error
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit(self, batch: list[_Item], *, again: bool = True) -> None:
         started = time.monotonic()
         try:
             place_new(self.store, [(i.vm, i.placement) for i in batch], epoch=self.epoch)
         except BatchRefused as exc:
-            log.info("event=placement_batch_split size=%d first_failure=%r", len(batch), exc)
-            for item in batch:
+            # The VMs whose create failed are written alone (each gets the error a single
+            # write gives it); the others go together once more, then one by one.
+            alone = [batch[i] for i in exc.refused] if again else batch
+            rest = [item for item in batch if item not in alone]
+            log.info(
+                "event=placement_batch_refused size=%d refused=%s first_failure=%s",
+                len(batch),
+                ",".join(item.vm for item in alone),
+                exc,
+            )
+            for item in alone:
                 try:
                     self.store.write_placement(
                         item.vm, item.placement, epoch=self.epoch, only_if_unplaced=True
@@ -131,6 +150,8 @@ class GroupCommit:
                 except BaseException as error:
                     item.error = error
                 item.done = True
+            if rest:
+                self._commit(rest, again=False)
             return
         except BaseException as error:
             for item in batch:

@@ -211,3 +211,20 @@ def test_a_failure_mid_way_stops_after_its_group_and_says_what_was_not_written(
     # What it said is what the store holds.
     assert store.names(VirtualMachine) == sorted(objs[p].name for p in range(segment_end))
     assert store.get(VirtualMachine, "vm-060").spec.vcpus == 1
+
+
+def test_a_big_object_after_many_small_ones_goes_in_a_transaction_of_its_own(
+    store: Store,
+) -> None:
+    # 49 objects of ~4 KB then one of ~850 KB in one segment: in one transaction they would
+    # pass ZooKeeper's 1 MB request limit, and the server would drop the connection.
+    def annotated(name: str, size: int) -> Resource:
+        obj = vm(name)
+        obj.metadata.annotations["blob"] = "x" * size
+        return obj
+
+    objs = [annotated(f"small{i:02d}", 4_000) for i in range(49)] + [annotated("big", 850_000)]
+    applied = apply_all(store, objs)
+    assert [a.outcome for a in applied] == ["created"] * 50
+    assert len(stored_raw(store, "vms", "big")["metadata"]["annotations"]["blob"]) == 850_000
+    assert len(store.names(VirtualMachine)) == 50
