@@ -117,7 +117,10 @@ def test_the_target_qemu_never_starts_before_the_source_qemu_is_gone(
         assert source_gone_at is not None and target_up_at is not None
         # The guest ignored ACPI: the source held it until shutdownTimeout, the target waited.
         assert source_gone_at - moved_at >= SHUTDOWN_TIMEOUT_S - 0.5
-        assert target_up_at > source_gone_at
+        # Sampled every 20 ms: both can change within one sample (the target up within
+        # 20 ms of the source going), so the sample's order is "not before"; the exact
+        # order is libvirt's events' to tell, below.
+        assert target_up_at >= source_gone_at
 
         def started_on_target() -> list[float]:
             return [t for t, host, e in events if host == "target" and e == EVENT_STARTED]
