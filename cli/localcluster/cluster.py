@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from cli.localcluster import observe
 from cli.localcluster.process import (
     free_port,
     is_ours,
@@ -296,7 +297,13 @@ class LocalCluster:
             self.save_state(state)
             try:
                 wait_until(
-                    lambda: self._check_alive(state) and self.api_healthy(state),
+                    # Our process's answer: another's that took the port (a local cluster
+                    # of another test) answers /healthz as well, while ours fails to bind.
+                    lambda: (
+                        self._check_alive(state)
+                        and observe.listens_on(state.api_pid, state.api_port)
+                        and self.api_healthy(state)
+                    ),
                     timeout,
                     f"the API on port {state.api_port} (see {self.dir / 'api.log'})",
                     0.2,
