@@ -96,36 +96,31 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
+def _tcp_sockets() -> list[tuple[int, int, bool]]:
+    """(inode, local port, listening) of every TCP socket on the machine."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            found.append((int(fields[9]), port, fields[3] == "0A"))  # 0A: TCP_LISTEN
+    return found
+
+
 def listens_on(pid: int, port: int) -> bool:
     """Whether process ``pid`` holds a TCP socket listening on ``port`` (so an answer on
     that port is its, not another process's that took the port first)."""
     mine = _socket_inodes(pid)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            listening = fields[3] == "0A"  # TCP_LISTEN
-            if listening and int(fields[9]) in mine:
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    return True
-    return False
+    return any(inode in mine and p == port and up for inode, p, up in _tcp_sockets())
 
 
 def _local_ports_by_inode() -> dict[int, int]:
     """Socket inode -> local port, for every TCP socket on the machine."""
-    ports: dict[int, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            ports[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
-    return ports
+    return {inode: port for inode, port, _listening in _tcp_sockets()}
 
 
 def watches_by_process(port: int, pids: list[int]) -> dict[int, int]:
