@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kazoo.exceptions import BadVersionError, NoNodeError, RolledBackError
 
@@ -83,7 +83,6 @@ class _Item:
     placement: Placement
     done: bool = False
     error: BaseException | None = None
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class GroupCommit:
