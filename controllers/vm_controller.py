@@ -25,6 +25,7 @@ from controllers.runtime import Controller
 from controllers.vm_console import ConsolePublisher
 from controllers.vm_disks import disks_here, volumes_here
 from controllers.vm_power import UP, UP_OR_STOPPING, LocalState, Power, VMEvents
+from controllers.vm_resync import FULL_RESYNC_EVERY, ResyncPlan, domain_states
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainDriver, DomainState, HypervisorError, StopReason
 from schemas import (
@@ -56,6 +57,7 @@ class VMController:
         shared_disk_dir: bool = False,
         workers: int = 4,
         resync_period: float = 30.0,
+        full_resync_every: int = FULL_RESYNC_EVERY,
         crash_loop: CrashLoopPolicy | None = None,
         on_domains_changed: Callable[[], None] | None = None,
         on_domain_started: Callable[[], None] | None = None,
@@ -92,12 +94,13 @@ class VMController:
         self.vm_events = VMEvents(self.events, node)
         self.power = Power(driver, node, self.statuses, self.vm_events, self._on_domains_changed)
         self._self_fenced: set[str] = set()
+        self.resync_plan = ResyncPlan(full_resync_every)
         self.controller = Controller(
             f"vm@{node}",
             self.reconcile,
             workers=workers,
             resync_period=resync_period,
-            list_keys=self._all_keys,
+            list_keys=self._resync_keys,
         )
 
     # -- wiring ------------------------------------------------------------
@@ -125,12 +128,14 @@ class VMController:
             self.controller.enqueue(key)
 
     def _all_keys(self) -> set[str]:
-        keys = set(self.index.keys())
-        try:
-            keys |= {d.name for d in self.driver.list_managed() if d.owner_tag == self.owner_tag}
-        except HypervisorError as exc:
-            log.warning("event=list_domains_failed node=%s error=%s", self.node, exc)
-        return keys
+        return set(self.index.keys()) | set(self._domains() or ())
+
+    def _resync_keys(self) -> set[str]:
+        """What this resync pass reconciles: what changed unseen, or every VM (vm_resync)."""
+        return self.resync_plan.keys(set(self.index.keys()), self._domains())
+
+    def _domains(self) -> dict[str, DomainState] | None:
+        return domain_states(self.driver, self.owner_tag, self.node)
 
     def _enqueue(self, name: str) -> None:
         # Runs on kazoo's or libvirt's event thread: only enqueue here. A blocking

@@ -143,6 +143,7 @@ class HypervisorWorld:
         """What each domain is defined as on each node (a migration defines it on its target)."""
         self._stop_reasons: dict[tuple[str, str], StopReason] = {}
         self._ignore_acpi: set[str] = set()
+        self._deaf: set[str] = set()
         self._violations: list[Violation] = []
         self._log: collections.deque[Transition] = collections.deque(maxlen=log_size)
         self._retired: list[LibvirtDriver] = []
@@ -240,6 +241,15 @@ class HypervisorWorld:
                     )
             self._stop_reasons[key] = StopReason.CRASHED
             self._unhold(node, vm, held, "crashed")
+
+    def drop_events(self, node: str, drop: bool = True) -> None:
+        """Lifecycle events of ``node``'s domains are lost, not delivered (as across a
+        libvirtd restart): only a look at the domains finds what changed."""
+        with self._lock:
+            if drop:
+                self._deaf.add(node)
+            else:
+                self._deaf.discard(node)
 
     def fail_migrations(self, vm: str, why: str, count: int = 1) -> None:
         """The next ``count`` live migrations of ``vm`` fail half-way, saying ``why``."""
@@ -589,7 +599,7 @@ class HypervisorWorld:
 
     def _emit(self, node: str, vm: str) -> None:
         host = self._hosts[node]
-        if host.cut or not host.powered:
+        if host.cut or not host.powered or node in self._deaf:
             return
         for driver in host.drivers:
             driver._enqueue(vm)
