@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -51,6 +52,7 @@ from hypervisor.errors import (
 from hypervisor.events import ensure_event_loop
 from hypervisor.images import create_image
 from hypervisor.libvirt_states import domain_state_of, stop_reason_of
+from hypervisor.owners import NOT_OURS, OwnerCache
 
 T = TypeVar("T")
 
@@ -130,6 +132,7 @@ class LibvirtDriver(DomainDriver):
         self._conn: libvirt.virConnect | None = None
         self._closed = False
         self._conn_lock = threading.Lock()
+        self._owners = OwnerCache()
         # Two workers creating one disk must not both run qemu-img on its
         # temporary file.
         self._disk_lock = threading.Lock()
@@ -168,7 +171,8 @@ class LibvirtDriver(DomainDriver):
                     domain=spec.name,
                 )
             log_file = self._console_log(spec.name)
-            conn.defineXML(render_domain_xml(spec, choice.type, log_file))
+            domain = conn.defineXML(render_domain_xml(spec, choice.type, log_file))
+            self._owners.forget(str(domain.UUIDString()))
 
         self._run("define", spec.name, define)
 
@@ -346,6 +350,9 @@ class LibvirtDriver(DomainDriver):
     def _on_lifecycle(
         self, _conn: object, domain: libvirt.virDomain, _event: int, _detail: int, _opaque: object
     ) -> None:
+        if _event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._owners.forget(str(domain.UUIDString()))
         callback = self._lifecycle
         if callback is None:
             return
@@ -379,31 +386,30 @@ class LibvirtDriver(DomainDriver):
     def list_managed(self) -> list[DomainInfo]:
         def list_managed(conn: libvirt.virConnect) -> list[DomainInfo]:
             managed: list[DomainInfo] = []
+            listed = []
             for domain in conn.listAllDomains(0):
-                # PVC's metadata element alone, not the whole XML parsed: every heartbeat
-                # lists every domain (150 of them on a test host: 3 ms, not 15).
+                # The owner once per domain (hypervisor/owners.py), not on every listing.
                 try:
-                    element = domain.metadata(
-                        libvirt.VIR_DOMAIN_METADATA_ELEMENT, PVC_METADATA_NS, 0
-                    )
+                    uuid = str(domain.UUIDString())
+                    listed.append(uuid)
+                    owner = self._owners.owner(uuid, functools.partial(_owner_of, domain))
+                    if owner is NOT_OURS:
+                        continue
                     state, reason = domain.state()
                 except libvirt.libvirtError as err:
-                    code = err.get_error_code()
-                    if code == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                        continue  # not PVC's
                     # Undefined between the listing and this call.
-                    if code == libvirt.VIR_ERR_NO_DOMAIN:
+                    if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                         continue
                     raise
-                owner = owner_of_metadata(str(element))
                 managed.append(
                     DomainInfo(
                         name=str(domain.name()),
-                        uuid=str(domain.UUIDString()),
+                        uuid=uuid,
                         state=domain_state_of(int(state), int(reason)),
                         owner_tag=owner,
                     )
                 )
+            self._owners.keep_only(listed)
             return managed
 
         return self._run("list", "", list_managed)
@@ -658,6 +664,17 @@ def _translate(
         error_type = OperationFailed
     message = f"{_describe(operation, domain)}: {err.get_error_message()}"
     return error_type(message, operation=operation, domain=domain)
+
+
+def _owner_of(domain: libvirt.virDomain) -> str | None:
+    """The owner in ``domain``'s PVC metadata element; NOT_OURS without one."""
+    try:
+        element = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, PVC_METADATA_NS, 0)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return NOT_OURS
+        raise
+    return owner_of_metadata(str(element))
 
 
 def _is_active(domain: libvirt.virDomain) -> bool:

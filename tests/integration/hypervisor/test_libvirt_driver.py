@@ -29,6 +29,7 @@ from hypervisor import (
     libvirt_driver,
     write_test_host_xml,
 )
+from tests.helpers import wait_for
 
 HOST_MEMORY_MIB = 8192
 HOST_CPUS = 4
@@ -356,3 +357,22 @@ def test_concurrent_starts_of_one_domain_all_succeed(driver: LibvirtDriver) -> N
         thread.join()
     assert errors == []
     assert driver.state("vm1") is DomainState.RUNNING
+
+
+def test_a_domain_redefined_without_pvc_metadata_is_no_longer_listed(
+    driver: LibvirtDriver,
+) -> None:
+    """The owner is kept per domain between listings (hypervisor/owners.py); a definition
+    made since, by anyone, is seen at once when libvirt's DEFINED event arrives."""
+    events: list[str] = []
+    driver.watch_lifecycle(events.append)
+    driver.define(make_spec())
+    assert [d.name for d in driver.list_managed()] == ["vm1"]
+    conn = driver._connection("test", "vm1")
+    xml = conn.lookupByName("vm1").XMLDesc(0)
+    root = ET.fromstring(xml)
+    root.remove(root.find("metadata"))  # type: ignore[arg-type]
+    conn.defineXML(ET.tostring(root, encoding="unicode"))
+    wait_for(lambda: driver.list_managed() == [], 10, "vm1 no longer PVC's")
+    driver.define(make_spec())  # PVC's own define: its owner again at once
+    assert [d.owner_tag for d in driver.list_managed()] == ["test-cluster"]
