@@ -91,6 +91,13 @@ class Scheduler:
         self.ledger = Ledger()
         # VMs whose last reconcile left them unplaced: a node change may let them fit.
         self._waiting: set[str] = set()
+        # name -> (spec mzxid, memory bytes, vCPUs, halted) of the spec last parsed: a
+        # status write (several per VM as its node starts it) then costs a reconcile and a
+        # ledger refresh two dict reads, not a parse of the whole VM (issue 16).
+        self._specs: dict[str, tuple[int, int, int, bool]] = {}
+        # name -> spec mzxid at which the VM was found placed, with its finalizer and not
+        # being deleted: nothing to decide until its spec or placement changes.
+        self._settled: dict[str, int] = {}
         # Placements are decided one at a time (under _deciding) so memory is never
         # double-booked; the ZooKeeper round trips around them (finalizer, placement
         # transaction, event) overlap on several workers.
@@ -182,12 +189,28 @@ class Scheduler:
 
     def _contribution(self, name: str) -> Share | None:
         """What VM ``name`` takes on its node, from the caches (None: nowhere)."""
-        vm = self.vms.get(name)
         where = self._placed_node(name)
-        if vm is None or where is None:
+        facts = self._spec_facts(name) if where is not None else None
+        if where is None or facts is None:
             return None
+        _, memory, vcpus, halted = facts
+        return Share(where, memory, vcpus, halted)
+
+    def _spec_facts(self, name: str) -> tuple[int, int, int, bool] | None:
+        """(spec mzxid, memory, vCPUs, halted) of ``name``, parsed once per spec version."""
+        version = self.vms.version(name)
+        with self._lock:
+            known = self._specs.get(name)
+        if version is None or (known is not None and known[0] == version):
+            return known if version is not None else None
+        vm = self.vms.get(name)
+        if vm is None or vm.metadata.resource_version != str(version):
+            return None  # changed under us: the next event reads it again
         halted = vm.spec.run_strategy == RunStrategy.HALTED
-        return Share(where, to_bytes(vm.spec.memory), vm.spec.vcpus, halted)
+        facts = (version, to_bytes(vm.spec.memory), vm.spec.vcpus, halted)
+        with self._lock:
+            self._specs[name] = facts
+        return facts
 
     def bound_to(self, vm: VirtualMachine) -> Binding | None:
         """The volume in a local pool that binds ``vm`` to its node (records read fresh):
@@ -255,15 +278,25 @@ class Scheduler:
             return 1.0  # SUSPENDED: a primary that cannot reach ZooKeeper decides nothing
         with self._lock:
             self._waiting.discard(name)
+            settled = self._settled.get(name)
+        if settled is not None and settled == self.vms.version(name):
+            if self._placed_node(name) is not None:
+                return None  # a status change of a placed VM: nothing to decide
         vm = self.vms.get(name)
         if vm is None:
             with self._lock:
                 self._assumed.pop(name, None)
+                self._settled.pop(name, None)
+                self._specs.pop(name, None)
             return None
         if vm.deleting:
             return self.deleting.reconcile(vm)
         if DOMAIN_FINALIZER not in vm.metadata.finalizers:
             self.deleting.add_finalizer(name)
+        elif self._placed_node(name) is not None:
+            with self._lock:
+                self._settled[name] = int(vm.metadata.resource_version or 0)
+            return None
         if self._placed_node(name) is not None:
             return None
         if vm.spec.run_strategy == RunStrategy.HALTED:

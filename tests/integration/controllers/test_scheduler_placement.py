@@ -16,6 +16,8 @@ from schemas import (
     ObjectMeta,
     Placement,
     VirtualMachine,
+    VirtualMachineStatus,
+    VMPhase,
     parse_resource,
     set_condition,
 )
@@ -208,3 +210,25 @@ def test_a_vm_goes_only_where_its_networks_are_ready(store: Store, scheduler: Sc
         lambda: (s := store.read_status(VirtualMachine, "c")) and s.get("reason") and s, 10, "c"
     )
     assert (status["phase"], status["reason"]) == ("Pending", "NetworkNotFound")
+
+
+def test_a_placed_vms_new_memory_counts_at_the_next_decision(
+    store: Store, scheduler: Scheduler
+) -> None:
+    """The scheduler keeps what each placed VM takes per spec version, so its status writes
+    cost no parse; a change of the spec itself must still count."""
+    add_node(store, "n1", memory_gib=8)
+    add_node(store, "n2", memory_gib=4)
+    add_vm(store, "big", memory="1Gi", placement={"nodes": ["n1"]})
+    wait_for(lambda: node_of(store, "big"), 10, "big placed")
+    for phase in (VMPhase.STARTING, VMPhase.RUNNING):  # the node's status writes
+        store.write_status(VirtualMachine, "big", VirtualMachineStatus(phase=phase, node="n1"))
+    add_vm(store, "before", memory="1Gi")
+    assert wait_for(lambda: node_of(store, "before"), 10, "before placed") == "n1"
+    add_vm(store, "big", memory="6Gi", placement={"nodes": ["n1"]})
+    store.write_status(
+        VirtualMachine, "big", VirtualMachineStatus(phase=VMPhase.RUNNING, node="n1")
+    )
+    add_vm(store, "after", memory="1Gi")
+    # n1: 8 GiB - 7 GiB booked = 1 GiB free; n2: 4 GiB free.
+    assert wait_for(lambda: node_of(store, "after"), 10, "after placed") == "n2"
