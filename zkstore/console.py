@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import threading
 from dataclasses import dataclass
 
 from kazoo.exceptions import NoNodeError
@@ -23,6 +24,9 @@ from zkstore.store import Store
 
 CONSOLES = "/consoles"
 DOMAIN_XML = "/domainxml"
+
+_REMEMBERED = 100_000
+"""Records a writer remembers having written (a node holds a few hundred VMs)."""
 
 CONSOLE_LIMIT = 64 * 1024
 """The bytes of console output kept per VM: the newest ones."""
@@ -47,6 +51,9 @@ class ConsoleLog:
 class VMOutputs:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._lock = threading.Lock()
+        self._written: set[str] = set()
+        """Records this writer created or set: written with a set, not a create, next."""
 
     def write_console(self, vm: str, node: str, data: bytes, end: int) -> None:
         data = data[-CONSOLE_LIMIT:]
@@ -85,30 +92,45 @@ class VMOutputs:
     def forget(self, vm: str) -> None:
         """Drop both (the VM is deleted)."""
         for path in (f"{CONSOLES}/{vm}", f"{DOMAIN_XML}/{vm}"):
+            with self._lock:
+                self._written.discard(self._store.path(path))
             with contextlib.suppress(NoNodeError):
                 self._store.client.delete(self._store.path(path))
 
     def _put(self, vm: str, relative: str, body: bytes) -> None:
         """Write ``body`` only while the VM exists (one transaction with a check of it), so a
-        write racing the VM's deletion leaves nothing behind."""
+        write racing the VM's deletion leaves nothing behind. One request when the guess is
+        right: a record this writer has not written is created, one it has is set (a look
+        and a parent check before every write made it three, twice per VM started)."""
         client = self._store.client
         path = self._store.path(relative)
         spec = self._store.path(paths.resource("vms", vm))
-        for _ in range(3):
+        create = path not in self._written
+        for _ in range(4):
             txn = client.transaction()
             txn.check(spec, -1)
-            if client.exists(path) is None:
-                client.ensure_path(path.rsplit("/", 1)[0])
+            if create:
                 txn.create(path, body)
             else:
                 txn.set_data(path, body)
             results = txn.commit()
             if not any(isinstance(r, Exception) for r in results):
+                self._remember(path)
                 return
             raise_if_refused(results)
             if isinstance(results[0], NoNodeError):
                 return  # the VM is deleted: nothing to say of it
-            # Created or deleted by another writer between the look and the write: again.
+            if create and isinstance(results[1], NoNodeError):
+                client.ensure_path(path.rsplit("/", 1)[0])  # the first record of its kind
+            else:
+                # Created (or deleted) by another writer since: the other verb.
+                create = isinstance(results[1], NoNodeError)
+
+    def _remember(self, path: str) -> None:
+        with self._lock:
+            if len(self._written) >= _REMEMBERED:
+                self._written.clear()  # a wrong guess only costs a request
+            self._written.add(path)
 
     def _get(self, relative: str) -> object:
         try:

@@ -61,3 +61,26 @@ def test_forget_removes_both(store: Store) -> None:
     outputs.forget("web")  # twice: nothing to remove is no error
     assert outputs.read_console("web") is None
     assert outputs.read_domain_xml("web") is None
+
+
+def test_two_nodes_writers_keep_writing_whoever_created_or_removed_the_record(
+    store: Store,
+) -> None:
+    """A VM moves: its old node and its new one each guess whether the record exists (from
+    what they wrote themselves) and write in one request when right; a wrong guess must
+    still write, never fail or drop the output."""
+    add_vm(store, "web")
+    old, new = VMOutputs(store), VMOutputs(store)
+    old.write_console("web", "node1", b"one\n", 4)
+    new.write_console("web", "node2", b"two\n", 4)  # guesses create: exists, so a set
+    old.write_console("web", "node1", b"three\n", 6)
+    assert (log := old.read_console("web")) is not None and log.data == b"three\n"
+    new.forget("web")  # the record goes
+    old.write_console("web", "node1", b"four\n", 5)  # guesses set: gone, so a create
+    assert (log := new.read_console("web")) is not None and (log.data, log.node) == (
+        b"four\n",
+        "node1",
+    )
+    new.write_domain_xml("web", "<domain/>")
+    old.write_domain_xml("web", "<domain>2</domain>")
+    assert new.read_domain_xml("web") == "<domain>2</domain>"
