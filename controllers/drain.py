@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from kazoo.exceptions import LockTimeout
 
@@ -78,6 +79,15 @@ def _ends(move: _Move) -> set[str | None]:
     return {move.placement.node, move.placement.migration}
 
 
+def _concerns(raw: Any, draining: set[str]) -> bool:
+    """Whether a raw placement is one a drain acts on or waits for (see _placements)."""
+    return isinstance(raw, dict) and (
+        raw.get("reason") in (PLACEMENT_FLUSH, PLACEMENT_UNFLUSH)
+        or raw.get("node") in draining
+        or raw.get("migration") in draining
+    )
+
+
 @dataclass
 class _Move:
     vm: VirtualMachine
@@ -125,16 +135,31 @@ class DrainController:
     # -- reading the caches ----------------------------------------------------
 
     def _placements(self) -> list[_Move]:
-        """Every VM with its placement, our own writes the cache has not shown yet included
-        (a reconcile woken by another VM's event must not count a moved VM twice)."""
+        """The VMs a flush or unflush acts on or waits for, with their placements: placed
+        on a draining node, or moved by a flush or unflush. Our own writes the cache has
+        not shown yet included (a reconcile woken by another VM's event must not count a
+        moved VM twice). Every VM is looked at by its raw placement only: parsing 10,000
+        VMs on every VM event of a flush made it O(VMs) per step (issue 16)."""
+        with self._lock:
+            draining = set(self._draining)
         moves = []
-        for vm in self.scheduler.vms.objects():
-            raw = self.scheduler.vms.placement_raw(vm.name)
+        vms = self.scheduler.vms
+        for name in vms.keys():  # noqa: SIM118 (an informer, not a dict)
+            raw = vms.placement_raw(name)
+            with self._lock:
+                written = self._written.get(name)
+            if not _concerns(raw, draining) and (
+                written is None or not _concerns(written.wire(), draining)
+            ):
+                continue
+            vm = vms.get(name)
+            if vm is None:
+                continue
             cached = Placement.model_validate(raw) if raw is not None else None
             with self._lock:
-                written = self._written.get(vm.name)
+                written = self._written.get(name)
                 if written is not None and cached is not None and cached.wire() == written.wire():
-                    del self._written[vm.name]  # the cache caught up
+                    del self._written[name]  # the cache caught up
                     written = None
             placement = written or cached
             if placement is not None:

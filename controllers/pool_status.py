@@ -5,6 +5,7 @@ free space, and a Ready condition (reached by at least one node)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from controllers.runtime import Controller
 from controllers.scheduler import Scheduler
@@ -20,6 +21,44 @@ from zkstore import NotFound, ResourceInformer, Store
 
 log = logging.getLogger(__name__)
 
+SPACE_REFRESH = 60.0
+"""Seconds between writes of a pool's status when only its space numbers changed. A shared
+pool's free bytes move with every write to it, and every node reports them at every
+heartbeat: written each time, the status changed several times a second on 64 nodes, and
+every node's storage prober re-read it (issue 16)."""
+SPACE_STEP = 0.01
+"""A space number that moved by more than this share of the capacity is written at once."""
+
+
+def _shape(status: StoragePoolStatus) -> tuple[object, ...]:
+    """Everything in a pool's status but its space numbers (and condition timestamps)."""
+    return (
+        status.observed_generation,
+        [(n.node, n.reachable, n.message) for n in status.nodes],
+        [(c.type, c.status, c.reason, c.message) for c in status.conditions],
+        status.capacity is None,
+        status.free is None,
+    )
+
+
+def _space_change(wanted: StoragePoolStatus, current: StoragePoolStatus) -> str:
+    """ "none", "drift" (numbers differ, each by at most SPACE_STEP of its capacity) or
+    "moved"."""
+    pairs = [(wanted.capacity, wanted.free, current.capacity, current.free)] + [
+        (w.capacity, w.free, c.capacity, c.free)
+        for w, c in zip(wanted.nodes, current.nodes, strict=True)
+    ]
+    change = "none"
+    for capacity, free, old_capacity, old_free in pairs:
+        if (capacity, free) == (old_capacity, old_free):
+            continue
+        change = "drift"
+        step = SPACE_STEP * max(capacity or 0, old_capacity or 0, 1)
+        for new, old in ((capacity, old_capacity), (free, old_free)):
+            if (new is None) != (old is None) or abs((new or 0) - (old or 0)) > step:
+                return "moved"
+    return change
+
 
 class PoolStatusController:
     def __init__(self, store: Store, node: str, epoch: int, scheduler: Scheduler) -> None:
@@ -34,6 +73,7 @@ class PoolStatusController:
             "pool-status", self.reconcile, workers=1, resync_period=30.0, list_keys=self._keys
         )
         scheduler.nodes.add_listener(lambda _node: self._enqueue_all())
+        self._written: dict[str, float] = {}  # pool -> monotonic time of its last write
 
     def _keys(self) -> set[str]:
         return set(self.pools.keys())
@@ -59,16 +99,19 @@ class PoolStatusController:
             return None
         current = pool.status or StoragePoolStatus()
         wanted = self.gather(pool, current)
-        if wanted.model_dump(exclude={"conditions"}) == current.model_dump(
-            exclude={"conditions"}
-        ) and [(c.type, c.status, c.reason, c.message) for c in wanted.conditions] == [
-            (c.type, c.status, c.reason, c.message) for c in current.conditions
-        ]:
+        change = _space_change(wanted, current) if _shape(wanted) == _shape(current) else "shape"
+        if change == "none":
             return None
+        if change == "drift":
+            # Only the space numbers drifted: written at most every SPACE_REFRESH.
+            wait = self._written.get(name, -SPACE_REFRESH) + SPACE_REFRESH - time.monotonic()
+            if wait > 0:
+                return wait
         try:
             self.store.write_status(StoragePool, name, wanted)
         except NotFound:
             return None
+        self._written[name] = time.monotonic()
         log.info(
             "event=pool_status pool=%s reached_by=%d/%d",
             name,

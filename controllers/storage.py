@@ -87,9 +87,21 @@ class PoolProber:
         self._lock = threading.Lock()
         self._latest: dict[str, NodePool] = {}
         self._thread: threading.Thread | None = None
+        self._specs: dict[str, int | None] = {}  # pool -> the spec version last looked at
         self.pools: ResourceInformer[StoragePool] = ResourceInformer(
-            store, StoragePool, lambda _key: self._wake.set()
+            store, StoragePool, self._on_pool
         )
+
+    def _on_pool(self, name: str) -> None:
+        """A pool added, changed or removed: look at once. Not for its status, which the
+        primary rewrites as the nodes' reports come in (looking again for each would feed
+        it more reports)."""
+        version = self.pools.version(name)
+        with self._lock:
+            if name in self._specs and self._specs[name] == version:
+                return
+            self._specs[name] = version
+        self._wake.set()
 
     def start(self) -> None:
         self.pools.start()
