@@ -12,7 +12,7 @@ Listeners run on kazoo's completion thread, so they must only enqueue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Generic, TypeVar
 
 from kazoo.retry import KazooRetry
@@ -30,12 +30,19 @@ R = TypeVar("R", bound=Resource)
 
 class Informer:
     def __init__(
-        self, store: Store, relative_root: str, on_key: Callable[[str], None] | None = None
+        self,
+        store: Store,
+        relative_root: str,
+        on_key: Callable[[str], None] | None = None,
+        *,
+        children: Collection[str] | None = None,
     ) -> None:
+        """``children``: the only children a key can have (``()`` for none), read without
+        listing each key; by default every child, found by listing (a request more a key)."""
         self._store = store
         self._root = store.path(relative_root)
         self._listeners: list[Callable[[str], None]] = [on_key] if on_key else []
-        self._tree = SubtreeWatch(store.client, self._root, self._on_change)
+        self._tree = SubtreeWatch(store.client, self._root, self._on_change, children)
 
     def add_listener(self, on_key: Callable[[str], None]) -> None:
         self._listeners.append(on_key)
@@ -84,7 +91,9 @@ class ResourceInformer(Informer, Generic[R]):
     def __init__(
         self, store: Store, cls: type[R], on_key: Callable[[str], None] | None = None
     ) -> None:
-        super().__init__(store, paths.kind_root(cls.PLURAL), on_key)
+        # An object's only children: its status, and a VM's placement.
+        children = (paths.STATUS, paths.PLACEMENT) if cls.PLURAL == "vms" else (paths.STATUS,)
+        super().__init__(store, paths.kind_root(cls.PLURAL), on_key, children=children)
         self.cls = cls
         self._parsed: dict[str, tuple[tuple[int, int], R | None]] = {}
 

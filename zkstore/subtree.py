@@ -5,9 +5,15 @@ Below ``root`` every child is a *key*, and a key's children (``<key>/<child>``) 
 that shape (a kind's objects with their ``status`` and ``placement``; the keys of
 ``paths.LEASES_NODES`` and of a node's index, with no children). Per znode only its raw bytes
 and its mzxid are kept, per key the names of its children (one shared set per distinct set of
-names), so 10,000 VMs cost a few MB where kazoo's TreeCache (a TreeNode per znode with its
-ZnodeStat, a children dict and two watches) took ~140 MB. ``children`` names the children to
-follow (KindWatch: status only); by default every child is.
+names), so 10,000 VMs cost ~3 KB each (their data included) where kazoo's TreeCache (a
+TreeNode per znode with its ZnodeStat, a children dict and two watches) took ~14 KB.
+
+Which children are followed: by default every child, found by listing each key (with a
+child watch). Given ``children`` (names), only those, and no list: each is read directly,
+and one that is missing gets an exists watch that tells of its creation. That saves a
+request per key (a VM: spec, status, placement, three reads instead of four; a lease or an
+index entry, which has no children: one instead of two), and the Python client's cost per
+request is what bounds the load.
 
 Reads are sent with up to ``window`` in flight at once (TreeCache reads one znode after
 another through its own queue), and every read sets the watch that tells of the next change.
@@ -36,7 +42,12 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    NoNodeError,
+    SessionExpiredError,
+)
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,8 @@ Node = tuple[bytes, int]
 WINDOW = 3000
 _NONE: frozenset[str] = frozenset()
 _FAILED = object()
+# What a dropped connection fails a read with: the reload after reconnecting reads it again.
+_DISCONNECTED = (ConnectionLoss, SessionExpiredError, ConnectionClosedError)
 
 
 class SubtreeWatch:
@@ -77,6 +90,7 @@ class SubtreeWatch:
         self._backlog: deque[str] = deque()  # keys to read, sent as the window allows
         self._pending = 0
         self._closed = False
+        self._incomplete = False  # a read lost to a dropped connection, until the reload
         self._watcher = self._watch  # one bound method for every watch kazoo keeps
         self.progress = 0
         """Read results received so far: the load's progress."""
@@ -124,8 +138,14 @@ class SubtreeWatch:
                         f"({seen} znodes read)"
                     )
 
+    def _notify_settled(self) -> None:
+        # Only a settled cache is waited for: waking the waiter on every one of 40,000
+        # results would cost a thread switch each.
+        if self._settled():
+            self._lock.notify_all()
+
     def _settled(self) -> bool:
-        return self._closed or (not self._backlog and self._pending == 0)
+        return self._closed or (not self._backlog and self._pending == 0 and not self._incomplete)
 
     def _on_state(self, state: KazooState) -> None:
         # kazoo's connection thread: no blocking calls here. A CONNECTED always follows a
@@ -166,7 +186,8 @@ class SubtreeWatch:
             if key not in self._kids:
                 continue  # deleted while it waited
             self._read(key)
-            self._read(key, listing=True)
+            if self._follow is None:
+                self._read(key, listing=True)
             for child in self._kids[key] | (self._follow or _NONE):
                 self._read(f"{key}/{child}")
 
@@ -203,15 +224,25 @@ class SubtreeWatch:
             # A dropped connection: the reload after reconnecting lists it again.
             log.warning("event=subtree_list_failed root=%s error=%r", self.root, exc)
             names = None
+            self._lost(exc)
         with self._lock:
             self._pending -= 1
             self.progress += 1
             if names is not None and not self._closed:
+                if everything:
+                    self._incomplete = False  # every key is read again from here
                 self._enqueue(names, everything)
             self._pump()
-            self._lock.notify_all()
+            self._notify_settled()
 
     # -- results -----------------------------------------------------------------------------
+
+    def _lost(self, exc: Exception) -> None:
+        """A read the connection lost leaves the cache incomplete (a load is not done) until
+        the reload that follows the reconnect; another error (no access) is only logged."""
+        if isinstance(exc, _DISCONNECTED):
+            with self._lock:
+                self._incomplete = True
 
     def _complete(self, slot: str, seq: int, done: Any) -> None:
         changed: str | None = None
@@ -224,6 +255,7 @@ class SubtreeWatch:
                 # A dropped connection: the reload after reconnecting reads it again.
                 log.warning("event=subtree_read_failed path=%s/%s error=%r", self.root, slot, exc)
                 value = _FAILED
+                self._lost(exc)
             with self._lock:
                 if value is not _FAILED and seq > self._applied.get(slot, 0) and not self._closed:
                     self._applied[slot] = seq
@@ -239,7 +271,7 @@ class SubtreeWatch:
                     del self._inflight[slot]
                     self._applied.pop(slot, None)
                 self._pump()
-                self._lock.notify_all()
+                self._notify_settled()
         if changed is not None:
             try:
                 self._on_change(changed)
@@ -266,8 +298,6 @@ class SubtreeWatch:
         if value is None:
             return None  # the key is gone: its own read says so
         names = frozenset(value)
-        if self._follow is not None:
-            names &= self._follow
         old = self._kids[key]
         self._kids[key] = self._sets.setdefault(names, names)
         gone = [self._nodes.pop(f"{key}/{c}", None) for c in old - names]
@@ -284,6 +314,8 @@ class SubtreeWatch:
             if child in kids:
                 names = kids - {child}
                 self._kids[key] = self._sets.setdefault(names, names)
+            if self._follow is not None:
+                self._await_creation(rel)
             return key if self._nodes.pop(rel, None) is not None else None
         if child not in kids:
             names = kids | {child}
@@ -292,6 +324,29 @@ class SubtreeWatch:
         old = self._nodes.get(rel)
         self._nodes[rel] = (data, int(stat.mzxid))
         return key if old is None or old[1] != stat.mzxid else None
+
+    def _await_creation(self, rel: str) -> None:
+        """A followed child that does not exist: an exists watch tells when it is created."""
+        self._pending += 1
+        self.requests += 1
+        result = self._client.exists_async(f"{self.root}/{rel}", watch=self._watcher)
+        result.rawlink(lambda done: self._on_exists(rel, done))
+
+    def _on_exists(self, rel: str, done: Any) -> None:
+        try:
+            found = done.get() is not None
+        except Exception as exc:
+            log.warning("event=subtree_read_failed path=%s/%s error=%r", self.root, rel, exc)
+            found = False
+            self._lost(exc)
+        with self._lock:
+            self._pending -= 1
+            self.progress += 1
+            key = rel.partition("/")[0]
+            if found and key in self._kids and rel not in self._nodes and rel not in self._inflight:
+                self._read(rel)  # created between the read and the watch
+            self._pump()
+            self._notify_settled()
 
     def _drop(self, key: str) -> str | None:
         kids = self._kids.pop(key, _NONE) | (self._follow or _NONE)

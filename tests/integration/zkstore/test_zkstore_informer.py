@@ -286,31 +286,45 @@ def test_a_delete_drops_the_object_and_its_children(
     assert informer._tree._nodes == {} and informer._tree._kids == {}
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["named-children", "listed-children"])
 def test_children_appearing_and_going_are_followed_and_reported(
-    store: Store, informer: ResourceInformer[VirtualMachine], recorder: Recorder
+    store: Store, recorder: Recorder, listed: bool
 ) -> None:
-    store.create(make_vm("web"))
-    wait_for(lambda: informer.get("web") is not None, 10, "web loaded")
-    for child in (paths.STATUS, paths.PLACEMENT):
-        path = store.path(f"{paths.resource('vms', 'web')}/{child}")
-        recorder.take()
-        store.client.create(path, encode({"phase": "Running", "node": "hv1"}))
-        wait_for(lambda c=child: informer.data("web", c), 10, f"{child} appeared")  # type: ignore[misc]
-        wait_for(lambda: recorder.saw("web"), 10, f"{child} creation reported")
-        recorder.take()
-        store.client.set(path, encode({"phase": "Stopped", "node": "hv2"}))
-        wait_for(
-            lambda c=child: (informer.data("web", c) or {}).get("node") == "hv2",  # type: ignore[misc]
-            10,
-            f"{child} changed",
-        )
-        wait_for(lambda: recorder.saw("web"), 10, f"{child} change reported")
-        recorder.take()
-        store.client.delete(path)
-        wait_for(lambda c=child: informer.data("web", c) is None, 10, f"{child} gone")  # type: ignore[misc]
-        wait_for(lambda: recorder.saw("web"), 10, f"{child} deletion reported")
-    assert informer.keys() == ["web"]
-    assert set(recorder.take()) <= {"web"}
+    """Named children (a ResourceInformer: status, placement) are read directly, a missing
+    one watched for creation; by default (listed) every child is found by listing the key."""
+    informer = (
+        Informer(store, paths.kind_root("vms"), recorder)
+        if listed
+        else ResourceInformer(store, VirtualMachine, recorder)
+    )
+    informer.start(timeout=10)
+    try:
+        store.create(make_vm("web"))
+        wait_for(lambda: informer.data("web") is not None, 10, "web loaded")
+        for child in (paths.STATUS, paths.PLACEMENT, *(["other"] if listed else [])):
+            follow_one_child(store, informer, recorder, child)
+        assert informer.keys() == ["web"]
+        assert set(recorder.take()) <= {"web"}
+    finally:
+        informer.close()
+
+
+def follow_one_child(store: Store, informer: Informer, recorder: Recorder, child: str) -> None:
+    path = store.path(f"{paths.resource('vms', 'web')}/{child}")
+    recorder.take()
+    store.client.create(path, encode({"phase": "Running", "node": "hv1"}))
+    wait_for(lambda: informer.data("web", child), 10, f"{child} appeared")
+    wait_for(lambda: recorder.saw("web"), 10, f"{child} creation reported")
+    recorder.take()
+    store.client.set(path, encode({"phase": "Stopped", "node": "hv2"}))
+    wait_for(
+        lambda: (informer.data("web", child) or {}).get("node") == "hv2", 10, f"{child} changed"
+    )
+    wait_for(lambda: recorder.saw("web"), 10, f"{child} change reported")
+    recorder.take()
+    store.client.delete(path)
+    wait_for(lambda: informer.data("web", child) is None, 10, f"{child} gone")
+    wait_for(lambda: recorder.saw("web"), 10, f"{child} deletion reported")
 
 
 def test_a_late_read_result_does_not_overwrite_a_newer_one(
@@ -371,12 +385,15 @@ def test_a_lost_session_reloads_and_reports_what_disappeared(
     wait_for(all_reported, 10, "what changed and what disappeared reported")
 
 
-def test_a_root_of_keys_without_children(store: Store, recorder: Recorder) -> None:
-    """The leases' root: keys with data, no children."""
+@pytest.mark.parametrize("children", [(), None], ids=["no-children", "listed-children"])
+def test_a_root_of_keys_without_children(
+    store: Store, recorder: Recorder, children: tuple[str, ...] | None
+) -> None:
+    """The leases' root: keys with data, no children (told so, or found by listing)."""
     root = store.path(paths.LEASES_NODES)
     store.client.ensure_path(root)
     store.client.create(f"{root}/hv1", encode({"holder": "hv1"}))
-    leases = Informer(store, paths.LEASES_NODES, recorder)
+    leases = Informer(store, paths.LEASES_NODES, recorder, children=children)
     leases.start(timeout=10)
     try:
         assert leases.keys() == ["hv1"] and leases.data("hv1") == {"holder": "hv1"}
