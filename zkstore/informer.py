@@ -21,7 +21,7 @@ from schemas import Resource
 from zkstore import paths
 from zkstore.codec import decode
 from zkstore.store import Store
-from zkstore.subtree import SubtreeWatch
+from zkstore.subtree import Node, SubtreeWatch
 
 log = logging.getLogger(__name__)
 
@@ -97,33 +97,29 @@ class ResourceInformer(Informer, Generic[R]):
         self.cls = cls
         self._parsed: dict[str, tuple[tuple[int, int], R | None]] = {}
 
-    def _versions(self, name: str) -> tuple[int, int] | None:
+    def get(self, name: str) -> R | None:
+        # Parsed once per (spec mzxid, status mzxid); spec and status taken together, so
+        # the object parsed is the one its versions name.
         spec, status = self._tree.pair(name, paths.STATUS)
         if spec is None:
-            return None
-        return spec[1], status[1] if status is not None else 0
-
-    def get(self, name: str) -> R | None:
-        versions = self._versions(name)
-        if versions is None:
             self._parsed.pop(name, None)
             return None
+        versions = (spec[1], status[1] if status is not None else 0)
         cached = self._parsed.get(name)
         if cached is not None and cached[0] == versions:
             return cached[1]
-        obj = self._parse(name)
+        obj = self._parse(name, spec, status)
         self._parsed[name] = (versions, obj)
         return obj
 
-    def _parse(self, name: str) -> R | None:
-        raw = self.data(name)
+    def _parse(self, name: str, spec: Node, status: Node | None) -> R | None:
+        raw = decode(spec[0])
         if raw is None:
             return None
-        raw.setdefault("metadata", {})["resourceVersion"] = str(self.version(name))
-        status = self.data(name, paths.STATUS)
-        if status is not None:
+        raw.setdefault("metadata", {})["resourceVersion"] = str(spec[1])
+        if status is not None and (document := decode(status[0])) is not None:
             try:
-                return self.cls.model_validate({**raw, "status": status})
+                return self.cls.model_validate({**raw, "status": document})
             except ValueError:
                 log.warning("event=unreadable_status kind=%s name=%s", self.cls.KIND, name)
         try:
