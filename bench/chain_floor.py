@@ -11,7 +11,7 @@ that the design's safety rules need, and nothing else:
 1. API: ``create`` of the VM's spec znode (1 round trip).
 2. Scheduler: a children watch on the VMs fires (hop 1) and hands the change to a worker
    thread, which reads the children again (re-arming the watch) and then the new VM's
-   spec (2 round trips: what kazoo's TreeCache, PVC's informer, does on a new child).
+   spec (2 round trips: what PVC's informer, zkstore.subtree, does on a new child).
 3. Scheduler: one transaction: check the epoch's version (a deposed primary's write
    fails), create the placement, create the node's index entry (1 round trip).
 4. Node: a children watch on its index fires (hop 2), its worker reads the children

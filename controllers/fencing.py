@@ -123,7 +123,7 @@ class FenceController:
         self.epoch = epoch
         self.scheduler = scheduler
         self.nodes = ResourceInformer(store, Node, self._wake_up)
-        self.leases = Informer(store, paths.LEASES_NODES, self._wake_up)
+        self.leases = Informer(store, paths.LEASES_NODES, self._wake_up, children=())
         self.clusters = ResourceInformer(store, Cluster, self._wake_up)
         self._watch: dict[str, NodeWatch] = {}
         self.records = FenceRecords(store)

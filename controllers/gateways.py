@@ -78,7 +78,7 @@ class NetworkGateways:
         self._lock = threading.RLock()
         self.networks = ResourceInformer(store, Network, self._on_network)
         self.nodes = ResourceInformer(store, Node, self._on_node)
-        self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
+        self.leases = Informer(store, paths.LEASES_NODES, self._on_node, children=())
         self.controller = Controller(
             f"gateways@{node}", self.reconcile, workers=1, list_keys=self.networks.keys
         )

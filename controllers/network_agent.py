@@ -48,7 +48,7 @@ class NetworkAgent:
         self._peers: frozenset[str] = frozenset()
         self.networks = ResourceInformer(store, Network, self._on_network)
         self.nodes = ResourceInformer(store, Node, self._on_node)
-        self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
+        self.leases = Informer(store, paths.LEASES_NODES, self._on_node, children=())
         self.controller = Controller(
             f"networks@{node}", self.reconcile, workers=1, list_keys=self.networks.keys
         )

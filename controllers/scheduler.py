@@ -79,7 +79,7 @@ class Scheduler:
         self.epoch = epoch
         self.vms = ResourceInformer(store, VirtualMachine, self._on_vm)
         self.nodes = ResourceInformer(store, Node, self._on_node)
-        self.leases = Informer(store, paths.LEASES_NODES, self._on_node)
+        self.leases = Informer(store, paths.LEASES_NODES, self._on_node, children=())
         self.clusters = ResourceInformer(store, Cluster, self._on_node)
         self.events = EventLog(store)
         self.deleting = DeletingVMs(store, self.vms)

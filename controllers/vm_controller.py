@@ -75,7 +75,7 @@ class VMController:
         # A start may be reported a moment later (starts in a burst share one heartbeat);
         # a stop or removal at once (callers wait for a node to be seen empty).
         self._on_domain_started = on_domain_started or self._on_domains_changed
-        self.index = Informer(store, paths.node_index(node), self._enqueue)
+        self.index = Informer(store, paths.node_index(node), self._enqueue, children=())
         self.holders = Holders(store)
         # VMs this daemon added itself to the holders of: only this node removes itself, so
         # the memory stays true until it does.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import pytest
+from kazoo.client import KazooClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from zkstore import Store
@@ -39,6 +41,27 @@ def holds_for(check: Callable[[], bool], seconds: float, what: str, interval: fl
         if time.monotonic() >= deadline:
             return
         time.sleep(interval)
+
+
+@contextmanager
+def session_lost(store: Store, hosts: str) -> Iterator[Store]:
+    """Expire ``store``'s session from a second client holding its id (every watch of it is
+    gone), and yield another store to change things with meanwhile; on leaving, wait until
+    ``store`` has a new session."""
+    session_id, password = store.client.client_id
+    other = Store(hosts, store.root, timeout=6.0)
+    other.start()
+    try:
+        thief = KazooClient(hosts=hosts, client_id=(session_id, password))
+        thief.start()
+        thief.stop()
+        thief.close()
+        yield other
+    finally:
+        other.stop()
+    wait_for(
+        lambda: (store.client.client_id or (session_id,))[0] != session_id, 30, "a new session"
+    )
 
 
 def node_of(store: Store, vm: str) -> str | None:

@@ -7,11 +7,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from kazoo.client import KazooClient
 
 from cli.localcluster.zookeeper import ZooKeeperServer
 from schemas import VirtualMachine, VirtualMachineStatus, VMPhase, parse_resource
-from tests.helpers import wait_for
+from tests.helpers import session_lost, wait_for
 from zkstore import Store
 from zkstore.kindwatch import KindWatch
 
@@ -113,25 +112,11 @@ def test_a_lost_session_reloads_everything(
     store.create(make_vm("stays"))
     store.create(make_vm("goes"))
     wait_for(lambda: watch.names() == ["goes", "stays"], 10, "both loaded")
-    # Expire the session from a second client holding its id: every watch is gone.
-    session_id, password = store.client.client_id
-    other = Store(zookeeper.hosts, store.root, timeout=6.0)
-    other.start()
-    try:
-        thief = KazooClient(hosts=zookeeper.hosts, client_id=(session_id, password))
-        thief.start()
-        thief.stop()
-        thief.close()
+    # Expire the session: every watch is gone.
+    with session_lost(store, zookeeper.hosts) as other:
         other.delete(VirtualMachine, "goes")
         other.create(make_vm("new"))
         other.update(make_vm("stays", vcpus=4))
-    finally:
-        other.stop()
-    wait_for(
-        lambda: (store.client.client_id or (session_id,))[0] != session_id,
-        30,
-        "a new session",
-    )
     wait_for(
         lambda: watch.names() == ["new", "stays"] and vcpus(watch, "stays") == 4,
         30,

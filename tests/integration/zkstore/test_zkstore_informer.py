@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from cli.localcluster.zookeeper import ZooKeeperServer
 from schemas import (
     Network,
     Placement,
@@ -17,8 +19,9 @@ from schemas import (
     VMPhase,
     parse_resource,
 )
-from tests.helpers import wait_for
-from zkstore import ResourceInformer, Store
+from tests.helpers import session_lost, wait_for
+from zkstore import Informer, ResourceInformer, Store, paths
+from zkstore.codec import encode
 
 
 def make_vm(name: str, **spec: Any) -> VirtualMachine:
@@ -191,11 +194,12 @@ def test_a_slow_load_is_waited_for_while_it_progresses_and_fails_once_it_stalls(
     """A new primary's cache of 10,000 VMs loads for longer than any fixed deadline on a busy
     host: waiting goes on while znodes arrive, and fails only after ``stall`` s without."""
     informer = ResourceInformer(store, VirtualMachine)  # not started: we play its loader
+    informer._tree._pending = 1  # a read in flight that never ends
     stop = threading.Event()
 
     def arrive() -> None:
         while not stop.wait(0.05):
-            informer._loaded += 1
+            informer._tree.progress += 1
 
     feeder = threading.Thread(target=arrive, daemon=True)
     feeder.start()
@@ -205,3 +209,200 @@ def test_a_slow_load_is_waited_for_while_it_progresses_and_fails_once_it_stalls(
         informer._wait_loaded(0.4)
     waited = time.monotonic() - started
     assert 1.2 <= waited < 3.0, waited
+
+
+def vcpus_of(informer: ResourceInformer[VirtualMachine], name: str) -> int | None:
+    vm = informer.get(name)
+    return vm.spec.vcpus if vm is not None else None
+
+
+def test_start_reports_every_key_it_loads_and_holds_only_settled_state(
+    store: Store, recorder: Recorder
+) -> None:
+    for name in ("a", "b", "c"):
+        store.create(make_vm(name))
+    store.write_status(VirtualMachine, "b", VirtualMachineStatus(phase=VMPhase.RUNNING))
+    inf = ResourceInformer(store, VirtualMachine, recorder)
+    inf.start(timeout=10)
+    try:
+        assert set(recorder.take()) == {"a", "b", "c"}
+        assert inf.keys() == ["a", "b", "c"]
+        assert inf.data("b", paths.STATUS)["phase"] == "Running"
+        assert inf.data("a", paths.STATUS) is None
+        # Per read slot bookkeeping lives only while reads are in flight.
+        assert inf._tree._inflight == {} and inf._tree._applied == {}
+    finally:
+        inf.close()
+
+
+def test_changes_made_during_the_load_end_in_the_cache(store: Store, recorder: Recorder) -> None:
+    for i in range(150):
+        store.create(make_vm(f"vm{i:03d}"))
+    inf = ResourceInformer(store, VirtualMachine, recorder)
+    inf._tree._window = 4  # a slow load: a few reads in flight at once
+    loading = threading.Event()
+    inf.add_listener(lambda _key: loading.set())
+
+    def write_while_loading() -> None:
+        loading.wait(10)
+        store.apply(make_vm("vm149", vcpus=4))
+        store.delete(VirtualMachine, "vm148")
+        store.create(make_vm("late"))
+        store.write_status(VirtualMachine, "vm147", VirtualMachineStatus(phase=VMPhase.RUNNING))
+
+    writer = threading.Thread(target=write_while_loading)
+    writer.start()
+    try:
+        inf.start(timeout=10)
+        writer.join(10)
+        truth = {o.name: o.spec.vcpus for o in store.list(VirtualMachine)}
+        wait_for(
+            lambda: {n: vcpus_of(inf, n) for n in list(inf.keys())} == truth, 10, "cache == store"
+        )
+        assert "vm148" not in list(inf.keys()) and truth["vm149"] == 4 and "late" in truth
+        wait_for(lambda: inf.data("vm147", paths.STATUS), 10, "status written during the load")
+        assert inf.version("vm149") == int(
+            store.get(VirtualMachine, "vm149").metadata.resource_version or 0
+        )
+    finally:
+        writer.join(10)
+        inf.close()
+
+
+def test_a_delete_drops_the_object_and_its_children(
+    store: Store, informer: ResourceInformer[VirtualMachine], recorder: Recorder
+) -> None:
+    store.create(make_vm("web"))
+    store.write_status(VirtualMachine, "web", VirtualMachineStatus(phase=VMPhase.RUNNING))
+    store.write_placement("web", Placement(node="hv1", reason="scheduled"), epoch=None)
+    wait_for(lambda: informer.placement_raw("web"), 10, "placement loaded")
+    wait_for(lambda: informer.data("web", paths.STATUS), 10, "status loaded")
+    recorder.take()
+    store.client.delete(store.path(paths.resource("vms", "web")), recursive=True)
+    wait_for(lambda: informer.keys() == [], 10, "web gone")
+    wait_for(lambda: recorder.saw("web"), 10, "the delete reported")
+    assert informer.get("web") is None and informer.version("web") is None
+    assert informer.data("web", paths.STATUS) is None and informer.placement_raw("web") is None
+    assert informer._tree._nodes == {} and informer._tree._kids == {}
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["named-children", "listed-children"])
+def test_children_appearing_and_going_are_followed_and_reported(
+    store: Store, recorder: Recorder, listed: bool
+) -> None:
+    """Named children (a ResourceInformer: status, placement) are read directly, a missing
+    one watched for creation; by default (listed) every child is found by listing the key."""
+    informer = (
+        Informer(store, paths.kind_root("vms"), recorder)
+        if listed
+        else ResourceInformer(store, VirtualMachine, recorder)
+    )
+    informer.start(timeout=10)
+    try:
+        store.create(make_vm("web"))
+        wait_for(lambda: informer.data("web") is not None, 10, "web loaded")
+        for child in (paths.STATUS, paths.PLACEMENT, *(["other"] if listed else [])):
+            follow_one_child(store, informer, recorder, child)
+        assert informer.keys() == ["web"]
+        assert set(recorder.take()) <= {"web"}
+    finally:
+        informer.close()
+
+
+def follow_one_child(store: Store, informer: Informer, recorder: Recorder, child: str) -> None:
+    path = store.path(f"{paths.resource('vms', 'web')}/{child}")
+    recorder.take()
+    store.client.create(path, encode({"phase": "Running", "node": "hv1"}))
+    wait_for(lambda: informer.data("web", child), 10, f"{child} appeared")
+    wait_for(lambda: recorder.saw("web"), 10, f"{child} creation reported")
+    recorder.take()
+    store.client.set(path, encode({"phase": "Stopped", "node": "hv2"}))
+    wait_for(
+        lambda: (informer.data("web", child) or {}).get("node") == "hv2", 10, f"{child} changed"
+    )
+    wait_for(lambda: recorder.saw("web"), 10, f"{child} change reported")
+    recorder.take()
+    store.client.delete(path)
+    wait_for(lambda: informer.data("web", child) is None, 10, f"{child} gone")
+    wait_for(lambda: recorder.saw("web"), 10, f"{child} deletion reported")
+
+
+def test_a_late_read_result_does_not_overwrite_a_newer_one(
+    store: Store, informer: ResourceInformer[VirtualMachine], recorder: Recorder
+) -> None:
+    store.create(make_vm("web", vcpus=1))
+    wait_for(lambda: vcpus_of(informer, "web") == 1, 10, "web loaded")
+    tree = informer._tree
+    with tree._lock:  # a read of web sent now, whose answer is held back
+        tree._seq += 1
+        late_seq = tree._seq
+        tree._pending += 1
+        tree._inflight["web"] = tree._inflight.get("web", 0) + 1
+    store.apply(make_vm("web", vcpus=2))
+    wait_for(lambda: vcpus_of(informer, "web") == 2, 10, "the newer read applied")
+    newer = informer.version("web")
+    recorder.take()
+    stale = make_vm("web", vcpus=1).model_dump(mode="json")
+    late = SimpleNamespace(get=lambda: (encode(stale), SimpleNamespace(mzxid=1)))
+    tree._complete("web", late_seq, late)
+    assert vcpus_of(informer, "web") == 2 and informer.version("web") == newer
+    assert recorder.take() == []
+    assert tree._inflight == {} and tree._pending == 0
+
+
+def test_a_lost_session_reloads_and_reports_what_disappeared(
+    store: Store,
+    zookeeper: ZooKeeperServer,
+    informer: ResourceInformer[VirtualMachine],
+    recorder: Recorder,
+) -> None:
+    for name in ("stays", "goes", "loses-status"):
+        store.create(make_vm(name))
+    store.write_status(VirtualMachine, "loses-status", VirtualMachineStatus(phase=VMPhase.RUNNING))
+    wait_for(lambda: informer.data("loses-status", paths.STATUS), 10, "all loaded")
+    recorder.take()
+    # Expire the session: every watch is gone.
+    with session_lost(store, zookeeper.hosts) as other:
+        other.delete(VirtualMachine, "goes")
+        other.client.delete(other.path(paths.status("vms", "loses-status")))
+        other.create(make_vm("new"))
+        other.update(make_vm("stays", vcpus=4))
+    wait_for(
+        lambda: (
+            informer.keys() == ["loses-status", "new", "stays"]
+            and vcpus_of(informer, "stays") == 4
+            and informer.data("loses-status", paths.STATUS) is None
+        ),
+        30,
+        "the informer to reload after the session came back",
+    )
+    reported: set[str] = set()
+
+    def all_reported() -> bool:
+        reported.update(recorder.take())
+        return {"goes", "loses-status", "new", "stays"} <= reported
+
+    wait_for(all_reported, 10, "what changed and what disappeared reported")
+
+
+@pytest.mark.parametrize("children", [(), None], ids=["no-children", "listed-children"])
+def test_a_root_of_keys_without_children(
+    store: Store, recorder: Recorder, children: tuple[str, ...] | None
+) -> None:
+    """The leases' root: keys with data, no children (told so, or found by listing)."""
+    root = store.path(paths.LEASES_NODES)
+    store.client.ensure_path(root)
+    store.client.create(f"{root}/hv1", encode({"holder": "hv1"}))
+    leases = Informer(store, paths.LEASES_NODES, recorder, children=children)
+    leases.start(timeout=10)
+    try:
+        assert leases.keys() == ["hv1"] and leases.data("hv1") == {"holder": "hv1"}
+        assert leases.version("hv1") == store.client.get(f"{root}/hv1")[1].mzxid
+        recorder.take()
+        store.client.create(f"{root}/hv2", encode({"holder": "hv2"}))
+        wait_for(lambda: leases.keys() == ["hv1", "hv2"], 10, "hv2 loaded")
+        store.client.delete(f"{root}/hv1")
+        wait_for(lambda: leases.keys() == ["hv2"], 10, "hv1 gone")
+        assert set(recorder.take()) == {"hv1", "hv2"}
+    finally:
+        leases.close()
