@@ -273,6 +273,18 @@ class Scheduler:
         best = min(candidates, key=lambda c: rank_key(policy, c))
         return best.name, f"policy {policy.value}"
 
+    def book(
+        self, name: str, vm: VirtualMachine, exclude: frozenset[str] = frozenset()
+    ) -> tuple[str | None, str]:
+        """``choose``, and book ``name`` on the node chosen before the next decision (one
+        decision at a time), for a caller that writes the placement itself (recovery): a
+        write that fails must undo the booking with ``assume(name, None)``."""
+        with self._deciding:
+            target, why = self.choose(vm, exclude)
+            if target is not None:
+                self.assume(name, target)
+        return target, why
+
     def reconcile(self, name: str) -> float | None:
         if not self.store.connected:
             return 1.0  # SUSPENDED: a primary that cannot reach ZooKeeper decides nothing
