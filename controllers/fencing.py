@@ -550,12 +550,12 @@ class FenceController:
         )
         try:
             self.store.write_placement(name, new, epoch=self.epoch, only_from=dead)
-        except EpochMoved:
-            self.scheduler.assume(name, None)  # not written: the booking goes
-            raise
         except (NotFound, PlacementMoved):
-            self.scheduler.assume(name, None)
+            self.scheduler.assume(name, None)  # not written: the booking goes
             return
+        except BaseException:
+            self.scheduler.assume(name, None)  # EpochMoved, a lost connection: the same
+            raise
         self.scheduler.assume(name, target)
         log.warning("event=vm_recovered vm=%s from=%s to=%s why=%r", name, dead, target, why)
         self.events.record(

@@ -84,7 +84,9 @@ class Scheduler:
         self.events = EventLog(store)
         self.deleting = DeletingVMs(store, self.vms)
         # Placements written but maybe not yet seen by the informer (kube-scheduler's "assume").
-        self._assumed: dict[str, str] = {}
+        # name -> (the node assumed, the node the cache showed then): kept until the cache
+        # shows something else, i.e. our write (or a newer one).
+        self._assumed: dict[str, tuple[str, str | None]] = {}
         self._lock = threading.Lock()
         # What each node holds, kept up to date from VM events (only the VMs that changed
         # are read again), so a placement costs O(nodes), not O(VMs).
@@ -125,11 +127,13 @@ class Scheduler:
 
     def assume(self, vm: str, node: str | None) -> None:
         """Note a placement written elsewhere on the primary (recovery) before the cache sees it."""
+        raw = self.vms.placement_raw(vm)
+        shown = str(raw["node"]) if isinstance(raw, dict) and raw.get("node") else None
         with self._lock:
             if node is None:
                 self._assumed.pop(vm, None)
             else:
-                self._assumed[vm] = node
+                self._assumed[vm] = (node, shown)
         self.ledger.touch(vm)
 
     def _on_node(self, _name: str) -> None:
@@ -145,16 +149,19 @@ class Scheduler:
 
     def _placed_node(self, vm: str) -> str | None:
         raw = self.vms.placement_raw(vm)
+        cached = str(raw["node"]) if isinstance(raw, dict) and raw.get("node") else None
         with self._lock:
-            if raw is None:
-                return self._assumed.get(vm)
             assumed = self._assumed.get(vm)
-            if raw.get("node") or assumed is None:
-                self._assumed.pop(vm, None)
-                return str(raw["node"]) if raw.get("node") else None
-            # An older record without a node (e.g. after a recovery found no room): our
-            # newer write has not reached the cache yet.
-            return assumed
+            if assumed is None:
+                return cached
+            node, shown = assumed
+            if cached == shown:
+                # The cache still shows what it did when we booked (no placement, a record
+                # without a node, or the node a recovery moves the VM from): our newer
+                # write has not reached it yet.
+                return node
+            del self._assumed[vm]
+            return cached
 
     def ready_nodes(self) -> dict[str, Node]:
         live = set(self.leases.keys())
@@ -204,10 +211,12 @@ class Scheduler:
         if version is None or (known is not None and known[0] == version):
             return known if version is not None else None
         vm = self.vms.get(name)
-        if vm is None or vm.metadata.resource_version != str(version):
-            return None  # changed under us: the next event reads it again
+        if vm is None:
+            return None
+        # Kept under the version parsed (newer than ``version`` if it changed meanwhile).
+        parsed = int(vm.metadata.resource_version or 0)
         halted = vm.spec.run_strategy == RunStrategy.HALTED
-        facts = (version, to_bytes(vm.spec.memory), vm.spec.vcpus, halted)
+        facts = (parsed, to_bytes(vm.spec.memory), vm.spec.vcpus, halted)
         with self._lock:
             self._specs[name] = facts
         return facts

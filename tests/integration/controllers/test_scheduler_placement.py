@@ -232,3 +232,27 @@ def test_a_placed_vms_new_memory_counts_at_the_next_decision(
     add_vm(store, "after", memory="1Gi")
     # n1: 8 GiB - 7 GiB booked = 1 GiB free; n2: 4 GiB free.
     assert wait_for(lambda: node_of(store, "after"), 10, "after placed") == "n2"
+
+
+def test_a_booking_counts_until_the_cache_shows_its_write(
+    store: Store, scheduler: Scheduler
+) -> None:
+    """Recovery books its targets one after another (Scheduler.book) and writes them while
+    the cache still shows the dead node: each booking must count at the next choice, or a
+    burst of recovered VMs all land on the node with the most free memory."""
+    for name in ("a", "b"):  # no node yet: nothing places them before the test does
+        add_vm(store, name, memory="4Gi")
+        store.write_placement(name, Placement(node="dead"), epoch=None)
+        wait_for(
+            lambda n=name: (scheduler.vms.placement_raw(n) or {}).get("node") == "dead",
+            10,
+            f"{name} seen on the dead node",
+        )
+    add_node(store, "n1", memory_gib=8)
+    add_node(store, "n2", memory_gib=6)
+    wait_for(lambda: len(scheduler.ready_nodes()) == 2, 10, "both nodes seen")
+    vms = {name: scheduler.vms.get(name) for name in ("a", "b")}
+    first, _ = scheduler.book("a", vms["a"], exclude=frozenset({"dead"}))  # type: ignore[arg-type]
+    second, _ = scheduler.book("b", vms["b"], exclude=frozenset({"dead"}))  # type: ignore[arg-type]
+    # n1: 8 GiB free, then 4 once a is booked there; n2: 6 GiB.
+    assert (first, second) == ("n1", "n2")
