@@ -12,8 +12,8 @@ kazoo's own record of each watch (a path and a set per watched znode).
 
 Which children are followed: by default every child, found by listing each key (with a
 child watch). Given ``children`` (names), only those, and no list: each is read directly,
-and one that is missing gets an exists watch that tells of its creation. That saves a
-request per key (a VM: spec, status, placement, three reads instead of four; a lease or an
+and when one is missing, a listing of its key (with a child watch) tells of its creation.
+That saves a request per key whose children all exist (a VM: spec, status, placement, three reads instead of four; a lease or an
 index entry, which has no children: one instead of two), and the Python client's cost per
 request is what bounds the load.
 
@@ -330,27 +330,14 @@ class SubtreeWatch:
         return key if old is None or old[1] != stat.mzxid else None
 
     def _await_creation(self, rel: str) -> None:
-        """A followed child that does not exist: an exists watch tells when it is created."""
-        self._pending += 1
-        self.requests += 1
-        result = self._client.exists_async(f"{self.root}/{rel}", watch=self._watcher)
-        result.rawlink(lambda done: self._on_exists(rel, done))
-
-    def _on_exists(self, rel: str, done: Any) -> None:
-        try:
-            found = done.get() is not None
-        except Exception as exc:
-            log.warning("event=subtree_read_failed path=%s/%s error=%r", self.root, rel, exc)
-            found = False
-            self._lost(exc)
-        with self._lock:
-            self._pending -= 1
-            self.progress += 1
-            key = rel.partition("/")[0]
-            if found and key in self._kids and rel not in self._nodes and rel not in self._inflight:
-                self._read(rel)  # created between the read and the watch
-            self._pump()
-            self._notify_settled()
+        """A followed child that does not exist: a child watch on its key tells when it is
+        created (the listing that answers it reads the child). Not an exists watch on the
+        child: the children of a deleted object read NoNode before the object does, and an
+        exists watch on a path that never comes back stays on the client and the server for
+        the session's life (two per deleted VM). A child watch goes with its key."""
+        key = rel.partition("/")[0]
+        if key + "/" not in self._inflight:
+            self._read(key, listing=True)
 
     def _drop(self, key: str) -> str | None:
         kids = self._kids.pop(key, _NONE) | (self._follow or _NONE)

@@ -406,3 +406,29 @@ def test_a_root_of_keys_without_children(
         assert set(recorder.take()) == {"hv1", "hv2"}
     finally:
         leases.close()
+
+
+def test_deleted_objects_leave_no_watch_behind(
+    store: Store, informer: ResourceInformer[VirtualMachine]
+) -> None:
+    """A VM's status and placement read as missing before the VM does when it is deleted:
+    what waits for them to appear must go with the VM, or every deleted VM would keep
+    watches on the client and the server for the session's life."""
+    names = [f"churn-{i}" for i in range(20)]
+    for name in names:
+        store.create(make_vm(name))
+    wait_for(lambda: set(names) <= set(informer.keys()), 10, "all loaded")
+    for name in names:
+        store.write_status(VirtualMachine, name, VirtualMachineStatus(phase=VMPhase.RUNNING))
+    wait_for(lambda: all(informer.data(n, paths.STATUS) for n in names), 10, "statuses")
+    for name in names:
+        store.client.delete(store.path(paths.resource("vms", name)), recursive=True)
+    wait_for(lambda: not set(names) & set(informer.keys()), 10, "all dropped")
+    root = store.path(paths.kind_root("vms"))
+
+    def watched() -> list[str]:
+        client = store.client
+        paths_watched = [*client._data_watchers, *client._child_watchers]
+        return [p for p in paths_watched if p.startswith(root + "/churn-")]
+
+    wait_for(lambda: not watched(), 10, "no watch left on a deleted VM")
