@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hypervisor import DiskSpec, DomainSpec, NicSpec
 from hypervisor.storage import DiskSource, FileSource, RbdSource
-from schemas import Network, VirtualMachine, bridge_name, to_bytes, to_mib
+from schemas import Network, RunStrategy, VirtualMachine, bridge_name, to_bytes, to_mib
 from schemas.vm import derived_mac
 
 
@@ -67,3 +67,17 @@ def domain_spec(
         nics=tuple(nics),
         owner_tag=owner_tag,
     )
+
+
+def allocations_of(vms: list[VirtualMachine]) -> tuple[int, int, int, int]:
+    """(memory allocated, memory provisioned, vCPUs allocated, running VMs) of ``vms``: a
+    halted VM is provisioned, not allocated."""
+    allocated = provisioned = vcpus = count = 0
+    for vm in vms:
+        memory = to_bytes(vm.spec.memory)
+        provisioned += memory
+        if vm.spec.run_strategy != RunStrategy.HALTED:
+            allocated += memory
+            vcpus += vm.spec.vcpus
+            count += 1
+    return allocated, provisioned, vcpus, count

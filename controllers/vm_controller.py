@@ -20,7 +20,7 @@ from kazoo.recipe.watchers import DataWatch
 
 from controllers.crashloop import CrashLoopPolicy
 from controllers.departure import Departures
-from controllers.domainspec import disk_target, domain_spec
+from controllers.domainspec import allocations_of, disk_target, domain_spec
 from controllers.runtime import Controller
 from controllers.vm_console import ConsolePublisher
 from controllers.vm_disks import disks_here, volumes_here
@@ -35,7 +35,6 @@ from schemas import (
     VirtualMachine,
     VirtualMachineStatus,
     VMPhase,
-    to_bytes,
     verbs,
 )
 from zkstore import Disks, Holders, Informer, NotFound, Store, paths
@@ -44,6 +43,9 @@ from zkstore.deletion import Deletions
 from zkstore.events import EventLog
 
 log = logging.getLogger(__name__)
+
+REPORT_AGAIN_AFTER = 10.0
+"""Seconds after a passed saving throw when every VM is reported once more."""
 
 
 class VMController:
@@ -122,10 +124,13 @@ class VMController:
 
     def report_all(self) -> None:
         """Reconcile every VM now, so each writes its status again (after the primary marked
-        them Unknown and this node passed its saving throw)."""
+        them Unknown and this node passed its saving throw), and again a little later: the
+        primary's Unknown writes may land after the first pass, and the periodic resync
+        reconciles settled VMs only every 10th pass (vm_resync)."""
         keys = self.index.keys()
         for key in keys:
             self.controller.enqueue(key)
+            self.controller.enqueue_after(key, REPORT_AGAIN_AFTER)
 
     def _all_keys(self) -> set[str]:
         return set(self.index.keys()) | set(self._domains() or ())
@@ -707,14 +712,6 @@ class VMController:
 
     def allocations(self) -> tuple[int, int, int, int]:
         """(memory allocated, memory provisioned, vCPUs allocated, running VMs) on this node."""
-        allocated = provisioned = vcpus = count = 0
         with self._lock:
             specs = [s for n, s in self._specs.items() if s is not None and n in self._watched]
-        for vm in specs:
-            memory = to_bytes(vm.spec.memory)
-            provisioned += memory
-            if vm.spec.run_strategy != RunStrategy.HALTED:
-                allocated += memory
-                vcpus += vm.spec.vcpus
-                count += 1
-        return allocated, provisioned, vcpus, count
+        return allocations_of(specs)
