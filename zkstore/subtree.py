@@ -13,9 +13,9 @@ kazoo's own record of each watch (a path and a set per watched znode).
 Which children are followed: by default every child, found by listing each key (with a
 child watch). Given ``children`` (names), only those, and no list: each is read directly,
 and when one is missing, a listing of its key (with a child watch) tells of its creation.
-That saves a request per key whose children all exist (a VM: spec, status, placement, three reads instead of four; a lease or an
-index entry, which has no children: one instead of two), and the Python client's cost per
-request is what bounds the load.
+That saves a request per key whose children all exist (a VM: spec, status, placement,
+three reads instead of four; a lease or an index entry, which has no children: one instead
+of two), and the Python client's cost per request is what bounds the load.
 
 Reads are sent with up to ``window`` in flight at once (TreeCache reads one znode after
 another through its own queue), and every read sets the watch that tells of the next change.
