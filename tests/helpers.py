@@ -11,6 +11,7 @@ import pytest
 from kazoo.client import KazooClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas import parse_resource
 from zkstore import Store
 
 T = TypeVar("T")
@@ -85,6 +86,20 @@ def vm_manifest(
             **spec,
         },
     }
+
+
+def apply_vm(store: Store, name: str, memory: str = "64Mi", **spec: object) -> None:
+    """Apply a VirtualMachine of ``memory`` (and ``spec``) straight to the store."""
+    store.apply(
+        parse_resource(
+            {
+                "apiVersion": "pvc/v1",
+                "kind": "VirtualMachine",
+                "metadata": {"name": name},
+                "spec": {"memory": memory, **spec},
+            }
+        )
+    )
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controllers.scheduler import Scheduler
+from controllers.vm_controller import VMController
+from hypervisor import HypervisorWorld, Timings, write_test_host_xml
 from zkstore import Store
 
 
@@ -17,3 +21,34 @@ def scheduler(store: Store) -> Iterator[Scheduler]:
     sched.start()
     yield sched
     sched.stop()
+
+
+@pytest.fixture
+def world() -> Iterator[HypervisorWorld]:
+    """The fault-injecting hypervisor with real durations (a start takes 0.1 s)."""
+    the_world = HypervisorWorld(Timings(start=0.1, shutdown=0.2, destroy=0.1, migrate=0.5))
+    yield the_world
+    the_world.close()
+
+
+@pytest.fixture
+def vm_node(
+    store: Store, world: HypervisorWorld, tmp_path: Path
+) -> Iterator[Callable[..., VMController]]:
+    """Start node n1's VM controller on ``world`` (keyword arguments to VMController);
+    stopped at the end of the test."""
+    started: list[VMController] = []
+
+    def start(**options: Any) -> VMController:
+        uri = write_test_host_xml(tmp_path / "n1.xml", 4096, 4)
+        controller = VMController(
+            store, world.driver("n1", uri), "n1", disk_dir=str(tmp_path), workers=2, **options
+        )
+        controller.start()
+        started.append(controller)
+        return controller
+
+    yield start
+    for controller in started:
+        controller.stop()
+        controller.driver.close()

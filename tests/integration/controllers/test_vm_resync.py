@@ -4,33 +4,23 @@ and an idle node's passes leave its settled VMs alone (issue 16)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from controllers import metrics
 from controllers.vm_controller import VMController
-from hypervisor import HypervisorWorld, Timings, write_test_host_xml
-from schemas import Placement, VirtualMachine, VirtualMachineStatus, parse_resource
-from tests.helpers import holds_for, wait_for
+from hypervisor import HypervisorWorld
+from schemas import Placement, VirtualMachine, VirtualMachineStatus
+from tests.helpers import apply_vm, holds_for, wait_for
 from zkstore import Store
 from zkstore.events import EventLog
 
 PERIOD = 0.5
 
 
-def apply_vm(store: Store, name: str) -> None:
-    store.apply(
-        parse_resource(
-            {
-                "apiVersion": "pvc/v1",
-                "kind": "VirtualMachine",
-                "metadata": {"name": name},
-                "spec": {"memory": "64Mi"},
-            }
-        )
-    )
+def place_vm(store: Store, name: str) -> None:
+    apply_vm(store, name)
     store.write_placement(name, Placement(node="n1"), epoch=None)
 
 
@@ -50,28 +40,9 @@ def reconciles() -> float:
 
 
 @pytest.fixture
-def world() -> Iterator[HypervisorWorld]:
-    the_world = HypervisorWorld(Timings(start=0.1, shutdown=0.2, destroy=0.1))
-    yield the_world
-    the_world.close()
-
-
-@pytest.fixture
-def node(store: Store, world: HypervisorWorld, tmp_path: Path) -> Iterator[VMController]:
-    uri = write_test_host_xml(tmp_path / "n1.xml", 4096, 4)
-    controller = VMController(
-        store,
-        world.driver("n1", uri),
-        "n1",
-        disk_dir=str(tmp_path),
-        workers=2,
-        resync_period=PERIOD,
-        full_resync_every=1000,  # only the compare passes, in this test's time
-    )
-    controller.start()
-    yield controller
-    controller.stop()
-    controller.driver.close()
+def node(vm_node: Callable[..., VMController]) -> VMController:
+    # Only the compare passes, in this test's time.
+    return vm_node(resync_period=PERIOD, full_resync_every=1000)
 
 
 def after_first_pass(node: VMController) -> None:
@@ -86,7 +57,7 @@ def test_a_crash_whose_event_was_lost_is_found_by_the_next_pass(
     store: Store, world: HypervisorWorld, node: VMController
 ) -> None:
     for name in ("web", "db"):
-        apply_vm(store, name)
+        place_vm(store, name)
     for name in ("web", "db"):
         wait_for(lambda n=name: phase(store, n) == "Running", 20, f"{name} Running")
     after_first_pass(node)  # the first pass reconciles every VM: not what is tested
@@ -103,7 +74,7 @@ def test_passes_over_settled_vms_reconcile_nothing(
     store: Store, world: HypervisorWorld, node: VMController
 ) -> None:
     for i in range(5):
-        apply_vm(store, f"vm{i}")
+        place_vm(store, f"vm{i}")
     for i in range(5):
         wait_for(lambda n=f"vm{i}": phase(store, n) == "Running", 20, f"vm{i} Running")
     after_first_pass(node)

@@ -4,34 +4,20 @@ hand, as the primary would), and the console publisher writing only what changed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from controllers.vm_console import ConsolePublisher
 from controllers.vm_controller import VMController
-from hypervisor import ConsoleTail, HypervisorWorld, LibvirtDriver, Timings, write_test_host_xml
+from hypervisor import ConsoleTail, HypervisorWorld, LibvirtDriver, write_test_host_xml
 from hypervisor.errors import DomainNotFound
-from schemas import Placement, VirtualMachine, VirtualMachineStatus, parse_resource
-from tests.helpers import wait_for
+from schemas import Placement, VirtualMachine, VirtualMachineStatus
+from tests.helpers import apply_vm, wait_for
 from zkstore import Store
 from zkstore.console import VMOutputs
 from zkstore.events import EventLog
-
-
-def apply_vm(store: Store, name: str, **spec: Any) -> None:
-    store.apply(
-        parse_resource(
-            {
-                "apiVersion": "pvc/v1",
-                "kind": "VirtualMachine",
-                "metadata": {"name": name},
-                "spec": {"memory": "64Mi", **spec},
-            }
-        )
-    )
 
 
 def status_of(store: Store, vm: str) -> VirtualMachineStatus:
@@ -43,22 +29,8 @@ def story(store: Store, vm: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def world() -> Iterator[HypervisorWorld]:
-    the_world = HypervisorWorld(Timings(start=0.1, shutdown=0.2, destroy=0.1, migrate=0.5))
-    yield the_world
-    the_world.close()
-
-
-@pytest.fixture
-def node(store: Store, world: HypervisorWorld, tmp_path: Path) -> Iterator[VMController]:
-    uri = write_test_host_xml(tmp_path / "n1.xml", 4096, 4)
-    controller = VMController(
-        store, world.driver("n1", uri), "n1", disk_dir=str(tmp_path), workers=2
-    )
-    controller.start()
-    yield controller
-    controller.stop()
-    controller.driver.close()
+def node(vm_node: Callable[..., VMController]) -> VMController:
+    return vm_node()
 
 
 def test_a_crash_and_a_forced_off_are_told_with_the_node(

@@ -3,26 +3,13 @@ only while the VM exists, removed with it."""
 
 from __future__ import annotations
 
-from schemas import parse_resource
+from tests.helpers import apply_vm
 from zkstore import Store
 from zkstore.console import CONSOLE_LIMIT, VMOutputs
 
 
-def add_vm(store: Store, name: str) -> None:
-    store.apply(
-        parse_resource(
-            {
-                "apiVersion": "pvc/v1",
-                "kind": "VirtualMachine",
-                "metadata": {"name": name},
-                "spec": {"memory": "64Mi"},
-            }
-        )
-    )
-
-
 def test_console_keeps_the_newest_bytes_and_where_they_end(store: Store) -> None:
-    add_vm(store, "web")
+    apply_vm(store, "web")
     outputs = VMOutputs(store)
     assert outputs.read_console("web") is None
     data = bytes(range(256)) * (CONSOLE_LIMIT // 256 + 10)
@@ -37,7 +24,7 @@ def test_console_keeps_the_newest_bytes_and_where_they_end(store: Store) -> None
 
 
 def test_domain_xml_round_trips(store: Store) -> None:
-    add_vm(store, "web")
+    apply_vm(store, "web")
     outputs = VMOutputs(store)
     assert outputs.read_domain_xml("web") is None
     outputs.write_domain_xml("web", "<domain><name>web</name></domain>")
@@ -53,7 +40,7 @@ def test_nothing_is_written_for_a_vm_that_does_not_exist(store: Store) -> None:
 
 
 def test_forget_removes_both(store: Store) -> None:
-    add_vm(store, "web")
+    apply_vm(store, "web")
     outputs = VMOutputs(store)
     outputs.write_console("web", "node1", b"x", 1)
     outputs.write_domain_xml("web", "<domain/>")
@@ -69,7 +56,7 @@ def test_two_nodes_writers_keep_writing_whoever_created_or_removed_the_record(
     """A VM moves: its old node and its new one each guess whether the record exists (from
     what they wrote themselves) and write in one request when right; a wrong guess must
     still write, never fail or drop the output."""
-    add_vm(store, "web")
+    apply_vm(store, "web")
     old, new = VMOutputs(store), VMOutputs(store)
     old.write_console("web", "node1", b"one\n", 4)
     new.write_console("web", "node2", b"two\n", 4)  # guesses create: exists, so a set
