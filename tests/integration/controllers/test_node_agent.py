@@ -18,9 +18,8 @@ from schemas import (
     NodeStatus,
     VirtualMachine,
     get_condition,
-    parse_resource,
 )
-from tests.helpers import holds_for, wait_for
+from tests.helpers import apply_vm, holds_for, wait_for
 from zkstore import Store
 
 GIB_MIB = 1024
@@ -57,16 +56,7 @@ def start_agent(store: Store, tmp_path: Path) -> Iterator[AgentFactory]:
 
 
 def add_vm(store: Store, name: str, **spec: Any) -> None:
-    store.apply(
-        parse_resource(
-            {
-                "apiVersion": "pvc/v1",
-                "kind": "VirtualMachine",
-                "metadata": {"name": name},
-                "spec": {"memory": "1Gi", **spec},
-            }
-        )
-    )
+    apply_vm(store, name, "1Gi", **spec)
 
 
 def node_status(store: Store, name: str) -> NodeStatus:

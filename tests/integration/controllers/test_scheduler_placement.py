@@ -21,7 +21,7 @@ from schemas import (
     parse_resource,
     set_condition,
 )
-from tests.helpers import node_of, wait_for
+from tests.helpers import apply_vm, node_of, wait_for
 from zkstore import Store, paths
 from zkstore.events import EventLog
 
@@ -52,16 +52,7 @@ def add_node(
 
 
 def add_vm(store: Store, name: str, memory: str = "1Gi", **spec: Any) -> None:
-    store.apply(
-        parse_resource(
-            {
-                "apiVersion": "pvc/v1",
-                "kind": "VirtualMachine",
-                "metadata": {"name": name},
-                "spec": {"memory": memory, **spec},
-            }
-        )
-    )
+    apply_vm(store, name, memory, **spec)
 
 
 def test_mem_policy_picks_the_node_with_most_free_memory(

@@ -22,9 +22,9 @@ from schemas import (
     Placement,
     VirtualMachine,
     VirtualMachineStatus,
-    parse_resource,
     set_condition,
 )
+from tests import helpers
 from tests.helpers import node_of, wait_for
 from zkstore import Disks, Store, paths
 
@@ -59,16 +59,7 @@ def start_node(store: Store, tmp_path: Path) -> Iterator[NodeFactory]:
 
 
 def apply_vm(store: Store, name: str, **spec: Any) -> None:
-    store.apply(
-        parse_resource(
-            {
-                "apiVersion": "pvc/v1",
-                "kind": "VirtualMachine",
-                "metadata": {"name": name},
-                "spec": {"memory": "64Mi", "shutdownTimeout": "2s", **spec},
-            }
-        )
-    )
+    helpers.apply_vm(store, name, **{"shutdownTimeout": "2s", **spec})
 
 
 def status_of(store: Store, vm: str) -> VirtualMachineStatus:
