@@ -15,6 +15,7 @@ import yaml
 from cli.localcluster import observe
 from cli.localcluster.process import (
     free_port,
+    how_it_ended,
     is_ours,
     pid_alive,
     processes_naming,
@@ -318,9 +319,12 @@ class LocalCluster:
     def _check_alive(self, state: LocalState) -> bool:
         dead = [name for name, ok in self.running(state).items() if not ok]
         if dead:
-            raise LocalClusterError(
-                f"{', '.join(dead)} exited during start; logs are in {self.dir}"
-            )
+            pids = {"api": state.api_pid, "zookeeper": state.zookeeper_pid, **state.nodes}
+            how = [
+                f"{name} ({ended})" if (ended := how_it_ended(pids.get(name, 0))) else name
+                for name in dead
+            ]
+            raise LocalClusterError(f"{', '.join(how)} exited during start; logs are in {self.dir}")
         return True
 
     def _nodes_ready(self, state: LocalState) -> bool:

@@ -17,6 +17,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# How each child this process reaped ended (``pid_alive`` reaps them): PID -> wait status.
+_ended: dict[int, int] = {}
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -26,10 +30,23 @@ def pid_alive(pid: int) -> bool:
         return True
     # A zombie child still answers kill(0); reap it if it is ours.
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return _not_zombie(pid)
+    if done:
+        _ended[pid] = status
     return done == 0
+
+
+def how_it_ended(pid: int) -> str:
+    """How a child this process started and reaped ended ("exit code 1", "killed by
+    SIGKILL"); "" when it is not known (not our child, or not reaped yet)."""
+    status = _ended.get(pid)
+    if status is None:
+        return ""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def _not_zombie(pid: int) -> bool:
@@ -49,7 +66,8 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            # A crash in C code (a segfault in an extension) leaves its traceback in the log.
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
         )
     return proc.pid
 
