@@ -12,6 +12,8 @@ Listeners run on kazoo's completion thread, so they must only enqueue.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import Any, Generic, TypeVar
 
@@ -26,6 +28,11 @@ from zkstore.subtree import Node, SubtreeWatch
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Resource)
+
+# Parsed objects kept per informer, the most recently read first out last. Raw bytes are kept
+# for every object; a parsed one costs several times that (10,000 VMs parsed held about
+# 125 MB in the primary), and most are read once per version, when they change.
+KEEP_PARSED = 2048
 
 
 class Informer:
@@ -85,31 +92,45 @@ class ResourceInformer(Informer, Generic[R]):
     """An informer over one kind that returns typed objects from its cache.
 
     Objects are parsed once per version and shared between callers: treat them
-    as read-only (copy before changing one).
+    as read-only (copy before changing one). The last ``keep_parsed`` objects read stay
+    parsed; an older one is parsed again from the cached bytes when read.
     """
 
     def __init__(
-        self, store: Store, cls: type[R], on_key: Callable[[str], None] | None = None
+        self,
+        store: Store,
+        cls: type[R],
+        on_key: Callable[[str], None] | None = None,
+        keep_parsed: int = KEEP_PARSED,
     ) -> None:
         # An object's only children: its status, and a VM's placement.
         children = (paths.STATUS, paths.PLACEMENT) if cls.PLURAL == "vms" else (paths.STATUS,)
         super().__init__(store, paths.kind_root(cls.PLURAL), on_key, children=children)
         self.cls = cls
-        self._parsed: dict[str, tuple[tuple[int, int], R | None]] = {}
+        self._keep = keep_parsed
+        self._parsed: OrderedDict[str, tuple[tuple[int, int], R | None]] = OrderedDict()
+        self._parsed_lock = threading.Lock()
 
     def get(self, name: str) -> R | None:
         # Parsed once per (spec mzxid, status mzxid); spec and status taken together, so
         # the object parsed is the one its versions name.
         spec, status = self._tree.pair(name, paths.STATUS)
         if spec is None:
-            self._parsed.pop(name, None)
+            with self._parsed_lock:
+                self._parsed.pop(name, None)
             return None
         versions = (spec[1], status[1] if status is not None else 0)
-        cached = self._parsed.get(name)
-        if cached is not None and cached[0] == versions:
-            return cached[1]
+        with self._parsed_lock:
+            cached = self._parsed.get(name)
+            if cached is not None and cached[0] == versions:
+                self._parsed.move_to_end(name)
+                return cached[1]
         obj = self._parse(name, spec, status)
-        self._parsed[name] = (versions, obj)
+        with self._parsed_lock:
+            self._parsed[name] = (versions, obj)
+            self._parsed.move_to_end(name)
+            while len(self._parsed) > self._keep:
+                self._parsed.popitem(last=False)
         return obj
 
     def _parse(self, name: str, spec: Node, status: Node | None) -> R | None:

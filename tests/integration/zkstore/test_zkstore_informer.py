@@ -143,6 +143,34 @@ def test_placement_raw_follows_write_placement(
     assert informer.placement_raw("ghost") is None
 
 
+def test_objects_read_long_ago_are_parsed_again_at_their_current_version(
+    store: Store, recorder: Recorder
+) -> None:
+    # Only the last 2 objects read stay parsed (the primary keeps 2,048 of 10,000 VMs): an
+    # older one comes back from the cached bytes, changes made since included.
+    inf = ResourceInformer(store, VirtualMachine, recorder, keep_parsed=2)
+    inf.start(timeout=10)
+    try:
+        for name in ("a", "b", "c"):
+            store.create(make_vm(name, vcpus=1))
+        wait_for(lambda: len(inf.keys()) == 3, 10, "three VMs in the cache")
+        first = inf.get("a")
+        assert first is not None and inf.get("a") is first  # kept while among the last 2
+        inf.get("b")
+        inf.get("c")  # "a" is now the oldest of three: no longer kept
+        again = inf.get("a")
+        assert again is not None and again is not first and again == first
+        store.write_status(VirtualMachine, "b", VirtualMachineStatus(phase=VMPhase.RUNNING))
+        wait_for(
+            lambda: (vm := inf.get("b")) is not None and vm.status is not None,
+            10,
+            "b's status on the object parsed again",
+        )
+        assert [vm.metadata.name for vm in inf.objects()] == ["a", "b", "c"]
+    finally:
+        inf.close()
+
+
 def test_start_loads_existing_objects_and_watches_only_its_kind(
     store: Store, recorder: Recorder
 ) -> None:
