@@ -273,11 +273,27 @@ class Store:
                 data, stat = write.read
                 status = self._get_status_raw(cls.PLURAL, resource.name)
                 return self._read(cls, resource.name, data, stat, status), "unchanged"
+            txn = self.client.transaction()
+            specwrite.add_to(txn, write)
+            committed = txn.commit_async()
+            # The object as stored, read back in the same round trip: one session's requests
+            # are answered in order, so these reads see the transaction (and whatever
+            # another writer did after it, as a read after the commit would).
+            spec_read = self.client.get_async(write.path)
+            status_read = self.client.get_async(self.path(paths.status(cls.PLURAL, resource.name)))
             try:
-                specwrite.commit(self.client, write)
+                specwrite.check(write, committed.get())
             except specwrite.Retry:
                 continue
-            return self.get(cls, resource.name), write.outcome
+            try:
+                data, stat = spec_read.get()
+            except NoNodeError:
+                raise NotFound(cls.KIND, resource.name) from None
+            try:
+                status = decode(status_read.get()[0])
+            except NoNodeError:
+                status = None
+            return self._read(cls, resource.name, data, stat, status), write.outcome
         raise Conflict(
             f"{cls.KIND} {resource.name!r} kept changing; gave up after {_CAS_RETRIES} tries"
         )
