@@ -17,8 +17,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# How each child this process reaped ended (``pid_alive`` reaps them): PID -> wait status.
+# How each child this process reaped ended (``pid_alive`` reaps them): PID -> its exit code,
+# or minus the signal that killed it (as Popen.returncode).
 _ended: dict[int, int] = {}
+# The children ``spawn`` started, kept so that nothing else reaps them unseen (a Popen
+# dropped while its child runs is reaped by the next Popen, its status lost).
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def pid_alive(pid: int) -> bool:
@@ -28,25 +32,32 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    child = _children.get(pid)
+    if child is not None:  # reaped through its Popen, which keeps the exit status
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        _ended[pid] = child.returncode
+        return False
     # A zombie child still answers kill(0); reap it if it is ours.
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return _not_zombie(pid)
     if done:
-        _ended[pid] = status
+        _ended[pid] = os.waitstatus_to_exitcode(status)
     return done == 0
 
 
 def how_it_ended(pid: int) -> str:
     """How a child this process started and reaped ended ("exit code 1", "killed by
     SIGKILL"); "" when it is not known (not our child, or not reaped yet)."""
-    status = _ended.get(pid)
-    if status is None:
+    code = _ended.get(pid)
+    if code is None:
         return ""
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit code {os.waitstatus_to_exitcode(status)}"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def _not_zombie(pid: int) -> bool:
@@ -69,6 +80,8 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             # A crash in C code (a segfault in an extension) leaves its traceback in the log.
             env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
         )
+    _ended.pop(proc.pid, None)  # a PID used again: not how an earlier process ended
+    _children[proc.pid] = proc
     return proc.pid
 
 

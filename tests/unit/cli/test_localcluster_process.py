@@ -23,3 +23,20 @@ def test_an_exit_code_and_a_signal_are_told_apart(tmp_path: Path) -> None:
 
 def test_a_process_that_is_not_our_child_is_not_known(tmp_path: Path) -> None:
     assert how_it_ended(1) == ""
+
+
+def test_a_child_that_ended_is_told_even_after_another_was_started(tmp_path: Path) -> None:
+    # A Popen dropped while its child ran is reaped by the next Popen: the status kept.
+    first = spawn(["sh", "-c", "exit 3"], tmp_path / "first.log")
+    wait_until(lambda: _zombie(first), 10.0, "the first child to exit")
+    second = spawn(["sh", "-c", "exit 0"], tmp_path / "second.log")
+    assert not pid_alive(first)
+    assert how_it_ended(first) == "exit code 3"
+    wait_until(lambda: not pid_alive(second), 10.0, "the second child to end")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().split()[2]) == "Z"
+    except OSError:
+        return True
