@@ -55,6 +55,7 @@ from zkstore import (
     PlacementMoved,
     Store,
     handover_read_lock,
+    paths,
     release,
 )
 from zkstore.events import EventLog
@@ -85,6 +86,25 @@ def _concerns(raw: Any, draining: set[str]) -> bool:
         raw.get("reason") in (PLACEMENT_FLUSH, PLACEMENT_UNFLUSH)
         or raw.get("node") in draining
         or raw.get("migration") in draining
+    )
+
+
+def _settled_elsewhere(raw: Any, obj: Any, status: Any, draining: set[str]) -> bool:
+    """A VM a past flush or unflush moved, running where it was put, neither on nor from
+    a node in a drain now: no step acts on it or waits for it, so it is not even parsed
+    (after a rolling flush and unflush of every node, every VM's placement says so). Read
+    from the raw records, and only ever True when they clearly say so."""
+    return (
+        isinstance(raw, dict)
+        and isinstance(status, dict)
+        and bool(raw.get("node"))
+        and raw.get("node") not in draining
+        and raw.get("migration") not in draining
+        and status.get("node") == raw.get("node")
+        and status.get("phase") == VMPhase.RUNNING.value
+        and isinstance(obj, dict)
+        and not obj.get("metadata", {}).get("deletionTimestamp")
+        and (obj.get("spec") or {}).get("runStrategy") != RunStrategy.HALTED.value
     )
 
 
@@ -150,6 +170,10 @@ class DrainController:
                 written = self._written.get(name)
             if not _concerns(raw, draining) and (
                 written is None or not _concerns(written.wire(), draining)
+            ):
+                continue
+            if written is None and _settled_elsewhere(
+                raw, vms.data(name), vms.data(name, paths.STATUS), draining
             ):
                 continue
             vm = vms.get(name)
