@@ -87,7 +87,14 @@ def get(
 ) -> None:
     """Show objects: KIND[,KIND...] [NAME], or KIND/NAME."""
     from cli.jsonpath import compile_path
-    from cli.output import PlainOut, parse_format, render, render_document, sort_items
+    from cli.output import (
+        PlainOut,
+        parse_format,
+        render,
+        render_document,
+        sort_items,
+        write_table,
+    )
 
     output = parse_format(fmt)
     sort_path = compile_path(sort_by) if sort_by else None
@@ -110,7 +117,23 @@ def get(
     out = PlainOut()  # rows and documents are never styled: no rich to import
     version: str | None = None
     documents: list[dict[str, Any]] = []
+    # A plain table of a list: the API sends the rows (view=table), not every object whole.
+    rows_only = output.name in ("table", "wide") and not (name or sort_path or labels)
     for i, cls in enumerate(classes):
+        if rows_only:
+            table = ctx.client.get(f"{API}/{cls.PLURAL}", labelSelector=selector, view=output.name)
+            version = (table.get("metadata") or {}).get("resourceVersion")
+            if i:
+                out.print()
+            # An API from before view=table (a host not upgraded yet) sends the List.
+            is_table = table.get("kind") == "Table"
+            if not (table["rows"] if is_table else table.get("items")):
+                click.echo(f"No {cls.PLURAL} found.", err=True)
+            elif is_table:
+                write_table(out, table["columns"], table["rows"])
+            else:
+                render(cls.KIND, table["items"], output, out)
+            continue
         if name:
             doc = ctx.client.get(f"{API}/{cls.PLURAL}/{name}")
             items = [doc]

@@ -131,7 +131,7 @@ def follow_events(
 
 def _render_rows(items: list[dict[str, Any]], out: Console) -> None:
     """New events under the table already printed: the same columns, without a header."""
-    from cli.output import age
+    from schemas.columns import age
 
     for event in items:
         involved = event.get("involvedObject") or {}

@@ -60,7 +60,7 @@ def condition_check(spec: str) -> Wanted:
     if not cond_type:
         raise InputError("--for=condition= needs a condition type, e.g. condition=Ready")
     status = cond_status or "True"
-    from cli.output import condition
+    from schemas.columns import condition
 
     def check(obj: dict[str, Any]) -> bool:
         return fresh(obj) and (condition(obj, cond_type) or {}).get("status") == status

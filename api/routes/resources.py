@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -42,8 +42,9 @@ from schemas import (
     VirtualMachine,
     parse_resource,
 )
+from schemas.columns import table
 from schemas.node import CHECK_FENCE_AGENT_INSTALLED
-from zkstore import Conflict, Store, node_in_use, parse_selector
+from zkstore import Conflict, Selector, Store, node_in_use, parse_selector
 from zkstore.admission import admit, pool_in_use
 from zkstore.deletion import Deletions, Remover
 from zkstore.errors import Terminating
@@ -176,6 +177,32 @@ def json_list_response(cls: type[Resource], parts: list[str], pos: int) -> Respo
     return Response(body, media_type="application/json")
 
 
+VIEW_QUERY = Query(
+    description="table or wide: the rows of pvcctl get's table (a Table), not the objects"
+)
+
+
+def table_response(
+    cls: type[Resource], store: Store, cache: KindCache, selector: Selector | None, view: str
+) -> Response:
+    """A list as the rows of its table (``schemas.columns``): for 10,000 VMs some 100
+    bytes each instead of the whole objects."""
+    if cache.ready.is_set():
+        items, pos = cache.list(selector)
+    else:
+        items, pos = [o.wire() for o in store.list(cls, selector)], 0
+    columns, rows = table(cls.KIND, items, view == "wide")
+    return json_response(
+        {
+            "apiVersion": "pvc/v1",
+            "kind": "Table",
+            "metadata": {"resourceVersion": str(pos)},
+            "columns": columns,
+            "rows": rows,
+        }
+    )
+
+
 def object_list(cls: type[Resource], items: list[dict[str, Any]], pos: int) -> dict[str, Any]:
     return {
         "apiVersion": "pvc/v1",
@@ -262,8 +289,11 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         watch: Annotated[bool, Query(include_in_schema=False)] = False,
         resourceVersion: Annotated[str | None, Query(include_in_schema=False)] = None,
         timeoutSeconds: Annotated[int | None, Query(include_in_schema=False, ge=1)] = None,
+        view: Annotated[Literal["table", "wide"] | None, VIEW_QUERY] = None,
     ) -> Response:
         """The kind's objects, sorted by name; ``watch=true`` streams changes instead.
+        ``view=table`` (or ``wide``) answers with the rows of ``pvcctl get``'s table instead
+        of the objects: a ``Table`` with ``columns`` and ``rows`` (lists of cells).
 
         Watch (not in this schema, as it is a stream): newline-delimited JSON
         ``{"type": ADDED|MODIFIED|DELETED, "object": {...}, "resourceVersion": "N"}``.
@@ -274,6 +304,8 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
         """
         selector = parse_selector(labelSelector) if labelSelector else None
         kind_cache = cache.of(cls)
+        if watch and view:
+            raise ApiError(400, "view goes with a list, not with watch=true")
         if watch:
             # While the cache is still loading (a big cluster, just started) a watch
             # waits for it: it cannot stream changes it has no baseline for.
@@ -281,6 +313,8 @@ def _routes_for(router: APIRouter, cls: type[Resource]) -> None:
             if not await run_in_threadpool(kind_cache.ready.wait, wait):
                 raise ApiError(503, "the API's watch cache is still loading; retry shortly")
             return watch_response(kind_cache, selector, resourceVersion, timeoutSeconds)
+        if view is not None:
+            return await run_in_threadpool(table_response, cls, store, kind_cache, selector, view)
         if not kind_cache.ready.is_set():
             # Still loading: read ZooKeeper directly (slower, same answer). Position 0
             # means "not resumable": a watch from it starts with the full state.

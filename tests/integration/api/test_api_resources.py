@@ -208,3 +208,25 @@ def test_a_new_node_whose_password_is_the_mask_is_refused(
     assert response.status_code == 422, response.text
     assert "password" in response.text and "mask" in response.text
     assert client.get("/api/v1/nodes/hv3").status_code == 404
+
+
+def test_a_list_as_table_rows_is_pvcctl_gets_table(client: TestClient) -> None:
+    client.post("/api/v1/apply", json=[vm("w", vcpus=2), {**vm("d"), "metadata": {"name": "d"}}])
+    table = client.get("/api/v1/vms?view=table").json()
+    assert table["kind"] == "Table"
+    assert table["columns"] == ["NAME", "PHASE", "NODE", "VCPUS", "MEMORY", "READY", "AGE"]
+    assert [row[:6] for row in table["rows"]] == [
+        ["d", "Pending", "-", "1", "256Mi", "Unknown"],
+        ["w", "Pending", "-", "2", "256Mi", "Unknown"],
+    ]
+    listed = client.get("/api/v1/vms").json()
+    assert table["metadata"]["resourceVersion"] == listed["metadata"]["resourceVersion"]
+    wide = client.get("/api/v1/vms?view=wide&labelSelector=app=web").json()
+    assert wide["columns"][-4:] == ["RUNSTRATEGY", "ALLOWED-NODES", "LAST-NODE", "REASON"]
+    assert [row[0] for row in wide["rows"]] == ["w"]
+    assert client.get("/api/v1/nodes?view=table").json()["rows"] == []
+
+
+def test_a_view_that_is_not_a_table_is_refused(client: TestClient) -> None:
+    assert client.get("/api/v1/vms?view=json").status_code == 422
+    assert_status(client.get("/api/v1/vms?view=table&watch=true"), 400, "BadRequest")
