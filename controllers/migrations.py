@@ -16,6 +16,7 @@ from controllers.scheduler import Scheduler
 from schemas import MigrationState, Placement, VMPhase
 from schemas.verbs import PLACEMENT_MIGRATE
 from zkstore import EpochMoved, NotFound, PlacementMoved, Store, paths
+from zkstore.codec import decode
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,12 @@ class MigrationController:
             return 1.0
         # Every VM comes by here (each event, each resync): only one whose raw status holds
         # a failed migration is parsed (parsing 10,000 VMs every resync cost the primary
-        # seconds of CPU once informers stopped keeping every parsed object).
-        raw = self.scheduler.vms.data(name, paths.STATUS)
+        # seconds of CPU once informers stopped keeping every parsed object), and only one
+        # whose status has the word in it is decoded.
+        data = self.scheduler.vms.raw(name, paths.STATUS)
+        if data is None or b'"Failed"' not in data:
+            return None
+        raw = decode(data)
         migration_raw = raw.get("migration") if isinstance(raw, dict) else None
         if not isinstance(migration_raw, dict) or migration_raw.get("state") != "Failed":
             return None

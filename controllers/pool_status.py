@@ -5,6 +5,7 @@ free space, and a Ready condition (reached by at least one node)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from controllers.runtime import Controller
@@ -22,6 +23,8 @@ from zkstore import NotFound, ResourceInformer, Store
 log = logging.getLogger(__name__)
 
 SPACE_REFRESH = 60.0
+NODE_REPORT_DELAY = 1.0
+"""How long after a node's report a pool's status is gathered (reports meanwhile: once)."""
 """Seconds between writes of a pool's status when only its space numbers changed. A shared
 pool's free bytes move with every write to it, and every node reports them at every
 heartbeat: written each time, the status changed several times a second on 64 nodes, and
@@ -72,15 +75,27 @@ class PoolStatusController:
         self.controller = Controller(
             "pool-status", self.reconcile, workers=1, resync_period=30.0, list_keys=self._keys
         )
-        scheduler.nodes.add_listener(lambda _node: self._enqueue_all())
+        # Every heartbeat of every node changes a Node (64 nodes: ~13 a second), and each
+        # gather reads every node: a pool's status follows its nodes' reports within
+        # NODE_REPORT_DELAY instead, the heartbeats of that time gathered once.
+        scheduler.nodes.add_listener(lambda _node: self._enqueue_all(NODE_REPORT_DELAY))
         self._written: dict[str, float] = {}  # pool -> monotonic time of its last write
+        self._lock = threading.Lock()
+        self._due: set[str] = set()  # pools a node report enqueued, not reconciled yet
 
     def _keys(self) -> set[str]:
         return set(self.pools.keys())
 
-    def _enqueue_all(self) -> None:
+    def _enqueue_all(self, delay: float = 0.0) -> None:
         for name in self._keys():
-            self.controller.enqueue(name)
+            if delay <= 0:
+                self.controller.enqueue(name)
+                continue
+            with self._lock:
+                if name in self._due:
+                    continue  # already coming: this report is read then too
+                self._due.add(name)
+            self.controller.enqueue_after(name, delay)
 
     def start(self) -> None:
         self.controller.start()
@@ -92,6 +107,8 @@ class PoolStatusController:
         self.pools.close()
 
     def reconcile(self, name: str) -> float | None:
+        with self._lock:
+            self._due.discard(name)  # a node report from now on enqueues it again
         if not self.store.connected:
             return 1.0
         pool = self.pools.get(name)

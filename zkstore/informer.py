@@ -76,6 +76,12 @@ class Informer:
         node = self._tree.node(key, child)
         return decode(node[0]) if node is not None else None
 
+    def raw(self, key: str, child: str | None = None) -> bytes | None:
+        """The znode's bytes as stored (JSON, zkstore.codec), not decoded: a scan of every
+        object can look for a word in them before it decodes one."""
+        node = self._tree.node(key, child)
+        return node[0] if node is not None else None
+
     def version(self, key: str) -> int | None:
         node = self._tree.node(key)
         return node[1] if node is not None else None
