@@ -32,23 +32,38 @@ def world() -> Iterator[HypervisorWorld]:
 
 
 @pytest.fixture
-def vm_node(
-    store: Store, world: HypervisorWorld, tmp_path: Path
-) -> Iterator[Callable[..., VMController]]:
-    """Start node n1's VM controller on ``world`` (keyword arguments to VMController);
-    stopped at the end of the test."""
+def running() -> Iterator[Callable[[VMController], VMController]]:
+    """Start a VM controller for this test; each one started is stopped, and its driver
+    closed, at the end."""
     started: list[VMController] = []
 
-    def start(**options: Any) -> VMController:
-        uri = write_test_host_xml(tmp_path / "n1.xml", 4096, 4)
-        controller = VMController(
-            store, world.driver("n1", uri), "n1", disk_dir=str(tmp_path), workers=2, **options
-        )
+    def run(controller: VMController) -> VMController:
         controller.start()
         started.append(controller)
         return controller
 
-    yield start
+    yield run
     for controller in started:
         controller.stop()
         controller.driver.close()
+
+
+@pytest.fixture
+def vm_node(
+    store: Store,
+    world: HypervisorWorld,
+    running: Callable[[VMController], VMController],
+    tmp_path: Path,
+) -> Callable[..., VMController]:
+    """Start node n1's VM controller on ``world`` (keyword arguments to VMController);
+    stopped at the end of the test."""
+
+    def start(**options: Any) -> VMController:
+        uri = write_test_host_xml(tmp_path / "n1.xml", 4096, 4)
+        return running(
+            VMController(
+                store, world.driver("n1", uri), "n1", disk_dir=str(tmp_path), workers=2, **options
+            )
+        )
+
+    return start

@@ -4,7 +4,7 @@ by hand, as the primary would), and the scheduler placing a VM only where its di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +34,25 @@ NodeFactory = Callable[[str, Path, bool], VMController]
 
 
 @pytest.fixture
-def start_node(store: Store, tmp_path: Path) -> Iterator[NodeFactory]:
+def start_node(
+    store: Store, running: Callable[[VMController], VMController], tmp_path: Path
+) -> NodeFactory:
     """A node's VM controller on its own simulated hypervisor, with ``disk_dir``."""
-    started: list[VMController] = []
 
     def start(name: str, disk_dir: Path, shared: bool) -> VMController:
         uri = write_test_host_xml(tmp_path / f"{name}.xml", 4096, 4)
-        controller = VMController(
-            store,
-            LibvirtDriver(uri),
-            name,
-            disk_dir=str(disk_dir),
-            shared_disk_dir=shared,
-            workers=2,
+        return running(
+            VMController(
+                store,
+                LibvirtDriver(uri),
+                name,
+                disk_dir=str(disk_dir),
+                shared_disk_dir=shared,
+                workers=2,
+            )
         )
-        controller.start()
-        started.append(controller)
-        return controller
 
-    yield start
-    for controller in started:
-        controller.stop()
-        controller.driver.close()
+    return start
 
 
 def apply_vm(store: Store, name: str, **spec: Any) -> None:
