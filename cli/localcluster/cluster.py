@@ -180,16 +180,18 @@ class LocalCluster:
             raise LocalClusterError(f"{component} (pid {pid}) exited before the signal")
         return pid
 
-    def running(self, state: LocalState) -> dict[str, bool]:
-        health = {"api": self._ours(state.api_pid, str(self.api_config))}
+    def _pids(self, state: LocalState) -> dict[str, int]:
+        """Each component's recorded PID: ``api``, ``zookeeper`` (or ``zookeeper1``...), nodes."""
+        pids = {"api": state.api_pid}
         if state.zookeeper_pids:
-            for i, pid in enumerate(state.zookeeper_pids, start=1):
-                health[f"zookeeper{i}"] = self._ours(pid, str(self.dir / f"zookeeper{i}"))
+            pids.update({f"zookeeper{i}": p for i, p in enumerate(state.zookeeper_pids, start=1)})
         else:
-            health["zookeeper"] = self._ours(state.zookeeper_pid, str(self.dir / "zookeeper"))
-        for name, pid in state.nodes.items():
-            health[name] = self._ours(pid, str(self.dir / f"{name}.yaml"))
-        return health
+            pids["zookeeper"] = state.zookeeper_pid
+        pids.update(state.nodes)
+        return pids
+
+    def running(self, state: LocalState) -> dict[str, bool]:
+        return {name: self._ours(pid, self.marker(name)) for name, pid in self._pids(state).items()}
 
     def api_healthy(self, state: LocalState) -> bool:
         try:
@@ -319,7 +321,7 @@ class LocalCluster:
     def _check_alive(self, state: LocalState) -> bool:
         dead = [name for name, ok in self.running(state).items() if not ok]
         if dead:
-            pids = {"api": state.api_pid, "zookeeper": state.zookeeper_pid, **state.nodes}
+            pids = self._pids(state)
             how = [
                 f"{name} ({ended})" if (ended := how_it_ended(pids.get(name, 0))) else name
                 for name in dead
