@@ -23,14 +23,14 @@ from zkstore import NotFound, ResourceInformer, Store
 log = logging.getLogger(__name__)
 
 SPACE_REFRESH = 60.0
-NODE_REPORT_DELAY = 1.0
-"""How long after a node's report a pool's status is gathered (reports meanwhile: once)."""
 """Seconds between writes of a pool's status when only its space numbers changed. A shared
 pool's free bytes move with every write to it, and every node reports them at every
 heartbeat: written each time, the status changed several times a second on 64 nodes, and
 every node's storage prober re-read it (issue 16)."""
 SPACE_STEP = 0.01
 """A space number that moved by more than this share of the capacity is written at once."""
+NODE_REPORT_DELAY = 1.0
+"""How long after a node's report a pool's status is gathered (reports meanwhile: once)."""
 
 
 def _shape(status: StoragePoolStatus) -> tuple[object, ...]:
