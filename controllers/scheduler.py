@@ -312,13 +312,13 @@ class Scheduler:
             return None
         if vm.deleting:
             return self.deleting.reconcile(vm)
-        if DOMAIN_FINALIZER not in vm.metadata.finalizers:
+        finalized = DOMAIN_FINALIZER in vm.metadata.finalizers
+        if not finalized:
             self.deleting.add_finalizer(name)
-        elif self._placed_node(name) is not None:
-            with self._lock:
-                self._settled[name] = int(vm.metadata.resource_version or 0)
-            return None
         if self._placed_node(name) is not None:
+            if finalized:
+                with self._lock:
+                    self._settled[name] = int(vm.metadata.resource_version or 0)
             return None
         if vm.spec.run_strategy == RunStrategy.HALTED:
             self._write_unplaced_status(vm, VMPhase.STOPPED, "Halted", "runStrategy is Halted")
