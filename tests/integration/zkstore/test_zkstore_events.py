@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+
+import pytest
 
 from tests.helpers import wait_for
 from zkstore import Store, paths
@@ -14,7 +17,9 @@ def test_the_log_keeps_the_newest_entries_within_its_limit(store: Store) -> None
     for i in range(150):
         log.record("VirtualMachine", f"vm{i}", "Created", f"created {i}")
     events_dir = store.path(paths.EVENTS)
-    # Trims run in the background after every 10th event: wait for the last one to land.
+    # Appends and trims run in the background: wait for the last event to land, then for
+    # the trim after it.
+    wait_for(lambda: [e.name for e in log.list(limit=1)] == ["vm149"], 10, "the 150th event")
     wait_for(
         lambda: len(store.client.get_children(events_dir)) <= 40 + 10,
         10,
@@ -39,3 +44,51 @@ def test_concurrent_trims_do_not_fail_or_overdelete(store: Store) -> None:
     log.trim()  # runs, or makes the trim running now go round again
     wait_for(lambda: len(store.client.get_children(events_dir)) == 30, 10, "30 events kept")
     assert [e.name for e in log.list(limit=30)] == [f"n{i}" for i in range(50, 80)]
+
+
+def test_a_burst_of_events_goes_out_in_few_commits_and_in_order(store: Store) -> None:
+    """Events recorded while an append is in flight go together in one transaction: a
+    burst from 4 threads costs far fewer commits (zxids) than events, and each thread's
+    events keep the order it recorded them in."""
+    log = EventLog(store, limit=10_000, trim_every=10_000)
+
+    def burst(thread: int) -> None:
+        for i in range(100):
+            log.record("VirtualMachine", f"t{thread}-{i:03d}", "Created", "burst")
+
+    threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    events_dir = store.path(paths.EVENTS)
+    wait_for(lambda: len(store.client.get_children(events_dir)) == 400, 10, "400 events")
+    events = log.list(limit=400)
+    for thread in range(4):
+        mine = [e.name for e in events if e.name.startswith(f"t{thread}-")]
+        assert mine == [f"t{thread}-{i:03d}" for i in range(100)]
+    zxids = {
+        store.client.exists(f"{events_dir}/{child}").czxid
+        for child in store.client.get_children(events_dir)
+    }
+    assert len(zxids) <= 400 // 4, f"{len(zxids)} commits for 400 events"
+
+
+def test_a_failed_append_is_logged_and_later_events_still_land(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = EventLog(store)
+    log.record("Node", "n0", "Ready", "first")
+    wait_for(lambda: [e.name for e in log.list(limit=1)] == ["n0"], 10, "the first event")
+    events_dir = store.path(paths.EVENTS)
+    store.client.delete(events_dir, recursive=True)  # the next append fails: no parent
+    with caplog.at_level(logging.WARNING, logger="zkstore.events"):
+        log.record("Node", "n1", "Ready", "lost")
+        wait_for(
+            lambda: "event=event_log_failed kind=Node name=n1" in caplog.text,
+            10,
+            "the failed append logged",
+        )
+    store.client.ensure_path(events_dir)
+    log.record("Node", "n2", "Ready", "after")
+    wait_for(lambda: [e.name for e in log.list(limit=5)] == ["n2"], 10, "the later event")
