@@ -153,14 +153,20 @@ class VMController:
             if name in self._watched:
                 return
             token = self._watched[name] = next(self._tokens)
-        # DataWatch reads once now (calling _on_spec) and again on every change.
-        DataWatch(
-            self.store.client,
-            self.store.path(paths.resource("vms", name)),
-            lambda data, _stat, _event=None: self._on_spec(name, token, data),
-        )
+        # DataWatch reads once now, calling _on_spec before it returns, and again on every
+        # change. A call made here, before it returns, is for the reconcile running on this
+        # thread, which reads the spec right after: it enqueues nothing (that was a second
+        # pass of every new VM, issue 16). Later calls come from kazoo's threads.
+        constructing = threading.get_ident()
 
-    def _on_spec(self, name: str, token: int, data: bytes | None) -> bool:
+        def on_data(data: bytes | None, _stat: object, _event: object = None) -> bool:
+            here = constructing == threading.get_ident()
+            return self._on_spec(name, token, data, enqueue=not here)
+
+        DataWatch(self.store.client, self.store.path(paths.resource("vms", name)), on_data)
+        constructing = 0
+
+    def _on_spec(self, name: str, token: int, data: bytes | None, *, enqueue: bool = True) -> bool:
         with self._lock:
             if self._watched.get(name) != token:
                 return False  # stop watching: the VM left this node
@@ -171,7 +177,8 @@ class VMController:
                 except ValueError:
                     log.exception("event=bad_vm_spec vm=%s", name)
             self._specs[name] = vm
-        self.controller.enqueue(name)
+        if enqueue:
+            self.controller.enqueue(name)
         return True
 
     def _forget(self, name: str) -> None:
