@@ -198,6 +198,7 @@ class VMController:
     # -- reconcile ---------------------------------------------------------
 
     def reconcile(self, name: str) -> float | None:
+        self.resync_plan.forget(name)
         raw = self.index.data(name)
         placement = Placement.model_validate(raw) if raw is not None else None
         with self._lock:
@@ -400,6 +401,7 @@ class VMController:
         self.statuses.write(
             vm, placement, VMPhase.RUNNING, "Running", f"running on {self.node}", failures=failures
         )
+        self.resync_plan.observe(vm.name, DomainState.RUNNING)
         return again
 
     def _start(
@@ -463,6 +465,7 @@ class VMController:
         if defined:
             self.consoles.domain_defined(name)
         self._on_domain_started()
+        self.resync_plan.observe(name, DomainState.RUNNING)
         return self.crash_loop.reset_after if status.failures else None
 
     def _define(

@@ -9,14 +9,16 @@ lookup per VM every 30 s, the largest part of an idle node's CPU (issue 16).
 So a pass compares instead: one listing of the domains, set against the one the pass
 before saw and against the VMs placed here. A VM is reconciled when something the
 controller acts on changed without an event having to say so: a domain appeared, went
-or changed state, or a VM was placed here or left. Every ``full_every``-th pass
-reconciles every VM anyway, so whatever no listing shows (a status written over, a
-reconcile that settled too early) is still caught, only later.
+or changed state, or a VM was placed here or left; unless the VM is placed here and its
+last reconcile ended seeing its domain as the listing shows it now (no event was missed).
+Every ``full_every``-th pass reconciles every VM anyway, so whatever no listing shows
+(a status written over, a reconcile that settled too early) is still caught, only later.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from hypervisor import DomainDriver, DomainState, HypervisorError
 
@@ -35,6 +37,20 @@ class ResyncPlan:
         """Passes planned so far."""
         self._domains: dict[str, DomainState] | None = None
         self._placed: set[str] = set()
+        # name -> the domain state its last reconcile left it in, when that reconcile said
+        # (observe); a reconcile under way has none (forget).
+        self._observed: dict[str, DomainState] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, name: str, state: DomainState) -> None:
+        """A reconcile of ``name`` ended with its domain in ``state``, placed here."""
+        with self._lock:
+            self._observed[name] = state
+
+    def forget(self, name: str) -> None:
+        """A reconcile of ``name`` begins (or the VM left): what it saw before is old."""
+        with self._lock:
+            self._observed.pop(name, None)
 
     def keys(self, placed: set[str], domains: dict[str, DomainState] | None) -> set[str]:
         """The VMs this pass reconciles. ``placed``: the VMs the node index places here;
@@ -53,7 +69,16 @@ class ResyncPlan:
         for name in set(domains) | set(before_domains):
             if domains.get(name) != before_domains.get(name):
                 changed.add(name)
-        return changed
+        # What a reconcile already saw as it is now needs no other: a VM placed and started
+        # since the last pass was reconciled by its events (every new VM was reconciled
+        # once more by the next pass, issue 16). A VM that left is never skipped.
+        with self._lock:
+            seen = {
+                name
+                for name in changed
+                if name in placed and name in domains and self._observed.get(name) == domains[name]
+            }
+        return changed - seen
 
 
 def domain_states(driver: DomainDriver, owner_tag: str, node: str) -> dict[str, DomainState] | None:

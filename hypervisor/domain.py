@@ -209,7 +209,9 @@ class DomainDriver(abc.ABC):
 
     @abc.abstractmethod
     def watch_lifecycle(self, callback: LifecycleCallback) -> None:
-        """Call ``callback(name)`` on every lifecycle event; it must only enqueue work."""
+        """Call ``callback(name)`` on every lifecycle event; it must only enqueue work. The
+        event of this driver's own ``define`` or ``start`` may be left out: its caller knows
+        what it did."""
 
     @abc.abstractmethod
     def info(self, name: str) -> DomainInfo | None:

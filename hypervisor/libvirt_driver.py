@@ -8,7 +8,8 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 from xml.sax.saxutils import escape as xml_escape
 
@@ -55,6 +56,9 @@ from hypervisor.libvirt_states import domain_state_of, stop_reason_of
 from hypervisor.owners import NOT_OURS, OwnerCache
 
 T = TypeVar("T")
+
+ECHO_WINDOW = 5.0
+"""Seconds the lifecycle event of this driver's own define or start is held back at most."""
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,10 @@ class LibvirtDriver(DomainDriver):
         # temporary file.
         self._disk_lock = threading.Lock()
         self._lifecycle: LifecycleCallback | None = None
+        # (domain, lifecycle event) -> until when that event is the echo of this driver's
+        # own define or start, which its caller already knows the outcome of.
+        self._echoes: dict[tuple[str, int], float] = {}
+        self._echo_lock = threading.Lock()
         # The test driver has no secrets: there they are kept here (uuid -> usage, value).
         self._simulated_secrets: dict[str, tuple[str, bytes]] = {}
         # Before any connection opens: libvirt delivers events only on connections
@@ -171,7 +179,9 @@ class LibvirtDriver(DomainDriver):
                     domain=spec.name,
                 )
             log_file = self._console_log(spec.name)
-            domain = conn.defineXML(render_domain_xml(spec, choice.type, log_file))
+            xml = render_domain_xml(spec, choice.type, log_file)
+            with self._echo(spec.name, libvirt.VIR_DOMAIN_EVENT_DEFINED):
+                domain = conn.defineXML(xml)
             self._owners.forget(str(domain.UUIDString()))
 
         self._run("define", spec.name, define)
@@ -228,7 +238,8 @@ class LibvirtDriver(DomainDriver):
             if _is_active(domain):
                 return
             try:
-                domain.create()
+                with self._echo(name, libvirt.VIR_DOMAIN_EVENT_STARTED):
+                    domain.create()
             except libvirt.libvirtError:
                 # Another worker may have started it between the check and
                 # the call; that is the state we wanted.
@@ -347,6 +358,32 @@ class LibvirtDriver(DomainDriver):
                 err.get_error_message(),
             )
 
+    @contextlib.contextmanager
+    def _echo(self, name: str, event: int) -> Iterator[None]:
+        """Around this driver's own define or start of ``name``: the ``event`` libvirt sends
+        for it is not passed on (watch_lifecycle), as its caller knows what it did. Marked
+        before the call, as libvirt may deliver the event before the call returns; kept
+        ECHO_WINDOW at most, so an event that never came hides no later one."""
+        key = (name, event)
+        with self._echo_lock:
+            self._echoes[key] = time.monotonic() + ECHO_WINDOW
+        try:
+            yield
+        except BaseException:
+            with self._echo_lock:
+                self._echoes.pop(key, None)
+            raise
+
+    def _is_echo(self, name: str, event: int) -> bool:
+        with self._echo_lock:
+            if event not in (libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_STARTED):
+                # Anything else happened to the domain since: what follows is news.
+                self._echoes.pop((name, libvirt.VIR_DOMAIN_EVENT_DEFINED), None)
+                self._echoes.pop((name, libvirt.VIR_DOMAIN_EVENT_STARTED), None)
+                return False
+            until = self._echoes.pop((name, event), None)
+        return until is not None and time.monotonic() <= until
+
     def _on_lifecycle(
         self, _conn: object, domain: libvirt.virDomain, _event: int, _detail: int, _opaque: object
     ) -> None:
@@ -357,7 +394,10 @@ class LibvirtDriver(DomainDriver):
         if callback is None:
             return
         try:
-            callback(str(domain.name()))
+            name = str(domain.name())
+            if self._is_echo(name, _event):
+                return  # this driver's own define or start: its caller knows (issue 16)
+            callback(name)
         except Exception:  # never let a callback bug kill libvirt's event thread
             log.exception("event=lifecycle_callback_failed uri=%s", self._uri)
 

@@ -376,3 +376,27 @@ def test_a_domain_redefined_without_pvc_metadata_is_no_longer_listed(
     wait_for(lambda: driver.list_managed() == [], 10, "vm1 no longer PVC's")
     driver.define(make_spec())  # PVC's own define: its owner again at once
     assert [d.owner_tag for d in driver.list_managed()] == ["test-cluster"]
+
+
+def test_its_own_define_and_start_are_not_reported_but_what_others_do_is(
+    driver: LibvirtDriver,
+) -> None:
+    """A define or start this driver made is known to its caller: its lifecycle event is
+    not passed on (a VM controller reconciled every new VM twice more for them, issue 16).
+    The same events caused by anyone else still are, and so is every other event."""
+    events: list[str] = []
+    driver.watch_lifecycle(events.append)
+    driver.define(make_spec("vm1"))
+    driver.start("vm1")
+    conn = driver._connection("test", "vm1")
+    conn.lookupByName("vm1").destroy()  # someone else: reported
+    wait_for(lambda: events == ["vm1"], 10, "the outside stop reported")
+    conn.lookupByName("vm1").create()  # someone else's start: reported
+    wait_for(lambda: events == ["vm1", "vm1"], 10, "the outside start reported")
+    xml = conn.lookupByName("vm1").XMLDesc(0)
+    conn.defineXML(xml)  # someone else's define: reported
+    wait_for(lambda: events == ["vm1"] * 3, 10, "the outside define reported")
+    driver.define(make_spec("vm2"))
+    driver.start("vm2")
+    conn.lookupByName("vm2").destroy()
+    wait_for(lambda: events == ["vm1"] * 3 + ["vm2"], 10, "vm2's outside stop, only")
