@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,11 @@ TRIM_ROUNDS = 5
 """Times a trim lists the log again after another process's trim deleted under it."""
 APPEND_BATCH = 100
 """Events one append transaction carries at most (some 200 bytes each)."""
+APPEND_BYTES = 256 * 1024
+"""Bytes of events one append transaction carries at most (ZooKeeper refuses a request
+over 1 MB, and drops the whole session's connection for it)."""
+UNANSWERED_AFTER = 30.0
+"""Seconds after which an append still unanswered is given up on, and the next one sent."""
 
 
 @dataclass(frozen=True)
@@ -191,37 +196,68 @@ def _seq(child: str) -> int:
 
 
 class _Appender:
-    """Group commit of one ZooKeeper session's event appends: an event goes out at once
-    when no append is in flight, and the events recorded meanwhile go together in one
-    transaction when it is answered. Under load that is one request and one commit for up
-    to APPEND_BATCH events, not one each (a 10,000-VM converge recorded three events a VM,
-    a third of ZooKeeper's writes, issue 16); a lone event waits for nothing. Appends stay
-    in the order recorded: ZooKeeper numbers a transaction's sequential creates in order."""
+    """Group commit of one Store's event appends: an event goes out at once when no append
+    is in flight, and the events recorded meanwhile go together in one transaction when it
+    is answered. Under load that is one request and one commit for up to APPEND_BATCH events,
+    not one each (a 10,000-VM converge recorded three events a VM, a third of ZooKeeper's
+    writes, issue 16); a lone event waits for nothing. Appends stay in the order recorded:
+    ZooKeeper numbers a transaction's sequential creates in order. What is queued when the
+    store stops is sent first (``flush``, STOP_FLUSH at most)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._path = f"{store.path(paths.EVENTS)}/{_PREFIX}"
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._queue: list[tuple[EventLog, bytes, str, str]] = []
         self._in_flight = False
+        self._sent_at = 0.0
+        # Bumped when an append in flight is given up on (UNANSWERED_AFTER): its late
+        # answer, if any, then sends nothing more (one batch in flight at a time).
+        self._generation = 0
 
     def append(self, owner: EventLog, data: bytes, kind: str, name: str) -> None:
-        with self._lock:
+        with self._cond:
             self._queue.append((owner, data, kind, name))
             if self._in_flight:
-                return  # goes with the next batch, sent when the one in flight is answered
+                if time.monotonic() - self._sent_at < UNANSWERED_AFTER:
+                    return  # goes with the next batch, sent when the one in flight is answered
+                # A request kazoo dropped (a session expiring under it) is never answered:
+                # the log must not stay stuck behind it.
+                log.warning("event=event_append_unanswered after_s=%.0f", UNANSWERED_AFTER)
+                self._generation += 1
             self._in_flight = True
-        self._send()
+            generation = self._generation
+        self._send(generation)
 
-    def _send(self) -> None:
+    def flush(self, deadline: float) -> None:
+        """Wait until what was recorded so far is answered, or ``deadline`` (monotonic)."""
+        with self._cond:
+            while self._in_flight or self._queue:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("event=event_log_unflushed queued=%d", len(self._queue))
+                    return
+                self._cond.wait(left)
+
+    def _send(self, generation: int) -> None:
         """Send what is queued (runs on the caller's thread or kazoo's callback thread: it
         never blocks)."""
-        with self._lock:
-            batch = self._queue[:APPEND_BATCH]
-            del self._queue[:APPEND_BATCH]
+        with self._cond:
+            if generation != self._generation:
+                return
+            batch: list[tuple[EventLog, bytes, str, str]] = []
+            size = 0
+            for item in self._queue[:APPEND_BATCH]:
+                if batch and size + len(item[1]) > APPEND_BYTES:
+                    break
+                batch.append(item)
+                size += len(item[1])
+            del self._queue[: len(batch)]
             if not batch:
                 self._in_flight = False
+                self._cond.notify_all()
                 return
+            self._sent_at = time.monotonic()
         client = self._store.client
         try:
             if len(batch) == 1:
@@ -233,25 +269,28 @@ class _Appender:
                 pending = txn.commit_async()
         except Exception as exc:  # e.g. the client is closed: the actions went through
             self._failed(batch, exc)
-            self._send()
+            self._send(generation)
             return
-        pending.rawlink(lambda result: self._answered(batch, result))
+        pending.rawlink(lambda result: self._answered(generation, batch, result))
 
-    def _answered(self, batch: list[tuple[EventLog, bytes, str, str]], result: Any) -> None:
+    def _answered(
+        self, generation: int, batch: list[tuple[EventLog, bytes, str, str]], result: Any
+    ) -> None:
         try:
             created = result.get()
+            results = [created] if isinstance(created, str) else list(created)
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                self._failed(batch, failed)
+                return
+            for (owner, _, _, _), path in zip(batch, results, strict=True):
+                if _seq(str(path).rsplit("/", 1)[-1]) % owner._trim_every == 0:
+                    # Not on kazoo's callback thread: trimming makes blocking calls.
+                    self._store.client.handler.spawn(owner.trim)
         except Exception as exc:
             self._failed(batch, exc)
-        else:
-            paths_ = [created] if isinstance(created, str) else created
-            if any(isinstance(p, Exception) for p in paths_):
-                self._failed(batch, next(p for p in paths_ if isinstance(p, Exception)))
-            else:
-                for (owner, _, _, _), path in zip(batch, paths_, strict=True):
-                    if _seq(str(path).rsplit("/", 1)[-1]) % owner._trim_every == 0:
-                        # Not on kazoo's callback thread: trimming makes blocking calls.
-                        self._store.client.handler.spawn(owner.trim)
-        self._send()
+        finally:
+            self._send(generation)  # whatever happened above, the next batch goes
 
     @staticmethod
     def _failed(batch: list[tuple[EventLog, bytes, str, str]], exc: BaseException) -> None:
@@ -261,14 +300,15 @@ class _Appender:
             log.warning("event=event_log_failed kind=%s name=%s error=%r", kind, name, exc)
 
 
-_appenders: weakref.WeakKeyDictionary[Store, _Appender] = weakref.WeakKeyDictionary()
 _appenders_lock = threading.Lock()
 
 
 def _appender(store: Store) -> _Appender:
-    """The one appender of ``store``'s session, shared by every EventLog over it."""
+    """The one appender of ``store``, shared by every EventLog over it; it lives as long as
+    the store does, and is flushed when the store stops."""
     with _appenders_lock:
-        found = _appenders.get(store)
-        if found is None:
-            found = _appenders[store] = _Appender(store)
+        found = store.recipes.get(_Appender)
+        if not isinstance(found, _Appender):
+            found = store.recipes[_Appender] = _Appender(store)
+            store.flush_on_stop(found.flush)
         return found

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Resource)
 SCHEMA_VERSION = CODE_VERSION
 _CAS_RETRIES = 8
+STOP_FLUSH = 2.0
+"""Seconds ``Store.stop`` gives the writes it flushes (``flush_on_stop``) at most."""
 
 
 def _set_event(event: threading.Event, _watched: object) -> None:
@@ -79,8 +81,18 @@ class Store:
         self._index_dirs: set[str] = set()
         self._identities = identities
         self.client = client or make_client(hosts, timeout, identity=auth, tls=tls)
+        self.recipes: dict[object, object] = {}
+        """Per-store state of recipes that keep some (zkstore/events.py's appender), so it
+        lives and dies with the store."""
+        self._flush_on_stop: list[Callable[[float], None]] = []
 
     # -- lifecycle -------------------------------------------------------
+
+    def flush_on_stop(self, flush: Callable[[float], None]) -> None:
+        """Have ``stop`` call ``flush(deadline)`` (a ``time.monotonic()`` value) before the
+        session closes: for writes sent without waiting, which a graceful stop must not
+        lose (events recorded by the last steps of a shutdown)."""
+        self._flush_on_stop.append(flush)
 
     def start(
         self, timeout: float = 30.0, *, holder: str = "", migration_timeout: float = 45.0
@@ -139,6 +151,12 @@ class Store:
         )
 
     def stop(self) -> None:
+        deadline = time.monotonic() + STOP_FLUSH
+        for flush in list(self._flush_on_stop):
+            try:
+                flush(deadline)
+            except Exception as exc:  # a record left unsent must not keep the session open
+                log.warning("event=store_flush_failed error=%r", exc)
         self.client.stop()
         self.client.close()
 

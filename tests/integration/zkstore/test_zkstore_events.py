@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import weakref
 
 import pytest
 
+from cli.localcluster.zookeeper import ZooKeeperServer
 from tests.helpers import wait_for
 from zkstore import Store, paths
 from zkstore.events import EventLog
@@ -92,3 +95,35 @@ def test_a_failed_append_is_logged_and_later_events_still_land(
     store.client.ensure_path(events_dir)
     log.record("Node", "n2", "Ready", "after")
     wait_for(lambda: [e.name for e in log.list(limit=5)] == ["n2"], 10, "the later event")
+
+
+def test_events_recorded_right_before_the_store_stops_all_land(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    """A daemon's last steps record events and then stop its store at once: stop sends
+    what is queued first (one was in flight, the others waited for it)."""
+    first = Store(zookeeper.hosts, zk_root, timeout=6.0)
+    first.start()
+    log = EventLog(first)
+    for i in range(50):
+        log.record("Node", f"n{i}", "Stopping", "shutdown")
+    first.stop()
+    second = Store(zookeeper.hosts, zk_root, timeout=6.0)
+    second.start()
+    try:
+        assert [e.name for e in EventLog(second).list(limit=100)] == [f"n{i}" for i in range(50)]
+    finally:
+        second.stop()
+
+
+def test_a_stopped_store_and_its_appender_are_not_kept_alive(
+    zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    one = Store(zookeeper.hosts, zk_root, timeout=6.0)
+    one.start()
+    EventLog(one).record("Node", "n0", "Ready", "ready")
+    one.stop()
+    gone = weakref.ref(one)
+    del one
+    gc.collect()
+    assert gone() is None
