@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import time
+import typing
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from schemas import KINDS, Resource
+from schemas.meta import Model
 from zkstore import Selector, Store
 from zkstore.kindwatch import KindWatch
 
@@ -81,11 +83,21 @@ class Subscriber:
     queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
 
 
+def status_model(cls: type[Resource]) -> type[Model] | None:
+    """The model of ``cls``'s status (its ``status`` field is that model or None)."""
+    annotation = cls.model_fields["status"].annotation
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, Model):
+            return arg
+    return None
+
+
 class KindCache:
     def __init__(self, store: Store, cls: type[Resource], ring_size: int) -> None:
         self.cls = cls
         self._store = store
         self._watch = KindWatch(store, cls.PLURAL, self._on_key)
+        self._status_model = status_model(cls)
         self._lock = threading.Condition()
         self._objects: dict[str, Cached] = {}
         self._names: list[str] = []  # sorted, so lists come out in name order
@@ -234,23 +246,47 @@ class KindCache:
             return obj, spec_version, max(spec_version, status_version)
         return None
 
+    def _status_only(self, name: str, previous: Cached | None) -> Cached | None:
+        """The object with only its status read again, when only its status changed since
+        ``previous``: the spec part is the one already validated (a VM's status is written
+        two or three times as it starts; each re-validated the whole VM, issue 16)."""
+        versions = self._watch.versions(name)
+        if previous is None or versions is None or versions[0] != previous.spec_version:
+            return None
+        found = self._watch.status(name)
+        if found is None or self._status_model is None:
+            return None
+        document, status_version = found
+        try:
+            status = self._status_model.model_validate(document)
+        except ValueError:
+            return None  # the whole object is built, as it says what to do then
+        wire = {**previous.wire, "status": status.wire()}
+        pos = max(previous.spec_version, status_version)
+        return Cached(wire, pos, previous.spec_version, previous.labels)
+
     def _on_key(self, name: str) -> None:
-        built = self._build(name)
+        with self._lock:
+            known = self._objects.get(name)
+        cached = self._status_only(name, known)
+        built = self._build(name) if cached is None else None
         obj = built[0] if built else None
         with self._lock:
             previous = self._objects.get(name)
-            if obj is None:
+            if obj is None and cached is None:
                 if previous is None:
                     return
                 del self._objects[name]
                 self._names.pop(bisect.bisect_left(self._names, name))
                 event = WatchEvent("DELETED", self._max_pos, previous.wire, previous.labels)
             else:
-                assert built is not None
-                _, spec_version, pos = built
+                if cached is None:
+                    assert built is not None and obj is not None
+                    _, spec_version, pos = built
+                    cached = Cached(obj.wire(), pos, spec_version, dict(obj.metadata.labels))
+                pos = cached.pos
                 if previous is not None and pos <= previous.pos:
                     return  # placement only, or a status removed as part of a delete
-                cached = Cached(obj.wire(), pos, spec_version, dict(obj.metadata.labels))
                 self._objects[name] = cached
                 if previous is None:
                     bisect.insort(self._names, name)

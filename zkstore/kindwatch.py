@@ -35,6 +35,18 @@ class KindWatch:
     def names(self) -> list[str]:
         return self._tree.keys()
 
+    def versions(self, name: str) -> tuple[int, int] | None:
+        """(spec mzxid, status mzxid or 0) as cached, decoding nothing; None when gone."""
+        spec, status = self._tree.pair(name, paths.STATUS)
+        if spec is None:
+            return None
+        return spec[1], status[1] if status is not None else 0
+
+    def status(self, name: str) -> tuple[Any, int] | None:
+        """(status document, its mzxid), decoding only it; None when it has none."""
+        _, status = self._tree.pair(name, paths.STATUS)
+        return (decode(status[0]), status[1]) if status is not None else None
+
     def snapshot(self, name: str) -> tuple[Any, int, Any, int] | None:
         """(spec document, its mzxid, status document or None, its mzxid or 0)."""
         spec, status = self._tree.pair(name, paths.STATUS)
