@@ -91,7 +91,9 @@ class SubtreeWatch:
         # nothing grows with churn.
         self._inflight: dict[str, int] = {}
         self._applied: dict[str, int] = {}
-        self._backlog: deque[str] = deque()  # keys to read, sent as the window allows
+        # Keys to read, sent as the window allows, each with whether it is new (created
+        # since the load): a new key's followed children are found by listing it.
+        self._backlog: deque[tuple[str, bool]] = deque()
         self._pending = 0
         self._closed = False
         self._incomplete = False  # a read lost to a dropped connection, until the reload
@@ -181,19 +183,26 @@ class SubtreeWatch:
         fresh = [name for name in names if name not in known]
         for name in fresh:
             known[name] = _NONE
-        self._backlog.extend(sorted(known) if everything else fresh)
+        if everything:
+            self._backlog.extend((name, False) for name in sorted(known))
+        else:
+            self._backlog.extend((name, True) for name in fresh)
         self._pump()
 
     def _pump(self) -> None:
         while self._backlog and self._pending < self._window and not self._closed:
-            key = self._backlog.popleft()
+            key, new = self._backlog.popleft()
             if key not in self._kids:
                 continue  # deleted while it waited
             self._read(key)
-            if self._follow is None:
+            if self._follow is None or new:
+                # A key created since the load has its children still to come (a new VM:
+                # no status, no placement yet): one listing, with the child watch that tells
+                # of them, instead of a read of each that finds nothing (issue 16).
                 self._read(key, listing=True)
-            for child in self._kids[key] | (self._follow or _NONE):
-                self._read(f"{key}/{child}")
+            if not new or self._follow is None:
+                for child in self._kids[key] | (self._follow or _NONE):
+                    self._read(f"{key}/{child}")
 
     def _read(self, rel: str, listing: bool = False) -> None:
         slot = rel + "/" if listing else rel
@@ -302,6 +311,8 @@ class SubtreeWatch:
         if value is None:
             return None  # the key is gone: its own read says so
         names = frozenset(value)
+        if self._follow is not None:
+            names &= self._follow  # the others are not read, nor watched
         old = self._kids[key]
         self._kids[key] = self._sets.setdefault(names, names)
         gone = [self._nodes.pop(f"{key}/{c}", None) for c in old - names]

@@ -460,3 +460,41 @@ def test_deleted_objects_leave_no_watch_behind(
         return [p for p in paths_watched if p.startswith(root + "/churn-")]
 
     wait_for(lambda: not watched(), 10, "no watch left on a deleted VM")
+
+
+def test_a_new_object_is_listed_not_read_child_by_child(
+    store: Store, informer: ResourceInformer[VirtualMachine], recorder: Recorder
+) -> None:
+    """A VM created after the load has no status or placement yet: the informer lists it
+    once (a child watch that tells of them) instead of reading each and finding nothing
+    (issue 16). Its children are then followed as ever."""
+    tree = informer._tree
+    before = tree.requests
+    store.create(make_vm("fresh"))
+    wait_for(lambda: informer.data("fresh") is not None, 10, "fresh loaded")
+    wait_for(lambda: tree._settled(), 10, "no read in flight")
+    # The root's listing, the VM's read and its listing: no read of a missing child.
+    assert tree.requests - before == 3
+    store.write_status(VirtualMachine, "fresh", VirtualMachineStatus(phase=VMPhase.RUNNING))
+    wait_for(lambda: informer.data("fresh", paths.STATUS), 10, "its status followed")
+    store.write_placement("fresh", Placement(node="hv1"), epoch=None)
+    wait_for(lambda: informer.data("fresh", paths.PLACEMENT), 10, "its placement followed")
+
+
+def test_children_not_followed_are_neither_read_nor_watched(store: Store) -> None:
+    """An informer of statuses only (the API's) lists a new VM to learn of its status, and
+    leaves the placement that listing also shows alone."""
+    recorder = Recorder()
+    informer = Informer(store, paths.kind_root("vms"), recorder, children=(paths.STATUS,))
+    informer.start(timeout=10)
+    try:
+        store.create(make_vm("web"))
+        wait_for(lambda: informer.data("web") is not None, 10, "web loaded")
+        store.write_placement("web", Placement(node="hv1"), epoch=None)
+        store.write_status(VirtualMachine, "web", VirtualMachineStatus(phase=VMPhase.RUNNING))
+        wait_for(lambda: informer.data("web", paths.STATUS), 10, "its status followed")
+        assert informer.data("web", paths.PLACEMENT) is None
+        placement = store.path(f"{paths.resource('vms', 'web')}/{paths.PLACEMENT}")
+        assert placement not in store.client._data_watchers
+    finally:
+        informer.close()
