@@ -195,7 +195,7 @@ class SubtreeWatch:
             if key not in self._kids:
                 continue  # deleted while it waited
             self._read(key)
-            if self._follow is None or new:
+            if self._follow is None or (new and self._follow):
                 # A key created since the load has its children still to come (a new VM:
                 # no status, no placement yet): one listing, with the child watch that tells
                 # of them, instead of a read of each that finds nothing (issue 16).

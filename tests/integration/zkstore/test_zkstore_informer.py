@@ -481,6 +481,23 @@ def test_a_new_object_is_listed_not_read_child_by_child(
     wait_for(lambda: informer.data("fresh", paths.PLACEMENT), 10, "its placement followed")
 
 
+def test_a_new_key_without_children_is_read_once(store: Store) -> None:
+    """A node's index entry has no children: a new one costs one read, no listing."""
+    informer = Informer(store, paths.node_index("hv1"), Recorder(), children=())
+    store.client.ensure_path(store.path(paths.node_index("hv1")))
+    informer.start(timeout=10)
+    try:
+        store.create(make_vm("web"))
+        tree = informer._tree
+        before = tree.requests
+        store.write_placement("web", Placement(node="hv1"), epoch=None)
+        wait_for(lambda: informer.data("web") is not None, 10, "the entry loaded")
+        wait_for(lambda: tree._settled(), 10, "no read in flight")
+        assert tree.requests - before == 2  # the root's listing and the entry's read
+    finally:
+        informer.close()
+
+
 def test_children_not_followed_are_neither_read_nor_watched(store: Store) -> None:
     """An informer of statuses only (the API's) lists a new VM to learn of its status, and
     leaves the placement that listing also shows alone."""
