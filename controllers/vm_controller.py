@@ -215,10 +215,6 @@ class VMController:
             self._release(name)
             self._forget(name)
             return None
-        with self._lock:
-            claimed = name in self._claimed
-        # The claim's first reads go out now: answered with the spec's (one round trip).
-        begun = None if claimed else self.holders.begin_claim(name, self.node)
         if not known:
             self._watch_spec(name)
             with self._lock:
@@ -245,7 +241,7 @@ class VMController:
         if vm.deleting:
             return self._delete_here(vm, placement)
         status_read = self.statuses.prefetch(name)  # its round trip overlaps the claim's
-        if not self._claim(name, begun):
+        if not self._claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, LocalState())
         local.spec_waits = 0
@@ -694,13 +690,13 @@ class VMController:
         local.holder_waits += 1
         return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0), None
 
-    def _claim(self, name: str, begun: tuple[Any, Any] | None = None) -> bool:
+    def _claim(self, name: str) -> bool:
         """Be among ``name``'s holders before defining or starting anything; False when the
         placement no longer names this node."""
         with self._lock:
             if name in self._claimed:
                 return True
-        if not self.holders.claim(name, self.node, begun):
+        if not self.holders.claim(name, self.node):
             return False
         with self._lock:
             self._claimed.add(name)

@@ -1,7 +1,7 @@
 """The one-copy rule's record: per VM, the set of nodes that may still hold its domain.
 
-A node adds itself (``claim``) in one transaction that checks its placement is
-unchanged, before it defines or starts anything; it starts the domain only while
+A node adds itself (``claim``) in one transaction that checks it is placed there
+as it commits, before it defines or starts anything; it starts the domain only while
 it is the sole holder (read after a sync); it removes itself (``release``) only
 once it has seen its domain gone. The primary removes a node only after that
 node's power-off was confirmed (``release_node``). Status fields and caches never
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
 
 from kazoo.exceptions import (
-    BadVersionError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
@@ -38,31 +36,20 @@ class Holders:
         self.store = store
         self.client = store.client
 
-    def begin_claim(self, vm: str, node: str) -> tuple[Any, Any]:
-        """Send a claim's first reads (a sync and the index entry's stat) without waiting:
-        pass the result to ``claim``, so their round trip overlaps the caller's reads."""
-        entry = self.store.path(paths.node_index_entry(node, vm))
-        return self.client.sync_async(entry), self.client.exists_async(entry)
-
-    def claim(self, vm: str, node: str, begun: tuple[Any, Any] | None = None) -> bool:
+    def claim(self, vm: str, node: str) -> bool:
         """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``; False
-        (nothing added) when it is not placed there. Two round trips: requests are
-        pipelined, as ZooKeeper answers one session's requests in order (one when
-        ``begun`` by ``begin_claim``)."""
+        (nothing added) when it is not placed there. One round trip: a transaction that
+        checks the node's index entry exists as it commits (at the leader, so no read, and
+        no sync, is needed before it: the issue 16 work dropped the two it had), with the
+        create of the set's znode sent ahead of it (requests are answered in order)."""
         entry = self.store.path(paths.node_index_entry(node, vm))
         mine = self.store.path(paths.holder(vm, node))
         for _ in range(_RETRIES):
-            pending, stat = begun or self.begin_claim(vm, node)
-            begun = None
-            pending.get()
-            placed = stat.get()
-            if placed is None:
-                return False
             # The set's znode may not exist yet (a first claim); sent ahead of the
             # transaction, so it exists by the time the transaction runs.
             parent = self.client.create_async(self.store.path(paths.holders(vm)), b"")
             txn = self.client.transaction()
-            txn.check(entry, version=placed.version)
+            txn.check(entry, version=-1)
             txn.create(mine, b"")
             committed = txn.commit_async()
             with contextlib.suppress(NodeExistsError):
@@ -71,8 +58,8 @@ class Holders:
             if not isinstance(check, Exception) and not isinstance(create, Exception):
                 log.info("event=holder_added vm=%s node=%s", vm, node)
                 return True
-            if isinstance(check, BadVersionError | NoNodeError):
-                continue  # the placement changed since the read: read again
+            if isinstance(check, NoNodeError):
+                return False  # not placed on this node
             if isinstance(create, NodeExistsError):
                 # Already a holder: it never leaves the set while its domain may exist.
                 return True
