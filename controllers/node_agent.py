@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kazoo.recipe.watchers import DataWatch
 
@@ -92,6 +93,8 @@ class NodeAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat: float | None = None  # monotonic, after the last successful write
+        # The node status as this agent last wrote it, and its znode version.
+        self._written: tuple[Any, int] | None = None
 
     def heartbeat_age(self) -> float | None:
         """Seconds since the last heartbeat written successfully; None before the first."""
@@ -285,7 +288,15 @@ class NodeAgent:
                 networks=self._networks(),
             )
 
-        self.store.update_status(Node, self.node, heartbeat)
+        try:
+            # The status as this agent last wrote it goes first: no read unless the
+            # primary's drain controller wrote since (then the write's version check fails).
+            self._written = self.store.update_status(
+                Node, self.node, heartbeat, known=self._written
+            )
+        except Exception:
+            self._written = None
+            raise
         self._last_beat = time.monotonic()
         if revived:
             log.info("event=saving_throw_passed node=%s action=report_vms", self.node)

@@ -464,31 +464,45 @@ class Store:
         return int(stat.mzxid) if stat is not None else None
 
     def update_status(
-        self, cls: type[Resource], name: str, change: Callable[[Any], Status | None]
-    ) -> None:
+        self,
+        cls: type[Resource],
+        name: str,
+        change: Callable[[Any], Status | None],
+        *,
+        known: tuple[Any, int] | None = None,
+    ) -> tuple[Any, int] | None:
         """Read-modify-write the status with compare-and-set, for status with two writers
         (a node's own agent and the primary's drain controller).
 
         ``change`` gets the stored status (or None) and returns the new one, or None
-        to leave it; it runs again when another writer got in between.
+        to leave it; it runs again when another writer got in between. ``known``: the
+        stored status and its znode version as this caller last wrote them (what this
+        returns), tried first without a read; a write by anyone since fails its
+        compare-and-set, and the status is then read (a heartbeat read its node's status
+        before every write, issue 16). Returns the status written and its version, or
+        None when ``change`` left it as it was.
         """
         path = self.path(paths.status(cls.PLURAL, name))
         for _ in range(_CAS_RETRIES):
-            try:
-                data, stat = self.client.get(path)
-                current, version = decode(data), stat.version
-            except NoNodeError:
-                current, version = None, None
+            if known is not None:
+                (current, version), known = known, None
+            else:
+                try:
+                    data, stat = self.client.get(path)
+                    current, version = decode(data), stat.version
+                except NoNodeError:
+                    current, version = None, None
             new = change(current)
             if new is None:
-                return
-            encoded = encode(new.wire())
+                return None
+            wire = new.wire()
+            encoded = encode(wire)
             try:
                 if version is None:
                     self.client.create(path, encoded)
-                else:
-                    self.client.set(path, encoded, version=version)
-                return
+                    return wire, 0
+                written = self.client.set(path, encoded, version=version)
+                return wire, int(written.version)
             except NoNodeError:
                 if version is None:
                     raise NotFound(cls.KIND, name) from None

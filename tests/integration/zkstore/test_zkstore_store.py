@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -413,3 +414,38 @@ def test_marking_a_deletion_returns_the_marked_vm_though_its_node_removed_it_at_
     marked = store.mark_deleting(VirtualMachine, "quick")
     assert marked.name == "quick" and marked.deleting
     assert not store.exists(VirtualMachine, "quick")
+
+
+def test_update_status_with_what_it_last_wrote_skips_the_read_until_another_writer_wrote(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's heartbeat passes the status it last wrote: no read before the write. When
+    another writer (the primary's drain) wrote in between, the compare-and-set fails, the
+    status is read again, and the other writer's field is carried over, not undone."""
+    store.create(make_vm("web"))
+    reads: list[str] = []
+    get = store.client.get
+
+    def counting_get(path: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(path)
+        return get(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.client, "get", counting_get)
+
+    def beat(reason: str) -> Callable[[Any], VirtualMachineStatus]:
+        def change(previous: Any) -> VirtualMachineStatus:
+            return VirtualMachineStatus(reason=reason, node=(previous or {}).get("node"))
+
+        return change
+
+    written = store.update_status(VirtualMachine, "web", beat("one"))
+    assert written is not None and len(reads) == 1  # nothing known yet: read once
+    written = store.update_status(VirtualMachine, "web", beat("two"), known=written)
+    assert len(reads) == 1  # what it wrote last went first: no read
+    store.update_status(VirtualMachine, "web", lambda _: VirtualMachineStatus(node="n9"))
+    reads.clear()
+    written = store.update_status(VirtualMachine, "web", beat("three"), known=written)
+    assert len(reads) == 1  # the other write failed the check: read, then written
+    stored = store.read_status(VirtualMachine, "web") or {}
+    assert (stored.get("reason"), stored.get("node")) == ("three", "n9")
+    assert written is not None and written[0] == stored and written[1] == 3
