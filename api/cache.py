@@ -250,13 +250,12 @@ class KindCache:
         """The object with only its status read again, when only its status changed since
         ``previous``: the spec part is the one already validated (a VM's status is written
         two or three times as it starts; each re-validated the whole VM, issue 16)."""
-        versions = self._watch.versions(name)
-        if previous is None or versions is None or versions[0] != previous.spec_version:
+        if previous is None or self._status_model is None:
             return None
         found = self._watch.status(name)
-        if found is None or self._status_model is None:
+        if found is None or found[0] != previous.spec_version:
             return None
-        document, status_version = found
+        _, document, status_version = found
         try:
             status = self._status_model.model_validate(document)
         except ValueError:

@@ -372,14 +372,12 @@ class LibvirtDriver(DomainDriver):
                 if len(self._echoes) > 1024:  # events that never came (libvirt lost them)
                     self._echoes = {k: t for k, t in self._echoes.items() if t >= now}
                 self._echoes[key] = now + ECHO_WINDOW
-        if not listened:
-            yield
-            return
         try:
             yield
         except BaseException:
-            with self._echo_lock:
-                self._echoes.pop(key, None)
+            if listened:
+                with self._echo_lock:
+                    self._echoes.pop(key, None)
             raise
 
     def _is_echo(self, name: str, event: int) -> bool:

@@ -35,17 +35,13 @@ class KindWatch:
     def names(self) -> list[str]:
         return self._tree.keys()
 
-    def versions(self, name: str) -> tuple[int, int] | None:
-        """(spec mzxid, status mzxid or 0) as cached, decoding nothing; None when gone."""
+    def status(self, name: str) -> tuple[int, Any, int] | None:
+        """(spec mzxid, status document, status mzxid), decoding only the status; None when
+        the object or its status is missing."""
         spec, status = self._tree.pair(name, paths.STATUS)
-        if spec is None:
+        if spec is None or status is None:
             return None
-        return spec[1], status[1] if status is not None else 0
-
-    def status(self, name: str) -> tuple[Any, int] | None:
-        """(status document, its mzxid), decoding only it; None when it has none."""
-        _, status = self._tree.pair(name, paths.STATUS)
-        return (decode(status[0]), status[1]) if status is not None else None
+        return spec[1], decode(status[0]), status[1]
 
     def snapshot(self, name: str) -> tuple[Any, int, Any, int] | None:
         """(spec document, its mzxid, status document or None, its mzxid or 0)."""
