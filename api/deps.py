@@ -24,7 +24,9 @@ def is_object_name(text: str) -> bool:
     return bool(_NAME.fullmatch(text))
 
 
-def object_name(name: Annotated[str, Path(description="the object's name (a DNS label)")]) -> str:
+async def object_name(
+    name: Annotated[str, Path(description="the object's name (a DNS label)")],
+) -> str:
     if not is_object_name(name):
         raise ApiError(404, f"no object is named {name!r}: names are DNS labels")
     return name
@@ -32,8 +34,12 @@ def object_name(name: Annotated[str, Path(description="the object's name (a DNS 
 
 NameParam = Annotated[str, Depends(object_name)]
 
+# The dependencies are coroutines though none awaits: FastAPI runs a plain function in a
+# worker thread, a hop (and a GIL hand-over to and from the store's threads) per
+# dependency per request. These only read the app's state.
 
-def get_store(request: Request) -> Store:
+
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     if request.method not in ("GET", "HEAD") and not store.connected:
         # Fail at once rather than queue a write that lands after the client gave up.
@@ -45,17 +51,17 @@ def get_store(request: Request) -> Store:
     return store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_events(request: Request) -> EventLog:
+async def get_events(request: Request) -> EventLog:
     events: EventLog = request.app.state.events
     return events
 
 
-def get_cache(request: Request) -> ApiCache:
+async def get_cache(request: Request) -> ApiCache:
     cache: ApiCache = request.app.state.cache
     return cache
 

@@ -73,7 +73,7 @@ class Primary:
         return Deletions(self.store, events, remover=self.remove)
 
 
-def get_primary(request: Request) -> Primary:
+async def get_primary(request: Request) -> Primary:
     """The route's caller (the audit's token name) and pvcapid's deadline."""
     return Primary(
         request.app.state.store,

@@ -272,20 +272,36 @@ class Store:
         updated, _ = self._write_spec(resource, create=False, update=True)
         return updated
 
-    def apply(self, resource: R) -> tuple[R, ApplyOutcome]:
+    def apply(self, resource: R, *, likely_new: bool = False) -> tuple[R, ApplyOutcome]:
         """Create or update; a no-op apply writes nothing and keeps generation/resourceVersion.
         A new secret value is a change (``configured``) though its spec keeps the same mask;
-        the same value again is none (told by its digest, zkstore/secrets.py)."""
-        return self._write_spec(resource, create=True, update=True)
+        the same value again is none (told by its digest, zkstore/secrets.py).
+
+        ``likely_new``: the caller's cache has no such object (the API's). For a kind with no
+        secrets the first try then plans a create without reading the store: its
+        transaction's create is the check (the object exists after all: planned again from
+        a read, as any plan that a write finds stale). One round trip fewer on the way from
+        an apply to a running VM (issue 16)."""
+        return self._write_spec(resource, create=True, update=True, likely_new=likely_new)
 
     def plan(self, resource: Resource, *, create: bool, update: bool) -> SpecWrite:
         """What a write of ``resource`` would do, read now (zkstore/specwrite.py)."""
         return specwrite.plan(self.client, self.root, resource, create=create, update=update)
 
-    def _write_spec(self, resource: R, *, create: bool, update: bool) -> tuple[R, ApplyOutcome]:
+    def _write_spec(
+        self, resource: R, *, create: bool, update: bool, likely_new: bool = False
+    ) -> tuple[R, ApplyOutcome]:
         cls = type(resource)
+        # A kind with secrets always reads: a secret znode left without its spec is replaced
+        # by the plan, which must know it is there.
+        guess = likely_new and create and not cls.SECRET_FIELDS
         for _ in range(_CAS_RETRIES):
-            write = self.plan(resource, create=create, update=update)
+            if guess:
+                guess = False
+                absent = specwrite.SpecRead(spec=None, secret_version=-1)
+                write = specwrite.decide(self.root, resource, absent, create=create, update=update)
+            else:
+                write = self.plan(resource, create=create, update=update)
             if write.outcome == "unchanged":
                 assert write.read is not None
                 data, stat = write.read

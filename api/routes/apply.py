@@ -216,7 +216,7 @@ def write_objects(
         for position, index in enumerate(order):
             obj = objects[index]
             try:
-                results.append(_apply_one(store, obj, dry_run, done))
+                results.append(_apply_one(store, cache, obj, dry_run, done))
             except WRITE_STOPS as exc:
                 pending = [objects[i] for i in order[position:]]
                 raise _stopped_at(exc, index, pending, results, verb) from None
@@ -321,7 +321,9 @@ class _Done:
         return _result(stored, outcome)
 
 
-def _apply_one(store: Store, obj: Resource, dry_run: bool, done: _Done) -> dict[str, Any]:
+def _apply_one(
+    store: Store, cache: Any, obj: Resource, dry_run: bool, done: _Done
+) -> dict[str, Any]:
     if dry_run:
         plan = plan_write(store, obj, create=True, update=True)
         return _result(
@@ -331,7 +333,9 @@ def _apply_one(store: Store, obj: Resource, dry_run: bool, done: _Done) -> dict[
             after=_diffable(plan.result, plan.changed_secrets),
             **({"changedSecrets": list(plan.changed_secrets)} if plan.changed_secrets else {}),
         )
-    stored, outcome = store.apply(obj)
+    kind = cache.of(type(obj))
+    likely_new = kind.ready.is_set() and kind.get(obj.name) is None
+    stored, outcome = store.apply(obj, likely_new=likely_new)
     return done.result(obj, stored, outcome)
 
 

@@ -28,10 +28,10 @@ class WriterBetween(Store):
         self.other = other
         self.change_before_writing: str | None = None
 
-    def apply(self, resource: Any) -> tuple[Resource, ApplyOutcome]:
+    def apply(self, resource: Any, *, likely_new: bool = False) -> tuple[Resource, ApplyOutcome]:
         if resource.name == self.change_before_writing:
             self.other.mutate_spec(VirtualMachine, resource.name, bump_vcpus)
-        return super().apply(resource)
+        return super().apply(resource, likely_new=likely_new)
 
 
 def bump_vcpus(obj: VirtualMachine) -> None:

@@ -153,6 +153,49 @@ def test_apply_created_unchanged_then_configured(store: Store) -> None:
     assert changed.metadata.uid == created.metadata.uid
 
 
+def _counting_reads(
+    store: Store, monkeypatch: pytest.MonkeyPatch, method: str = "get_async"
+) -> list[str]:
+    """The paths the store's client reads with ``method`` from here on."""
+    seen: list[str] = []
+    real = getattr(store.client, method)
+
+    def counted(path: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.client, method, counted)
+    return seen
+
+
+def test_apply_likely_new_creates_without_reading_first(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _counting_reads(store, monkeypatch)
+    store.apply(make_vm("plain"))
+    planned = list(reads)
+    reads.clear()
+    created, outcome = store.apply(make_vm("hinted", vcpus=2), likely_new=True)
+    assert outcome == "created"
+    assert created.metadata.generation == 1 and created.metadata.uid
+    # The read-back of spec and status only: the plan's read of the spec is skipped.
+    assert len(reads) == len(planned) - 1
+    assert store.get(VirtualMachine, "hinted").spec.vcpus == 2
+
+
+def test_apply_likely_new_of_an_object_that_exists_updates_it(store: Store) -> None:
+    """A stale hint (another API instance created it; the cache has not seen it yet): the
+    transaction's create fails and the apply is planned again from a read."""
+    created = store.create(make_vm(vcpus=2))
+    same, outcome = store.apply(make_vm(vcpus=2), likely_new=True)
+    assert outcome == "unchanged"
+    assert same.metadata.resource_version == created.metadata.resource_version
+    changed, outcome = store.apply(make_vm(vcpus=4), likely_new=True)
+    assert outcome == "configured"
+    assert changed.metadata.generation == 2
+    assert changed.metadata.uid == created.metadata.uid
+
+
 def test_apply_of_a_label_only_change_keeps_the_generation(store: Store) -> None:
     created, _ = store.apply(make_vm(vcpus=2, labels={"app": "web"}))
     relabelled, outcome = store.apply(make_vm(vcpus=2, labels={"app": "web", "env": "prod"}))
@@ -423,14 +466,7 @@ def test_update_status_with_what_it_last_wrote_skips_the_read_until_another_writ
     another writer (the primary's drain) wrote in between, the compare-and-set fails, the
     status is read again, and the other writer's field is carried over, not undone."""
     store.create(make_vm("web"))
-    reads: list[str] = []
-    get = store.client.get
-
-    def counting_get(path: str, *args: Any, **kwargs: Any) -> Any:
-        reads.append(path)
-        return get(path, *args, **kwargs)
-
-    monkeypatch.setattr(store.client, "get", counting_get)
+    reads = _counting_reads(store, monkeypatch, "get")
 
     def beat(reason: str) -> Callable[[Any], VirtualMachineStatus]:
         def change(previous: Any) -> VirtualMachineStatus:
