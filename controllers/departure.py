@@ -347,11 +347,13 @@ class Departures:
             migration=record,
         )
 
-    def watch_holders(self, name: str) -> None:
-        """Wake the VM's reconcile when its holder set changes (once per change)."""
+    def holders_watcher(self, name: str) -> Callable[[object], None] | None:
+        """The watch that wakes ``name``'s reconcile when its holder set changes (once per
+        change), for the caller's next read of the set to set; None when one is set already.
+        When that read sets none (no set, or it failed), call ``holders_unwatched``."""
         with self._lock:
             if name in self._watching:
-                return
+                return None
             self._watching.add(name)
 
         def fired(_event: object) -> None:
@@ -359,15 +361,26 @@ class Departures:
                 self._watching.discard(name)
             self._wake(name)
 
+        return fired
+
+    def holders_unwatched(self, name: str) -> None:
+        with self._lock:
+            self._watching.discard(name)
+
+    def watch_holders(self, name: str) -> None:
+        """Wake the VM's reconcile when its holder set changes (once per change)."""
+        watch = self.holders_watcher(name)
+        if watch is None:
+            return
+
         def answered(result: Any) -> None:
             try:
                 result.get()
             except Exception:  # NoNodeError (no set: no watch), or a lost connection
-                with self._lock:
-                    self._watching.discard(name)
+                self.holders_unwatched(name)
 
         # Not waited for: ZooKeeper answers one session's requests in order, so a read sent
         # after this one is served after the watch is set (no round trip of its own).
         self.store.client.get_children_async(
-            self.store.path(paths.holders(name)), watch=fired
+            self.store.path(paths.holders(name)), watch=watch
         ).rawlink(answered)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 from kazoo.exceptions import (
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
 )
+from kazoo.protocol.states import WatchedEvent
 
 from schemas import Placement
 from zkstore import paths
@@ -81,14 +83,15 @@ class Holders:
             return frozenset()
 
     def read_with_entry(
-        self, vm: str, node: str
+        self, vm: str, node: str, *, watch: Callable[[WatchedEvent], None] | None = None
     ) -> tuple[frozenset[str], tuple[Placement, int] | None]:
         """``read`` and, in the same round trip (one sync, both reads sent together),
         ``node``'s index entry for ``vm``: its placement and znode version, None when the
-        VM is not placed there. What a node reads right before it starts a domain."""
+        VM is not placed there. What a node reads right before it starts a domain. ``watch``
+        is set on the set by its read (none when there is no set)."""
         path = self.store.path(paths.holders(vm))
         pending = self.client.sync_async(path)
-        children = self.client.get_children_async(path)
+        children = self.client.get_children_async(path, watch=watch)
         entry = self.client.get_async(self.store.path(paths.node_index_entry(node, vm)))
         pending.get()
         try:

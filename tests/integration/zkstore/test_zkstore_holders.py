@@ -3,6 +3,8 @@ the VM is placed on it, checked as the claim commits (docs/ha.md)."""
 
 from __future__ import annotations
 
+import threading
+
 from schemas import Placement
 from tests.helpers import apply_vm
 from zkstore import Holders, Store, paths
@@ -53,3 +55,22 @@ def test_a_claim_racing_the_sets_tidy_up_goes_round_again(store: Store) -> None:
     finally:
         del store.client.create_async
     assert holders.read("web") == {"n1"}
+
+
+def test_the_read_before_a_start_sets_the_watch_that_tells_of_a_release(store: Store) -> None:
+    """The node's last read before a start (the set, with its index entry) carries the watch
+    on the set: a release by another node after the read fires it, with no watch request of
+    its own."""
+    apply_vm(store, "web")
+    store.write_placement("web", Placement(node="n2"), epoch=None)
+    holders = Holders(store)
+    assert holders.claim("web", "n2")
+    store.write_placement("web", Placement(node="n1"), epoch=None)
+    assert holders.claim("web", "n1")
+    fired = threading.Event()
+    seen, entry = holders.read_with_entry("web", "n1", watch=lambda _event: fired.set())
+    assert seen == {"n1", "n2"} and entry is not None and entry[0].node == "n1"
+    assert not fired.is_set()
+    holders.release("web", "n2")
+    assert fired.wait(5.0), "the release did not fire the watch set by the read"
+    assert holders.read_with_entry("web", "n1")[0] == {"n1"}
