@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+import orjson
+
 from schemas import KINDS, Resource
 from schemas.meta import Model
 from zkstore import Selector, Store
@@ -62,7 +64,17 @@ class Cached:
     @cached_property
     def json(self) -> str:
         """The object as compact JSON, made once per version (at its first list): a list
-        of 10,000 VMs joins these instead of encoding every object again."""
+        of 10,000 VMs joins these instead of encoding every object again. orjson makes it
+        (some 10 times faster than the standard library: the first list after a converge
+        encodes every VM, issue 16); an object with non-ASCII text (which orjson writes
+        unescaped) or a number orjson refuses goes through the standard library, as all did
+        before."""
+        try:
+            made = orjson.dumps(self.wire)
+        except TypeError:  # an integer beyond 64 bits
+            made = b"\x80"
+        if made.isascii():
+            return made.decode()
         return json.dumps(self.wire, separators=(",", ":"))
 
 
