@@ -125,5 +125,11 @@ def test_a_stopped_store_and_its_appender_are_not_kept_alive(
     one.stop()
     gone = weakref.ref(one)
     del one
-    gc.collect()
-    assert gone() is None
+    # kazoo's threads may hold the last answer's callback a moment after stop returns
+    # (seen under a loaded parallel run): released within a deadline, never kept.
+
+    def collected() -> bool:
+        gc.collect()
+        return gone() is None
+
+    wait_for(collected, timeout=10.0, what="the stopped store to be collected")
