@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from controllers import metrics
 from controllers.live_migration import (
@@ -55,6 +55,10 @@ from schemas import (
 from zkstore import Holders, Store, paths
 from zkstore.events import EventLog
 from zkstore.moves import node_live_problem, unreached_disks
+
+R = TypeVar("R")
+Watch = Callable[[Any], None]
+"""A ZooKeeper watch callback (it gets the WatchedEvent)."""
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +144,7 @@ class Departures:
         if problem is not None:
             move.last_error = problem
             return self._give_up(vm, placement, move, fallback=permanent), move
-        self.watch_holders(name)  # before the read: a claim between the two still wakes us
-        if target not in self.holders.read(name):
+        if target not in self.read_holders(name):  # the target's claim wakes us
             if now - move.since > CLAIM_TIMEOUT:
                 error = HypervisorError(f"node {target} did not claim {name} in {CLAIM_TIMEOUT:g}s")
                 return self._attempt_failed(vm, placement, move, error), move
@@ -347,7 +350,7 @@ class Departures:
             migration=record,
         )
 
-    def holders_watcher(self, name: str) -> Callable[[object], None] | None:
+    def holders_watcher(self, name: str) -> Watch | None:
         """The watch that wakes ``name``'s reconcile when its holder set changes (once per
         change), for the caller's next read of the set to set; None when one is set already.
         When that read sets none (no set, or it failed), call ``holders_unwatched``."""
@@ -366,6 +369,29 @@ class Departures:
     def holders_unwatched(self, name: str) -> None:
         with self._lock:
             self._watching.discard(name)
+
+    def read_watched(
+        self, name: str, read: Callable[[Watch | None], R], held: Callable[[R], frozenset[str]]
+    ) -> R:
+        """``read(watch)``: a synced read of ``name``'s holder set that carries the watch
+        waking its reconcile when the set changes (None when one is set already), so a
+        change after the read fires it and one before shows in it. ``held`` gives the
+        holders ``read`` found: none may mean no set, so maybe no watch, and the mark goes
+        (as after a failed read), so the next read sets one."""
+        watch = self.holders_watcher(name)
+        try:
+            result = read(watch)
+        except BaseException:
+            if watch is not None:
+                self.holders_unwatched(name)
+            raise
+        if watch is not None and not held(result):
+            self.holders_unwatched(name)
+        return result
+
+    def read_holders(self, name: str) -> frozenset[str]:
+        """``name``'s holders now (synced), with the watch that wakes it when they change."""
+        return self.read_watched(name, lambda w: self.holders.read(name, watch=w), lambda h: h)
 
     def watch_holders(self, name: str) -> None:
         """Wake the VM's reconcile when its holder set changes (once per change)."""

@@ -215,10 +215,10 @@ class VMController:
             self._release(name)
             self._forget(name)
             return None
-        # Sent first, so its round trip overlaps the spec watch's first read on a new VM
-        # and the claim's; dropped unread when this pass ends early.
-        status_read = self.statuses.prefetch(name)
+        status_read = None
         if not known:
+            # A new VM: the status read shares its round trip with the spec watch's first.
+            status_read = self.statuses.prefetch(name)
             self._watch_spec(name)
             with self._lock:
                 vm = self._specs.get(name)
@@ -243,6 +243,8 @@ class VMController:
             return None
         if vm.deleting:
             return self._delete_here(vm, placement)
+        if status_read is None:
+            status_read = self.statuses.prefetch(name)  # its round trip overlaps the claim's
         if not self._claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, LocalState())
@@ -609,8 +611,7 @@ class VMController:
                     return again
             self._remove_domain(name, "the VM is being deleted")
         self._release(name)
-        self.departures.watch_holders(name)  # before the read: a release then wakes it
-        others = sorted(self.holders.read(name))
+        others = sorted(self.departures.read_holders(name))  # their release wakes it
         if others:  # another node holds it still (a move's target): its release wakes us
             self.statuses.write(
                 vm,
@@ -664,21 +665,17 @@ class VMController:
         round trip), else (the requeue delay, None): other nodes may still hold its domain
         (a change of the set wakes it). The version is None when the placement moved."""
         name = vm.name
-        # The holder watch is set by the read itself: a release after it wakes this VM, one
+        # The holder watch rides on the read itself: a release after it wakes this VM, one
         # before it shows in it (a request per start fewer than a watch of its own, issue 16).
-        watch = self.departures.holders_watcher(name)
-        try:
-            holders, current = self.holders.read_with_entry(name, self.node, watch=watch)
-        except BaseException:
-            if watch is not None:
-                self.departures.holders_unwatched(name)
-            raise
+        holders, current = self.departures.read_watched(
+            name,
+            lambda watch: self.holders.read_with_entry(name, self.node, watch=watch),
+            lambda found: found[0],
+        )
         entry_version = (
             current[1] if current is not None and current[0].epoch == placement.epoch else None
         )
         if self.node not in holders:
-            if watch is not None and not holders:
-                self.departures.holders_unwatched(name)  # maybe no set: maybe no watch
             # Removed by the primary after a fence of this node: this daemon's memory is stale.
             log.warning("event=holder_missing vm=%s node=%s", name, self.node)
             with self._lock:

@@ -54,13 +54,22 @@ class Holders:
             txn.check(entry, version=-1)
             txn.create(mine, b"")
             committed = txn.commit_async()
-            with contextlib.suppress(NodeExistsError):
+            made_set = True
+            try:
                 parent.get()
+            except NodeExistsError:
+                made_set = False
             check, create = committed.get()
             if not isinstance(check, Exception) and not isinstance(create, Exception):
                 log.info("event=holder_added vm=%s node=%s", vm, node)
                 return True
             if isinstance(check, NoNodeError):
+                if made_set:
+                    # The set this claim made for nothing goes again (left, it would stay
+                    # for good: only a holder's release tidies it). A claim racing this
+                    # finds no parent for its holder and goes round again.
+                    with contextlib.suppress(NoNodeError, NotEmptyError):
+                        self.client.delete(self.store.path(paths.holders(vm)))
                 return False  # not placed on this node
             if isinstance(create, NodeExistsError):
                 # Already a holder: it never leaves the set while its domain may exist.
@@ -70,12 +79,14 @@ class Holders:
             raise next(r for r in (check, create) if isinstance(r, Exception))
         raise RuntimeError(f"claiming {vm!r} for {node!r} kept racing; gave up")
 
-    def read(self, vm: str) -> frozenset[str]:
+    def read(
+        self, vm: str, *, watch: Callable[[WatchedEvent], None] | None = None
+    ) -> frozenset[str]:
         """The holders as of now on the leader (after a sync, sent with the read), never a
-        lagging view."""
+        lagging view. ``watch`` is set on the set by the read (none when there is no set)."""
         path = self.store.path(paths.holders(vm))
         pending = self.client.sync_async(path)
-        children = self.client.get_children_async(path)
+        children = self.client.get_children_async(path, watch=watch)
         pending.get()
         try:
             return frozenset(children.get())

@@ -26,6 +26,9 @@ def test_a_node_the_vm_is_not_placed_on_never_becomes_a_holder(store: Store) -> 
     store.write_placement("web", Placement(node="n2"), epoch=None)
     assert not holders.claim("web", "n1")  # placed elsewhere
     assert holders.read("web") == frozenset()
+    # No empty set is left behind by the refused claims (it would stay for good, and a
+    # rename to this name would fail on it).
+    assert store.client.exists(store.path(paths.holders("web"))) is None
     assert holders.claim("web", "n2")
     store.write_placement("web", Placement(node="n1"), epoch=None)  # moved: n2's entry goes
     assert not holders.claim("web", "n2")
