@@ -37,7 +37,7 @@ demo-down: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas zkstore hypervisor controllers api cli bench
+	$(BIN)/mypy schemas zkstore hypervisor controllers api cli localcluster bench
 	$(BIN)/lint-imports
 
 # Two workers: each module on one worker, host-wide ones together (tests/conftest.py). The 30

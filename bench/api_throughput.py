@@ -48,9 +48,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from cli.localcluster.process import free_port  # noqa: E402
-from cli.localcluster.zookeeper import ZooKeeperServer  # noqa: E402
 from cli.output import render  # noqa: E402
+from localcluster.process import free_port  # noqa: E402
+from localcluster.zookeeper import ZooKeeperServer  # noqa: E402
 from zkstore import Store  # noqa: E402
 from zkstore.bulkwrite import SEGMENT  # noqa: E402
 from zkstore.codec import encode  # noqa: E402

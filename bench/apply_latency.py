@@ -132,7 +132,7 @@ def local_cluster(
     With `libvirt_uri`, one node on that real libvirt (its disks in a folder under
     /var/lib/libvirt/images); on the way out every domain named `name_prefix`... left
     behind is removed before the daemon stops, since a real libvirtd keeps them."""
-    from cli.localcluster.cluster import LocalCluster
+    from localcluster.cluster import LocalCluster
 
     state_dir = Path(tempfile.mkdtemp(prefix="pvc-bench-"))
     # The scheduler may place every VM on one node: give each node room for all of them.

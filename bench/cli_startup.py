@@ -43,7 +43,7 @@ from typing import Any
 from api_throughput import fill, start_api, stop_api
 from benchlib import REPO_ROOT, git_commit, git_dirty, nan_to_none, now_iso, nproc, summary
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from zkstore import Store
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "cli_startup.json"

@@ -63,7 +63,7 @@ def libvirt_floor(count: int, workdir: Path) -> dict[str, Any]:
 
 def kvm_unavailable_reason() -> str | None:
     """Why KVM benchmarks cannot run here, or None when they can."""
-    from cli.localcluster.libvirtd import find_program
+    from localcluster.libvirtd import find_program
 
     if os.geteuid() != 0:
         return "KVM needs root (libvirtd at qemu:///system)"
@@ -92,7 +92,7 @@ def kvm_unavailable_reason() -> str | None:
 def system_libvirtd(workdir: Path) -> Iterator[Any]:
     """The host's libvirtd at qemu:///system: reused when it answers, else started here
     as a plain process and stopped on the way out."""
-    from cli.localcluster.libvirtd import LibvirtDaemon
+    from localcluster.libvirtd import LibvirtDaemon
 
     daemon = LibvirtDaemon.system(workdir)
     daemon.start()

@@ -167,8 +167,8 @@ def settled_primary(api: Api, timeout: float = 60.0) -> tuple[str, int]:
 
 @dataclass
 class LocalRun:
-    cluster: Any  # cli.localcluster.LocalCluster
-    state: Any  # cli.localcluster.LocalState
+    cluster: Any  # localcluster.LocalCluster
+    state: Any  # localcluster.LocalState
     server: str
     dir: Path
 
@@ -187,7 +187,7 @@ def local_cluster(
 ) -> Iterator[LocalRun]:
     """A fresh LocalCluster in a temporary dir on a free API port, always stopped after.
     The dir (daemon logs) is removed after a clean run, kept after a failed one."""
-    from cli.localcluster.cluster import LocalCluster
+    from localcluster.cluster import LocalCluster
 
     state_dir = Path(tempfile.mkdtemp(prefix=f"pvc-bench-{label}-"))
     cluster = LocalCluster(
@@ -224,7 +224,7 @@ class LeaseGone:
 
         self.at: float | None = None
         self._existed = False
-        from cli.localcluster.zkauth import admin_auth_data
+        from localcluster.zkauth import admin_auth_data
 
         self.client = KazooClient(
             hosts=f"127.0.0.1:{run.state.zookeeper_port}",

@@ -4,7 +4,7 @@
     .venv/bin/python bench/informer_memory.py --vms 500 --vms 2000
     .venv/bin/python bench/informer_memory.py --baseline-rev 027ad65   # the TreeCache one
 
-A ZooKeeper of its own (cli.localcluster's server, in a temporary folder). One VM is made
+A ZooKeeper of its own (localcluster's server, in a temporary folder). One VM is made
 through the Store API (labels, two disks, a NIC; a Running status with its volumes, MACs and
 boot record; a placement), and its three znodes (spec, status, placement) are copied, renamed,
 to N VMs with async creates. Then, for each N and each informer ("old": zkstore/informer.py at
@@ -39,7 +39,7 @@ from typing import Any
 from benchlib import REPO_ROOT, now_iso
 from halib import environment, write_json
 
-from cli.localcluster.zookeeper import ZooKeeperServer, four_letter
+from localcluster.zookeeper import ZooKeeperServer, four_letter
 from schemas import Placement, VirtualMachine, VirtualMachineStatus, VMPhase, parse_resource
 from zkstore import ResourceInformer, Store, paths
 from zkstore.codec import decode

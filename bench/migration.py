@@ -1,6 +1,6 @@
 """Live migration of one running KVM guest through PVC, next to raw libvirt in the same run.
 
-Two isolated libvirtd (cli.localcluster.libvirtd.LibvirtDaemon.isolated, each in its own
+Two isolated libvirtd (localcluster.libvirtd.LibvirtDaemon.isolated, each in its own
 mount namespace with its own host UUID, as tests/kvm_fixtures.py's pair) and a 2-node
 local cluster on them (node1 on the first, node2 on the second). One VM (64 MiB, 1 vCPU,
 diskless, spec.migration.method live) runs on node1; each run moves it to the other node
@@ -65,7 +65,7 @@ Objects = dict[str, dict[str, Any]]
 
 def kvm_pair_reason() -> str | None:
     """Why two isolated KVM libvirtd cannot run here, or None when they can."""
-    from cli.localcluster.libvirtd import find_program
+    from localcluster.libvirtd import find_program
 
     reason = kvm_unavailable_reason()
     if reason is not None:
@@ -82,8 +82,8 @@ def kvm_pair_cluster(label: str, keep_state: bool) -> Iterator[tuple[LocalRun, d
     on the second); yields the run and each node's libvirt URI. Everything is stopped on
     the way out (the daemons destroy what domains are left); the dirs are kept after a
     failed run or with ``keep_state``."""
-    from cli.localcluster.cluster import LocalCluster
-    from cli.localcluster.libvirtd import isolated_daemons
+    from localcluster.cluster import LocalCluster
+    from localcluster.libvirtd import isolated_daemons
 
     state_dir = Path(tempfile.mkdtemp(prefix=f"pvc-bench-{label}-"))
     # Not inside the cluster's dir: its stop looks for processes naming that dir.

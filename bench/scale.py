@@ -4,7 +4,7 @@
     .venv/bin/python bench/scale.py --nodes 16 --vms 1000    # a quick run
     .venv/bin/python bench/scale.py --skip-ha                # no kill / flush phases
 
-A real local cluster (cli.localcluster: one ZooKeeper, pvcapid, real pvcnoded daemons on
+A real local cluster (localcluster: one ZooKeeper, pvcapid, real pvcnoded daemons on
 libvirt test-driver hosts): 3 coordinators, each in a process of its own (one of them the
 primary), the other nodes ``--per-process`` to a process (controllers/simhost.py: each node a
 real Daemon with its own hypervisor, session, lease, heartbeat and controllers). In order:
@@ -56,9 +56,9 @@ from benchlib import REPO_ROOT, now_iso
 from floors import libvirt_floor
 from halib import cluster_object, environment, write_json
 
-from cli.localcluster import observe
-from cli.localcluster.cluster import LocalCluster
-from cli.localcluster.zkauth import admin_auth_data
+from localcluster import observe
+from localcluster.cluster import LocalCluster
+from localcluster.zkauth import admin_auth_data
 
 PROFILES = {
     "fast": {"keepaliveInterval": "1s", "fenceIntervals": 3, "savingThrows": 3},

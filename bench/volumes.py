@@ -32,9 +32,9 @@ from failover import environment, write_json
 
 sys.path.insert(0, str(REPO_ROOT))
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.vm_disks import volumes_here
 from hypervisor import LibvirtDriver, write_test_host_xml
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import StoragePool, VirtualMachine, parse_resource
 from zkstore import Disks, Store
 from zkstore.events import EventLog

@@ -482,8 +482,8 @@ def local() -> None:
 @click.option("--node-memory", default="8Gi", show_default=True)
 def local_up(nodes: int, api_port: int, state_dir: Path | None, node_memory: str) -> None:
     """Start the local cluster, or reuse it if it is already running."""
-    from cli.localcluster import LocalCluster, LocalClusterError
-    from cli.localcluster.zookeeper import ZooKeeperMissing
+    from localcluster import LocalCluster, LocalClusterError
+    from localcluster.zookeeper import ZooKeeperMissing
 
     cluster = LocalCluster(state_dir, nodes=nodes, api_port=api_port, node_memory=node_memory)
     started = time.monotonic()
@@ -504,7 +504,7 @@ def local_up(nodes: int, api_port: int, state_dir: Path | None, node_memory: str
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
 def local_down(state_dir: Path | None) -> None:
     """Stop every process the local cluster started (by PID)."""
-    from cli.localcluster import LocalCluster
+    from localcluster import LocalCluster
 
     stopped = LocalCluster(state_dir).down()
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -516,7 +516,7 @@ def local_down(state_dir: Path | None) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
 def local_power(node: str, action: str, state_dir: Path | None) -> None:
     """The local nodes' power switch (their exec fence agent): off kills the node's daemon."""
-    from cli.localcluster import LocalCluster, LocalClusterError
+    from localcluster import LocalCluster, LocalClusterError
 
     try:
         click.echo(LocalCluster(state_dir).power(node, action))
@@ -528,7 +528,7 @@ def local_power(node: str, action: str, state_dir: Path | None) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path))
 def local_status(state_dir: Path | None) -> None:
     """Show which local processes are running."""
-    from cli.localcluster import LocalCluster
+    from localcluster import LocalCluster
 
     cluster = LocalCluster(state_dir)
     state = cluster.load_state()

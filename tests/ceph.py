@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.process import pid_alive, signal_ours, spawn
+from localcluster.process import pid_alive, signal_ours, spawn
 
 PROGRAMS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "rbd", "ceph-authtool", "monmaptool")
 INSTALL_HINT = "apt-get install --no-install-recommends ceph-mon ceph-mgr ceph-osd ceph-common"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.ceph import ceph  # noqa: F401 (one session Ceph for all modules that use it)
 from zkstore import Store
 

@@ -9,7 +9,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cli.localcluster.process import pid_alive
+from localcluster.process import pid_alive
 from tests.localcluster_fixture import RunningCluster
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from cli.localcluster.process import free_port, pid_alive, wait_until
+from localcluster.process import free_port, pid_alive, wait_until
 
 SYSTEM_URI = "qemu:///system"
 CHASSIS_MEMORY_MIB = 64

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import libvirt
 import pytest
 
-from cli.localcluster.libvirtd import LibvirtDaemon, find_program, isolated_daemons
 from hypervisor.domaintype import qemu_kvm_access_problem
 from hypervisor.libvirt_driver import LibvirtDriver
+from localcluster.libvirtd import LibvirtDaemon, find_program, isolated_daemons
 from tests.localcluster_fixture import RunningCluster, start_cluster
 
 KVM_DEVICE = "/dev/kvm"

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from kazoo.client import KazooClient
 
-from cli.localcluster import LocalCluster, LocalState
-from cli.localcluster.process import processes_naming
-from cli.localcluster.zkauth import admin_auth_data
+from localcluster import LocalCluster, LocalState
+from localcluster.process import processes_naming
+from localcluster.zkauth import admin_auth_data
 from tests.helpers import wait_for
 
 PVCCTL = str(Path(sys.executable).parent / "pvcctl")

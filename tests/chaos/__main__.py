@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
+from localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from tests.chaos.harness import ChaosTimings
 from tests.chaos.trials import run_trial
 

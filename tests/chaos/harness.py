@@ -92,7 +92,7 @@ from zkstore.acl import ADMIN, COORDINATOR, NODE, ROLES, Identity
 from zkstore.secure import write_identities
 
 if TYPE_CHECKING:
-    from cli.localcluster.zookeeper import ZooKeeperServer
+    from localcluster.zookeeper import ZooKeeperServer
 
 log = logging.getLogger("chaos")
 

@@ -7,12 +7,12 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
-from cli.localcluster.process import pid_alive, signal_ours, wait_until
-from cli.localcluster.zookeeper import four_letter
+from localcluster.process import pid_alive, signal_ours, wait_until
+from localcluster.zookeeper import four_letter
 from tests.chaos.gates import CallLog
 
 if TYPE_CHECKING:
-    from cli.localcluster.zookeeper import ZooKeeperServer
+    from localcluster.zookeeper import ZooKeeperServer
 
 
 class EnsembleMembers:

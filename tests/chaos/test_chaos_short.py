@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from hypervisor import DomainSpec
+from localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from schemas import RouterState
 from tests.chaos.harness import ChaosCluster
 from tests.chaos.trials import make_plan, run_trial

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
+from localcluster.zookeeper import ZooKeeperServer, start_ensemble
 from tests.chaos import live as live_migration
 from tests.chaos.harness import ChaosCluster, ChaosTimings, Incarnation, vm_manifest
 

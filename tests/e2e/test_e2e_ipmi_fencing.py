@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from cli.localcluster.libvirtd import LibvirtDaemon
-from cli.localcluster.process import pid_alive
 from controllers.fencing import agent_for
 from hypervisor.fence import FenceAgentsAgent, FenceError, PowerState
+from localcluster.libvirtd import LibvirtDaemon
+from localcluster.process import pid_alive
 from schemas import FenceConfig
 from schemas.fence_agents import resolve_agent
 from tests.ha_invariants import Invariants

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 import libvirt
 import pytest
 
-from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DomainSpec, render_domain_xml
+from localcluster.libvirtd import LibvirtDaemon
 from tests.helpers import holds_for, wait_for
 from tests.kvm_fixtures import system_libvirtd
 from tests.localcluster_fixture import RunningCluster, start_cluster

@@ -19,10 +19,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DiskSpec, DomainSpec, DomainState, LibvirtDriver
 from hypervisor.storage.base import VolumeInUse
 from hypervisor.storage.rbd import RbdVolumes
+from localcluster.libvirtd import LibvirtDaemon
 from tests.ceph import SingleHostCeph
 from tests.kvm_fixtures import qemu_pids, system_libvirtd
 

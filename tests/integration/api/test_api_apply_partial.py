@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import Settings
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Resource, VirtualMachine
 from tests.integration.api.api_helpers import assert_status, vm
 from tests.integration.zkstore.bulk_helpers import between_read_and_write

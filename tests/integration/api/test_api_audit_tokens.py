@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.config import Settings
 from api.tokens import hash_token
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.helpers import wait_for
 from tests.integration.api.api_helpers import assert_status, vm
 from zkstore import Store

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import VirtualMachine, VirtualMachineStatus, VMPhase, parse_resource
 from tests.helpers import session_lost, wait_for
 from zkstore import Store

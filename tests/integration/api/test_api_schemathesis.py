@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from api.config import Settings
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.integration.api.api_helpers import live_server, node, vm
 from zkstore import Store
 

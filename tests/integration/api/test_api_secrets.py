@@ -17,8 +17,8 @@ from kazoo.security import ACL, Permissions
 
 from api.app import create_app
 from api.config import Settings
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.secure_store import main as secure_main
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Node
 from schemas.resource import SECRET_DIGESTS
 from tests.integration.api.api_helpers import node

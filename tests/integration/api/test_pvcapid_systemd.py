@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.sdnotify_listener import Listener, listening
 
 

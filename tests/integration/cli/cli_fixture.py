@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from api.config import Settings
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.integration.api.api_helpers import live_server
 from zkstore import Store
 

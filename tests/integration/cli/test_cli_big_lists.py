@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.helpers import wait_for
 from tests.integration.cli.cli_fixture import Api, start_api
 

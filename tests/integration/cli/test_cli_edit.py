@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Node, NodeStatus
 from schemas.version import pvc_version
 from tests.integration.cli.cli_fixture import Api, manifest, one_line_error, start_api

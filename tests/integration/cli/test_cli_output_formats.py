@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from cli.completion import complete_names
-from cli.localcluster.zookeeper import ZooKeeperServer
 from cli.main import cli
+from localcluster.zookeeper import ZooKeeperServer
 from tests.integration.cli.cli_fixture import Api, one_line_error, start_api
 
 MAC = "52:54:00:ab:cd:ef"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import parse_resource
 from tests.integration.cli.cli_fixture import Api, one_line_error, start_api
 

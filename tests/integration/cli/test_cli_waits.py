@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from cli.errors import InputError
-from cli.localcluster.zookeeper import ZooKeeperServer
 from cli.wait_commands import _split_jsonpath, jsonpath_check, targets
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Condition, ConditionStatus, VirtualMachine, VirtualMachineStatus, VMPhase
 from tests.helpers import vm_manifest, wait_for
 from tests.integration.cli.cli_fixture import PVCCTL, Api, manifest, one_line_error, start_api

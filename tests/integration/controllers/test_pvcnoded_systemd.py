@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.config import DaemonConfig
 from controllers.daemon import Daemon, hypervisor_uri
 from controllers.daemon import main as daemon_main
 from hypervisor import LibvirtDriver
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Cluster, ClusterSpec, FencingConfig, Node, ObjectMeta
 from schemas.sdnotify import Notifier
 from tests.chaos.gates import CallLog, DriverHooks, Gate, GatedDriver

@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from api.config import Settings
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.fencing import FenceController
 from controllers.scheduler import Scheduler
 from controllers.vm_controller import VMController
 from hypervisor import DomainState, HypervisorWorld, Timings, write_test_host_xml
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import (
     DaemonState,
     Node,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGES = ("schemas", "zkstore", "hypervisor", "controllers", "api", "cli")
+PACKAGES = ("schemas", "zkstore", "hypervisor", "controllers", "api", "cli", "localcluster")
 COMMANDS = ("pvcctl", "pvcnoded", "pvcapid")
 
 

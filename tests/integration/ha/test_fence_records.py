@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.fence_records import FenceRecords, FenceStep
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import DaemonState
 from tests.chaos.harness import ChaosCluster
 from tests.helpers import holds_for, wait_for

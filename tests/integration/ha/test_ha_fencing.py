@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.process import pid_alive, signal_ours
+from localcluster.process import pid_alive, signal_ours
 from tests.ha_invariants import Invariants
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, metric_value, wait_for

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from kazoo.recipe.lock import ReadLock
 
-from cli.localcluster.process import signal_ours
+from localcluster.process import signal_ours
 from tests.ha_invariants import Invariants
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, wait_for

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.process import signal_ours
+from localcluster.process import signal_ours
 from tests.ha_manifests import cluster_object
 from tests.helpers import holds_for, wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.process import signal_ours
+from localcluster.process import signal_ours
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 

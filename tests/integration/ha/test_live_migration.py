@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.metrics import MIGRATIONS
 from hypervisor import DomainState
 from hypervisor.faulty import HypervisorWorld, Timings
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import DaemonState, MigrationState, VMPhase
 from schemas import DomainState as NodeDomainState
 from tests.chaos.harness import ChaosCluster

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from hypervisor import DomainState
 from hypervisor.faulty import HypervisorWorld, Timings
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import DaemonState, MigrationState, VMPhase
 from tests.chaos.harness import ChaosCluster
 from tests.helpers import wait_for

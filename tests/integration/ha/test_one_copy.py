@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from hypervisor import DomainState
+from localcluster.zookeeper import ZooKeeperServer
 from tests.chaos.harness import ChaosCluster
 from tests.helpers import wait_for
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import DaemonState
 from tests.chaos.harness import ChaosCluster
 from tests.helpers import wait_for

@@ -23,9 +23,9 @@ from typing import TypeVar
 import libvirt
 import pytest
 
-from cli.localcluster.libvirtd import LibvirtDaemon
 from hypervisor import DiskSpec, DomainSpec, DomainState, LibvirtDriver
 from hypervisor.domaintype import choose_domain_type
+from localcluster.libvirtd import LibvirtDaemon
 from tests.helpers import wait_for
 from tests.kvm_fixtures import LibvirtdPair, isolated_libvirtd_pair, system_libvirtd
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.process import free_port
 from hypervisor.storage.base import (
     PoolUnreachable,
     PoolUsage,
@@ -32,6 +31,7 @@ from hypervisor.storage.base import (
     VolumeMissing,
 )
 from hypervisor.storage.rbd import CLONE_SNAPSHOT, RbdVolumes
+from localcluster.process import free_port
 from tests.ceph import SingleHostCeph, new_key
 
 MIB = 1024 * 1024

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.localcluster import observe
+from localcluster import observe
 from tests.helpers import wait_for
 from tests.localcluster_fixture import RunningCluster, start_cluster
 

@@ -15,9 +15,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL
 
-from cli.localcluster.zookeeper import ZooKeeperServer
 from controllers.requests import RequestController
 from controllers.secure_store import main as secure_main
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import (
     Node,
     Placement,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Node, VirtualMachine, VirtualMachineStatus, VMPhase, parse_resource
 from zkstore import Store
 from zkstore.backup import MaskedSecret, NotEmpty, backup, check_restore, restore

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import Node, Resource, VirtualMachine, parse_resource
 from schemas.node import SECRET_MASK
 from schemas.resource import SECRET_DIGESTS

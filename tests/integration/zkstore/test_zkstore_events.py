@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from tests.helpers import wait_for
 from zkstore import Store, paths
 from zkstore.events import EventLog

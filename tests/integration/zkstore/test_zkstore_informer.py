@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from schemas import (
     Network,
     Placement,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 from zkstore import SchemaTooNew, Store
 from zkstore.codec import encode
 from zkstore.migrations import CODE_VERSION, Migration, ensure_schema, read_version

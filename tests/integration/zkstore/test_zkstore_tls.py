@@ -13,9 +13,9 @@ import yaml
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
 
-from cli.localcluster.process import free_port
-from cli.localcluster.zookeeper import ServerTls, ZooKeeperServer
 from controllers.secure_store import main as secure_main
+from localcluster.process import free_port
+from localcluster.zookeeper import ServerTls, ZooKeeperServer
 from schemas import VirtualMachine, parse_resource
 from zkstore import Store
 from zkstore.acl import Identity

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cli.localcluster.process import free_port
 from controllers.metrics import REGISTRY, MetricsServer, NodeSource
 from controllers.runtime import Backoff, Controller
 from hypervisor import LibvirtDriver
+from localcluster.process import free_port
 from tests.helpers import wait_for
 
 

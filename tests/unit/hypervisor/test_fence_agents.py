@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.localcluster.process import pid_alive
 from controllers.fencing import agent_for
 from hypervisor.fence import FenceAgentsAgent, FenceError, PowerState
+from localcluster.process import pid_alive
 from schemas import FenceConfig
 from tests.helpers import wait_for
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from cli.localcluster import observe
-from cli.localcluster.process import (
+from localcluster import observe
+from localcluster.process import (
     free_port,
     how_it_ended,
     is_ours,
@@ -24,13 +24,13 @@ from cli.localcluster.process import (
     stop_pid,
     wait_until,
 )
-from cli.localcluster.zkauth import (
+from localcluster.zkauth import (
     SecureStoreError,
     auth_config,
     make_passwords,
     start_secure_store,
 )
-from cli.localcluster.zookeeper import ZooKeeperServer, start_ensemble
+from localcluster.zookeeper import ZooKeeperServer, start_ensemble
 
 
 def default_state_dir() -> Path:
@@ -436,7 +436,7 @@ class LocalCluster:
                         "command": [
                             sys.executable,
                             "-m",
-                            "cli.localcluster.power",
+                            "localcluster.power",
                             "--state-dir",
                             str(self.dir),
                             name,

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from cli.localcluster.process import pid_alive, spawn, stop_pid, wait_until
+from localcluster.process import pid_alive, spawn, stop_pid, wait_until
 
 SYSTEM_URI = "qemu:///system"
 SYSTEM_RUN_DIR = Path("/run/libvirt")

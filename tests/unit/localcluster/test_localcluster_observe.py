@@ -1,4 +1,4 @@
-"""cli/localcluster/observe.py: whose socket listens on a port (the local cluster's check
+"""localcluster/observe.py: whose socket listens on a port (the local cluster's check
 that the API answering on its port is its own)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from cli.localcluster.observe import listens_on
+from localcluster.observe import listens_on
 
 
 def test_a_process_listening_on_a_port_is_told_from_one_that_is_not() -> None:

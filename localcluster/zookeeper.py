@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.localcluster.process import free_port, pid_alive, spawn, stop_pid, wait_until
+from localcluster.process import free_port, pid_alive, spawn, stop_pid, wait_until
 
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 ZOOKEEPER_CONF_DIR = Path("/etc/zookeeper/conf")

@@ -1,6 +1,6 @@
-"""Run a whole cluster on one machine, for the demo and the tests.
+"""Run a whole cluster on one machine: `pvcctl local` (the demo), the tests and the benches.
 
-Names load on first use, so the power switch (cli.localcluster.power, a fence
+Names load on first use, so the power switch (localcluster.power, a fence
 agent on the failover path) starts without importing httpx and friends.
 """
 
@@ -10,20 +10,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cli.localcluster.cluster import (
+    from localcluster.cluster import (
         LocalCluster,
         LocalClusterError,
         LocalState,
         default_state_dir,
     )
-    from cli.localcluster.zookeeper import ZooKeeperServer
+    from localcluster.zookeeper import ZooKeeperServer
 
 _WHERE = {
-    "LocalCluster": "cli.localcluster.cluster",
-    "LocalClusterError": "cli.localcluster.cluster",
-    "LocalState": "cli.localcluster.cluster",
-    "default_state_dir": "cli.localcluster.cluster",
-    "ZooKeeperServer": "cli.localcluster.zookeeper",
+    "LocalCluster": "localcluster.cluster",
+    "LocalClusterError": "localcluster.cluster",
+    "LocalState": "localcluster.cluster",
+    "default_state_dir": "localcluster.cluster",
+    "ZooKeeperServer": "localcluster.zookeeper",
 }
 
 __all__ = [

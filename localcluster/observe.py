@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli.localcluster.zookeeper import four_letter
+from localcluster.zookeeper import four_letter
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -1,11 +1,11 @@
-"""cli/localcluster/process.py: a started process that ended is told apart by how it ended
+"""localcluster/process.py: a started process that ended is told apart by how it ended
 (a start that fails says "api (killed by SIGKILL)", not only "api exited")."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cli.localcluster.process import how_it_ended, pid_alive, spawn, wait_until
+from localcluster.process import how_it_ended, pid_alive, spawn, wait_until
 
 
 def ended(tmp_path: Path, script: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kazoo.client import KazooClient
 
-from cli.localcluster.zookeeper import ZooKeeperServer
+from localcluster.zookeeper import ZooKeeperServer
 
 
 def test_more_than_sixty_sessions_from_one_address(zookeeper: ZooKeeperServer) -> None:

@@ -1,7 +1,7 @@
 """The local nodes' power switch, kept to the standard library for the fast paths: it is the
 fence agent the primary runs, and every millisecond it takes to start adds to failover time.
 
-    python -m cli.localcluster.power --state-dir DIR NODE on|off|status
+    python -m localcluster.power --state-dir DIR NODE on|off|status
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _ours(pid: int, marker: str) -> bool:
 def _kill_host_processes(folder: Path) -> None:
     """What else ran on the "host": processes naming a file in the node's folder (the
     primary's dnsmasq, whose config is there). A dead host runs nothing."""
-    from cli.localcluster.process import processes_naming  # only on power off
+    from localcluster.process import processes_naming  # only on power off
 
     for pid in processes_naming(folder):
         try:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         _kill_host_processes(state_dir / args.node)
         print("off")
         return 0
-    from cli.localcluster.cluster import LocalCluster  # the slow path: starting a daemon
+    from localcluster.cluster import LocalCluster  # the slow path: starting a daemon
 
     LocalCluster(state_dir).start_node(args.node)
     print("on")
