@@ -77,3 +77,53 @@ def test_the_read_before_a_start_sets_the_watch_that_tells_of_a_release(store: S
     holders.release("web", "n2")
     assert fired.wait(5.0), "the release did not fire the watch set by the read"
     assert holders.read_with_entry("web", "n1")[0] == {"n1"}
+
+
+def test_the_read_sent_behind_a_claim_sees_the_claim(store: Store) -> None:
+    """A first start sends its sole-holder read right behind the claim's transaction: one
+    session's requests are answered in order, so the read shows the claim, and the entry's
+    version is the one the start's Starting write then checks."""
+    apply_vm(store, "web")
+    store.write_placement("web", Placement(node="n1"), epoch=None)
+    holders = Holders(store)
+    claimed, sent = holders.claim_then(
+        "web", "n1", lambda: holders.send_read_with_entry("web", "n1")
+    )
+    assert claimed
+    seen, entry = sent.get()
+    assert seen == {"n1"}
+    assert entry is not None and entry[0].node == "n1"
+    _, stat = store.client.get(store.path(paths.node_index_entry("n1", "web")))
+    assert entry[1] == stat.version
+    assert not sent.stale()
+    # Refused (placed elsewhere): the read behind it shows no holder, and no set is left.
+    apply_vm(store, "db")
+    store.write_placement("db", Placement(node="n2"), epoch=None)
+    claimed, refused = holders.claim_then(
+        "db", "n1", lambda: holders.send_read_with_entry("db", "n1")
+    )
+    assert not claimed
+    assert refused.get() == (frozenset(), None)
+
+
+def test_a_read_is_stale_once_this_node_wrote_to_the_set_after_it(store: Store) -> None:
+    """A live migration's source hands the VM to its target (ensure) between a read and the
+    start decision: that read may not show the target, so it is stale and is read again.
+    Writes to another VM's set do not make it stale."""
+    apply_vm(store, "web")
+    store.write_placement("web", Placement(node="n1"), epoch=None)
+    holders = Holders(store)
+    assert holders.claim("web", "n1")
+    sent = holders.send_read_with_entry("web", "n1")
+    assert sent.get()[0] == {"n1"}
+    holders.ensure("other-vm", "n2")
+    assert not sent.stale()
+    holders.ensure("web", "n2")
+    assert sent.stale()
+    assert holders.read_with_entry("web", "n1")[0] == {"n1", "n2"}
+    again = holders.send_read_with_entry("web", "n1")
+    holders.set_migrating("web", "n1", "n2")
+    assert again.stale()
+    last = holders.send_read_with_entry("web", "n1")
+    holders.release("web", "n2")
+    assert last.stale()
