@@ -379,26 +379,13 @@ class Departures:
         holders ``read`` found: none may mean no set, so maybe no watch, and the mark goes
         (as after a failed read), so the next read sets one."""
         watch = self.holders_watcher(name)
-        return self.collect_watched(name, watch is not None, lambda: read(watch), held)
-
-    def collect_watched(
-        self,
-        name: str,
-        watched: bool,
-        collect: Callable[[], R],
-        held: Callable[[R], frozenset[str]],
-    ) -> R:
-        """``collect()`` the answer of a read of ``name``'s holder set sent earlier, which
-        carried the watch from ``holders_watcher`` when ``watched``: as ``read_watched``, a
-        failed read or one that found no holders (maybe no set, so maybe no watch) lets
-        the mark go, so the next read sets one."""
         try:
-            result = collect()
+            result = read(watch)
         except BaseException:
-            if watched:
+            if watch is not None:
                 self.holders_unwatched(name)
             raise
-        if watched and not held(result):
+        if watch is not None and not held(result):
             self.holders_unwatched(name)
         return result
 

@@ -22,7 +22,6 @@ from controllers.crashloop import CrashLoopPolicy
 from controllers.departure import Departures
 from controllers.domainspec import allocations_of, disk_target, domain_spec
 from controllers.runtime import Controller
-from controllers.vm_claims import Claims
 from controllers.vm_console import ConsolePublisher
 from controllers.vm_disks import disks_here, volumes_here
 from controllers.vm_power import UP, UP_OR_STOPPING, LocalState, Power, VMEvents
@@ -80,6 +79,9 @@ class VMController:
         self._on_domain_started = on_domain_started or self._on_domains_changed
         self.index = Informer(store, paths.node_index(node), self._enqueue, children=())
         self.holders = Holders(store)
+        # VMs this daemon added itself to the holders of: only this node removes itself, so
+        # the memory stays true until it does.
+        self._claimed: set[str] = set()
         self._specs: dict[str, VirtualMachine | None] = {}
         # name -> token of its live spec watch; a watch whose token is stale ends itself.
         self._watched: dict[str, int] = {}
@@ -90,7 +92,6 @@ class VMController:
         self.departures = Departures(
             store, driver, node, self.holders, self.statuses, self._enqueue
         )
-        self.claims = Claims(self.holders, self.departures, node)
         self.consoles = ConsolePublisher(store, driver, node, self.index.keys)
         self.vm_events = VMEvents(self.events, node)
         self.power = Power(driver, node, self.statuses, self.vm_events, self._on_domains_changed)
@@ -185,7 +186,7 @@ class VMController:
             self._watched.pop(name, None)
             self._specs.pop(name, None)
             self._self_fenced.discard(name)
-        self.claims.forget(name)
+            self._claimed.discard(name)
         self._local.pop(name, None)
         self.statuses.forget(name)
 
@@ -197,12 +198,6 @@ class VMController:
     # -- reconcile ---------------------------------------------------------
 
     def reconcile(self, name: str) -> float | None:
-        try:
-            return self._reconcile(name)
-        finally:
-            self.claims.end_pass(name)
-
-    def _reconcile(self, name: str) -> float | None:
         self.resync_plan.forget(name)
         raw = self.index.data(name)
         placement = Placement.model_validate(raw) if raw is not None else None
@@ -217,7 +212,7 @@ class VMController:
             if again is not None:
                 return again
             self._remove_domain(name)
-            self.claims.release(name)
+            self._release(name)
             self._forget(name)
             return None
         status_read = None
@@ -244,13 +239,13 @@ class VMController:
                     )
                 return delay
             self._remove_domain(name)  # VM deleted; its index entry goes with it
-            self.claims.release(name)
+            self._release(name)
             return None
         if vm.deleting:
             return self._delete_here(vm, placement)
         if status_read is None:
             status_read = self.statuses.prefetch(name)  # its round trip overlaps the claim's
-        if not self.claims.claim(name, starting=vm.spec.run_strategy != RunStrategy.HALTED):
+        if not self._claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, LocalState())
         local.spec_waits = 0
@@ -615,7 +610,7 @@ class VMController:
                     )
                     return again
             self._remove_domain(name, "the VM is being deleted")
-        self.claims.release(name)
+        self._release(name)
         others = sorted(self.departures.read_holders(name))  # their release wakes it
         if others:  # another node holds it still (a move's target): its release wakes us
             self.statuses.write(
@@ -670,14 +665,21 @@ class VMController:
         round trip), else (the requeue delay, None): other nodes may still hold its domain
         (a change of the set wakes it). The version is None when the placement moved."""
         name = vm.name
-        holders, current = self.claims.sole_read(name)
+        # The holder watch rides on the read itself: a release after it wakes this VM, one
+        # before it shows in it (a request per start fewer than a watch of its own, issue 16).
+        holders, current = self.departures.read_watched(
+            name,
+            lambda watch: self.holders.read_with_entry(name, self.node, watch=watch),
+            lambda found: found[0],
+        )
         entry_version = (
             current[1] if current is not None and current[0].epoch == placement.epoch else None
         )
         if self.node not in holders:
             # Removed by the primary after a fence of this node: this daemon's memory is stale.
             log.warning("event=holder_missing vm=%s node=%s", name, self.node)
-            self.claims.forget(name)
+            with self._lock:
+                self._claimed.discard(name)
             return 0.1, None
         others = sorted(holders - {self.node})
         if not others:
@@ -693,6 +695,24 @@ class VMController:
         )
         local.holder_waits += 1
         return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0), None
+
+    def _claim(self, name: str) -> bool:
+        """Be among ``name``'s holders before defining or starting anything; False when the
+        placement no longer names this node."""
+        with self._lock:
+            if name in self._claimed:
+                return True
+        if not self.holders.claim(name, self.node):
+            return False
+        with self._lock:
+            self._claimed.add(name)
+        return True
+
+    def _release(self, name: str) -> None:
+        """The domain is gone from this host (checked by the caller): let others start it."""
+        self.holders.release(name, self.node)
+        with self._lock:
+            self._claimed.discard(name)
 
     def _network(self, name: str) -> Network | None:
         try:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable
 
 from kazoo.exceptions import (
     NodeExistsError,
@@ -31,25 +28,7 @@ from zkstore.store import Store
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-_WRITES_KEPT = 10_000
-"""VMs whose write counts a Holders keeps (a node holds a few hundred)."""
-SoleRead = tuple[frozenset[str], tuple[Placement, int] | None]
-"""A VM's holders and this node's index entry for it (its placement and znode version, None
-when it is not placed here), read after one sync."""
-
 _RETRIES = 8
-
-
-@dataclass(frozen=True)
-class PendingSoleRead:
-    """A sole-holder read (``Holders.send_read_with_entry``) sent, not yet collected."""
-
-    get: Callable[[], SoleRead]
-    """Wait for the answers."""
-    stale: Callable[[], bool]
-    """True when this node's Holders wrote to the VM's set since the read was sent (a
-    live migration's hand-over, a release): the read may not show it, read again."""
 
 
 class Holders:
@@ -58,33 +37,6 @@ class Holders:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.client = store.client
-        # Writes this object made to each VM's set after the claim (ensure, set_migrating,
-        # release), counted as they begin and as they end: a read sent earlier that such a
-        # write may have missed is stale (PendingSoleRead.stale).
-        self._writes: dict[str, int] = {}
-        self._writes_lock = threading.Lock()
-        # Bumped when the counts above are dropped (kept bounded): every read sent before
-        # is stale then (read again: only a round trip).
-        self._writes_era = 0
-
-    @contextlib.contextmanager
-    def _writing(self, vm: str) -> Iterator[None]:
-        self._bump(vm)
-        try:
-            yield
-        finally:
-            self._bump(vm)
-
-    def _bump(self, vm: str) -> None:
-        with self._writes_lock:
-            if vm not in self._writes and len(self._writes) >= _WRITES_KEPT:
-                self._writes.clear()
-                self._writes_era += 1
-            self._writes[vm] = self._writes.get(vm, 0) + 1
-
-    def _written(self, vm: str) -> tuple[int, int]:
-        with self._writes_lock:
-            return self._writes_era, self._writes.get(vm, 0)
 
     def claim(self, vm: str, node: str) -> bool:
         """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``; False
@@ -92,15 +44,6 @@ class Holders:
         checks the node's index entry exists as it commits (at the leader, so no read, and
         no sync, is needed before it: the issue 16 work dropped the two it had), with the
         create of the set's znode sent ahead of it (requests are answered in order)."""
-        claimed, _ = self.claim_then(vm, node, lambda: None)
-        return claimed
-
-    def claim_then(self, vm: str, node: str, then: Callable[[], T]) -> tuple[bool, T]:
-        """``claim``, with ``then()`` called right after each try's transaction is sent:
-        requests ``then`` sends go out behind it on the same session, which ZooKeeper
-        answers in order, so they read what the claim left (a sync and a read of the set
-        show this node in it once claimed). Returns the claim's outcome and what ``then``
-        returned for the try that decided it (earlier tries' are dropped)."""
         entry = self.store.path(paths.node_index_entry(node, vm))
         mine = self.store.path(paths.holder(vm, node))
         for _ in range(_RETRIES):
@@ -111,7 +54,6 @@ class Holders:
             txn.check(entry, version=-1)
             txn.create(mine, b"")
             committed = txn.commit_async()
-            after = then()
             made_set = True
             try:
                 parent.get()
@@ -120,7 +62,7 @@ class Holders:
             check, create = committed.get()
             if not isinstance(check, Exception) and not isinstance(create, Exception):
                 log.info("event=holder_added vm=%s node=%s", vm, node)
-                return True, after
+                return True
             if isinstance(check, NoNodeError):
                 if made_set:
                     # The set this claim made for nothing goes again (left, it would stay
@@ -128,10 +70,10 @@ class Holders:
                     # finds no parent for its holder and goes round again.
                     with contextlib.suppress(NoNodeError, NotEmptyError):
                         self.client.delete(self.store.path(paths.holders(vm)))
-                return False, after  # not placed on this node
+                return False  # not placed on this node
             if isinstance(create, NodeExistsError):
                 # Already a holder: it never leaves the set while its domain may exist.
-                return True, after
+                return True
             if isinstance(create, NoNodeError):
                 continue  # the set was tidied away between the two: again
             raise next(r for r in (check, create) if isinstance(r, Exception))
@@ -153,44 +95,32 @@ class Holders:
 
     def read_with_entry(
         self, vm: str, node: str, *, watch: Callable[[WatchedEvent], None] | None = None
-    ) -> SoleRead:
+    ) -> tuple[frozenset[str], tuple[Placement, int] | None]:
         """``read`` and, in the same round trip (one sync, both reads sent together),
         ``node``'s index entry for ``vm``: its placement and znode version, None when the
         VM is not placed there. What a node reads right before it starts a domain. ``watch``
         is set on the set by its read (none when there is no set)."""
-        return self.send_read_with_entry(vm, node, watch=watch).get()
-
-    def send_read_with_entry(
-        self, vm: str, node: str, *, watch: Callable[[WatchedEvent], None] | None = None
-    ) -> PendingSoleRead:
-        """``read_with_entry``'s requests sent now, their answers collected later."""
-        mark = self._written(vm)
         path = self.store.path(paths.holders(vm))
         pending = self.client.sync_async(path)
         children = self.client.get_children_async(path, watch=watch)
         entry = self.client.get_async(self.store.path(paths.node_index_entry(node, vm)))
-
-        def collect() -> SoleRead:
-            pending.get()
-            try:
-                holders = frozenset(children.get())
-            except NoNodeError:
-                holders = frozenset()
-            try:
-                data, stat = entry.get()
-            except NoNodeError:
-                return holders, None
-            return holders, (Placement.model_validate(decode(data)), int(stat.version))
-
-        return PendingSoleRead(collect, lambda: self._written(vm) != mark)
+        pending.get()
+        try:
+            holders = frozenset(children.get())
+        except NoNodeError:
+            holders = frozenset()
+        try:
+            data, stat = entry.get()
+        except NoNodeError:
+            return holders, None
+        return holders, (Placement.model_validate(decode(data)), int(stat.version))
 
     def ensure(self, vm: str, node: str) -> None:
         """Make ``node`` a holder of ``vm`` whatever its placement: called by a live
         migration's source once libvirt moved the domain to ``node``, before the source lets
         go, so the node that runs it always holds it."""
         try:
-            with self._writing(vm):
-                self.client.create(self.store.path(paths.holder(vm, node)), b"", makepath=True)
+            self.client.create(self.store.path(paths.holder(vm, node)), b"", makepath=True)
         except NodeExistsError:
             return
         log.info("event=holder_handed_over vm=%s node=%s", vm, node)
@@ -199,7 +129,7 @@ class Holders:
         """Record on ``node``'s own holder entry where its domain of ``vm`` is being
         live-migrated to (None: nowhere), so a restarted daemon knows where a job libvirt
         still runs goes."""
-        with self._writing(vm), contextlib.suppress(NoNodeError):  # no longer a holder
+        with contextlib.suppress(NoNodeError):  # no longer a holder: nothing to record
             self.client.set(self.store.path(paths.holder(vm, node)), (target or "").encode())
 
     def migrating_to(self, vm: str, node: str) -> str | None:
@@ -216,15 +146,14 @@ class Holders:
     def release(self, vm: str, node: str) -> bool:
         """``node`` no longer holds ``vm``: call only once its domain is gone. True when it
         was a holder."""
-        with self._writing(vm):
-            try:
-                self.client.delete(self.store.path(paths.holder(vm, node)))
-            except NoNodeError:
-                return False
-            log.info("event=holder_removed vm=%s node=%s", vm, node)
-            # Tidy the empty set; a claim racing this re-creates it.
-            with contextlib.suppress(NoNodeError, NotEmptyError):
-                self.client.delete(self.store.path(paths.holders(vm)))
+        try:
+            self.client.delete(self.store.path(paths.holder(vm, node)))
+        except NoNodeError:
+            return False
+        log.info("event=holder_removed vm=%s node=%s", vm, node)
+        # Tidy the empty set; a claim racing this re-creates it.
+        with contextlib.suppress(NoNodeError, NotEmptyError):
+            self.client.delete(self.store.path(paths.holders(vm)))
         return True
 
     def held_by(self, node: str) -> list[str]:
