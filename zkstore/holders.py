@@ -84,14 +84,7 @@ class Holders:
     ) -> frozenset[str]:
         """The holders as of now on the leader (after a sync, sent with the read), never a
         lagging view. ``watch`` is set on the set by the read (none when there is no set)."""
-        path = self.store.path(paths.holders(vm))
-        pending = self.client.sync_async(path)
-        children = self.client.get_children_async(path, watch=watch)
-        pending.get()
-        try:
-            return frozenset(children.get())
-        except NoNodeError:
-            return frozenset()
+        return self._send_set_read(vm, watch)()
 
     def read_with_entry(
         self, vm: str, node: str, *, watch: Callable[[WatchedEvent], None] | None = None
@@ -100,20 +93,32 @@ class Holders:
         ``node``'s index entry for ``vm``: its placement and znode version, None when the
         VM is not placed there. What a node reads right before it starts a domain. ``watch``
         is set on the set by its read (none when there is no set)."""
-        path = self.store.path(paths.holders(vm))
-        pending = self.client.sync_async(path)
-        children = self.client.get_children_async(path, watch=watch)
+        held = self._send_set_read(vm, watch)
         entry = self.client.get_async(self.store.path(paths.node_index_entry(node, vm)))
-        pending.get()
-        try:
-            holders = frozenset(children.get())
-        except NoNodeError:
-            holders = frozenset()
+        holders = held()
         try:
             data, stat = entry.get()
         except NoNodeError:
             return holders, None
         return holders, (Placement.model_validate(decode(data)), int(stat.version))
+
+    def _send_set_read(
+        self, vm: str, watch: Callable[[WatchedEvent], None] | None
+    ) -> Callable[[], frozenset[str]]:
+        """A sync and a read of ``vm``'s set, sent now (answered in that order); what it
+        returns waits for them: the holders, none when there is no set."""
+        path = self.store.path(paths.holders(vm))
+        pending = self.client.sync_async(path)
+        children = self.client.get_children_async(path, watch=watch)
+
+        def collect() -> frozenset[str]:
+            pending.get()
+            try:
+                return frozenset(children.get())
+            except NoNodeError:
+                return frozenset()
+
+        return collect
 
     def ensure(self, vm: str, node: str) -> None:
         """Make ``node`` a holder of ``vm`` whatever its placement: called by a live

@@ -195,14 +195,21 @@ class SubtreeWatch:
             if key not in self._kids:
                 continue  # deleted while it waited
             self._read(key)
-            if self._follow is None or (new and self._follow):
+            if self._follow is None:
+                # Every child, found by listing the key; those known are read now.
+                listing, children = True, self._kids[key]
+            elif new:
                 # A key created since the load has its children still to come (a new VM:
                 # no status, no placement yet): one listing, with the child watch that tells
-                # of them, instead of a read of each that finds nothing (issue 16).
+                # of them, instead of a read of each that finds nothing (issue 16); none
+                # when it can have no children.
+                listing, children = bool(self._follow), _NONE
+            else:
+                listing, children = False, self._kids[key] | self._follow
+            if listing:
                 self._read(key, listing=True)
-            if not new or self._follow is None:
-                for child in self._kids[key] | (self._follow or _NONE):
-                    self._read(f"{key}/{child}")
+            for child in children:
+                self._read(f"{key}/{child}")
 
     def _read(self, rel: str, listing: bool = False) -> None:
         slot = rel + "/" if listing else rel
