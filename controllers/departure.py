@@ -184,6 +184,37 @@ class Departures:
         self._pop_done(name)
         return False, flight.error is None
 
+    def settle_unseen(self, name: str) -> bool:
+        """After this daemon restarted, with no job of ``name`` running (``settle`` found
+        none): a live migration it had begun may have ended while it was down, its end never
+        handed over. Its record (``set_migrating``) says where it went. The domain gone from
+        here (the switch-over undefines it on the source; a failed job, a crash or a power
+        loss leaves it defined) means the job completed: the target is made a holder again,
+        as ``_pop_done`` does, so this node starts nothing while the guest may run there.
+        The record is cleared either way. Returns whether the domain left this host."""
+        target = self.holders.migrating_to(name, self.node)
+        if target is None:
+            return False
+        moved = self.driver.info(name) is None
+        if moved and self.store.exists(VirtualMachine, name):
+            self.holders.ensure(name, target)
+            log.warning(
+                "event=migration_ended_unseen vm=%s source=%s target=%s",
+                name,
+                self.node,
+                target,
+            )
+            self.events.record(
+                VirtualMachine.KIND,
+                name,
+                "Migrated",
+                f"live-migrated from {self.node} to {target} while pvcnoded on {self.node} "
+                f"was down: {target} holds it until its copy is gone",
+                source=self.node,
+            )
+        self.holders.set_migrating(name, self.node, None)
+        return moved
+
     # -- decisions -------------------------------------------------------------------
 
     def _pop_done(self, name: str) -> None:

@@ -22,6 +22,7 @@ from controllers.crashloop import CrashLoopPolicy
 from controllers.departure import Departures
 from controllers.domainspec import allocations_of, disk_target, domain_spec
 from controllers.runtime import Controller
+from controllers.vm_claims import Claims
 from controllers.vm_console import ConsolePublisher
 from controllers.vm_disks import disks_here, volumes_here
 from controllers.vm_power import UP, UP_OR_STOPPING, LocalState, Power, VMEvents
@@ -79,9 +80,6 @@ class VMController:
         self._on_domain_started = on_domain_started or self._on_domains_changed
         self.index = Informer(store, paths.node_index(node), self._enqueue, children=())
         self.holders = Holders(store)
-        # VMs this daemon added itself to the holders of: only this node removes itself, so
-        # the memory stays true until it does.
-        self._claimed: set[str] = set()
         self._specs: dict[str, VirtualMachine | None] = {}
         # name -> token of its live spec watch; a watch whose token is stale ends itself.
         self._watched: dict[str, int] = {}
@@ -92,6 +90,7 @@ class VMController:
         self.departures = Departures(
             store, driver, node, self.holders, self.statuses, self._enqueue
         )
+        self.claims = Claims(self.holders, node, self.departures, self.statuses)
         self.consoles = ConsolePublisher(store, driver, node, self.index.keys)
         self.vm_events = VMEvents(self.events, node)
         self.power = Power(driver, node, self.statuses, self.vm_events, self._on_domains_changed)
@@ -186,7 +185,7 @@ class VMController:
             self._watched.pop(name, None)
             self._specs.pop(name, None)
             self._self_fenced.discard(name)
-            self._claimed.discard(name)
+        self.claims.forget(name)
         self._local.pop(name, None)
         self.statuses.forget(name)
 
@@ -212,7 +211,7 @@ class VMController:
             if again is not None:
                 return again
             self._remove_domain(name)
-            self._release(name)
+            self.claims.release(name)
             self._forget(name)
             return None
         status_read = None
@@ -239,19 +238,22 @@ class VMController:
                     )
                 return delay
             self._remove_domain(name)  # VM deleted; its index entry goes with it
-            self._release(name)
+            self.claims.release(name)
             return None
         if vm.deleting:
             return self._delete_here(vm, placement)
         if status_read is None:
             status_read = self.statuses.prefetch(name)  # its round trip overlaps the claim's
-        if not self._claim(name):
+        if not self.claims.claim(name):
             return 0.1  # placed elsewhere since the cache said so: the next event tells
         local = self._local.setdefault(name, LocalState())
         local.spec_waits = 0
         flying, migrated = self.departures.settle(name, look=local.started_at is None)
         if flying:
             return 0.5  # placed back here mid-migration: aborted, wait for it to end
+        if not migrated and self.claims.held_before(name):
+            migrated = self.departures.settle_unseen(name)
+            self.claims.looked(name)
         if migrated:
             # Live-migrated away and placed back since: its absence here is no crash.
             local.started_at = None
@@ -380,7 +382,9 @@ class VMController:
             # Running, yet not started by this process: a daemon restart found it, or a live
             # migration brought it. Ours only once no other node holds it (the source lets
             # go when its copy is gone).
-            waiting, _ = self._unless_sole_holder(vm, placement, local, status, "IncomingMigration")
+            waiting, _ = self.claims.unless_sole_holder(
+                vm, placement, local, status, "IncomingMigration"
+            )
             if waiting is not None:
                 return waiting
             local.started_at = now
@@ -415,7 +419,7 @@ class VMController:
         name = vm.name
         # One copy: start only as the sole holder, read after a sync (docs/ha.md). Nothing
         # is defined before: a live migration to here brings its own definition.
-        again, entry_version = self._unless_sole_holder(
+        again, entry_version = self.claims.unless_sole_holder(
             vm, placement, local, status, "WaitingForSource"
         )
         if again is not None:
@@ -595,6 +599,8 @@ class VMController:
         flying, _ = self.departures.settle(name, look=True)
         if flying:
             return 0.5
+        if not self.claims.claimed(name):  # held from before a restart? a job ended unseen
+            self.departures.settle_unseen(name)
         info = self.driver.info(name)
         if info is not None and info.owner_tag == self.owner_tag:
             if info.state in UP_OR_STOPPING:
@@ -610,7 +616,7 @@ class VMController:
                     )
                     return again
             self._remove_domain(name, "the VM is being deleted")
-        self._release(name)
+        self.claims.release(name)
         others = sorted(self.departures.read_holders(name))  # their release wakes it
         if others:  # another node holds it still (a move's target): its release wakes us
             self.statuses.write(
@@ -651,68 +657,6 @@ class VMController:
         if (placed := self.store.read_placement(name)) is not None and placed.node:
             return f"placed on {placed.node}"
         return "placed on no node"
-
-    def _unless_sole_holder(
-        self,
-        vm: VirtualMachine,
-        placement: Placement,
-        local: LocalState,
-        status: VirtualMachineStatus,
-        reason: str,
-    ) -> tuple[float | None, int | None]:
-        """(None, the index entry's version) when this node is the VM's sole holder and the
-        VM is placed here with this placement's epoch (both read after one sync, in one
-        round trip), else (the requeue delay, None): other nodes may still hold its domain
-        (a change of the set wakes it). The version is None when the placement moved."""
-        name = vm.name
-        # The holder watch rides on the read itself: a release after it wakes this VM, one
-        # before it shows in it (a request per start fewer than a watch of its own, issue 16).
-        holders, current = self.departures.read_watched(
-            name,
-            lambda watch: self.holders.read_with_entry(name, self.node, watch=watch),
-            lambda found: found[0],
-        )
-        entry_version = (
-            current[1] if current is not None and current[0].epoch == placement.epoch else None
-        )
-        if self.node not in holders:
-            # Removed by the primary after a fence of this node: this daemon's memory is stale.
-            log.warning("event=holder_missing vm=%s node=%s", name, self.node)
-            with self._lock:
-                self._claimed.discard(name)
-            return 0.1, None
-        others = sorted(holders - {self.node})
-        if not others:
-            local.holder_waits = 0
-            return None, entry_version
-        if entry_version is None:
-            return 0.1, None  # placed elsewhere since: no stale status over the others' word
-        self.statuses.write_waiting(  # unless a live migration's source reports it
-            vm,
-            placement,
-            reason,
-            f"waiting for {', '.join(others)} to let go of it (the domain may still exist there)",
-        )
-        local.holder_waits += 1
-        return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0), None
-
-    def _claim(self, name: str) -> bool:
-        """Be among ``name``'s holders before defining or starting anything; False when the
-        placement no longer names this node."""
-        with self._lock:
-            if name in self._claimed:
-                return True
-        if not self.holders.claim(name, self.node):
-            return False
-        with self._lock:
-            self._claimed.add(name)
-        return True
-
-    def _release(self, name: str) -> None:
-        """The domain is gone from this host (checked by the caller): let others start it."""
-        self.holders.release(name, self.node)
-        with self._lock:
-            self._claimed.discard(name)
 
     def _network(self, name: str) -> Network | None:
         try:

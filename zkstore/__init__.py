@@ -11,7 +11,7 @@ from zkstore.errors import (
     StoreError,
     Unavailable,
 )
-from zkstore.holders import Holders, node_in_use
+from zkstore.holders import Claim, Holders, node_in_use
 from zkstore.informer import Informer, ResourceInformer
 from zkstore.lease import Lease, LeaseHeld
 from zkstore.lock import exclusive_lock, handover_read_lock, handover_write_lock, release
@@ -23,6 +23,7 @@ __all__ = [
     "AlreadyExists",
     "AlreadyPlaced",
     "ApplyOutcome",
+    "Claim",
     "Conflict",
     "DiskRecord",
     "DiskRecordLost",

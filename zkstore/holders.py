@@ -11,6 +11,7 @@ enter these decisions. docs/ha.md has the whole protocol.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 from collections.abc import Callable
 
@@ -31,6 +32,18 @@ log = logging.getLogger(__name__)
 _RETRIES = 8
 
 
+class Claim(enum.IntEnum):
+    """What a claim found; false only when refused."""
+
+    REFUSED = 0
+    """Not placed on the node: nothing added."""
+    ADDED = 1
+    """The node was added to the set."""
+    HELD = 2
+    """The node was a holder already (it never leaves while its domain may exist): for a
+    daemon's first claim, one held before it started."""
+
+
 class Holders:
     """The holder sets of all VMs, over one Store (a kazoo-style recipe)."""
 
@@ -38,9 +51,9 @@ class Holders:
         self.store = store
         self.client = store.client
 
-    def claim(self, vm: str, node: str) -> bool:
-        """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``; False
-        (nothing added) when it is not placed there. One round trip: a transaction that
+    def claim(self, vm: str, node: str) -> Claim:
+        """Add ``node`` to ``vm``'s holders, only while ``vm`` is placed on ``node``;
+        REFUSED (nothing added) when it is not placed there. One round trip: a transaction that
         checks the node's index entry exists as it commits (at the leader, so no read, and
         no sync, is needed before it: the issue 16 work dropped the two it had), with the
         create of the set's znode sent ahead of it (requests are answered in order)."""
@@ -62,7 +75,7 @@ class Holders:
             check, create = committed.get()
             if not isinstance(check, Exception) and not isinstance(create, Exception):
                 log.info("event=holder_added vm=%s node=%s", vm, node)
-                return True
+                return Claim.ADDED
             if isinstance(check, NoNodeError):
                 if made_set:
                     # The set this claim made for nothing goes again (left, it would stay
@@ -70,10 +83,9 @@ class Holders:
                     # finds no parent for its holder and goes round again.
                     with contextlib.suppress(NoNodeError, NotEmptyError):
                         self.client.delete(self.store.path(paths.holders(vm)))
-                return False  # not placed on this node
+                return Claim.REFUSED  # not placed on this node
             if isinstance(create, NodeExistsError):
-                # Already a holder: it never leaves the set while its domain may exist.
-                return True
+                return Claim.HELD
             if isinstance(create, NoNodeError):
                 continue  # the set was tidied away between the two: again
             raise next(r for r in (check, create) if isinstance(r, Exception))

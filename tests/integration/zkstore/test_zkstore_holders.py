@@ -7,22 +7,24 @@ import threading
 
 from schemas import Placement
 from tests.helpers import apply_vm
-from zkstore import Holders, Store, paths
+from zkstore import Claim, Holders, Store, paths
 
 
 def test_a_node_the_vm_is_placed_on_claims_it_once(store: Store) -> None:
     apply_vm(store, "web")
     store.write_placement("web", Placement(node="n1"), epoch=None)
     holders = Holders(store)
-    assert holders.claim("web", "n1")
-    assert holders.claim("web", "n1")  # already a holder: still one
+    assert holders.claim("web", "n1") == Claim.ADDED
+    # Already a holder: still one, and the claim says so (a restarted daemon's first claim
+    # of a VM it held before then looks for a migration that ended while it was down).
+    assert holders.claim("web", "n1") == Claim.HELD
     assert holders.read("web") == {"n1"}
 
 
 def test_a_node_the_vm_is_not_placed_on_never_becomes_a_holder(store: Store) -> None:
     apply_vm(store, "web")
     holders = Holders(store)
-    assert not holders.claim("web", "n1")  # placed nowhere
+    assert holders.claim("web", "n1") == Claim.REFUSED  # placed nowhere
     store.write_placement("web", Placement(node="n2"), epoch=None)
     assert not holders.claim("web", "n1")  # placed elsewhere
     assert holders.read("web") == frozenset()

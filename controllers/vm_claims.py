@@ -1,0 +1,120 @@
+"""One node's part in the one-copy rule (zkstore/holders.py, docs/ha.md) for its VMs: its
+claims, the sole-holder look before a start or an adoption, and its releases.
+
+It remembers which VMs this daemon claimed (only this node removes itself from a set, so
+the memory stays true until it does, or until a fence's release shows it stale) and which
+it found held already at its first claim: held before this daemon started, so a live
+migration it began then may have ended while it was down (``Departures.settle_unseen``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from controllers.departure import Departures
+from controllers.vm_power import LocalState
+from controllers.vm_status import StatusWriter
+from schemas import Placement, VirtualMachine, VirtualMachineStatus
+from zkstore import Claim, Holders
+
+log = logging.getLogger(__name__)
+
+
+class Claims:
+    """The holder-set side of one node's VM controller."""
+
+    def __init__(
+        self, holders: Holders, node: str, departures: Departures, statuses: StatusWriter
+    ) -> None:
+        self.holders = holders
+        self.node = node
+        self.departures = departures
+        self.statuses = statuses
+        self._lock = threading.Lock()
+        self._claimed: set[str] = set()
+        self._unseen: set[str] = set()
+
+    def claim(self, name: str) -> bool:
+        """Be among ``name``'s holders before defining or starting anything; False when the
+        placement no longer names this node."""
+        with self._lock:
+            if name in self._claimed:
+                return True
+        claim = self.holders.claim(name, self.node)
+        if not claim:
+            return False
+        with self._lock:
+            self._claimed.add(name)
+            if claim == Claim.HELD:
+                self._unseen.add(name)  # held before this daemon started
+        return True
+
+    def claimed(self, name: str) -> bool:
+        with self._lock:
+            return name in self._claimed
+
+    def held_before(self, name: str) -> bool:
+        """Held when this daemon first claimed it, and not yet looked at for a migration
+        that ended unseen (``looked`` ends that)."""
+        with self._lock:
+            return name in self._unseen
+
+    def looked(self, name: str) -> None:
+        with self._lock:
+            self._unseen.discard(name)
+
+    def release(self, name: str) -> None:
+        """The domain is gone from this host (checked by the caller): let others start it."""
+        self.holders.release(name, self.node)
+        with self._lock:
+            self._claimed.discard(name)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._claimed.discard(name)
+            self._unseen.discard(name)
+
+    def unless_sole_holder(
+        self,
+        vm: VirtualMachine,
+        placement: Placement,
+        local: LocalState,
+        status: VirtualMachineStatus,
+        reason: str,
+    ) -> tuple[float | None, int | None]:
+        """(None, the index entry's version) when this node is the VM's sole holder and the
+        VM is placed here with this placement's epoch (both read after one sync, in one
+        round trip), else (the requeue delay, None): other nodes may still hold its domain
+        (a change of the set wakes it). The version is None when the placement moved."""
+        name = vm.name
+        # The holder watch rides on the read itself: a release after it wakes this VM, one
+        # before it shows in it (a request per start fewer than a watch of its own, issue 16).
+        holders, current = self.departures.read_watched(
+            name,
+            lambda watch: self.holders.read_with_entry(name, self.node, watch=watch),
+            lambda found: found[0],
+        )
+        entry_version = (
+            current[1] if current is not None and current[0].epoch == placement.epoch else None
+        )
+        if self.node not in holders:
+            # Removed by the primary after a fence of this node: this daemon's memory is stale.
+            log.warning("event=holder_missing vm=%s node=%s", name, self.node)
+            with self._lock:
+                self._claimed.discard(name)
+            return 0.1, None
+        others = sorted(holders - {self.node})
+        if not others:
+            local.holder_waits = 0
+            return None, entry_version
+        if entry_version is None:
+            return 0.1, None  # placed elsewhere since: no stale status over the others' word
+        self.statuses.write_waiting(  # unless a live migration's source reports it
+            vm,
+            placement,
+            reason,
+            f"waiting for {', '.join(others)} to let go of it (the domain may still exist there)",
+        )
+        local.holder_waits += 1
+        return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0), None
