@@ -158,8 +158,11 @@ class Departures:
         destination = MigrationTarget(target, status.migration_uri, status.migration_address)
         move.attempts += 1
         # Where it goes, on this node's holder entry, before libvirt starts: a daemon that
-        # restarts meanwhile finds the job and follows it there (_follow_job).
-        self.holders.set_migrating(name, self.node, target)
+        # restarts meanwhile finds the job and follows it there (_follow_job), or learns
+        # that it ended (settle_unseen). Its mark on the target's entry keeps the target
+        # holding the VM until this node knows how the job ended.
+        if not self.holders.set_migrating(name, self.node, target):
+            return 1.0, move  # the target let go since it claimed: its next claim wakes us
         self.flights.begin(
             name,
             destination,
@@ -186,18 +189,18 @@ class Departures:
 
     def settle_unseen(self, name: str) -> bool:
         """After this daemon restarted, with no job of ``name`` running (``settle`` found
-        none): a live migration it had begun may have ended while it was down, its end never
-        handed over. Its record (``set_migrating``) says where it went. The domain gone from
-        here (the switch-over undefines it on the source; a failed job, a crash or a power
-        loss leaves it defined) means the job completed: the target is made a holder again,
-        as ``_pop_done`` does, so this node starts nothing while the guest may run there.
-        The record is cleared either way. Returns whether the domain left this host."""
+        none): a live migration it had begun may have ended while it was down, unseen. Its
+        record (``set_migrating``) says where it went; the target has held the VM since
+        before the job began (the record's mark keeps it from letting go), so this node
+        starts nothing while the guest may run there. The domain gone from here (the
+        switch-over undefines it on the source; a failed job leaves it defined) says the
+        job completed. The record goes, and with it the mark: the target lets go once its
+        copy, if any, is gone. Returns whether the domain left this host."""
         target = self.holders.migrating_to(name, self.node)
         if target is None:
             return False
         moved = self.driver.info(name) is None
         if moved and self.store.exists(VirtualMachine, name):
-            self.holders.ensure(name, target)
             log.warning(
                 "event=migration_ended_unseen vm=%s source=%s target=%s",
                 name,
@@ -209,7 +212,7 @@ class Departures:
                 name,
                 "Migrated",
                 f"live-migrated from {self.node} to {target} while pvcnoded on {self.node} "
-                f"was down: {target} holds it until its copy is gone",
+                f"was down: it runs on {target} until moved back",
                 source=self.node,
             )
         self.holders.set_migrating(name, self.node, None)

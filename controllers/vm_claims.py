@@ -1,5 +1,6 @@
 """One node's part in the one-copy rule (zkstore/holders.py, docs/ha.md) for its VMs: its
-claims, the sole-holder look before a start or an adoption, and its releases.
+claims, the sole-holder look before a start or an adoption, and its releases (refused
+while another node's live migration may still bring the domain here).
 
 It remembers which VMs this daemon claimed (only this node removes itself from a set, so
 the memory stays true until it does, or until a fence's release shows it stale) and which
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from controllers.departure import Departures
 from controllers.vm_power import LocalState
 from controllers.vm_status import StatusWriter
 from schemas import Placement, VirtualMachine, VirtualMachineStatus
-from zkstore import Claim, Holders
+from zkstore import Claim, Holders, Release
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +27,22 @@ class Claims:
     """The holder-set side of one node's VM controller."""
 
     def __init__(
-        self, holders: Holders, node: str, departures: Departures, statuses: StatusWriter
+        self,
+        holders: Holders,
+        node: str,
+        departures: Departures,
+        statuses: StatusWriter,
+        wake: Callable[[str], None],
     ) -> None:
         self.holders = holders
         self.node = node
         self.departures = departures
         self.statuses = statuses
+        self._wake = wake
         self._lock = threading.Lock()
         self._claimed: set[str] = set()
         self._unseen: set[str] = set()
+        self._blocked: dict[str, int] = {}  # releases refused in a row (the back-off)
 
     def claim(self, name: str) -> bool:
         """Be among ``name``'s holders before defining or starting anything; False when the
@@ -64,16 +73,26 @@ class Claims:
         with self._lock:
             self._unseen.discard(name)
 
-    def release(self, name: str) -> None:
-        """The domain is gone from this host (checked by the caller): let others start it."""
-        self.holders.release(name, self.node)
+    def release(self, name: str) -> float | None:
+        """The domain is gone from this host (checked by the caller): let others start it.
+        Returns None once this node holds it no more, else the delay before trying again:
+        another node's live migration may still bring the domain here (its mark on this
+        node's entry, zkstore/holders.py), until that source knows how its job ended. The
+        mark's removal wakes it; the delay backs off to 10 s."""
+        outcome = self.holders.release(name, self.node, on_unblock=lambda _event: self._wake(name))
         with self._lock:
+            if outcome == Release.BLOCKED:
+                blocked = self._blocked[name] = self._blocked.get(name, 0) + 1
+                return min(0.5 * 2.0 ** min(blocked - 1, 5), 10.0)
+            self._blocked.pop(name, None)
             self._claimed.discard(name)
+        return None
 
     def forget(self, name: str) -> None:
         with self._lock:
             self._claimed.discard(name)
             self._unseen.discard(name)
+            self._blocked.pop(name, None)
 
     def unless_sole_holder(
         self,

@@ -90,7 +90,7 @@ class VMController:
         self.departures = Departures(
             store, driver, node, self.holders, self.statuses, self._enqueue
         )
-        self.claims = Claims(self.holders, node, self.departures, self.statuses)
+        self.claims = Claims(self.holders, node, self.departures, self.statuses, self._enqueue)
         self.consoles = ConsolePublisher(store, driver, node, self.index.keys)
         self.vm_events = VMEvents(self.events, node)
         self.power = Power(driver, node, self.statuses, self.vm_events, self._on_domains_changed)
@@ -211,7 +211,9 @@ class VMController:
             if again is not None:
                 return again
             self._remove_domain(name)
-            self.claims.release(name)
+            again = self.claims.release(name)
+            if again is not None:
+                return again
             self._forget(name)
             return None
         status_read = None
@@ -238,8 +240,7 @@ class VMController:
                     )
                 return delay
             self._remove_domain(name)  # VM deleted; its index entry goes with it
-            self.claims.release(name)
-            return None
+            return self.claims.release(name)
         if vm.deleting:
             return self._delete_here(vm, placement)
         if status_read is None:
@@ -599,8 +600,6 @@ class VMController:
         flying, _ = self.departures.settle(name, look=True)
         if flying:
             return 0.5
-        if not self.claims.claimed(name):  # held from before a restart? a job ended unseen
-            self.departures.settle_unseen(name)
         info = self.driver.info(name)
         if info is not None and info.owner_tag == self.owner_tag:
             if info.state in UP_OR_STOPPING:
@@ -616,7 +615,9 @@ class VMController:
                     )
                     return again
             self._remove_domain(name, "the VM is being deleted")
-        self.claims.release(name)
+        again = self.claims.release(name)  # with this node's records of a move, if any
+        if again is not None:
+            return again
         others = sorted(self.departures.read_holders(name))  # their release wakes it
         if others:  # another node holds it still (a move's target): its release wakes us
             self.statuses.write(

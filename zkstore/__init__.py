@@ -11,7 +11,7 @@ from zkstore.errors import (
     StoreError,
     Unavailable,
 )
-from zkstore.holders import Claim, Holders, node_in_use
+from zkstore.holders import Claim, Holders, Release, node_in_use
 from zkstore.informer import Informer, ResourceInformer
 from zkstore.lease import Lease, LeaseHeld
 from zkstore.lock import exclusive_lock, handover_read_lock, handover_write_lock, release
@@ -36,6 +36,7 @@ __all__ = [
     "LeaseHeld",
     "NotFound",
     "PlacementMoved",
+    "Release",
     "ResourceInformer",
     "SchemaMigrationTimeout",
     "SchemaTooNew",

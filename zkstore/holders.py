@@ -32,6 +32,21 @@ log = logging.getLogger(__name__)
 _RETRIES = 8
 
 
+_TO = "to-"
+"""A holder entry's child ``to-<target>``: a live migration of its domain to ``target``
+may be under way (``set_migrating``)."""
+_FROM = "from-"
+"""A holder entry's child ``from-<source>``: ``source``'s live migration may still bring
+the domain here, so this entry stays (``release``)."""
+
+
+class Release(enum.IntEnum):
+    NOT_HELD = 0
+    RELEASED = 1
+    BLOCKED = 2
+    """An incoming live migration's mark: the entry stays (``release``)."""
+
+
 class Claim(enum.IntEnum):
     """What a claim found; false only when refused."""
 
@@ -142,36 +157,109 @@ class Holders:
             return
         log.info("event=holder_handed_over vm=%s node=%s", vm, node)
 
-    def set_migrating(self, vm: str, node: str, target: str | None) -> None:
-        """Record on ``node``'s own holder entry where its domain of ``vm`` is being
-        live-migrated to (None: nowhere), so a restarted daemon knows where a job libvirt
-        still runs goes."""
-        with contextlib.suppress(NoNodeError):  # no longer a holder: nothing to record
-            self.client.set(self.store.path(paths.holder(vm, node)), (target or "").encode())
+    def set_migrating(self, vm: str, node: str, target: str | None) -> bool:
+        """Record that ``node``'s domain of ``vm`` may be on its way to ``target`` (a live
+        migration is about to begin), or with None that it is not (the job ended, and its
+        outcome was handed over). The record is two znodes made in one transaction:
+        ``to-<target>`` under ``node``'s own holder entry (a restarted daemon finds where a
+        job went, even one that ended while it was down) and ``from-<node>`` under
+        ``target``'s, which keeps ``target`` from letting go (``release``) while the job may
+        still bring the domain there: the target holds the VM from before the job begins
+        until its source knows the outcome. False (nothing recorded) when either entry is
+        gone: the target let go, or ``node`` no longer holds it; the job must not begin."""
+        self._clear_records(vm, node)
+        if target is None:
+            return True
+        mine = self.store.path(paths.holder(vm, node))
+        theirs = self.store.path(paths.holder(vm, target))
+        txn = self.client.transaction()
+        txn.create(f"{mine}/{_TO}{target}")
+        txn.create(f"{theirs}/{_FROM}{node}")
+        results = txn.commit()
+        if any(isinstance(result, Exception) for result in results):
+            log.info(
+                "event=migration_record_refused vm=%s node=%s target=%s why=%r",
+                vm,
+                node,
+                target,
+                next(r for r in results if isinstance(r, Exception)),
+            )
+            return False
+        return True
 
     def migrating_to(self, vm: str, node: str) -> str | None:
-        """What ``set_migrating`` recorded; None when nothing (or no entry)."""
+        """Where ``set_migrating`` recorded ``node``'s domain of ``vm`` may be going; None
+        when nowhere (or ``node`` holds no entry)."""
+        targets = self._records(vm, node)
+        return targets[0] if targets else None
+
+    def _records(self, vm: str, node: str) -> list[str]:
         try:
-            data, _ = self.client.get(self.store.path(paths.holder(vm, node)))
+            kids = self.client.get_children(self.store.path(paths.holder(vm, node)))
         except NoNodeError:
-            return None
-        return data.decode() or None
+            return []
+        return sorted(kid[len(_TO) :] for kid in kids if kid.startswith(_TO))
+
+    def _clear_records(self, vm: str, node: str) -> None:
+        """Remove ``node``'s records of ``vm`` and the targets' marks, each mark first (a
+        record left by a crash between the two is cleared again; a mark left without its
+        record would keep its target from ever letting go)."""
+        mine = self.store.path(paths.holder(vm, node))
+        for target in self._records(vm, node):
+            with contextlib.suppress(NoNodeError):
+                self.client.delete(f"{self.store.path(paths.holder(vm, target))}/{_FROM}{node}")
+            with contextlib.suppress(NoNodeError):
+                self.client.delete(f"{mine}/{_TO}{target}")
 
     def holds(self, vm: str, node: str) -> bool:
         return self.client.exists(self.store.path(paths.holder(vm, node))) is not None
 
-    def release(self, vm: str, node: str) -> bool:
-        """``node`` no longer holds ``vm``: call only once its domain is gone. True when it
-        was a holder."""
-        try:
-            self.client.delete(self.store.path(paths.holder(vm, node)))
-        except NoNodeError:
-            return False
-        log.info("event=holder_removed vm=%s node=%s", vm, node)
-        # Tidy the empty set; a claim racing this re-creates it.
-        with contextlib.suppress(NoNodeError, NotEmptyError):
-            self.client.delete(self.store.path(paths.holders(vm)))
-        return True
+    def release(
+        self,
+        vm: str,
+        node: str,
+        *,
+        force: bool = False,
+        on_unblock: Callable[[WatchedEvent], None] | None = None,
+    ) -> Release:
+        """``node`` no longer holds ``vm``: call only once its domain is gone. Its own
+        records (``set_migrating``) go with it, marks on their targets first. BLOCKED
+        (nothing removed) while another node's live migration may still bring the domain
+        here (a ``from-`` mark on this entry), unless ``force`` (a fence: the power-off is
+        confirmed, and an incoming copy died with the host); ``on_unblock`` is then called
+        once the marks change."""
+        mine = self.store.path(paths.holder(vm, node))
+        for _ in range(_RETRIES):
+            try:
+                self.client.delete(mine)
+            except NoNodeError:
+                return Release.NOT_HELD
+            except NotEmptyError:
+                try:
+                    kids = self.client.get_children(mine, watch=on_unblock)
+                except NoNodeError:
+                    return Release.NOT_HELD
+                sources = sorted(kid[len(_FROM) :] for kid in kids if kid.startswith(_FROM))
+                if sources and not force:
+                    log.info(
+                        "event=release_blocked vm=%s node=%s sources=%s why='their live "
+                        "migration to here may still be under way'",
+                        vm,
+                        node,
+                        ",".join(sources),
+                    )
+                    return Release.BLOCKED
+                self._clear_records(vm, node)
+                for source in sources:
+                    with contextlib.suppress(NoNodeError):
+                        self.client.delete(f"{mine}/{_FROM}{source}")
+                continue
+            log.info("event=holder_removed vm=%s node=%s", vm, node)
+            # Tidy the empty set; a claim racing this re-creates it.
+            with contextlib.suppress(NoNodeError, NotEmptyError):
+                self.client.delete(self.store.path(paths.holders(vm)))
+            return Release.RELEASED
+        raise RuntimeError(f"releasing {vm!r} for {node!r} kept racing; gave up")
 
     def held_by(self, node: str) -> list[str]:
         """The VMs ``node`` holds (after a sync)."""
@@ -201,7 +289,11 @@ class Holders:
 
     def release_node(self, node: str) -> list[str]:
         """Remove ``node`` from every set: only after its power-off was confirmed."""
-        released = [vm for vm in self.held_by(node) if self.release(vm, node)]
+        released = [
+            vm
+            for vm in self.held_by(node)
+            if self.release(vm, node, force=True) == Release.RELEASED
+        ]
         if released:
             log.warning(
                 "event=holders_released_after_fence node=%s vms=%s", node, ",".join(released)

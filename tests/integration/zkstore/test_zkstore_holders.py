@@ -7,7 +7,7 @@ import threading
 
 from schemas import Placement
 from tests.helpers import apply_vm
-from zkstore import Claim, Holders, Store, paths
+from zkstore import Claim, Holders, Release, Store, paths
 
 
 def test_a_node_the_vm_is_placed_on_claims_it_once(store: Store) -> None:
@@ -79,3 +79,47 @@ def test_the_read_before_a_start_sets_the_watch_that_tells_of_a_release(store: S
     holders.release("web", "n2")
     assert fired.wait(5.0), "the release did not fire the watch set by the read"
     assert holders.read_with_entry("web", "n1")[0] == {"n1"}
+
+
+def test_a_migrations_target_cannot_let_go_until_its_source_knows_the_outcome(
+    store: Store,
+) -> None:
+    """The source's record marks the target's entry: the target's release is refused (and
+    its watch fires once the mark goes) until the source clears the record; the record is
+    refused when the target let go already (the job must not begin)."""
+    apply_vm(store, "web")
+    holders = Holders(store)
+    holders.ensure("web", "n1")
+    holders.ensure("web", "n2")
+    assert holders.set_migrating("web", "n1", "n2")
+    assert holders.migrating_to("web", "n1") == "n2"
+    woken = threading.Event()
+    assert holders.release("web", "n2", on_unblock=lambda _e: woken.set()) == Release.BLOCKED
+    assert holders.read("web") == {"n1", "n2"}
+    holders.set_migrating("web", "n1", None)  # the source knows how the job ended
+    assert woken.wait(10)
+    assert holders.migrating_to("web", "n1") is None
+    assert holders.release("web", "n2") == Release.RELEASED
+    assert not holders.set_migrating("web", "n1", "n2")  # n2 let go: no job may begin
+    assert holders.migrating_to("web", "n1") is None
+    assert holders.release("web", "n2") == Release.NOT_HELD
+
+
+def test_a_sources_release_or_fence_takes_its_records_and_marks_along(store: Store) -> None:
+    apply_vm(store, "web")
+    holders = Holders(store)
+    for node in ("n1", "n2", "n3"):
+        holders.ensure("web", node)
+    assert holders.set_migrating("web", "n1", "n2")
+    assert holders.release("web", "n1") == Release.RELEASED  # its domain is gone: job over
+    assert holders.release("web", "n2") == Release.RELEASED  # no mark left to block it
+    assert holders.set_migrating("web", "n3", "n1") is False  # n1 let go
+    holders.ensure("web", "n1")
+    assert holders.set_migrating("web", "n3", "n1")
+    # A fence of the target (n1 is powered off: an incoming copy died with it) removes it
+    # despite the mark; the source's stale record is cleared by its next look.
+    assert holders.release_node("n1") == ["web"]
+    assert holders.read("web") == {"n3"}
+    holders.set_migrating("web", "n3", None)
+    assert holders.release("web", "n3") == Release.RELEASED
+    assert holders.read("web") == frozenset()
