@@ -87,6 +87,7 @@ class Departures:
         self._wake = wake
         self.flights = OutgoingMigrations(driver, node, wake)
         self._watching: set[str] = set()
+        self._unknown: set[str] = set()  # VMs whose record's making may have half-failed
         self._lock = threading.Lock()
 
     def leave(
@@ -116,7 +117,8 @@ class Departures:
                 # Placed on a third node meanwhile: end this one first, then go there.
                 self.flights.abort(name)
                 return 0.5, move
-            self._pop_done(name)
+            if not self._pop_done(name):
+                return 0.5, move  # libvirt still runs the job: followed now
             if flight.error is None:
                 return 0.1, move  # it moved: the next look finds the domain gone
             flight = None
@@ -131,7 +133,8 @@ class Departures:
             if not flight.done.is_set():
                 self._report(vm, placement, move, MigrationState.RUNNING, "migrating")
                 return PROGRESS_EVERY, move
-            self._pop_done(name)
+            if not self._pop_done(name):
+                return PROGRESS_EVERY, move  # libvirt still runs the job: followed now
             if flight.error is None:
                 return 0.1, move  # gone from here: the next look finds the domain absent
             return self._attempt_failed(vm, placement, move, flight.error), move
@@ -161,8 +164,14 @@ class Departures:
         # restarts meanwhile finds the job and follows it there (_follow_job), or learns
         # that it ended (settle_unseen). Its mark on the target's entry keeps the target
         # holding the VM until this node knows how the job ended.
+        with self._lock:
+            self._unknown.add(name)  # until the outcome is known
         if not self.holders.set_migrating(name, self.node, target):
+            with self._lock:
+                self._unknown.discard(name)
             return 1.0, move  # the target let go since it claimed: its next claim wakes us
+        with self._lock:
+            self._unknown.discard(name)
         self.flights.begin(
             name,
             destination,
@@ -180,11 +189,13 @@ class Departures:
         if flight is None and look:
             flight = self._follow_job(name)
         if flight is None:
+            self._settle_unknown(name)
             return False, False
         if not flight.done.is_set():
             self.flights.abort(name)
             return True, False
-        self._pop_done(name)
+        if not self._pop_done(name):
+            return True, False
         return False, flight.error is None
 
     def settle_unseen(self, name: str) -> bool:
@@ -220,21 +231,33 @@ class Departures:
 
     # -- decisions -------------------------------------------------------------------
 
-    def _pop_done(self, name: str) -> None:
-        """Forget a finished migration. One that moved the domain hands the VM over: its
-        target is made a holder (again), before this node may let go (and before the flight
-        is forgotten, so a failed write is tried again), so the node that runs it holds it
-        even if it let go of its claim meanwhile (placed elsewhere while the migration ran,
-        with nothing defined there yet)."""
+    def _pop_done(self, name: str) -> bool:
+        """Forget a finished migration and clear its record (with the mark that kept its
+        target holding the VM: the target has held it throughout, so a move that landed
+        there is held by the node that runs it). A call that failed while libvirt still
+        runs the job (the connection to libvirtd was lost, and libvirtd went on) is not
+        an end: the job is followed from here, the record kept. False then."""
         flight = self.flights.get(name)
         if flight is None or not flight.done.is_set():
-            return
+            return True
+        if flight.error is not None:
+            progress = self.driver.migration_progress(name)  # unreachable: raises, retried
+            if progress is not None and progress.outgoing:
+                self.flights.pop(name)
+                log.warning(
+                    "event=migration_still_running vm=%s source=%s target=%s error=%s",
+                    name,
+                    self.node,
+                    flight.target.node,
+                    flight.error,
+                )
+                self.flights.follow(name, flight.target)
+                return False
         moved = flight.error is None or (
             # The connection was lost: libvirtd went on; the domain gone from here says moved.
             isinstance(flight.error, HypervisorUnavailable) and self.driver.info(name) is None
         )
         if moved and self.store.exists(VirtualMachine, name):
-            self.holders.ensure(name, flight.target.node)
             self.events.record(
                 VirtualMachine.KIND,
                 name,
@@ -244,6 +267,17 @@ class Departures:
             )
         self.holders.set_migrating(name, self.node, None)
         self.flights.pop(name)
+        return True
+
+    def _settle_unknown(self, name: str) -> None:
+        """A record whose making failed with an unknown outcome (the connection was lost
+        as it committed), no job begun: cleared once the VM is placed here again."""
+        with self._lock:
+            unknown = name in self._unknown
+        if unknown:
+            self.holders.set_migrating(name, self.node, None)
+            with self._lock:
+                self._unknown.discard(name)
 
     def _follow_job(self, name: str) -> Outgoing | None:
         """An outgoing migration job libvirt runs that this daemon did not start (begun before
@@ -265,7 +299,8 @@ class Departures:
         if flight is not None and not flight.done.is_set():
             self.flights.abort(name)  # a shutdown waits for the migration to end first
             return 0.5
-        self._pop_done(name)
+        if not self._pop_done(name):
+            return 0.5
         return None
 
     def _problem(self, vm: VirtualMachine, target: str) -> tuple[str | None, bool]:

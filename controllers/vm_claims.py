@@ -43,6 +43,7 @@ class Claims:
         self._claimed: set[str] = set()
         self._unseen: set[str] = set()
         self._blocked: dict[str, int] = {}  # releases refused in a row (the back-off)
+        self._unblock_watch: set[str] = set()  # a watch for a mark's removal is set
 
     def claim(self, name: str) -> bool:
         """Be among ``name``'s holders before defining or starting anything; False when the
@@ -79,12 +80,23 @@ class Claims:
         another node's live migration may still bring the domain here (its mark on this
         node's entry, zkstore/holders.py), until that source knows how its job ended. The
         mark's removal wakes it; the delay backs off to 10 s."""
-        outcome = self.holders.release(name, self.node, on_unblock=lambda _event: self._wake(name))
+        with self._lock:
+            # One watch per VM at a time (each refusal would add one more otherwise).
+            watch = name not in self._unblock_watch
+
+        def unblocked(_event: object) -> None:
+            with self._lock:
+                self._unblock_watch.discard(name)
+            self._wake(name)
+
+        outcome = self.holders.release(name, self.node, on_unblock=unblocked if watch else None)
         with self._lock:
             if outcome == Release.BLOCKED:
+                self._unblock_watch.add(name)
                 blocked = self._blocked[name] = self._blocked.get(name, 0) + 1
                 return min(0.5 * 2.0 ** min(blocked - 1, 5), 10.0)
             self._blocked.pop(name, None)
+            self._unblock_watch.discard(name)
             self._claimed.discard(name)
         return None
 
@@ -93,6 +105,7 @@ class Claims:
             self._claimed.discard(name)
             self._unseen.discard(name)
             self._blocked.pop(name, None)
+            self._unblock_watch.discard(name)
 
     def unless_sole_holder(
         self,

@@ -240,6 +240,11 @@ class Holders:
                 except NoNodeError:
                     return Release.NOT_HELD
                 sources = sorted(kid[len(_FROM) :] for kid in kids if kid.startswith(_FROM))
+                # Its own records first, whatever else: no job of this node runs (its
+                # domain is gone or off here), and two nodes each marked by the other's
+                # record would otherwise wait for each other for good.
+                if any(kid.startswith(_TO) for kid in kids):
+                    self._clear_records(vm, node)
                 if sources and not force:
                     log.info(
                         "event=release_blocked vm=%s node=%s sources=%s why='their live "
@@ -249,7 +254,6 @@ class Holders:
                         ",".join(sources),
                     )
                     return Release.BLOCKED
-                self._clear_records(vm, node)
                 for source in sources:
                     with contextlib.suppress(NoNodeError):
                         self.client.delete(f"{mine}/{_FROM}{source}")

@@ -123,3 +123,20 @@ def test_a_sources_release_or_fence_takes_its_records_and_marks_along(store: Sto
     holders.set_migrating("web", "n3", None)
     assert holders.release("web", "n3") == Release.RELEASED
     assert holders.read("web") == frozenset()
+
+
+def test_two_nodes_marked_by_each_others_records_both_let_go(store: Store) -> None:
+    """n1's record of a move to n2 and n2's of a move back, neither cleared (each daemon
+    missed its job's end): each release clears its own record before it looks at marks,
+    so the two never wait for each other."""
+    apply_vm(store, "web")
+    holders = Holders(store)
+    holders.ensure("web", "n1")
+    holders.ensure("web", "n2")
+    assert holders.set_migrating("web", "n1", "n2")
+    assert holders.set_migrating("web", "n2", "n1")
+    assert holders.release("web", "n1") == Release.BLOCKED  # n2's record still marks n1
+    assert holders.migrating_to("web", "n1") is None  # ... but n1's own record went
+    assert holders.release("web", "n2") == Release.RELEASED
+    assert holders.release("web", "n1") == Release.RELEASED
+    assert holders.read("web") == frozenset()
