@@ -24,6 +24,13 @@ read gets a sequence number under the lock that also sends it, so numbers follow
 ZooKeeper answers in; a result older than one already applied to the same path is dropped,
 however the threads that deliver results are scheduled.
 
+How it is told of changes: by one persistent recursive watch on ``root``
+(zkstore/persistent.py; ZooKeeper 3.6+), which reports each create, change and delete below
+it with its path, so a new key or child is read directly and nothing is listed after the
+load; reads then set no watch. On a server without ``addWatch`` it falls back to one-shot
+watches (and logs it): a child watch on the root and on each listed key, and a watch set by
+every read.
+
 After every reconnect the watches may be gone (kazoo does not send them again after a
 session loss, and a server that lost its quorum drops its own): everything is read again,
 and what has gone reads as NoNode or is missing from its key's list, and is dropped and
@@ -49,8 +56,11 @@ from kazoo.exceptions import (
     ConnectionLoss,
     NoNodeError,
     SessionExpiredError,
+    UnimplementedError,
 )
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
+
+from zkstore.persistent import PersistentWatches
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,8 @@ class SubtreeWatch:
         on_change: Callable[[str], None],
         children: Collection[str] | None = None,
         window: int = WINDOW,
+        *,
+        persistent: bool = True,
     ) -> None:
         self.root = root
         self._client = client
@@ -98,6 +110,9 @@ class SubtreeWatch:
         self._closed = False
         self._incomplete = False  # a read lost to a dropped connection, until the reload
         self._watcher = self._watch  # one bound method for every watch kazoo keeps
+        self._persistent = persistent
+        """One persistent recursive watch on the root instead of one-shot watches (decided
+        at ``start``: False when the server cannot)."""
         self.progress = 0
         """Read results received so far: the load's progress."""
         self.requests = 0
@@ -109,7 +124,20 @@ class SubtreeWatch:
         """Read the whole subtree (``root`` must exist) and return once it is in the cache;
         fails only when the load makes no progress for ``stall`` seconds."""
         self._client.add_listener(self._on_state)
-        names = self._client.get_children(self.root, watch=self._watcher)
+        if self._persistent:
+            try:
+                PersistentWatches.of(self._client).add_async(self.root, self._on_event).get(
+                    timeout=stall
+                )
+            except UnimplementedError:
+                PersistentWatches.of(self._client).remove(self.root, self._on_event)
+                self._persistent = False
+                log.warning(
+                    "event=persistent_watch_unsupported root=%s action=one_shot_watches "
+                    "why='ZooKeeper older than 3.6: every new object costs a listing'",
+                    self.root,
+                )
+        names = self._client.get_children(self.root, watch=self._watch_if_one_shot)
         with self._lock:
             self.requests += 1
             self._enqueue(sorted(names), everything=True)
@@ -120,6 +148,13 @@ class SubtreeWatch:
             self._closed = True
             self._backlog.clear()
         self._client.remove_listener(self._on_state)
+        if self._persistent:
+            PersistentWatches.of(self._client).remove(self.root, self._on_event)
+
+    @property
+    def _watch_if_one_shot(self) -> Callable[[WatchedEvent], None] | None:
+        """The watch a read sets: none under a persistent watch, which reports it all."""
+        return None if self._persistent else self._watcher
 
     def wait_loaded(self, stall: float) -> None:
         """Wait while the load makes progress: 10,000 VMs take a while on a busy host, and a
@@ -195,7 +230,10 @@ class SubtreeWatch:
             if key not in self._kids:
                 continue  # deleted while it waited
             self._read(key)
-            if self._follow is None:
+            if new and self._persistent:
+                # Its children, created after it, are each reported by the root's watch.
+                listing, children = False, _NONE
+            elif self._follow is None:
                 # Every child, found by listing the key; those known are read now.
                 listing, children = True, self._kids[key]
             elif new:
@@ -222,10 +260,11 @@ class SubtreeWatch:
             self._pending += 1
             self.requests += 1
             self._inflight[slot] = self._inflight.get(slot, 0) + 1
+            watch = self._watch_if_one_shot
             if listing:
-                result = self._client.get_children_async(path, watch=self._watcher)
+                result = self._client.get_children_async(path, watch=watch)
             else:
-                result = self._client.get_async(path, watch=self._watcher)
+                result = self._client.get_async(path, watch=watch)
         result.rawlink(lambda done: self._complete(slot, seq, done))
 
     def _list_root(self, everything: bool) -> None:
@@ -234,7 +273,14 @@ class SubtreeWatch:
                 return
             self._pending += 1
             self.requests += 1
-        result = self._client.get_children_async(self.root, watch=self._watcher)
+            if self._persistent:
+                # The server dropped the watch with the connection: set again, ahead of the
+                # listing (answered in order, so nothing after the listing goes unreported).
+                # A failure shows in the listing too (the connection went): the next
+                # reconnect does both again.
+                self.requests += 1
+                PersistentWatches.of(self._client).add_async(self.root, self._on_event)
+        result = self._client.get_children_async(self.root, watch=self._watch_if_one_shot)
         result.rawlink(lambda done: self._on_root(everything, done))
 
     def _on_root(self, everything: bool, done: Any) -> None:
@@ -302,7 +348,13 @@ class SubtreeWatch:
         """Apply one read result; the key to report, if anything changed."""
         key, _, child = slot.partition("/")
         if key not in self._kids:
-            return None  # a late answer about a key deleted since
+            if self._persistent and slot == key and value is not None:
+                # Dropped by an older read that found it gone, and created again since
+                # (its creation was reported while it was still known, so nothing else
+                # reads it): read it again with its children.
+                self._kids[key] = _NONE
+                self._backlog.append((key, False))
+            return None  # else a late answer about a key deleted since
         if slot.endswith("/"):
             return self._apply_list(key, value)
         if child:
@@ -336,7 +388,7 @@ class SubtreeWatch:
             if child in kids:
                 names = kids - {child}
                 self._kids[key] = self._sets.setdefault(names, names)
-            if self._follow is not None:
+            if self._follow is not None and not self._persistent:
                 self._await_creation(rel)
             return key if self._nodes.pop(rel, None) is not None else None
         if child not in kids:
@@ -362,6 +414,26 @@ class SubtreeWatch:
         for child in kids:
             self._nodes.pop(f"{key}/{child}", None)
         return key if self._nodes.pop(key, None) is not None else None
+
+    def _on_event(self, event: WatchedEvent) -> None:
+        """The persistent watch's report of a create, change or delete at ``event.path``
+        (kazoo's callback thread: only send reads). A key created is queued as new (its
+        children are reported as they come); anything else known is read again; a child
+        of a key not known yet is left to that key's read."""
+        if self._closed or not event.path.startswith(self.root + "/"):
+            return  # the root itself
+        rel = event.path[len(self.root) + 1 :]
+        key, _, child = rel.partition("/")
+        if "/" in child:
+            return
+        with self._lock:
+            if key not in self._kids:
+                if not child and event.type != EventType.DELETED:
+                    self._enqueue([key], everything=False)
+                return
+            if child and self._follow is not None and child not in self._follow:
+                return
+            self._read(rel)
 
     def _watch(self, event: WatchedEvent) -> None:
         # kazoo's event thread: only send reads, never wait for them.

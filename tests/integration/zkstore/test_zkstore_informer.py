@@ -465,16 +465,16 @@ def test_deleted_objects_leave_no_watch_behind(
 def test_a_new_object_is_listed_not_read_child_by_child(
     store: Store, informer: ResourceInformer[VirtualMachine], recorder: Recorder
 ) -> None:
-    """A VM created after the load has no status or placement yet: the informer lists it
-    once (a child watch that tells of them) instead of reading each and finding nothing
-    (issue 16). Its children are then followed as ever."""
+    """A VM created after the load has no status or placement yet: the informer reads it
+    alone, neither listing the root (the root's persistent watch reported it) nor the VM
+    nor reading children that are not there (issue 16); the watch reports each child as it
+    is created, and it is followed as ever."""
     tree = informer._tree
     before = tree.requests
     store.create(make_vm("fresh"))
     wait_for(lambda: informer.data("fresh") is not None, 10, "fresh loaded")
     wait_for(lambda: tree._settled(), 10, "no read in flight")
-    # The root's listing, the VM's read and its listing: no read of a missing child.
-    assert tree.requests - before == 3
+    assert tree.requests - before == 1
     store.write_status(VirtualMachine, "fresh", VirtualMachineStatus(phase=VMPhase.RUNNING))
     wait_for(lambda: informer.data("fresh", paths.STATUS), 10, "its status followed")
     store.write_placement("fresh", Placement(node="hv1"), epoch=None)
@@ -493,7 +493,7 @@ def test_a_new_key_without_children_is_read_once(store: Store) -> None:
         store.write_placement("web", Placement(node="hv1"), epoch=None)
         wait_for(lambda: informer.data("web") is not None, 10, "the entry loaded")
         wait_for(lambda: tree._settled(), 10, "no read in flight")
-        assert tree.requests - before == 2  # the root's listing and the entry's read
+        assert tree.requests - before == 1  # the entry's read: nothing listed
     finally:
         informer.close()
 
