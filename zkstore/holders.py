@@ -190,26 +190,41 @@ class Holders:
     def migrating_to(self, vm: str, node: str) -> str | None:
         """Where ``set_migrating`` recorded ``node``'s domain of ``vm`` may be going; None
         when nowhere (or ``node`` holds no entry)."""
-        targets = self._records(vm, node)
-        return targets[0] if targets else None
-
-    def _records(self, vm: str, node: str) -> list[str]:
+        targets, legacy = self._records(vm, node)
+        if targets or not legacy:
+            return targets[0] if targets else None
+        # A record a pvcnoded older than the marks made: the target as the entry's data.
         try:
-            kids = self.client.get_children(self.store.path(paths.holder(vm, node)))
+            data, _ = self.client.get(self.store.path(paths.holder(vm, node)))
         except NoNodeError:
-            return []
-        return sorted(kid[len(_TO) :] for kid in kids if kid.startswith(_TO))
+            return None
+        return data.decode() or None
+
+    def _records(self, vm: str, node: str) -> tuple[list[str], bool]:
+        """The targets ``node``'s records of ``vm`` name, and whether its entry holds an
+        older pvcnoded's record (the target as the entry's data, without marks)."""
+        mine = self.store.path(paths.holder(vm, node))
+        try:
+            kids, stat = self.client.get_children(mine, include_data=True)
+        except NoNodeError:
+            return [], False
+        targets = sorted(kid[len(_TO) :] for kid in kids if kid.startswith(_TO))
+        return targets, bool(stat.dataLength)
 
     def _clear_records(self, vm: str, node: str) -> None:
         """Remove ``node``'s records of ``vm`` and the targets' marks, each mark first (a
         record left by a crash between the two is cleared again; a mark left without its
         record would keep its target from ever letting go)."""
         mine = self.store.path(paths.holder(vm, node))
-        for target in self._records(vm, node):
+        targets, legacy = self._records(vm, node)
+        for target in targets:
             with contextlib.suppress(NoNodeError):
                 self.client.delete(f"{self.store.path(paths.holder(vm, target))}/{_FROM}{node}")
             with contextlib.suppress(NoNodeError):
                 self.client.delete(f"{mine}/{_TO}{target}")
+        if legacy:
+            with contextlib.suppress(NoNodeError):
+                self.client.set(mine, b"")
 
     def holds(self, vm: str, node: str) -> bool:
         return self.client.exists(self.store.path(paths.holder(vm, node))) is not None

@@ -204,6 +204,14 @@ def _refuse_unless_stopped(
             why + f"node(s) {', '.join(others)} may still hold its domain; their daemons "
             "release it once it is gone from them"
         )
+    for holder in holders:
+        records = _children(store, paths.holder(name, holder))
+        if records:  # zkstore/holders.py: to-<target>, from-<source>
+            raise RenameRefused(
+                why + f"node {holder}'s hold on it still records a live migration "
+                f"({', '.join(records)}); its daemon clears that once it knows how the "
+                "migration ended"
+            )
     if store.client.exists(store.path(paths.volume_deletion(name))) is not None:
         raise RenameRefused(why + "the volumes of a deleted VM of this name are being deleted")
     legacy = [d.name for d in vm.spec.disks if d.pool is None and d.creates]

@@ -140,3 +140,15 @@ def test_two_nodes_marked_by_each_others_records_both_let_go(store: Store) -> No
     assert holders.release("web", "n2") == Release.RELEASED
     assert holders.release("web", "n1") == Release.RELEASED
     assert holders.read("web") == frozenset()
+
+
+def test_an_older_daemons_record_is_read_and_cleared(store: Store) -> None:
+    """Before the marks, the target was the source's entry data: an upgraded daemon still
+    finds where a job it began went, and clears that record with its own."""
+    apply_vm(store, "web")
+    holders = Holders(store)
+    holders.ensure("web", "n1")
+    store.client.set(store.path(paths.holder("web", "n1")), b"n2")
+    assert holders.migrating_to("web", "n1") == "n2"
+    holders.set_migrating("web", "n1", None)
+    assert holders.migrating_to("web", "n1") is None

@@ -121,8 +121,13 @@ def test_a_rename_moves_everything_keyed_by_the_name(store: Store) -> None:
             lambda s: s.client.create(s.path(paths.volume_deletion("old"))),
             "volumes of a deleted VM of this name are being deleted",
         ),
+        (
+            # A record left by a crash between the two deletes that clear it.
+            lambda s: s.client.create(s.path(paths.holder("old", "node1")) + "/to-node2"),
+            r"node node1's hold on it still records a live migration \(to-node2\)",
+        ),
     ],
-    ids=["runs", "reported-running", "held-elsewhere", "volumes-deleting"],
+    ids=["runs", "reported-running", "held-elsewhere", "volumes-deleting", "stale-record"],
 )
 def test_a_vm_that_may_run_is_refused_with_the_reason(
     store: Store, change: Callable[[Store], Any], why: str
