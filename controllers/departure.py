@@ -165,13 +165,12 @@ class Departures:
         # that it ended (settle_unseen). Its mark on the target's entry keeps the target
         # holding the VM until this node knows how the job ended.
         with self._lock:
-            self._unknown.add(name)  # until the outcome is known
-        if not self.holders.set_migrating(name, self.node, target):
-            with self._lock:
-                self._unknown.discard(name)
-            return 1.0, move  # the target let go since it claimed: its next claim wakes us
+            self._unknown.add(name)  # kept if the write raises: its outcome is unknown
+        recorded = self.holders.set_migrating(name, self.node, target)
         with self._lock:
             self._unknown.discard(name)
+        if not recorded:
+            return 1.0, move  # the target let go since it claimed: its next claim wakes us
         self.flights.begin(
             name,
             destination,

@@ -148,9 +148,9 @@ class Holders:
         return collect
 
     def ensure(self, vm: str, node: str) -> None:
-        """Make ``node`` a holder of ``vm`` whatever its placement: called by a live
-        migration's source once libvirt moved the domain to ``node``, before the source lets
-        go, so the node that runs it always holds it."""
+        """Make ``node`` a holder of ``vm`` whatever its placement, unchecked. No daemon
+        calls it any more (a live migration's target holds the VM throughout, kept by its
+        source's mark: ``set_migrating``); tests set holds up with it."""
         try:
             self.client.create(self.store.path(paths.holder(vm, node)), b"", makepath=True)
         except NodeExistsError:

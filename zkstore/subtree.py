@@ -415,17 +415,24 @@ class SubtreeWatch:
             self._nodes.pop(f"{key}/{child}", None)
         return key if self._nodes.pop(key, None) is not None else None
 
+    def _below_root(self, path: str) -> tuple[str, str, str] | None:
+        """(``key`` or ``key/child``, key, child) of a path one or two levels below the
+        root; None for the root itself, anything elsewhere, or anything deeper."""
+        if not path.startswith(self.root + "/"):
+            return None
+        rel = path[len(self.root) + 1 :]
+        key, _, child = rel.partition("/")
+        return None if "/" in child else (rel, key, child)
+
     def _on_event(self, event: WatchedEvent) -> None:
         """The persistent watch's report of a create, change or delete at ``event.path``
         (kazoo's callback thread: only send reads). A key created is queued as new (its
         children are reported as they come); anything else known is read again; a child
         of a key not known yet is left to that key's read."""
-        if self._closed or not event.path.startswith(self.root + "/"):
-            return  # the root itself
-        rel = event.path[len(self.root) + 1 :]
-        key, _, child = rel.partition("/")
-        if "/" in child:
+        below = self._below_root(event.path)
+        if self._closed or below is None:
             return
+        rel, key, child = below
         with self._lock:
             if key not in self._kids:
                 if not child and event.type != EventType.DELETED:
@@ -443,10 +450,10 @@ class SubtreeWatch:
             if event.type == EventType.CHILD:
                 self._list_root(False)
             return
-        rel = event.path[len(self.root) + 1 :]
-        key, _, child = rel.partition("/")
-        if "/" in child:
+        below = self._below_root(event.path)
+        if below is None:
             return
+        rel, key, child = below
         with self._lock:
             if key not in self._kids:
                 return  # deleted since: nothing to follow
