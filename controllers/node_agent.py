@@ -35,6 +35,8 @@ from zkstore.codec import decode
 
 START_REPORT_DELAY = 0.25
 """Seconds a started domain may wait to be reported by a heartbeat (poke_soon)."""
+START_REPORT_INTERVAL = 1.0
+"""Seconds at least between heartbeats that report starts (poke_soon) while they go on."""
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +154,20 @@ class NodeAgent:
         node, a converge made that O(VMs²) per node, issue 16). Stops and removals still
         ``poke``: they are reported at once, so a VM moving between nodes is dropped from
         its old node's report as soon as before, and its new node reports it at most
-        START_REPORT_DELAY later than before (the flush reads the old node's report)."""
+        START_REPORT_DELAY later than before (the flush reads the old node's report), or,
+        during a burst, START_REPORT_INTERVAL after its previous report."""
         with self._soon_lock:
             if self._soon is not None:
                 return
-            self._soon = threading.Timer(START_REPORT_DELAY, self._poke_now)
+            # While starts go on, at most one report of them per START_REPORT_INTERVAL:
+            # each heartbeat is read by every cache of the Node kind (the primary's, the
+            # API's), and 64 nodes each reporting four times a second during a converge
+            # cost more than a VM's own start (issue 16).
+            last = self._last_beat
+            delay = START_REPORT_DELAY
+            if last is not None:
+                delay = max(delay, last + START_REPORT_INTERVAL - time.monotonic())
+            self._soon = threading.Timer(delay, self._poke_now)
             self._soon.daemon = True
             self._soon.start()
 

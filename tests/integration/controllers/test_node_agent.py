@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controllers.node_agent import START_REPORT_DELAY, NodeAgent
+from controllers.node_agent import START_REPORT_DELAY, START_REPORT_INTERVAL, NodeAgent
 from controllers.scheduler import Scheduler
 from hypervisor import LibvirtDriver, libvirt_driver, write_test_host_xml
 from schemas import (
@@ -130,9 +130,16 @@ def test_a_burst_of_starts_shares_one_heartbeat_and_a_stop_is_reported_at_once(
     for _ in range(20):
         agent.poke_soon()
     wait_for(lambda: beats, 2.0, "a heartbeat after the starts")
-    assert beats[0] - started < 1.0
+    # The agent beat as it registered: a start is reported at most START_REPORT_INTERVAL
+    # after the previous heartbeat, and never sooner than START_REPORT_DELAY.
+    assert beats[0] - started < START_REPORT_INTERVAL + 0.2
     # The window in which 19 more pokes' beats would have come: the elapsed time is the test.
     holds_for(lambda: len(beats) == 1, 0.5, "one heartbeat for one burst of 20 starts")
+    # Starts going on right after a report: the next report of them waits out the interval.
+    reported = beats[0]
+    agent.poke_soon()
+    wait_for(lambda: len(beats) == 2, START_REPORT_INTERVAL + 1.0, "the next report of starts")
+    assert beats[1] - reported >= START_REPORT_INTERVAL - 0.05
     count = len(beats)
     stopped = time.monotonic()
     agent.poke()
