@@ -197,6 +197,12 @@ class VMController:
     # -- reconcile ---------------------------------------------------------
 
     def reconcile(self, name: str) -> float | None:
+        try:
+            return self._reconcile(name)
+        finally:
+            self.claims.pass_over(name)
+
+    def _reconcile(self, name: str) -> float | None:
         self.resync_plan.forget(name)
         raw = self.index.data(name)
         placement = Placement.model_validate(raw) if raw is not None else None

@@ -19,6 +19,7 @@ from kazoo.exceptions import (
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
+    RolledBackError,
 )
 from kazoo.protocol.states import WatchedEvent
 
@@ -57,6 +58,11 @@ class Claim(enum.IntEnum):
     HELD = 2
     """The node was a holder already (it never leaves while its domain may exist): for a
     daemon's first claim, one held before it started."""
+    MADE = 3
+    """The node was added to a set this claim made, so no node held the VM as it committed
+    (every node that may hold a domain is in the set, and an empty set is removed), and
+    any node that claims it later finds this one (its sole-holder read follows its own
+    claim): the node is the sole holder with no read of the set (``claim_fresh``)."""
 
 
 class Holders:
@@ -105,6 +111,41 @@ class Holders:
                 continue  # the set was tidied away between the two: again
             raise next(r for r in (check, create) if isinstance(r, Exception))
         raise RuntimeError(f"claiming {vm!r} for {node!r} kept racing; gave up")
+
+    def claim_fresh(self, vm: str, node: str) -> tuple[Claim, tuple[Placement, int] | None]:
+        """``claim``, first as the VM's only holder: one transaction that checks the VM is
+        placed on ``node``, makes the set and adds ``node`` (MADE: the sole holder, with
+        no read of the set), with the read of ``node``'s index entry (its placement and
+        znode version, None when not placed there) sent right behind it, so both share a
+        round trip and the read sees the placement as of the claim or later. When the set
+        exists already: ``claim`` (one round trip more), and no entry."""
+        entry = self.store.path(paths.node_index_entry(node, vm))
+        txn = self.client.transaction()
+        txn.check(entry, version=-1)
+        txn.create(self.store.path(paths.holders(vm)), b"")
+        txn.create(self.store.path(paths.holder(vm, node)), b"")
+        committed = txn.commit_async()
+        placed = self.client.get_async(entry)
+        results = committed.get()
+        check, made = results[0], results[1]
+        try:
+            data, stat = placed.get()
+            current: tuple[Placement, int] | None = (
+                Placement.model_validate(decode(data)),
+                int(stat.version),
+            )
+        except NoNodeError:
+            current = None
+        if isinstance(check, NoNodeError):
+            return Claim.REFUSED, None  # not placed on this node: nothing was made
+        if not isinstance(check, Exception) and not isinstance(made, Exception):
+            log.info("event=holder_added vm=%s node=%s set=made", vm, node)
+            return Claim.MADE, current
+        if isinstance(made, NodeExistsError):
+            return self.claim(vm, node), None
+        raise next(
+            r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError)
+        )
 
     def read(
         self, vm: str, *, watch: Callable[[WatchedEvent], None] | None = None

@@ -37,6 +37,31 @@ def test_a_node_the_vm_is_not_placed_on_never_becomes_a_holder(store: Store) -> 
     assert holders.read("web") == {"n2"}  # n2 still holds it until it lets go
 
 
+def test_a_claim_that_makes_the_set_is_the_sole_holder_with_the_placement_it_checked(
+    store: Store,
+) -> None:
+    """claim_fresh: the set made in the claim's own transaction (MADE: nobody held the VM),
+    the index entry read behind it; a set that exists falls back to claim (no entry); a
+    refused one makes nothing."""
+    apply_vm(store, "web")
+    holders = Holders(store)
+    assert holders.claim_fresh("web", "n1") == (Claim.REFUSED, None)  # placed nowhere
+    assert store.client.exists(store.path(paths.holders("web"))) is None  # nothing made
+    store.write_placement("web", Placement(node="n1", epoch=3), epoch=None)
+    claim, entry = holders.claim_fresh("web", "n1")
+    assert claim == Claim.MADE
+    assert entry is not None and (entry[0].node, entry[0].epoch) == ("n1", 3)
+    assert entry[1] == store.client.exists(store.path(paths.node_index_entry("n1", "web"))).version
+    assert holders.read("web") == {"n1"}
+    # Held already (a restarted daemon): the set exists, so it is no fresh claim.
+    assert holders.claim_fresh("web", "n1") == (Claim.HELD, None)
+    # Moved to n2 while n1 still holds it: n2 joins the set, and is not its sole holder.
+    store.write_placement("web", Placement(node="n2"), epoch=None)
+    assert holders.claim_fresh("web", "n2") == (Claim.ADDED, None)
+    assert holders.read("web") == {"n1", "n2"}
+    assert holders.claim_fresh("web", "n1") == (Claim.REFUSED, None)  # n1's entry went
+
+
 def test_a_claim_racing_the_sets_tidy_up_goes_round_again(store: Store) -> None:
     """The set's znode is deleted by the last release; a claim whose create of it came
     before that delete finds no parent for its holder znode, and tries again."""
