@@ -44,6 +44,11 @@ _CHILD_EVENT = 4
 one-shot child watch of the same connection, which kazoo's own dispatch serves)."""
 
 
+Callback_ = Callable[[WatchedEvent], None]
+Covered = Callable[[WatchedEvent], bool]
+"""Whether an event needs no dispatch to a callback (``add_async``)."""
+
+
 class _AddWatch(namedtuple("_AddWatch", "path mode")):
     type = 106
 
@@ -67,8 +72,9 @@ class PersistentWatches:
     def __init__(self, client: KazooClient) -> None:
         self._client = client
         self._lock = threading.Lock()
-        # chrooted root -> its callbacks (several caches of one client may watch one root)
-        self._roots: dict[str, list[Callable[[WatchedEvent], None]]] = {}
+        # chrooted root -> its callbacks, each with its ``covered`` (several caches of one
+        # client may watch one root)
+        self._roots: dict[str, list[tuple[Callback_, Covered | None]]] = {}
         connection: Any = client._connection
         original = connection._read_watch_event
 
@@ -96,16 +102,24 @@ class PersistentWatches:
                 client._pvc_persistent_watches = found  # type: ignore[attr-defined]
             return found
 
-    def add_async(self, root: str, callback: Callable[[WatchedEvent], None]) -> Any:
+    def add_async(self, root: str, callback: Callback_, *, covered: Covered | None = None) -> Any:
         """Send ``addWatch`` (recursive) on ``root``; events reach ``callback`` on kazoo's
         callback thread from the moment the server answered (requests sent after this one
         see it set). Returns kazoo's async result (``UnimplementedError``: the server is
-        older than 3.6)."""
+        older than 3.6).
+
+        ``covered(event)`` is asked first, on kazoo's reader thread, as the event is read
+        (so it must be quick, and must not wait for ZooKeeper): True drops the event for
+        this callback. The reader has by then read every answer the server sent before the
+        event, so an answer still to come was made after the change the event reports
+        (ZooKeeper sends a connection's answers and events in the order it made them, and
+        an event after the change): a read of the same znode not answered yet already
+        covers it."""
         path = self._client.chroot + root if self._client.chroot else root
         with self._lock:
             callbacks = self._roots.setdefault(path, [])
-            if callback not in callbacks:
-                callbacks.append(callback)
+            if all(found != callback for found, _ in callbacks):
+                callbacks.append((callback, covered))
         result = self._client.handler.async_result()
         self._client._call(_AddWatch(path, PERSISTENT_RECURSIVE), result)
         return result
@@ -115,7 +129,7 @@ class PersistentWatches:
         connection; a ``removeWatches`` of its own is not worth a request)."""
         path = self._client.chroot + root if self._client.chroot else root
         with self._lock:
-            callbacks = [c for c in self._roots.get(path, []) if c != callback]
+            callbacks = [c for c in self._roots.get(path, []) if c[0] != callback]
             if callbacks:
                 self._roots[path] = callbacks
             else:
@@ -129,14 +143,19 @@ class PersistentWatches:
             return
         path: str = watch.path
         with self._lock:
-            callbacks = [
-                callback
+            registered = [
+                pair
                 for root, found in self._roots.items()
                 if path == root or path.startswith(root + "/")
-                for callback in found
+                for pair in found
             ]
-        if not callbacks:
+        if not registered:
             return
         event = WatchedEvent(EVENT_TYPE_MAP[watch.type], client._state, client.unchroot(path))
-        for callback in callbacks:
+        for callback, covered in registered:
+            try:
+                if covered is not None and covered(event):
+                    continue
+            except Exception:  # never on kazoo's reader thread: dispatch it after all
+                log.exception("event=persistent_watch_covered_failed path=%s", path)
             client.handler.dispatch_callback(Callback("watch", callback, (event,)))

@@ -8,6 +8,7 @@ import threading
 
 from kazoo.protocol.states import KazooState, WatchedEvent
 
+from localcluster.zookeeper import ZooKeeperServer
 from tests.helpers import wait_for
 from zkstore import Store
 from zkstore.persistent import PersistentWatches
@@ -164,3 +165,33 @@ def test_two_caches_of_one_root_on_one_client_both_follow_it(store: Store) -> No
     finally:
         first.close()
         second.close()
+
+
+def test_changes_reported_while_a_read_is_unanswered_send_no_read_and_the_last_lands(
+    store: Store, zookeeper: ZooKeeperServer, zk_root: str
+) -> None:
+    """A data change reported while the cache's read of that znode is still unanswered sends
+    no read more: that answer comes after the event, so it holds the change. Another
+    client's 300 writes in a row: far fewer reads than writes, and the cache ends with the
+    last value (the one thing that must never be lost)."""
+    client = store.client
+    root = store.path("pw-coalesce")
+    client.ensure_path(f"{root}/k")
+    client.create(f"{root}/k/status", b"first")
+    tree = SubtreeWatch(client, root, lambda _key: None, children=("status",))
+    tree.start(10)
+    writer = Store(zookeeper.hosts, zk_root, timeout=6.0)
+    writer.start()
+    try:
+        before = tree.requests
+        sent = [writer.client.set_async(f"{root}/k/status", b"%d" % i) for i in range(300)]
+        for result in sent:
+            result.get(timeout=10)
+        wait_for(lambda: (tree.node("k", "status") or (b"",))[0] == b"299", 10, "the last write")
+        wait_for(tree._settled, 10, "no read in flight")
+        reads = tree.requests - before
+        assert reads < 200, f"{reads} reads for 300 changes"
+        assert (tree.node("k", "status") or (b"",))[0] == b"299"
+    finally:
+        writer.stop()
+        tree.close()
