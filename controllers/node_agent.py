@@ -35,7 +35,7 @@ from zkstore.codec import decode
 
 START_REPORT_DELAY = 0.25
 """Seconds a started domain may wait to be reported by a heartbeat (poke_soon)."""
-START_REPORT_INTERVAL = 1.0
+START_REPORT_INTERVAL = 2.0
 """Seconds at least between heartbeats that report starts (poke_soon) while they go on."""
 
 log = logging.getLogger(__name__)
