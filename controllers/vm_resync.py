@@ -63,12 +63,19 @@ class ResyncPlan:
         if domains is None:
             return set(placed)
         everything = set(placed) | set(domains)
-        if full or before_domains is None:
+        if full:
             return everything
-        changed = placed ^ before_placed
-        for name in set(domains) | set(before_domains):
-            if domains.get(name) != before_domains.get(name):
-                changed.add(name)
+        if before_domains is None:
+            # The first pass has no listing to compare with: every VM, but those whose
+            # reconcile since the daemon started saw them as they are now (the first pass
+            # of every node came in the middle of a converge and reconciled each VM once
+            # more, issue 16).
+            changed = everything
+        else:
+            changed = placed ^ before_placed
+            for name in set(domains) | set(before_domains):
+                if domains.get(name) != before_domains.get(name):
+                    changed.add(name)
         # What a reconcile already saw as it is now needs no other: a VM placed and started
         # since the last pass was reconciled by its events (every new VM was reconciled
         # once more by the next pass, issue 16). A VM that left is never skipped.

@@ -20,6 +20,18 @@ def test_the_first_pass_and_every_full_pass_reconcile_everything() -> None:
     assert plan.keys({"a", "b"}, domains) == set()
 
 
+def test_the_first_pass_skips_what_a_reconcile_since_the_start_saw_as_it_is_now() -> None:
+    """A daemon's first pass has no listing to compare with, yet a VM reconciled since the
+    daemon started and left as the listing shows it needs no pass more (every new VM of a
+    converge got one, issue 16); one that changed since, or is being reconciled, does."""
+    plan = ResyncPlan(full_every=100)
+    plan.observe("a", RUN)
+    plan.observe("b", RUN)
+    plan.observe("c", RUN)
+    plan.forget("c")
+    assert plan.keys({"a", "b", "c", "d"}, {"a": RUN, "b": OFF, "c": RUN}) == {"b", "c", "d"}
+
+
 def test_a_pass_reconciles_what_changed_since_the_last_one() -> None:
     plan = ResyncPlan(full_every=100)
     plan.keys({"a", "b", "c"}, {"a": RUN, "b": RUN})
