@@ -16,19 +16,19 @@ that the design's safety rules need, and nothing else:
    fails), create the placement, create the node's index entry (1 round trip).
 4. Node: a children watch on its index fires (hop 2), its worker reads the children
    again, then the entry and the VM's spec, sent together (2 round trips).
-5. Node, the claim (the one-copy rule): one transaction that checks the entry exists as
-   it commits and creates its holder znode, the holder set's create sent ahead of it (1
-   round trip).
-6. Node, right before the start: a sync, the holder set and the index entry, sent
-   together (1 round trip): it starts only as the sole holder, only for the placement
-   ZooKeeper holds now (epoch-checked).
-7. libvirt ``defineXML`` + ``create`` of the same 64 MiB domain PVC's driver defines, on
+5. Node, the claim (the one-copy rule) of a new VM: one transaction that checks the entry
+   exists as it commits and creates the holder set with its holder znode, so the node is
+   the sole holder with no read of the set; the index entry's read sent right behind it
+   (1 round trip). It starts only as the sole holder, only for the placement ZooKeeper
+   holds (epoch-checked). Until 2026-12-01 the design needed a synced read of the set
+   after the claim, and this floor had that round trip too (8 in all).
+6. libvirt ``defineXML`` + ``create`` of the same 64 MiB domain PVC's driver defines, on
    a test-driver host of the node's own.
-8. Node: the status write, Running (1 round trip).
-9. The observer: a data watch on the status fires (hop 3), and it reads the status
+7. Node: the status write, Running (1 round trip).
+8. The observer: a data watch on the status fires (hop 3), and it reads the status
    (1 round trip): exactly how the PVC run is timed too (``StatusWatch``).
 
-So 8 sequential round trips and 3 watch hops, plus define+start. What PVC does beyond
+So 7 sequential round trips and 3 watch hops, plus define+start. What PVC does beyond
 that (its API's validation and reads, informer caches, work queues, status reads,
 events, published domain XML, a Starting status) is what the ratio measures.
 """
@@ -157,23 +157,17 @@ def _node_process(
         entry_read = client.get_async(entry)
         spec_read.get()
         entry_read.get()
-        # The claim: the holder created only while the entry exists, checked as it commits.
+        # The claim of a new VM: the holder set made with the holder, only while the entry
+        # exists, checked as it commits (so the sole holder: nobody held it), and the
+        # entry read sent right behind it (placed here still, as of the claim or later).
         holders = f"{base}/holders/{name}"
-        parent = client.create_async(holders, b"")
         txn = client.transaction()
         txn.check(entry, version=-1)
+        txn.create(holders, b"")
         txn.create(f"{holders}/{node}", b"")
         committed = txn.commit_async()
-        with suppress(Exception):
-            parent.get()
-        if any(isinstance(r, Exception) for r in committed.get()):
-            return
-        # Sole holder, still placed here: read after a sync, sent together.
-        synced = client.sync_async(holders)
-        others = client.get_children_async(holders)
         current = client.get_async(entry)
-        synced.get()
-        if set(others.get()) != {node}:
+        if any(isinstance(r, Exception) for r in committed.get()):
             return
         current.get()  # raises NoNodeError when placed elsewhere since
         spec = DomainSpec(name=name, uuid=str(uuid.uuid4()), vcpus=1, memory_mib=VM_MEMORY_MIB)
@@ -257,7 +251,7 @@ def chain_floor(
         "hosts": hosts,
         "root": base,
         "nodes": nodes,
-        "round_trips": 8,
+        "round_trips": 7,
         "watch_hops": 3,
         "samples_s": samples,
         "missing": missing,
