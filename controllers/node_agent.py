@@ -92,6 +92,7 @@ class NodeAgent:
         self._wake = threading.Event()
         self._soon_lock = threading.Lock()
         self._soon: threading.Timer | None = None
+        self._last_start_report: float | None = None  # monotonic: when poke_soon's timer fired
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_beat: float | None = None  # monotonic, after the last successful write
@@ -155,15 +156,16 @@ class NodeAgent:
         ``poke``: they are reported at once, so a VM moving between nodes is dropped from
         its old node's report as soon as before, and its new node reports it at most
         START_REPORT_DELAY later than before (the flush reads the old node's report), or,
-        during a burst, START_REPORT_INTERVAL after its previous report."""
+        while starts go on, START_REPORT_INTERVAL after the previous report of starts."""
         with self._soon_lock:
             if self._soon is not None:
                 return
             # While starts go on, at most one report of them per START_REPORT_INTERVAL:
             # each heartbeat is read by every cache of the Node kind (the primary's, the
             # API's), and 64 nodes each reporting four times a second during a converge
-            # cost more than a VM's own start (issue 16).
-            last = self._last_beat
+            # cost more than a VM's own start (issue 16). A start after a quiet spell is
+            # reported within START_REPORT_DELAY, as before.
+            last = self._last_start_report
             delay = START_REPORT_DELAY
             if last is not None:
                 delay = max(delay, last + START_REPORT_INTERVAL - time.monotonic())
@@ -174,6 +176,7 @@ class NodeAgent:
     def _poke_now(self) -> None:
         with self._soon_lock:
             self._soon = None
+            self._last_start_report = time.monotonic()
         self._wake.set()
 
     def set_router_state(self, state: RouterState) -> None:
@@ -308,7 +311,13 @@ class NodeAgent:
         except Exception:
             self._written = None
             raise
-        self._last_beat = time.monotonic()
+        self._last_beat = now = time.monotonic()
+        with self._soon_lock:
+            last = self._last_start_report
+            if last is not None and now - last < START_REPORT_INTERVAL:
+                # Starts go on, and this beat reported those so far: the next report of
+                # starts waits START_REPORT_INTERVAL from it (poke_soon).
+                self._last_start_report = now
         if revived:
             log.info("event=saving_throw_passed node=%s action=report_vms", self.node)
             self._on_revived()

@@ -130,16 +130,17 @@ def test_a_burst_of_starts_shares_one_heartbeat_and_a_stop_is_reported_at_once(
     for _ in range(20):
         agent.poke_soon()
     wait_for(lambda: beats, 2.0, "a heartbeat after the starts")
-    # The agent beat as it registered: a start is reported at most START_REPORT_INTERVAL
-    # after the previous heartbeat, and never sooner than START_REPORT_DELAY.
-    assert beats[0] - started < START_REPORT_INTERVAL + 0.2
+    # The first starts after a quiet spell: reported within START_REPORT_DELAY (the agent
+    # had just beaten as it registered; that does not hold them back).
+    assert beats[0] - started < START_REPORT_DELAY + 0.5
     # The window in which 19 more pokes' beats would have come: the elapsed time is the test.
     holds_for(lambda: len(beats) == 1, 0.5, "one heartbeat for one burst of 20 starts")
-    # Starts going on right after a report: the next report of them waits out the interval.
+    # Starts going on right after a report of starts: the next report of them waits out
+    # START_REPORT_INTERVAL from it.
     reported = beats[0]
     agent.poke_soon()
     wait_for(lambda: len(beats) == 2, START_REPORT_INTERVAL + 1.0, "the next report of starts")
-    assert beats[1] - reported >= START_REPORT_INTERVAL - 0.05
+    assert beats[1] - reported >= START_REPORT_INTERVAL - 0.1
     count = len(beats)
     stopped = time.monotonic()
     agent.poke()
