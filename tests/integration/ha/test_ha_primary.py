@@ -37,7 +37,10 @@ def router_states(cluster: RunningCluster) -> dict[str, str]:
     }
 
 
-def settled_primary(cluster: RunningCluster) -> tuple[str, int]:
+def settled_primary(cluster: RunningCluster, want: str | None = None) -> tuple[str, int]:
+    """Exactly one primary, the rest secondary; with ``want``, that one being ``want`` (right
+    after a switchover is asked for, the old primary is still settled for a moment)."""
+
     def one_primary() -> tuple[str, int] | None:
         name, epoch = primary(cluster)
         states = router_states(cluster)
@@ -45,13 +48,16 @@ def settled_primary(cluster: RunningCluster) -> tuple[str, int]:
         if (
             name
             and epoch
+            and (want is None or name == want)
             and states.get(name) == "primary"
             and set(others.values()) == {"secondary"}
         ):
             return name, epoch
         return None
 
-    return wait_for(one_primary, 30, "exactly one primary, the rest secondary")
+    return wait_for(
+        one_primary, 30, f"exactly one primary{f' ({want})' if want else ''}, the rest secondary"
+    )
 
 
 def pid_of(cluster: RunningCluster, node: str) -> int:
@@ -65,7 +71,7 @@ def test_graceful_switchover_to_the_preferred_node(cluster: RunningCluster) -> N
     target = sorted(n for n in ("node1", "node2", "node3") if n != old)[0]
     started = time.monotonic()
     apply_cluster(cluster, primary=target)
-    name, new_epoch = settled_primary(cluster)
+    name, new_epoch = settled_primary(cluster, target)
     took = time.monotonic() - started
     assert name == target and new_epoch == epoch + 1
     assert took < 5, took
