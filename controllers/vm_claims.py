@@ -142,9 +142,7 @@ class Claims:
             # round trip fewer per first start, issue 16), and no holder watch: no other
             # holder's release can concern this node.
             local.holder_waits = 0
-            if entry is None or entry[0].epoch != placement.epoch:
-                return None, None
-            return None, entry[1]
+            return None, _entry_version(entry, placement)
         # The holder watch rides on the read itself: a release after it wakes this VM, one
         # before it shows in it (a request per start fewer than a watch of its own, issue 16).
         holders, current = self.departures.read_watched(
@@ -152,9 +150,7 @@ class Claims:
             lambda watch: self.holders.read_with_entry(name, self.node, watch=watch),
             lambda found: found[0],
         )
-        entry_version = (
-            current[1] if current is not None and current[0].epoch == placement.epoch else None
-        )
+        entry_version = _entry_version(current, placement)
         if self.node not in holders:
             # Removed by the primary after a fence of this node: this daemon's memory is stale.
             log.warning("event=holder_missing vm=%s node=%s", name, self.node)
@@ -175,3 +171,9 @@ class Claims:
         )
         local.holder_waits += 1
         return min(0.1 * 2.0 ** min(local.holder_waits, 4), 1.0), None
+
+
+def _entry_version(entry: tuple[Placement, int] | None, placement: Placement) -> int | None:
+    """The index entry's znode version when it holds ``placement``'s epoch (the fencing
+    token of a start), else None: the placement moved."""
+    return entry[1] if entry is not None and entry[0].epoch == placement.epoch else None

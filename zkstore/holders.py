@@ -128,19 +128,15 @@ class Holders:
         placed = self.client.get_async(entry)
         results = committed.get()
         check, made = results[0], results[1]
-        try:
-            data, stat = placed.get()
-            current: tuple[Placement, int] | None = (
-                Placement.model_validate(decode(data)),
-                int(stat.version),
-            )
-        except NoNodeError:
-            current = None
         if isinstance(check, NoNodeError):
             return Claim.REFUSED, None  # not placed on this node: nothing was made
         if not isinstance(check, Exception) and not isinstance(made, Exception):
             log.info("event=holder_added vm=%s node=%s set=made", vm, node)
-            return Claim.MADE, current
+            try:
+                data, stat = placed.get()
+            except NoNodeError:
+                return Claim.MADE, None
+            return Claim.MADE, (Placement.model_validate(decode(data)), int(stat.version))
         if isinstance(made, NodeExistsError):
             return self.claim(vm, node), None
         raise next(

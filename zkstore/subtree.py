@@ -129,9 +129,7 @@ class SubtreeWatch:
         self._client.add_listener(self._on_state)
         if self._persistent:
             try:
-                PersistentWatches.of(self._client).add_async(
-                    self.root, self._on_event, covered=self._covered
-                ).get(timeout=stall)
+                self._add_persistent_watch().get(timeout=stall)
             except UnimplementedError:
                 PersistentWatches.of(self._client).remove(self.root, self._on_event)
                 self._persistent = False
@@ -153,6 +151,12 @@ class SubtreeWatch:
         self._client.remove_listener(self._on_state)
         if self._persistent:
             PersistentWatches.of(self._client).remove(self.root, self._on_event)
+
+    def _add_persistent_watch(self) -> Any:
+        """Send the root's persistent recursive watch (``PersistentWatches.add_async``)."""
+        return PersistentWatches.of(self._client).add_async(
+            self.root, self._on_event, covered=self._covered
+        )
 
     @property
     def _watch_if_one_shot(self) -> Callable[[WatchedEvent], None] | None:
@@ -283,9 +287,7 @@ class SubtreeWatch:
                 # A failure shows in the listing too (the connection went): the next
                 # reconnect does both again.
                 self.requests += 1
-                PersistentWatches.of(self._client).add_async(
-                    self.root, self._on_event, covered=self._covered
-                )
+                self._add_persistent_watch()
         result = self._client.get_children_async(self.root, watch=self._watch_if_one_shot)
         result.rawlink(lambda done: self._on_root(everything, done))
 
@@ -318,9 +320,6 @@ class SubtreeWatch:
 
     def _complete(self, slot: str, seq: int, done: Any) -> None:
         changed: str | None = None
-        with self._lock:
-            if self._unanswered.get(slot) is done:
-                del self._unanswered[slot]
         try:
             try:
                 value = done.get()
@@ -337,6 +336,8 @@ class SubtreeWatch:
                     changed = self._apply(slot, value)
         finally:
             with self._lock:
+                if self._unanswered.get(slot) is done:
+                    del self._unanswered[slot]
                 self._pending -= 1
                 self.progress += 1
                 left = self._inflight[slot] - 1
