@@ -93,6 +93,10 @@ class Scheduler:
         self.ledger = Ledger()
         # VMs whose last reconcile left them unplaced: a node change may let them fit.
         self._waiting: set[str] = set()
+        # The Ready nodes as of the last node change (ready_nodes): bumped by every event
+        # of a node, a lease or the cluster (_on_node), after the informer took it in.
+        self._node_changes = 0
+        self._ready: tuple[int, dict[str, Node]] | None = None
         # name -> (spec mzxid, memory bytes, vCPUs, halted) of the spec last parsed: a
         # status write (several per VM as its node starts it) then costs a reconcile and a
         # ledger refresh two dict reads, not a parse of the whole VM (issue 16).
@@ -141,6 +145,7 @@ class Scheduler:
         # deleted may be let go (its node was fenced). Those are the VMs whose last
         # reconcile left them so: no scan of every VM per heartbeat.
         with self._lock:
+            self._node_changes += 1
             waiting = list(self._waiting)
         for vm in waiting:
             self.controller.enqueue(vm)
@@ -164,6 +169,24 @@ class Scheduler:
             return cached
 
     def ready_nodes(self) -> dict[str, Node]:
+        """The nodes a VM may be placed on now: live (a lease), running, not drained, and
+        Ready by their agent's own verdict. Worked out again only after a node, lease or
+        cluster event: at 64 nodes that was 0.8 ms of CPU in every placement decision,
+        made one at a time (issue 16), while heartbeats change it a few times a second."""
+        with self._lock:
+            changes = self._node_changes
+            known = self._ready
+        if known is not None and known[0] == changes:
+            return dict(known[1])
+        ready = self._work_out_ready()
+        with self._lock:
+            # Kept under the count read before the informers were: an event since makes
+            # the next call work it out again.
+            if self._ready is None or self._ready[0] <= changes:
+                self._ready = (changes, ready)
+        return dict(ready)
+
+    def _work_out_ready(self) -> dict[str, Node]:
         live = set(self.leases.keys())
         ready = {}
         for node in self.nodes.objects():

@@ -128,6 +128,29 @@ def test_drained_dead_and_full_nodes_are_never_chosen(store: Store, scheduler: S
     assert node_of(store, "nofit") is None
 
 
+def test_a_node_change_counts_at_the_next_decision(store: Store, scheduler: Scheduler) -> None:
+    """The Ready nodes are kept between decisions and worked out again on a node or lease
+    event: a node whose lease goes, or that is drained, is not chosen after it."""
+    add_node(store, "big", memory_gib=64)
+    add_node(store, "mid", memory_gib=16)
+    add_node(store, "small", memory_gib=8)
+    add_vm(store, "first")
+    assert wait_for(lambda: node_of(store, "first"), 10, "placed") == "big"
+    store.client.delete(store.path(paths.node_lease("big")))
+    wait_for(lambda: "big" not in scheduler.ready_nodes(), 10, "the lease's loss seen")
+    add_vm(store, "second")
+    assert wait_for(lambda: node_of(store, "second"), 10, "placed") == "mid"
+
+    def drain(node: Node) -> None:
+        node.spec.drain = True
+
+    store.mutate_spec(Node, "mid", drain)
+    wait_for(lambda: "mid" not in scheduler.ready_nodes(), 10, "the drain seen")
+    add_vm(store, "third")
+    assert wait_for(lambda: node_of(store, "third"), 10, "placed") == "small"
+    assert set(scheduler.ready_nodes()) == {"small"}
+
+
 def test_a_pending_vm_is_placed_when_a_node_fits(store: Store, scheduler: Scheduler) -> None:
     add_node(store, "n1", memory_gib=1)
     add_vm(store, "waiting", memory="4Gi")
