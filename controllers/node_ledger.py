@@ -95,6 +95,24 @@ class Ledger:
             self._shares[name] = share
             self._sums.setdefault(share.node, _Sums()).add(name, share, +1)
 
+    def loads(self, nodes: dict[str, tuple[int, float]]) -> dict[str, NodeLoad]:
+        """``load`` of each node, given as name -> (memory_total, load), under one lock."""
+        none = _Sums()
+        with self._lock:
+            sums = {name: self._sums.get(name) or none for name in nodes}
+            return {
+                name: NodeLoad(
+                    name=name,
+                    memory_total=total,
+                    memory_allocated=s.allocated,
+                    memory_provisioned=s.provisioned,
+                    vcpus_allocated=s.vcpus,
+                    vms=s.vms,
+                    load=load,
+                )
+                for (name, (total, load)), s in zip(nodes.items(), sums.values(), strict=True)
+            }
+
     def load(self, node: str, *, memory_total: int, load: float) -> NodeLoad:
         with self._lock:
             sums = self._sums.get(node) or _Sums()
