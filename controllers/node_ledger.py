@@ -112,16 +112,3 @@ class Ledger:
                 )
                 for (name, (total, load)), s in zip(nodes.items(), sums.values(), strict=True)
             }
-
-    def load(self, node: str, *, memory_total: int, load: float) -> NodeLoad:
-        with self._lock:
-            sums = self._sums.get(node) or _Sums()
-            return NodeLoad(
-                name=node,
-                memory_total=memory_total,
-                memory_allocated=sums.allocated,
-                memory_provisioned=sums.provisioned,
-                vcpus_allocated=sums.vcpus,
-                vms=sums.vms,
-                load=load,
-            )
