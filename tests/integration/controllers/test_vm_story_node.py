@@ -4,6 +4,7 @@ hand, as the primary would), and the console publisher writing only what changed
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from controllers.vm_console import ConsolePublisher
 from controllers.vm_controller import VMController
 from hypervisor import ConsoleTail, HypervisorWorld, LibvirtDriver, write_test_host_xml
+from hypervisor.domain import DomainSpec
 from hypervisor.errors import DomainNotFound
 from schemas import Placement, VirtualMachine, VirtualMachineStatus
 from tests.helpers import apply_vm, wait_for
@@ -97,4 +99,39 @@ def test_the_publisher_writes_what_changed_and_skips_what_cannot_be_read(
     publisher.publish()
     log = outputs.read_console("a")
     assert log is not None and (log.data, log.start, log.end) == (b"o\nworld\n", 6, 14)
+    driver.close()
+
+
+def test_a_defined_domains_xml_goes_out_with_the_next_look(store: Store, tmp_path: Path) -> None:
+    """domain_defined publishes nothing itself: the next look writes the XML together with
+    the consoles that changed (one transaction), and a VM deleted before it is dropped."""
+    for name in ("a", "b", "warm"):
+        apply_vm(store, name)
+    driver = FakeConsoles(write_test_host_xml(tmp_path / "n1.xml", 1024, 2))
+    for name in ("a", "b"):
+        driver.define(DomainSpec(name, str(uuid.uuid4()), 1, 64, owner_tag=store.root))
+    publisher = ConsolePublisher(store, driver, "n1", lambda: ["a"], limit=64)
+    outputs = VMOutputs(store)
+    # The first record of each kind makes its parent znode (written alone).
+    outputs.write_console("warm", "n1", b"", 0)
+    outputs.write_domain_xml("warm", "<domain/>")
+
+    publisher.domain_defined("a")
+    publisher.domain_defined("b")
+    assert outputs.read_domain_xml("a") is None  # not yet: at the next look
+    driver.tails = {"a": ConsoleTail(b"a boots\n", 8)}
+    publisher.publish()
+    xml = outputs.read_domain_xml("a")
+    assert xml is not None and "<name>a</name>" in xml
+    assert "<name>b</name>" in (outputs.read_domain_xml("b") or "")
+    assert (log := outputs.read_console("a")) is not None and log.data == b"a boots\n"
+    zxids = {
+        store.client.exists(store.path(p)).mzxid
+        for p in ("/domainxml/a", "/domainxml/b", "/consoles/a")
+    }
+    assert len(zxids) == 1
+
+    before = store.client.exists(store.path("/domainxml/a")).mzxid
+    publisher.publish()  # nothing defined or changed since: nothing written
+    assert store.client.exists(store.path("/domainxml/a")).mzxid == before
     driver.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.helpers import apply_vm
 from zkstore import Store
-from zkstore.console import CONSOLE_LIMIT, VMOutputs
+from zkstore.console import CONSOLE_LIMIT, VMOutputs, console_output, domain_xml_output
 
 
 def test_console_keeps_the_newest_bytes_and_where_they_end(store: Store) -> None:
@@ -71,3 +71,49 @@ def test_two_nodes_writers_keep_writing_whoever_created_or_removed_the_record(
     new.write_domain_xml("web", "<domain/>")
     old.write_domain_xml("web", "<domain>2</domain>")
     assert new.read_domain_xml("web") == "<domain>2</domain>"
+
+
+def test_write_many_lands_a_looks_records_in_one_transaction(store: Store) -> None:
+    apply_vm(store, "a")
+    apply_vm(store, "b")
+    outputs = VMOutputs(store)
+    # The first record of each kind makes its parent znode (written alone).
+    outputs.write_many([domain_xml_output("a", "<domain/>"), console_output("b", "n", b"", 0)])
+    outputs.write_many(
+        [
+            domain_xml_output("a", "<domain>a</domain>"),
+            console_output("a", "node1", b"a boots\n", 8),
+            domain_xml_output("b", "<domain>b</domain>"),
+        ]
+    )
+    assert outputs.read_domain_xml("a") == "<domain>a</domain>"
+    assert outputs.read_domain_xml("b") == "<domain>b</domain>"
+    assert (log := outputs.read_console("a")) is not None and log.data == b"a boots\n"
+    zxids = {
+        store.client.exists(store.path(p)).mzxid
+        for p in ("/domainxml/a", "/consoles/a", "/domainxml/b")
+    }
+    assert len(zxids) == 1  # one write, not three
+
+
+def test_write_many_writes_the_others_when_one_cannot_be(store: Store) -> None:
+    """A VM deleted meanwhile, and a record another writer created (this writer guesses a
+    create): the transaction fails whole, and each record is written alone; only the
+    deleted VM's is dropped."""
+    apply_vm(store, "a")
+    apply_vm(store, "b")
+    other, outputs = VMOutputs(store), VMOutputs(store)
+    other.write_console("b", "node2", b"old\n", 4)
+    outputs.write_many(
+        [
+            console_output("a", "node1", b"a\n", 2),
+            domain_xml_output("gone", "<domain/>"),
+            console_output("b", "node1", b"new\n", 4),
+        ]
+    )
+    assert (log := outputs.read_console("a")) is not None and log.data == b"a\n"
+    assert (log := outputs.read_console("b")) is not None and (log.data, log.node) == (
+        b"new\n",
+        "node1",
+    )
+    assert outputs.read_domain_xml("gone") is None
