@@ -91,7 +91,8 @@ def _write(data: bytes) -> None:
 @click.pass_obj
 def dumpxml(ctx: Context, name: str) -> None:
     """Print the libvirt domain XML the VM's node defined (like virsh dumpxml --inactive;
-    never secrets). Exit 1 when no node has defined it yet."""
+    never secrets), published by the node within a second of each define. Exit 1 when no
+    node has defined it yet."""
     response = _get(ctx.client, f"{API}/vms/{name}/domainxml", {})
     _write(response.content if response.content.endswith(b"\n") else response.content + b"\n")
 
