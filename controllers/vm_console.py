@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 from kazoo.exceptions import KazooException
 
-from hypervisor import DomainDriver, HypervisorError
+from hypervisor import DomainDriver, HypervisorError, HypervisorUnavailable
 from zkstore import Store
 from zkstore.console import (
     CONSOLE_LIMIT,
@@ -96,20 +96,24 @@ class ConsolePublisher:
         with self._lock:
             due, self._xml_due = self._xml_due, set()
         outputs: list[Output] = []
-        xml_of: set[str] = set()
         try:
             for name in sorted(due):
                 try:
                     xml = self.driver.defined_xml(name)
                 except HypervisorError as exc:
+                    away = isinstance(exc, HypervisorUnavailable)
                     log.warning(
-                        "event=domain_xml_unread vm=%s node=%s error=%s", name, self.node, exc
+                        "event=domain_xml_unread vm=%s node=%s again=%s error=%s",
+                        name,
+                        self.node,
+                        away,
+                        exc,
                     )
-                    self.domain_defined(name)  # the hypervisor is away: the next look
+                    if away:
+                        self.domain_defined(name)  # the hypervisor is away: the next look
                     continue
                 if xml is not None:
                     outputs.append(domain_xml_output(name, xml))
-                    xml_of.add(name)
             names = set(self._placed_here())
             for gone in set(self._sent) - names:
                 del self._sent[gone]
@@ -126,7 +130,7 @@ class ConsolePublisher:
             self.outputs.write_many(outputs)
         except BaseException:
             with self._lock:
-                self._xml_due |= xml_of
+                self._xml_due |= due  # none of them is known to be written
             raise
         self._sent.update(tails)
 

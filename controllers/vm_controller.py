@@ -117,8 +117,10 @@ class VMController:
             self.controller.enqueue(key)
 
     def stop(self) -> None:
-        self.consoles.stop()
+        # The workers first: a domain they define on the way out still has its XML
+        # published by the console publisher's last look (ConsolePublisher.stop).
         self.controller.stop()
+        self.consoles.stop()
         self.index.close()
 
     def report_all(self) -> None:

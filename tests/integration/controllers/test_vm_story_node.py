@@ -135,3 +135,34 @@ def test_a_defined_domains_xml_goes_out_with_the_next_look(store: Store, tmp_pat
     publisher.publish()  # nothing defined or changed since: nothing written
     assert store.client.exists(store.path("/domainxml/a")).mzxid == before
     driver.close()
+
+
+def test_a_look_that_fails_keeps_every_xml_for_the_next(store: Store, tmp_path: Path) -> None:
+    """A look that fails part way (here: reading one domain's XML raises) leaves every
+    domain it had to publish for the next look: none is lost."""
+    for name in ("a", "b", "c", "warm"):
+        apply_vm(store, name)
+    driver = FakeConsoles(write_test_host_xml(tmp_path / "n1.xml", 1024, 2))
+    for name in ("a", "b", "c"):
+        driver.define(DomainSpec(name, str(uuid.uuid4()), 1, 64, owner_tag=store.root))
+    publisher = ConsolePublisher(store, driver, "n1", lambda: [], limit=64)
+    outputs = VMOutputs(store)
+    outputs.write_domain_xml("warm", "<domain/>")
+    real = driver.defined_xml
+
+    def broken(name: str) -> str | None:
+        if name == "b":
+            raise RuntimeError("a bug reading b")
+        return real(name)
+
+    driver.defined_xml = broken  # type: ignore[method-assign]
+    for name in ("a", "b", "c"):
+        publisher.domain_defined(name)
+    with pytest.raises(RuntimeError):
+        publisher.publish()
+    assert outputs.read_domain_xml("a") is None
+    driver.defined_xml = real  # type: ignore[method-assign]
+    publisher.publish()
+    for name in ("a", "b", "c"):
+        assert f"<name>{name}</name>" in (outputs.read_domain_xml(name) or "")
+    driver.close()
