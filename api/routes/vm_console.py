@@ -104,6 +104,7 @@ def vm_domain_xml(name: NameParam, store: StoreDep) -> Response:
     if xml is None:
         raise ApiError(
             404,
-            f"VirtualMachine {name!r} has no domain XML yet: no node has defined its domain",
+            f"VirtualMachine {name!r} has no domain XML yet: no node has defined its domain "
+            "(a node publishes it within a second of the define)",
         )
     return Response(content=xml, media_type="application/xml")
