@@ -5,9 +5,12 @@ existing one with --server), one POST /api/v1/apply per VM, one VM at a time
 (--concurrency K: K in flight), and times each VM from the moment its apply request
 is sent to the moment a ZooKeeper data watch on its status reads it Running. Beside
 that, on the same machine in the same run: the chain floor (bench/chain_floor.py: the
-same chain of actors, watches and round trips done raw with kazoo and libvirt, half
-before and half after the PVC run) and the plain floor (a raw libvirt define+start
-plus one raw ZooKeeper set). It prints a summary, the last line
+same chain of actors, watches and round trips done raw with kazoo and libvirt: one
+VM of it beside each PVC VM, in turn, or with --concurrency above 1 half before and half
+after the PVC run) and the plain floor (a raw libvirt define+start plus one raw
+ZooKeeper set). Nothing is timed before a warm-up (--warmup): raw requests until a local
+ZooKeeper's JIT compiler is quiet, then VMs through PVC and the chain, untimed. It prints
+a summary, the last line
 ``p50_ms=… chain_floor_ms=… ratio_chain=…``, and writes every figure as JSON. See
 bench/README.md.
 
@@ -44,7 +47,7 @@ from typing import Any
 
 import httpx
 from benchlib import git_commit, git_dirty, nan_to_none, now_iso, nproc, percentile, summary
-from chain_floor import StatusWatch, chain_floor, kazoo_client
+from chain_floor import ChainFloor, StatusWatch, kazoo_client
 from floors import (
     NODE_CPUS,
     VM_MEMORY_MIB,
@@ -53,6 +56,7 @@ from floors import (
     libvirt_floor,
     remove_domains,
     system_libvirtd,
+    warm_zookeeper,
     zookeeper_floor,
 )
 from poller import Poller, is_running
@@ -118,6 +122,8 @@ class Target:
     zookeeper_auth: tuple[str, str] | None = None
     """(user, password) of a ZooKeeper identity that reads the VMs' status."""
     root: str = "/pvc"
+    zookeeper_pid: int | None = None
+    """The local ZooKeeper's process (its JIT compiler's CPU tells when it is warm)."""
 
 
 @contextmanager
@@ -164,6 +170,7 @@ def local_cluster(
             node_memory=None if libvirt_uri else f"{node_mib}Mi",
             libvirt_uri=libvirt_uri,
             nodes=nodes,
+            zookeeper_pid=state.zookeeper_pid or None,
         )
         failed = False
     finally:
@@ -294,12 +301,42 @@ def wait_domains_gone(uri: str, prefix: str, timeout: float) -> list[str]:
 
 def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
     names = [f"bench-{token}-{i:03d}" for i in range(1, args.vms + 1)]
+    warm_names = [f"bench-{token}-warm-{i:03d}" for i in range(1, args.warmup + 1)]
     client = httpx.Client(base_url=target.server, timeout=30.0)
     zk = kazoo_client(target.zookeeper, target.zookeeper_auth)
     try:
         health = client.get("/healthz")
         if health.status_code != 200:
             raise RuntimeError(f"{target.server}/healthz answered {health.status_code}")
+
+        status_root = f"{target.root}/resources/vms"
+        watch = StatusWatch(zk, lambda n: f"{status_root}/{n}/status")
+        sent_at: dict[str, float] = {}
+        running_at: dict[str, float] = {}
+        request_latency: dict[str, float] = {}
+        outcomes: dict[str, int] = {}
+
+        def one(name: str) -> None:
+            watch.expect(name)
+            sent, latency, outcome = apply_one(client, name)
+            sent_at[name], request_latency[name] = sent, latency
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            at = watch.wait(name, args.timeout)
+            if at is not None:
+                running_at[name] = at
+
+        warmup: dict[str, Any] | None = None
+        if args.warmup:
+            # Nothing timed runs on a cold server: a fresh ZooKeeper's JVM compiles its hot
+            # paths over its first 15-25 s of load, and that compiler alone took 13-14 ms
+            # of CPU per VM (a third of a core) in the PVC run. A server in service is
+            # warm; so is this one, for the floors and PVC alike.
+            print("warm-up: raw requests until ZooKeeper's JIT compiler is quiet ...")
+            warmup = warm_zookeeper(target.zookeeper, target.zookeeper_pid)
+            print(
+                f"  {warmup['requests']} requests in {warmup['seconds']} s; compiler CPU "
+                f"per {warmup['window_s']:g} s: {warmup['jit_cpu_s_per_window']}"
+            )
 
         # Floors first, with the cluster up and idle: same machine, same run.
         if target.libvirt_uri:
@@ -312,38 +349,48 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
         print(f"floor: {args.vms} raw ZooKeeper sets against {target.zookeeper} ...")
         zk_set = zookeeper_floor(target.zookeeper, args.vms)
         floor_per_vm = lv["median_s"] + zk_set["median_s"]
-        # The chain floor in two halves, before and after the PVC run, so a load that
-        # changes meanwhile weighs on both alike.
-        first = (args.vms + 1) // 2
-        print(f"chain floor: {first} VMs through the raw chain ({target.nodes} nodes) ...")
-        chain = [chain_floor(target.zookeeper, first, target.nodes or NODES, zk)]
 
-        status_root = f"{target.root}/resources/vms"
-        watch = StatusWatch(zk, lambda n: f"{status_root}/{n}/status")
-        sent_at: dict[str, float] = {}
-        running_at: dict[str, float] = {}
-        request_latency: dict[str, float] = {}
-        outcomes: dict[str, int] = {}
-        print(f"applying {args.vms} VMs ({args.concurrency} in flight) ...")
-        first_sent = time.monotonic()
-
-        def one(name: str) -> None:
-            watch.expect(name)
-            sent, latency, outcome = apply_one(client, name)
-            sent_at[name], request_latency[name] = sent, latency
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            at = watch.wait(name, args.timeout)
-            if at is not None:
-                running_at[name] = at
-
-        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-            list(pool.map(one, names))
-        last_seen = time.monotonic()
-        rest = args.vms - first
-        if rest:
-            print(f"chain floor: {rest} more VMs through the raw chain ...")
-            chain.append(chain_floor(target.zookeeper, rest, target.nodes or NODES, zk))
-        chain_samples = [s for c in chain for s in c["samples_s"]]
+        nodes = target.nodes or NODES
+        floor = ChainFloor(target.zookeeper, nodes, zk, args.vms + args.warmup)
+        try:
+            if args.warmup:
+                print(f"warm-up: {args.warmup} VMs through PVC and the raw chain, not timed ...")
+                for index, name in enumerate(warm_names):
+                    one(name)
+                    floor.one(f"warm-{index:04d}", args.timeout)
+                floor.samples.clear()
+                floor.missing.clear()
+                for key in (sent_at, running_at, request_latency, outcomes):
+                    key.clear()
+            first_sent = time.monotonic()
+            if args.concurrency == 1:
+                # Interleaved, one PVC VM and one raw-chain VM in turn (which goes first
+                # alternating): both meet the machine as it is at that moment.
+                print(f"applying {args.vms} VMs, each beside one through the raw chain ...")
+                for index, name in enumerate(names):
+                    if index % 2:
+                        floor.one(f"chain-{index:04d}")
+                    one(name)
+                    if not index % 2:
+                        floor.one(f"chain-{index:04d}")
+            else:
+                # Applies in flight together: the chain floor's VMs (one at a time) in
+                # two halves, before and after, so a load that changes weighs on both.
+                first = (args.vms + 1) // 2
+                print(f"chain floor: {first} VMs through the raw chain ({nodes} nodes) ...")
+                for index in range(first):
+                    floor.one(f"chain-{index:04d}")
+                print(f"applying {args.vms} VMs ({args.concurrency} in flight) ...")
+                with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                    list(pool.map(one, names))
+                print(f"chain floor: {args.vms - first} more VMs through the raw chain ...")
+                for index in range(first, args.vms):
+                    floor.one(f"chain-{index:04d}")
+            last_seen = time.monotonic()
+        finally:
+            floor.close()
+        chain_result = floor.result()
+        chain_samples = chain_result["samples_s"]
         chain_median = percentile(chain_samples, 50)
 
         latencies = {n: running_at[n] - sent_at[n] for n in names if n in running_at}
@@ -356,7 +403,7 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
         cleanup: dict[str, Any] | None = None
         if (target.mode == "server" and not args.keep_vms) or target.libvirt_uri:
             print("deleting the bench VMs ...")
-            cleanup = delete_vms(client, names, timeout=60.0)
+            cleanup = delete_vms(client, warm_names + names, timeout=60.0)
             if target.libvirt_uri:
                 # Deleted VMs' domains go asynchronously: wait for the node to undefine them.
                 cleanup["domains_left"] = wait_domains_gone(
@@ -368,6 +415,7 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
             "config": {
                 "vms": args.vms,
                 "concurrency": args.concurrency,
+                "warmup_vms": args.warmup,
                 "vm_spec": {"memory": f"{VM_MEMORY_MIB}Mi", "vcpus": 1},
                 "mode": target.mode,
                 "server": target.server,
@@ -391,13 +439,15 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
             },
             "apply_request": summary(list(request_latency.values())),
             "apply_outcomes": outcomes,
+            "zookeeper_warmup": warmup,
             "chain_floor": {
                 "median_s": chain_median,
                 **summary(chain_samples),
-                "round_trips": chain[0]["round_trips"],
-                "watch_hops": chain[0]["watch_hops"],
+                "round_trips": chain_result["round_trips"],
+                "watch_hops": chain_result["watch_hops"],
                 "definition": "bench/chain_floor.py's docstring",
-                "runs": [{k: v for k, v in c.items() if k != "samples_s"} for c in chain],
+                "missing": chain_result["missing"],
+                "interleaved": args.concurrency == 1,
                 "samples_s": chain_samples,
             },
             "floor": {
@@ -494,6 +544,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HOST:PORT of the ZooKeeper behind --server, for the floor's ZooKeeper part",
     )
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=50,
+        help="VMs put through PVC and through the raw chain, untimed, before anything is "
+        "timed, so the floors and PVC alike meet a warm ZooKeeper (default 50; 0: none)",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=1, help="applies in flight at once (default 1)"
     )
     parser.add_argument(
@@ -535,8 +592,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--kvm starts its own cluster: it does not go with --server")
     if args.server and not args.zookeeper:
         parser.error("--server needs --zookeeper HOST:PORT: VMs are timed by a watch there")
-    if args.vms < 1 or args.concurrency < 1:
-        parser.error("--vms and --concurrency must be >= 1")
+    if args.vms < 1 or args.concurrency < 1 or args.warmup < 0:
+        parser.error("--vms and --concurrency must be >= 1, --warmup >= 0")
     return args
 
 

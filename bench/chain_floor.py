@@ -196,65 +196,93 @@ def _node_process(
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def chain_floor(
-    hosts: str, count: int, nodes: int, driver: Any, timeout: float = 30.0
-) -> dict[str, Any]:
-    """Run the chain ``count`` times, one VM at a time (as the PVC run does with
-    concurrency 1), under a scratch root ``/pvc-bench-chain/<random>`` on ``hosts``,
-    removed after. ``driver`` is a kazoo client of the bench's own process (the API and
-    the observer). Returns per-VM times and their summary."""
-    base = f"/pvc-bench-chain/{secrets.token_hex(4)}"
-    names = [f"chain-{i:04d}" for i in range(count)]
-    node_names = [f"node{i + 1}" for i in range(nodes)]
-    for path in ("vms", "holders", "epoch", *(f"index/{n}" for n in node_names)):
-        driver.ensure_path(f"{base}/{path}")
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    procs = []
-    readies = []
-    host_mib = count * VM_MEMORY_MIB + 1024
-    for node in node_names:
-        ready = ctx.Event()
-        proc = ctx.Process(
-            target=_node_process,
-            args=(hosts, base, node, node_names, host_mib, ready, stop),
-            daemon=True,
-        )
-        proc.start()
-        procs.append(proc)
-        readies.append(ready)
-    samples: list[float] = []
-    missing: list[str] = []
-    try:
-        for ready in readies:
-            if not ready.wait(60):
-                raise RuntimeError("a chain-floor node process did not start within 60 s")
-        watch = StatusWatch(driver, lambda n: f"{base}/vms/{n}/status")
-        for name in names:
-            watch.expect(name)
-            sent = time.monotonic()
-            driver.create(f"{base}/vms/{name}", b'{"spec": {"memory": "64Mi"}}')
-            at = watch.wait(name, timeout)
-            if at is None:
-                missing.append(name)
-            else:
-                samples.append(at - sent)
-    finally:
-        stop.set()
-        for proc in procs:
+class ChainFloor:
+    """The chain's actors started once (one process per node, the scheduler a thread of the
+    first), under a scratch root ``/pvc-bench-chain/<random>`` on ``hosts`` removed by
+    ``close``; ``one(name)`` puts one VM through the chain and times it. So the floor's
+    samples can be taken between the PVC run's, on the same machine at the same moment.
+    ``driver`` is a kazoo client of the bench's own process (the API and the observer);
+    ``capacity``: how many VMs each node's test-driver host holds."""
+
+    def __init__(self, hosts: str, nodes: int, driver: Any, capacity: int) -> None:
+        self.hosts = hosts
+        self.nodes = nodes
+        self.driver = driver
+        self.base = f"/pvc-bench-chain/{secrets.token_hex(4)}"
+        node_names = [f"node{i + 1}" for i in range(nodes)]
+        for path in ("vms", "holders", "epoch", *(f"index/{n}" for n in node_names)):
+            driver.ensure_path(f"{self.base}/{path}")
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._procs: list[Any] = []
+        readies = []
+        host_mib = capacity * VM_MEMORY_MIB + 1024
+        try:
+            for node in node_names:
+                ready = ctx.Event()
+                proc = ctx.Process(
+                    target=_node_process,
+                    args=(hosts, self.base, node, node_names, host_mib, ready, self._stop),
+                    daemon=True,
+                )
+                proc.start()
+                self._procs.append(proc)
+                readies.append(ready)
+            for ready in readies:
+                if not ready.wait(60):
+                    raise RuntimeError("a chain-floor node process did not start within 60 s")
+        except BaseException:
+            self.close()
+            raise
+        self.watch = StatusWatch(driver, lambda n: f"{self.base}/vms/{n}/status")
+        self.samples: list[float] = []
+        self.missing: list[str] = []
+
+    def one(self, name: str, timeout: float = 30.0) -> float | None:
+        """Put ``name`` through the chain: its time to Running (None: not within
+        ``timeout``, counted in ``missing``)."""
+        self.watch.expect(name)
+        sent = time.monotonic()
+        self.driver.create(f"{self.base}/vms/{name}", b'{"spec": {"memory": "64Mi"}}')
+        at = self.watch.wait(name, timeout)
+        if at is None:
+            self.missing.append(name)
+            return None
+        self.samples.append(at - sent)
+        return at - sent
+
+    def close(self) -> None:
+        self._stop.set()
+        for proc in self._procs:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
         with suppress(Exception):
-            driver.delete(base, recursive=True)
-    return {
-        "hosts": hosts,
-        "root": base,
-        "nodes": nodes,
-        "round_trips": 7,
-        "watch_hops": 3,
-        "samples_s": samples,
-        "missing": missing,
-        "median_s": statistics.median(samples) if samples else float("nan"),
-        **summary(samples),
-    }
+            self.driver.delete(self.base, recursive=True)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "hosts": self.hosts,
+            "root": self.base,
+            "nodes": self.nodes,
+            "round_trips": 7,
+            "watch_hops": 3,
+            "samples_s": self.samples,
+            "missing": self.missing,
+            "median_s": statistics.median(self.samples) if self.samples else float("nan"),
+            **summary(self.samples),
+        }
+
+
+def chain_floor(
+    hosts: str, count: int, nodes: int, driver: Any, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Run the chain ``count`` times, one VM at a time (as the PVC run does with
+    concurrency 1): its per-VM times and their summary (ChainFloor.result)."""
+    floor = ChainFloor(hosts, nodes, driver, count)
+    try:
+        for index in range(count):
+            floor.one(f"chain-{index:04d}", timeout)
+    finally:
+        floor.close()
+    return floor.result()

@@ -203,3 +203,114 @@ def zookeeper_floor(hosts: str, count: int) -> dict[str, Any]:
         "median_s": statistics.median(samples),
         **summary(samples),
     }
+
+
+def _jit_cpu_s(pid: int) -> float | None:
+    """CPU seconds the JVM ``pid``'s JIT compiler threads used so far (None: not readable)."""
+    ticks = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        if "Compiler" not in stat[stat.index("(") + 1 : stat.rindex(")")]:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def warm_zookeeper(
+    hosts: str,
+    pid: int | None,
+    *,
+    max_s: float = 60.0,
+    blind_s: float = 25.0,
+    window_s: float = 2.0,
+    quiet_share: float = 0.05,
+) -> dict[str, Any]:
+    """Load a ZooKeeper with raw requests of every kind PVC sends (creates, reads with
+    watches, persistent recursive watches, sets, multis, children, deletes) on a scratch
+    path until its JVM has compiled its hot paths: a fresh server spends a third of a core
+    on its JIT compiler for its first 15-25 s of load, and a server in service does not.
+
+    With the server's ``pid`` (a local one) the load stops once its compiler threads used
+    under ``quiet_share`` of a core over two ``window_s`` windows in a row, at most
+    ``max_s``; without it, after ``blind_s``."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import KazooException
+
+    from zkstore.persistent import PersistentWatches
+
+    root = f"/pvc-bench-warmup/{secrets.token_hex(4)}"
+    clients = [KazooClient(hosts=hosts, timeout=10.0) for _ in range(2)]
+    for client in clients:
+        client.start(timeout=15)
+    clients[0].ensure_path(root)
+    PersistentWatches.of(clients[0]).add_async(root, lambda _event: None).get(timeout=10)
+    stop = time.monotonic() + (max_s if pid else blind_s)
+    done = [0, 0]
+    finished = False
+
+    def load(worker: int) -> None:
+        client = clients[worker]
+        value = b"w" * 512
+        index = 0
+        while not finished:
+            path = f"{root}/w{worker}-{index}"
+            client.create(path, value)
+            client.get(path, watch=lambda _event: None)
+            client.set(path, value, version=0)
+            txn = client.transaction()
+            txn.check(path, 1)
+            txn.create(f"{path}-c", value)
+            txn.set_data(path, value)
+            txn.commit()
+            client.exists(f"{path}-c", watch=lambda _event: None)
+            if index % 20 == 0:
+                client.get_children(root, watch=lambda _event: None)
+            client.delete(f"{path}-c")
+            client.delete(path)
+            done[worker] += 8
+            index += 1
+
+    windows: list[float] = []
+    settled = False
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(load, worker) for worker in range(2)]
+        try:
+            last = _jit_cpu_s(pid) if pid else None
+            while time.monotonic() < stop and not any(f.done() for f in futures):
+                time.sleep(window_s)
+                if pid is None or last is None:
+                    continue
+                now = _jit_cpu_s(pid)
+                if now is None:
+                    break
+                windows.append(round(now - last, 3))
+                last = now
+                if len(windows) >= 2 and max(windows[-2:]) < quiet_share * window_s:
+                    settled = True
+                    break
+        finally:
+            finished = True
+        for future in futures:
+            future.result()  # a request that failed is the run's error
+    seconds = time.monotonic() - started
+    with suppress(KazooException):  # another run's warm-up there: its own to remove
+        clients[0].delete("/pvc-bench-warmup", recursive=True)
+    for client in clients:
+        client.stop()
+        client.close()
+    return {
+        "seconds": round(seconds, 2),
+        "requests": sum(done),
+        "jit_cpu_s_per_window": windows,
+        "window_s": window_s,
+        "settled": settled if pid else None,
+    }
