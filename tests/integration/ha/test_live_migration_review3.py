@@ -31,6 +31,7 @@ from tests.integration.ha.test_live_migration_review import (
 )
 from tests.integration.ha.test_live_migration_review2 import _stop_daemon
 from zkstore import Holders
+from zkstore.moves import node_live_problem
 
 # The first review's fixtures: a cluster of this module's own, every node ready to
 # live-migrate, the test's VMs deleted afterwards.
@@ -93,7 +94,10 @@ def _source_looked(c: ChaosCluster, vm: str, before: int) -> bool:
 
 def _n2_waits_for_n4s_look(c: ChaosCluster, vm: str) -> None:
     """n2 looks at its arrived copy (to move it on, or to give the move up while n4 is down)
-    only after the restarted n4's first look: the window that restart lands in."""
+    only after the restarted n4's first look: the window that restart lands in. And only
+    once n4 is ready as a target again: its daemon looks at its VMs before its first
+    heartbeat says Ready, and a move to a target that is not ready is given up at once
+    (the VM then stays on n2: safe, but not the hand-over these tests are about)."""
 
     inc = c.current(SOURCE)
     assert inc is not None
@@ -102,6 +106,11 @@ def _n2_waits_for_n4s_look(c: ChaosCluster, vm: str) -> None:
     def hold(*_: object) -> None:
         if c.world.domain_state(TARGET, vm) == DomainState.RUNNING:
             wait_for(lambda: _source_looked(c, vm, before), 40, "the restarted n4's first look")
+            wait_for(
+                lambda: node_live_problem(c.store, SOURCE, target=True)[0] is None,
+                30,
+                "the restarted n4 to be ready as a live-migration target",
+            )
 
     c.hooks.before("info", hold, node=TARGET, vm=vm, once=False)
 
