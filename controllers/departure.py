@@ -11,7 +11,9 @@ A move goes as the placement's ``method`` says, else the VM's
   says Failed, and the primary places it back here. Never a shutdown.
 - ``auto``: live, and when live migration fails (or this hypervisor cannot), a
   shutdown move with an event saying why. A target that is not ready is no reason to
-  shut a guest down: then ``auto`` fails as ``live`` does.
+  shut a guest down: then ``auto`` fails as ``live`` does; nor is one that went silent as
+  the attempts failed (it lost power): the shutdown move waits for a heartbeat of the
+  target's after the last failure (``_confirm_fallback``).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from schemas import (
     to_seconds,
     utcnow,
 )
-from zkstore import Holders, Store, paths
+from zkstore import Holders, NotFound, Store, paths
 from zkstore.events import EventLog
 from zkstore.moves import node_live_problem, unreached_disks
 
@@ -144,6 +146,8 @@ class Departures:
             return self._attempt_failed(vm, placement, move, flight.error), move
         if state == DomainState.SHUTTING_DOWN:
             return None, move  # going off anyway (the guest, or a shutdown move begun)
+        if move.fallback_by is not None:
+            return self._confirm_fallback(vm, placement, move), move
         now = time.monotonic()
         if now < move.next_attempt_at:
             return move.next_attempt_at - now, move
@@ -163,7 +167,6 @@ class Departures:
         status = node.status
         assert status is not None and status.migration_uri is not None  # checked by _problem
         destination = MigrationTarget(target, status.migration_uri, status.migration_address)
-        move.attempts += 1
         # Where it goes, on this node's holder entry, before libvirt starts: a daemon that
         # restarts meanwhile finds the job and follows it there (_follow_job), or learns
         # that it ended (settle_unseen). Its mark on the target's entry keeps the target
@@ -175,6 +178,7 @@ class Departures:
             self._unknown.discard(name)
         if not recorded:
             return 1.0, move  # the target let go since it claimed: its next claim wakes us
+        move.attempts += 1  # counted once begun: a target that let go cost no attempt
         self.flights.begin(
             name,
             destination,
@@ -323,15 +327,18 @@ class Departures:
         move.last_error = str(error)
         move.attempts = max(move.attempts, 1)
         move.since = time.monotonic()
-        if (
-            isinstance(error, MigrationUnsupported | DomainNotFound)
-            or move.attempts >= MAX_ATTEMPTS
-        ):
+        if isinstance(error, MigrationUnsupported | DomainNotFound):
             return self._give_up(vm, placement, move, fallback=True)
         problem, permanent = self._problem(vm, move.target)
         if problem is not None and not permanent:
             move.last_error = f"{error}; {problem}"
             return self._give_up(vm, placement, move, fallback=False)
+        if move.attempts >= MAX_ATTEMPTS:
+            if move.method != MigrationMethod.AUTO or move.forced:
+                return self._give_up(vm, placement, move, fallback=False)
+            move.target_beat = self._heartbeat(move.target)
+            move.fallback_by = time.monotonic() + CLAIM_TIMEOUT
+            return self._confirm_fallback(vm, placement, move)
         delay = RETRY_BASE * 2.0 ** (move.attempts - 1)
         move.next_attempt_at = time.monotonic() + delay
         move.since = move.next_attempt_at
@@ -343,6 +350,49 @@ class Departures:
             f"attempt {move.attempts} failed; trying again in {delay:g}s",
         )
         return delay
+
+    def _confirm_fallback(
+        self, vm: VirtualMachine, placement: Placement | None, move: MoveOut
+    ) -> float | None:
+        """Live migration failed MAX_ATTEMPTS times. Attempts fail the same way when the
+        target lost power, and its status says Ready until the primary finds it silent: a
+        shutdown move then would stop a guest that nothing can start there (the fence's
+        recovery starts it again, after an outage the failed move caused). So the fallback
+        waits for the target to heartbeat after the last failure (it is up: live migration
+        is what fails); the target marked not ready, or silent for CLAIM_TIMEOUT, and the
+        move is given up instead, the guest running on here."""
+        assert move.fallback_by is not None
+        problem, permanent = self._problem(vm, move.target)
+        if problem is not None and not permanent:
+            move.fallback_by = None
+            move.last_error = f"{move.last_error}; {problem}"
+            return self._give_up(vm, placement, move, fallback=False)
+        if self._heartbeat(move.target) != move.target_beat:
+            move.fallback_by = None
+            return self._give_up(vm, placement, move, fallback=True)
+        if time.monotonic() >= move.fallback_by:
+            move.fallback_by = None
+            move.last_error = (
+                f"{move.last_error}; node {move.target} sent no heartbeat in {CLAIM_TIMEOUT:g}s"
+            )
+            return self._give_up(vm, placement, move, fallback=False)
+        self._report(
+            vm,
+            placement,
+            move,
+            MigrationState.WAITING,
+            f"attempt {move.attempts} failed; before any shutdown move, waiting for a "
+            f"heartbeat of {move.target} (is it up?)",
+        )
+        return 1.0
+
+    def _heartbeat(self, node: str) -> str | None:
+        """``node``'s last heartbeat as its status says (None: none, or no such node)."""
+        try:
+            status = self.store.get(Node, node).status
+        except NotFound:
+            return None
+        return status.last_heartbeat if status is not None else None
 
     def _give_up(
         self, vm: VirtualMachine, placement: Placement | None, move: MoveOut, *, fallback: bool

@@ -53,6 +53,12 @@ class MoveOut:
     failed: bool = False
     """Given up, no fallback: the VM stays here until the primary places it back."""
     failed_message: str = ""
+    fallback_by: float | None = None
+    """Live migration failed MAX_ATTEMPTS times: a shutdown move once the target heartbeats
+    (alive: it is live migration that fails, not the target), by this monotonic deadline;
+    the target marked not ready, or silent until then, and the move is given up instead."""
+    target_beat: str | None = None
+    """The target's last heartbeat as the last attempt failed."""
 
 
 @dataclass

@@ -3,17 +3,31 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from controllers import departure
 from controllers.departure import Departures
+from controllers.live_migration import MAX_ATTEMPTS, MoveOut
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainSpec, DomainState, HypervisorWorld, Timings, write_test_host_xml
-from schemas import ObjectMeta, Placement, VirtualMachine, VirtualMachineSpec
-from zkstore import Holders, Store
+from schemas import (
+    DaemonState,
+    MigrationState,
+    Node,
+    NodeSpec,
+    NodeStatus,
+    ObjectMeta,
+    Placement,
+    VirtualMachine,
+    VirtualMachineSpec,
+    set_condition,
+)
+from zkstore import Claim, Holders, Store
 
 
 @pytest.fixture
@@ -51,3 +65,106 @@ def test_a_vm_placed_back_here_between_the_reconciles_reads_is_not_shut_down(
     delay, move = departures.leave(vm, move, DomainState.RUNNING)
     assert delay is not None, "placed here, yet told to shut the guest down"
     assert world.domain_state("n1", "back") == DomainState.RUNNING
+
+
+def _node(store: Store, name: str, *, beat: str, state: DaemonState = DaemonState.RUN) -> None:
+    """``name``'s status as its agent writes it: a heartbeat at ``beat``, Ready while
+    running, and a migration URI (the target of a live migration must publish one)."""
+    if not store.exists(Node, name):
+        store.create(Node(metadata=ObjectMeta(name=name), spec=NodeSpec()))
+    ready = state == DaemonState.RUN
+    conditions = set_condition([], "Ready", ready, "HeartbeatOK" if ready else "NodeDead", "")
+    status = NodeStatus(
+        conditions=conditions,
+        daemon_state=state,
+        last_heartbeat=beat,
+        migration_uri=f"qemu+tcp://{name}/system",
+    )
+    store.update_status(Node, name, lambda _previous: status)
+
+
+def _until_decided(
+    departures: Departures, vm: VirtualMachine, move: MoveOut | None, *, seconds: float
+) -> tuple[float | None, MoveOut | None]:
+    """Look again when the source asks to (as its reconcile does) until it decides a
+    shutdown move (None), gives the move up, or its last attempt has failed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        delay, move = departures.leave(vm, move, DomainState.RUNNING)
+        if delay is None or move is None or move.failed:
+            return delay, move
+        if move.attempts >= MAX_ATTEMPTS and departures.flights.get(vm.name) is None:
+            return delay, move
+        assert time.monotonic() < deadline, f"no decision in {seconds:g}s: {move}"
+        time.sleep(min(delay, 0.2))  # the requeue delay the source asked for (capped)
+
+
+@pytest.fixture
+def moving(
+    store: Store, world: HypervisorWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Departures, VirtualMachine]:
+    """VM ``m`` runs on n1 and is placed on n3, which claimed it (both hold it); both nodes
+    up, live migration retried after 0.05 s (RETRY_BASE) rather than 2 s."""
+    monkeypatch.setattr(departure, "RETRY_BASE", 0.05)
+    driver = world.driver("n1", write_test_host_xml(tmp_path / "n1.xml", 4096, 4))
+    world.driver("n3", write_test_host_xml(tmp_path / "n3.xml", 4096, 4))
+    for node in ("n1", "n3"):
+        _node(store, node, beat="2026-12-01T00:00:00Z")
+    vm = store.create(
+        VirtualMachine(metadata=ObjectMeta(name="m"), spec=VirtualMachineSpec(memory="64Mi"))
+    )
+    driver.define(DomainSpec(name="m", uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64))
+    driver.start("m")
+    holders = Holders(store)
+    store.write_placement("m", Placement(node="n1"), epoch=None)
+    assert holders.claim("m", "n1") == Claim.ADDED
+    store.write_placement("m", Placement(node="n3"), epoch=None)
+    assert holders.claim("m", "n3") == Claim.ADDED
+    departures = Departures(store, driver, "n1", holders, StatusWriter(store, "n1"), _no_wake)
+    return departures, vm
+
+
+def _no_wake(_name: str) -> None:
+    """The reconcile's wake-up: these tests look again on their own."""
+
+
+def test_a_target_that_lost_power_as_live_migration_failed_gets_no_shutdown_move(
+    store: Store, world: HypervisorWorld, moving: tuple[Departures, VirtualMachine]
+) -> None:
+    """The target loses power: every attempt fails ('powered off') while its status still
+    says Ready (the primary has not found it silent yet). The third failure must not shut
+    the guest down for a move nothing can start: the source waits for a heartbeat of the
+    target's, and once the primary marks it dead the move is given up, the guest running
+    on here (reviewer's reproduction of test_f_target_loses_power_mid_migration's outage)."""
+    departures, vm = moving
+    world.power_off("n3")
+    delay, move = _until_decided(departures, vm, None, seconds=10)
+    assert delay is not None, f"the guest was shut down for a move to a dead node: {move}"
+    assert move is not None and move.attempts == MAX_ATTEMPTS and not move.failed
+    # Still no heartbeat: it keeps waiting, and the guest keeps running.
+    delay, move = departures.leave(vm, move, DomainState.RUNNING)
+    assert delay is not None and world.domain_state("n1", "m") == DomainState.RUNNING
+
+    _node(store, "n3", beat="2026-12-01T00:00:00Z", state=DaemonState.DEAD)  # the primary
+    delay, move = departures.leave(vm, move, DomainState.RUNNING)
+    assert delay is not None and move is not None and move.failed, move
+    assert "not ready" in move.failed_message and "keeps running on n1" in move.failed_message
+    assert world.domain_state("n1", "m") == DomainState.RUNNING
+    migration = store.get(VirtualMachine, "m").status
+    assert migration is not None and migration.migration is not None
+    assert migration.migration.state == MigrationState.FAILED
+
+
+def test_live_migration_that_fails_to_a_live_target_falls_back_to_a_shutdown_move(
+    store: Store, world: HypervisorWorld, moving: tuple[Departures, VirtualMachine]
+) -> None:
+    """The other side of it: the target is up (it heartbeats after the last failure), and
+    live migration itself fails three times: ``auto`` moves the VM with a shutdown."""
+    departures, vm = moving
+    world.fail_migrations("m", "injected: does not converge", MAX_ATTEMPTS)
+    delay, move = _until_decided(departures, vm, None, seconds=10)
+    assert delay is not None and move is not None and move.fallback_by is not None
+    _node(store, "n3", beat="2026-12-01T00:00:05Z")  # n3's next heartbeat
+    delay, move = departures.leave(vm, move, DomainState.RUNNING)
+    assert delay is None and move is not None and move.cold, move
+    assert "does not converge" in (move.last_error or "")
