@@ -44,10 +44,14 @@ from hypervisor import (
     MigrationUnsupported,
 )
 from schemas import (
+    CLUSTER_NAME,
+    Cluster,
+    ClusterSpec,
     MigrationMethod,
     MigrationState,
     MigrationStatus,
     Node,
+    NodeStatus,
     Placement,
     VirtualMachine,
     VMPhase,
@@ -56,7 +60,7 @@ from schemas import (
 )
 from zkstore import Holders, NotFound, Store, paths
 from zkstore.events import EventLog
-from zkstore.moves import node_live_problem, unreached_disks
+from zkstore.moves import node_live_problem, node_status_live_problem, unreached_disks
 
 R = TypeVar("R")
 Watch = Callable[[Any], None]
@@ -158,6 +162,11 @@ class Departures:
         if target not in self.read_holders(name):  # the target's claim wakes us
             if now - move.since > CLAIM_TIMEOUT:
                 error = HypervisorError(f"node {target} did not claim {name} in {CLAIM_TIMEOUT:g}s")
+                move.attempts += 1  # an attempt that never began: a target that never claims
+                if move.attempts >= MAX_ATTEMPTS:
+                    # ...would not start it after a shutdown either: no fallback.
+                    move.last_error = str(error)
+                    return self._give_up(vm, placement, move, fallback=False), move
                 return self._attempt_failed(vm, placement, move, error), move
             self._report(
                 vm, placement, move, MigrationState.WAITING, f"waiting for {target} to claim it"
@@ -327,7 +336,11 @@ class Departures:
         move.last_error = str(error)
         move.attempts = max(move.attempts, 1)
         move.since = time.monotonic()
-        if isinstance(error, MigrationUnsupported | DomainNotFound):
+        if isinstance(error, MigrationUnsupported) or (
+            # Not defined here (any more): nothing to migrate live. A "no domain" that came
+            # from the target's side, the guest still here, is an attempt like any other.
+            isinstance(error, DomainNotFound) and self.driver.info(vm.name) is None
+        ):
             return self._give_up(vm, placement, move, fallback=True)
         problem, permanent = self._problem(vm, move.target)
         if problem is not None and not permanent:
@@ -336,8 +349,8 @@ class Departures:
         if move.attempts >= MAX_ATTEMPTS:
             if move.method != MigrationMethod.AUTO or move.forced:
                 return self._give_up(vm, placement, move, fallback=False)
-            move.target_beat = self._heartbeat(move.target)
-            move.fallback_by = time.monotonic() + CLAIM_TIMEOUT
+            move.target_beat, _ = self._target_status(move.target)
+            move.fallback_by = time.monotonic() + self._fallback_wait()
             return self._confirm_fallback(vm, placement, move)
         delay = RETRY_BASE * 2.0 ** (move.attempts - 1)
         move.next_attempt_at = time.monotonic() + delay
@@ -358,23 +371,26 @@ class Departures:
         target lost power, and its status says Ready until the primary finds it silent: a
         shutdown move then would stop a guest that nothing can start there (the fence's
         recovery starts it again, after an outage the failed move caused). So the fallback
-        waits for the target to heartbeat after the last failure (it is up: live migration
-        is what fails); the target marked not ready, or silent for CLAIM_TIMEOUT, and the
-        move is given up instead, the guest running on here."""
+        waits for a status of the target's, written after the last failure, that says it
+        is up and ready (it is live migration that fails); the target not ready, or silent
+        until ``fallback_by``, and the move is given up instead, the guest running on here.
+        One read of the status for both looks: a heartbeat saying its hypervisor is down
+        is a new heartbeat too."""
         assert move.fallback_by is not None
-        problem, permanent = self._problem(vm, move.target)
+        beat, status = self._target_status(move.target)
+        problem, permanent = node_status_live_problem(move.target, status, target=True)
+        if status is None:
+            problem, permanent = f"node {move.target} does not exist", False
         if problem is not None and not permanent:
             move.fallback_by = None
             move.last_error = f"{move.last_error}; {problem}"
             return self._give_up(vm, placement, move, fallback=False)
-        if self._heartbeat(move.target) != move.target_beat:
+        if beat != move.target_beat:
             move.fallback_by = None
             return self._give_up(vm, placement, move, fallback=True)
         if time.monotonic() >= move.fallback_by:
             move.fallback_by = None
-            move.last_error = (
-                f"{move.last_error}; node {move.target} sent no heartbeat in {CLAIM_TIMEOUT:g}s"
-            )
+            move.last_error = f"{move.last_error}; node {move.target} sent no heartbeat since"
             return self._give_up(vm, placement, move, fallback=False)
         self._report(
             vm,
@@ -386,13 +402,22 @@ class Departures:
         )
         return 1.0
 
-    def _heartbeat(self, node: str) -> str | None:
-        """``node``'s last heartbeat as its status says (None: none, or no such node)."""
+    def _target_status(self, node: str) -> tuple[str | None, NodeStatus | None]:
+        """``node``'s last heartbeat and status, in one read (None: no such node)."""
         try:
             status = self.store.get(Node, node).status
         except NotFound:
-            return None
-        return status.last_heartbeat if status is not None else None
+            return None, None
+        return (status.last_heartbeat if status is not None else None), status
+
+    def _fallback_wait(self) -> float:
+        """How long a fallback waits for a heartbeat of the target's: three of the cluster's
+        keepalive intervals (a node up heartbeats once each), CLAIM_TIMEOUT at least."""
+        try:
+            spec = self.store.get(Cluster, CLUSTER_NAME).spec
+        except NotFound:
+            spec = ClusterSpec()
+        return max(CLAIM_TIMEOUT, 3 * to_seconds(spec.fencing.keepalive_interval))
 
     def _give_up(
         self, vm: VirtualMachine, placement: Placement | None, move: MoveOut, *, fallback: bool
@@ -420,7 +445,12 @@ class Departures:
             self._report(vm, placement, move, MigrationState.FALLING_BACK, message)
             return None
         move.failed = True
-        why = "forced live" if move.forced else f"spec.migration.method {move.method.value}"
+        if move.forced:
+            why = "forced live"
+        elif move.method == MigrationMethod.AUTO:
+            why = "spec.migration.method auto, but the target is not available"
+        else:
+            why = f"spec.migration.method {move.method.value}"
         message = (
             f"live migration to {move.target} failed {tried}: {move.last_error}; it keeps "
             f"running on {self.node} ({why}: no shutdown move)"

@@ -52,6 +52,13 @@ def node_live_problem(store: Store, node: str, *, target: bool) -> tuple[str | N
         status = store.get(Node, node).status
     except NotFound:
         return f"node {node} does not exist", False
+    return node_status_live_problem(node, status, target=target)
+
+
+def node_status_live_problem(
+    node: str, status: NodeStatus | None, *, target: bool
+) -> tuple[str | None, bool]:
+    """``node_live_problem`` from a status already read (one read for several looks)."""
     if target:
         ready = status is not None and any(
             c.type == "Ready" and c.status == "True" for c in status.conditions

@@ -16,7 +16,11 @@ from controllers.live_migration import MAX_ATTEMPTS, MoveOut
 from controllers.vm_status import StatusWriter
 from hypervisor import DomainSpec, DomainState, HypervisorWorld, Timings, write_test_host_xml
 from schemas import (
+    CLUSTER_NAME,
+    Cluster,
+    ClusterSpec,
     DaemonState,
+    FencingConfig,
     MigrationState,
     Node,
     NodeSpec,
@@ -27,7 +31,7 @@ from schemas import (
     VirtualMachineSpec,
     set_condition,
 )
-from zkstore import Claim, Holders, Store
+from zkstore import Claim, Holders, Release, Store
 
 
 @pytest.fixture
@@ -67,13 +71,23 @@ def test_a_vm_placed_back_here_between_the_reconciles_reads_is_not_shut_down(
     assert world.domain_state("n1", "back") == DomainState.RUNNING
 
 
-def _node(store: Store, name: str, *, beat: str, state: DaemonState = DaemonState.RUN) -> None:
+def _node(
+    store: Store,
+    name: str,
+    *,
+    beat: str,
+    state: DaemonState = DaemonState.RUN,
+    ready: bool | None = None,
+) -> None:
     """``name``'s status as its agent writes it: a heartbeat at ``beat``, Ready while
-    running, and a migration URI (the target of a live migration must publish one)."""
+    running (unless ``ready`` says otherwise: its hypervisor is down), and a migration URI
+    (the target of a live migration must publish one)."""
     if not store.exists(Node, name):
         store.create(Node(metadata=ObjectMeta(name=name), spec=NodeSpec()))
-    ready = state == DaemonState.RUN
-    conditions = set_condition([], "Ready", ready, "HeartbeatOK" if ready else "NodeDead", "")
+    if ready is None:
+        ready = state == DaemonState.RUN
+    reason = "HeartbeatOK" if ready else "HypervisorUnavailable"
+    conditions = set_condition([], "Ready", ready, reason, "")
     status = NodeStatus(
         conditions=conditions,
         daemon_state=state,
@@ -168,3 +182,73 @@ def test_live_migration_that_fails_to_a_live_target_falls_back_to_a_shutdown_mov
     delay, move = departures.leave(vm, move, DomainState.RUNNING)
     assert delay is None and move is not None and move.cold, move
     assert "does not converge" in (move.last_error or "")
+
+
+def test_a_heartbeat_saying_the_targets_hypervisor_is_down_gets_no_shutdown_move(
+    store: Store, world: HypervisorWorld, moving: tuple[Departures, VirtualMachine]
+) -> None:
+    """n3's libvirtd went down (attempts fail) while its agent runs on: its next heartbeat
+    is new, and says Ready False. New as it is, it is no sign that n3 can run the guest:
+    the move is given up (decided from that one status read: a review found the two looks
+    read it apart), and the status says why."""
+    departures, vm = moving
+    world.fail_migrations("m", "injected: connection to n3's libvirtd refused", MAX_ATTEMPTS)
+    delay, move = _until_decided(departures, vm, None, seconds=10)
+    assert delay is not None and move is not None and not move.failed
+    _node(store, "n3", beat="2026-12-01T00:00:05Z", state=DaemonState.RUN, ready=False)
+    _given_up(world, *departures.leave(vm, move, DomainState.RUNNING), "but the target is not")
+
+
+def test_a_target_that_never_claims_fails_the_move_after_three_tries(
+    store: Store,
+    world: HypervisorWorld,
+    moving: tuple[Departures, VirtualMachine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """n3 is Ready but never claims the VM: each claim timeout is an attempt, and after
+    three the move is given up (Failed: the primary places it back), not left Waiting for
+    good while placed where it does not run; and no shutdown move, which a target that
+    never claims would not start either (CLAIM_TIMEOUT shortened to 0.2 s)."""
+    departures, vm = moving
+    monkeypatch.setattr(departure, "CLAIM_TIMEOUT", 0.2)
+    assert Holders(store).release("m", "n3") == Release.RELEASED
+    _given_up(world, *_until_decided(departures, vm, None, seconds=10), "did not claim")
+
+
+def _given_up(world: HypervisorWorld, delay: float | None, move: MoveOut | None, why: str) -> None:
+    """The move was given up (Failed, saying ``why``), the guest running on at n1."""
+    assert delay is not None and move is not None and move.failed, move
+    assert why in move.failed_message
+    assert world.domain_state("n1", "m") == DomainState.RUNNING
+
+
+def test_the_wait_for_a_heartbeat_follows_the_clusters_keepalive(
+    store: Store,
+    world: HypervisorWorld,
+    moving: tuple[Departures, VirtualMachine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node heartbeats once per keepaliveInterval, which the cluster may set above
+    CLAIM_TIMEOUT: the fallback waits three of them, so a live target's next heartbeat
+    comes in time (scaled down: keepalive 1 s, CLAIM_TIMEOUT 0.5 s, n3 beating 1 s on)."""
+    departures, vm = moving
+    monkeypatch.setattr(departure, "CLAIM_TIMEOUT", 0.5)
+    store.create(
+        Cluster(
+            metadata=ObjectMeta(name=CLUSTER_NAME),
+            spec=ClusterSpec(fencing=FencingConfig(keepalive_interval="1s")),
+        )
+    )
+    world.fail_migrations("m", "injected: does not converge", MAX_ATTEMPTS)
+    delay, move = _until_decided(departures, vm, None, seconds=10)
+    assert delay is not None and move is not None and not move.failed
+    beat_at: float | None = time.monotonic() + 1.0
+    deadline = time.monotonic() + 5.0
+    while delay is not None and not move.failed and time.monotonic() < deadline:
+        if beat_at is not None and time.monotonic() >= beat_at:
+            _node(store, "n3", beat="2026-12-01T00:00:01Z")
+            beat_at = None
+        time.sleep(0.05)
+        delay, move = departures.leave(vm, move, DomainState.RUNNING)
+        assert move is not None
+    assert delay is None and move.cold, f"a live target got no fallback: {move}"
