@@ -31,6 +31,7 @@ from schemas import (
     VirtualMachineSpec,
     set_condition,
 )
+from tests.helpers import wait_for
 from zkstore import Claim, Holders, Release, Store
 
 
@@ -100,17 +101,23 @@ def _node(
 def _until_decided(
     departures: Departures, vm: VirtualMachine, move: MoveOut | None, *, seconds: float
 ) -> tuple[float | None, MoveOut | None]:
-    """Look again when the source asks to (as its reconcile does) until it decides a
-    shutdown move (None), gives the move up, or its last attempt has failed."""
-    deadline = time.monotonic() + seconds
-    while True:
-        delay, move = departures.leave(vm, move, DomainState.RUNNING)
-        if delay is None or move is None or move.failed:
-            return delay, move
-        if move.attempts >= MAX_ATTEMPTS and departures.flights.get(vm.name) is None:
-            return delay, move
-        assert time.monotonic() < deadline, f"no decision in {seconds:g}s: {move}"
-        time.sleep(min(delay, 0.2))  # the requeue delay the source asked for (capped)
+    """Look again and again (a reconcile woken early looks early: the source keeps its own
+    retry times) until it decides a shutdown move (None), gives the move up, or its last
+    attempt has failed."""
+    last = [move]
+
+    def decided() -> tuple[float | None, MoveOut | None] | None:
+        delay, last[0] = departures.leave(vm, last[0], DomainState.RUNNING)
+        now = last[0]
+        if delay is None or now is None or now.failed:
+            return delay, now
+        if now.attempts >= MAX_ATTEMPTS and departures.flights.get(vm.name) is None:
+            return delay, now
+        return None
+
+    result = wait_for(decided, seconds, "the source's decision")
+    assert result is not None  # wait_for returns only a decision
+    return result
 
 
 @pytest.fixture
@@ -242,13 +249,16 @@ def test_the_wait_for_a_heartbeat_follows_the_clusters_keepalive(
     world.fail_migrations("m", "injected: does not converge", MAX_ATTEMPTS)
     delay, move = _until_decided(departures, vm, None, seconds=10)
     assert delay is not None and move is not None and not move.failed
-    beat_at: float | None = time.monotonic() + 1.0
-    deadline = time.monotonic() + 5.0
-    while delay is not None and not move.failed and time.monotonic() < deadline:
-        if beat_at is not None and time.monotonic() >= beat_at:
+    beat_at = time.monotonic() + 1.0  # n3's next heartbeat, a keepalive on
+    last: list[MoveOut | None] = [move]
+
+    def decided() -> tuple[float | None, MoveOut | None] | None:
+        if time.monotonic() >= beat_at:
             _node(store, "n3", beat="2026-12-01T00:00:01Z")
-            beat_at = None
-        time.sleep(0.05)
-        delay, move = departures.leave(vm, move, DomainState.RUNNING)
-        assert move is not None
-    assert delay is None and move.cold, f"a live target got no fallback: {move}"
+        delay, last[0] = departures.leave(vm, last[0], DomainState.RUNNING)
+        return (delay, last[0]) if delay is None or last[0] is None or last[0].failed else None
+
+    result = wait_for(decided, 5, "the fallback's decision")
+    assert result is not None  # wait_for returns only a decision
+    delay, move = result
+    assert delay is None and move is not None and move.cold, f"no fallback to a live target: {move}"
