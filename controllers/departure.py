@@ -349,7 +349,7 @@ class Departures:
         if move.attempts >= MAX_ATTEMPTS:
             if move.method != MigrationMethod.AUTO or move.forced:
                 return self._give_up(vm, placement, move, fallback=False)
-            move.target_beat, _ = self._target_status(move.target)
+            move.target_beat = self._heartbeat_of(move.target)
             move.fallback_by = time.monotonic() + self._fallback_wait()
             return self._confirm_fallback(vm, placement, move)
         delay = RETRY_BASE * 2.0 ** (move.attempts - 1)
@@ -377,15 +377,18 @@ class Departures:
         One read of the status for both looks: a heartbeat saying its hypervisor is down
         is a new heartbeat too."""
         assert move.fallback_by is not None
-        beat, status = self._target_status(move.target)
-        problem, permanent = node_status_live_problem(move.target, status, target=True)
-        if status is None:
-            problem, permanent = f"node {move.target} does not exist", False
+        problem: str | None
+        try:
+            status = self.store.get(Node, move.target).status
+        except NotFound:
+            status, problem, permanent = None, f"node {move.target} does not exist", False
+        else:
+            problem, permanent = node_status_live_problem(move.target, status, target=True)
         if problem is not None and not permanent:
             move.fallback_by = None
             move.last_error = f"{move.last_error}; {problem}"
             return self._give_up(vm, placement, move, fallback=False)
-        if beat != move.target_beat:
+        if _heartbeat(status) != move.target_beat:
             move.fallback_by = None
             return self._give_up(vm, placement, move, fallback=True)
         if time.monotonic() >= move.fallback_by:
@@ -402,13 +405,12 @@ class Departures:
         )
         return 1.0
 
-    def _target_status(self, node: str) -> tuple[str | None, NodeStatus | None]:
-        """``node``'s last heartbeat and status, in one read (None: no such node)."""
+    def _heartbeat_of(self, node: str) -> str | None:
+        """``node``'s last heartbeat (None: none, or no such node)."""
         try:
-            status = self.store.get(Node, node).status
+            return _heartbeat(self.store.get(Node, node).status)
         except NotFound:
-            return None, None
-        return (status.last_heartbeat if status is not None else None), status
+            return None
 
     def _fallback_wait(self) -> float:
         """How long a fallback waits for a heartbeat of the target's: three of the cluster's
@@ -562,3 +564,7 @@ class Departures:
         self.store.client.get_children_async(
             self.store.path(paths.holders(name)), watch=watch
         ).rawlink(answered)
+
+
+def _heartbeat(status: NodeStatus | None) -> str | None:
+    return status.last_heartbeat if status is not None else None
