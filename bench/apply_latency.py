@@ -59,6 +59,9 @@ from floors import (
     warm_zookeeper,
     zookeeper_floor,
 )
+from hops import line as hops_line
+from hops import placement_node, vm_hops
+from hops import summarize as summarize_hops
 from poller import Poller, is_running
 
 __all__ = [
@@ -312,12 +315,14 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
         status_root = f"{target.root}/resources/vms"
         watch = StatusWatch(zk, lambda n: f"{status_root}/{n}/status")
         sent_at: dict[str, float] = {}
+        sent_wall: dict[str, float] = {}
         running_at: dict[str, float] = {}
         request_latency: dict[str, float] = {}
         outcomes: dict[str, int] = {}
 
         def one(name: str) -> None:
             watch.expect(name)
+            sent_wall[name] = time.time()
             sent, latency, outcome = apply_one(client, name)
             sent_at[name], request_latency[name] = sent, latency
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -360,7 +365,8 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
                     floor.one(f"warm-{index:04d}", args.timeout)
                 floor.samples.clear()
                 floor.missing.clear()
-                for key in (sent_at, running_at, request_latency, outcomes):
+                floor.observed.clear()
+                for key in (sent_at, sent_wall, running_at, request_latency, outcomes):
                     key.clear()
             first_sent = time.monotonic()
             if args.concurrency == 1:
@@ -387,6 +393,7 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
                 for index in range(first, args.vms):
                     floor.one(f"chain-{index:04d}")
             last_seen = time.monotonic()
+            chain_hops = floor.hops()
         finally:
             floor.close()
         chain_result = floor.result()
@@ -399,6 +406,17 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
         p50 = percentile(values, 50)
         p99 = percentile(values, 99)
 
+        pvc_hops = summarize_hops(
+            vm_hops(
+                zk,
+                sent_wall,
+                lambda n: f"{status_root}/{n}",
+                lambda n, node: f"{target.root}/holders/{n}/{node}",
+                placement_node,
+                starting_write=True,
+            ),
+            {n: v * 1000.0 for n, v in latencies.items()},
+        )
         problems = log_problems(target.state_dir)
         cleanup: dict[str, Any] | None = None
         if (target.mode == "server" and not args.keep_vms) or target.libvirt_uri:
@@ -438,6 +456,13 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
                 "wall_s": last_seen - first_sent,
             },
             "apply_request": summary(list(request_latency.values())),
+            "hops": {
+                "definition": "bench/hops.py's docstring: each step in ms after the send, "
+                "from ZooKeeper's ctime/mtime, and its own gap to the step before",
+                "same_clock": target.mode == "local",
+                "pvc": pvc_hops,
+                "chain_floor": chain_hops,
+            },
             "apply_outcomes": outcomes,
             "zookeeper_warmup": warmup,
             "chain_floor": {
@@ -498,6 +523,12 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         f"({a2r['reached_running']}/{cfg['vms']} Running)"
     )
     print(f"  apply request   p50 {ms(req.get('p50_s', nan))}  p99 {ms(req.get('p99_s', nan))}")
+    hops = result.get("hops") or {}
+    if hops.get("pvc"):
+        # Each step's p50 in ms after the send, (+ its own gap): bench/hops.py.
+        print(f"  hops, PVC       {hops_line(hops['pvc'])}")
+    if hops.get("chain_floor"):
+        print(f"  hops, floor     {hops_line(hops['chain_floor'])}")
     print(
         f"  chain floor     p50 {ms(chain['median_s'])}  p99 {ms(chain.get('p99_s', nan))}  "
         f"({chain['round_trips']} round trips, {chain['watch_hops']} watch hops, "

@@ -237,11 +237,15 @@ class ChainFloor:
         self.watch = StatusWatch(driver, lambda n: f"{self.base}/vms/{n}/status")
         self.samples: list[float] = []
         self.missing: list[str] = []
+        # name -> wall-clock send time, and its time to Running: for hops().
+        self.sent_wall: dict[str, float] = {}
+        self.observed: dict[str, float] = {}
 
     def one(self, name: str, timeout: float = 30.0) -> float | None:
         """Put ``name`` through the chain: its time to Running (None: not within
         ``timeout``, counted in ``missing``)."""
         self.watch.expect(name)
+        self.sent_wall[name] = time.time()
         sent = time.monotonic()
         self.driver.create(f"{self.base}/vms/{name}", b'{"spec": {"memory": "64Mi"}}')
         at = self.watch.wait(name, timeout)
@@ -249,7 +253,25 @@ class ChainFloor:
             self.missing.append(name)
             return None
         self.samples.append(at - sent)
+        self.observed[name] = at - sent
         return at - sent
+
+    def hops(self, names: list[str] | None = None) -> dict[str, Any]:
+        """Each step's moment (bench/hops.py) over ``names`` (default: every VM put
+        through since the samples were last cleared), read back from ZooKeeper; call it
+        before ``close``, which removes them."""
+        from hops import summarize, vm_hops
+
+        chosen = names if names is not None else list(self.observed)
+        rows = vm_hops(
+            self.driver,
+            {n: self.sent_wall[n] for n in chosen if n in self.sent_wall},
+            lambda n: f"{self.base}/vms/{n}",
+            lambda n, node: f"{self.base}/holders/{n}/{node}",
+            bytes.decode,
+            starting_write=False,
+        )
+        return summarize(rows, {n: self.observed[n] * 1000.0 for n in chosen if n in self.observed})
 
     def close(self) -> None:
         self._stop.set()
