@@ -64,6 +64,8 @@ from hops import placement_node, vm_hops
 from hops import summarize as summarize_hops
 from poller import Poller, is_running
 
+from zkstore import paths
+
 __all__ = [
     "Poller",
     "Target",
@@ -411,7 +413,7 @@ def run(args: argparse.Namespace, target: Target, token: str) -> dict[str, Any]:
                 zk,
                 sent_wall,
                 lambda n: f"{status_root}/{n}",
-                lambda n, node: f"{target.root}/holders/{n}/{node}",
+                lambda n, node: target.root + paths.holder(n, node),
                 placement_node,
                 starting_write=True,
             ),

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import summary
+from hops import summarize, vm_hops
 
 VM_MEMORY_MIB = 64
 RUNNING = b'{"phase": "Running"}'
@@ -256,22 +257,19 @@ class ChainFloor:
         self.observed[name] = at - sent
         return at - sent
 
-    def hops(self, names: list[str] | None = None) -> dict[str, Any]:
-        """Each step's moment (bench/hops.py) over ``names`` (default: every VM put
-        through since the samples were last cleared), read back from ZooKeeper; call it
-        before ``close``, which removes them."""
-        from hops import summarize, vm_hops
-
-        chosen = names if names is not None else list(self.observed)
+    def hops(self) -> dict[str, Any]:
+        """Each step's moment (bench/hops.py) over every VM that reached Running since the
+        samples were last cleared, read back from ZooKeeper; call it before ``close``, which
+        removes them."""
         rows = vm_hops(
             self.driver,
-            {n: self.sent_wall[n] for n in chosen if n in self.sent_wall},
+            {n: self.sent_wall[n] for n in self.observed},
             lambda n: f"{self.base}/vms/{n}",
             lambda n, node: f"{self.base}/holders/{n}/{node}",
             bytes.decode,
             starting_write=False,
         )
-        return summarize(rows, {n: self.observed[n] * 1000.0 for n in chosen if n in self.observed})
+        return summarize(rows, {n: at * 1000.0 for n, at in self.observed.items()})
 
     def close(self) -> None:
         self._stop.set()
